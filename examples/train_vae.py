@@ -1,0 +1,14 @@
+"""Train a VAE on images, like transformers' run_mae.py.
+
+    python examples/train_vae.py --output_dir outputs/vae --do_train --do_eval                      # embedded digits
+    python examples/train_vae.py --dataset_name ylecun/mnist --output_dir outputs/vae-mnist --do_train --do_eval
+    accelerate launch examples/train_vae.py --dataset_name uoft-cs/cifar10 --output_dir outputs/vae-cifar --do_train
+
+Every `TrainingArguments` flag works (--max_steps, --per_device_train_batch_size, --resume_from_checkpoint, ...);
+`--help` lists them with the model and data flags.
+"""
+
+from hf_autoencoders.training import parse_args, run_training
+
+if __name__ == "__main__":
+    run_training(*parse_args(model_type="vae"))

@@ -1,0 +1,28 @@
+"""hf_autoencoders: AE, VAE and VQ-VAE (with a PixelCNN prior) as Hugging Face transformers models.
+
+Importing the package registers every config and model with `AutoConfig` / `AutoModel`, and marks them for
+`save_pretrained` to write their code beside the weights (so checkpoints load anywhere with `trust_remote_code`).
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from .models import (
+    MODEL_CLASSES,
+    AEConfig,
+    AEModel,
+    AutoencoderConfig,
+    AutoencoderOutput,
+    DiagonalGaussian,
+    VAEConfig,
+    VAEModel,
+    VQVAEConfig,
+    VQVAEModel,
+)
+
+for _model_type, (_config_class, _model_class) in MODEL_CLASSES.items():
+    AutoConfig.register(_model_type, _config_class, exist_ok=True)
+    AutoModel.register(_config_class, _model_class, exist_ok=True)
+    _config_class.register_for_auto_class()
+    _model_class.register_for_auto_class("AutoModel")
+
+__version__ = "0.1.0"

@@ -1,0 +1,283 @@
+"""Configurations of the autoencoder families: AE, VAE and VQ-VAE.
+
+All three share the image shape, the backbone (encoder/decoder architecture) and the decoder likelihood; each adds the
+fields of its latent space. Every field is checked when the config is built, so a model that cannot be made is
+refused before any weight is allocated.
+"""
+
+from transformers import PreTrainedConfig
+
+BACKBONES = ("mlp", "conv", "vit")
+LIKELIHOODS = ("gaussian", "bernoulli", "discretized_logistic")
+QUANTIZERS = ("vq", "fsq")
+GRADIENT_ESTIMATORS = ("reparameterization", "score_function")
+SCORE_FUNCTION_BASELINES = ("none", "moving_average", "leave_one_out")
+CATEGORICAL_ESTIMATORS = ("score_function", "gumbel_softmax")
+
+# Per-backbone defaults for fields left as None.
+_DEFAULT_HIDDEN_SIZE = {"mlp": 512, "conv": 64, "vit": 128}
+_DEFAULT_NUM_HIDDEN_LAYERS = {"mlp": 2, "conv": 0, "vit": 4}
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+class AutoencoderConfig(PreTrainedConfig):
+    r"""
+    Fields shared by every autoencoder.
+
+    Image shape (as in transformers' vision configs):
+        image_size (`int`, defaults to 28): height and width of the (square) input images.
+        num_channels (`int`, defaults to 1): number of image channels (1 for grayscale, 3 for RGB).
+
+    Backbone (the encoder f and decoder g):
+        backbone (`str`, defaults to `"conv"`):
+            `"mlp"`: fully connected layers on the flattened image.
+            `"conv"`: strided 4x4 convolutions followed by residual blocks (3x3 conv, ReLU, 1x1 conv), mirrored by
+            transposed convolutions in the decoder, as in the VQ-VAE paper (van den Oord et al., 2017).
+            `"vit"`: patch embedding, pre-norm transformer blocks, and a transformer decoder whose tokens are
+            un-embedded back into patches (Dosovitskiy et al., 2021; He et al., 2022).
+        hidden_size (`int`, *optional*): width of the backbone (units of an MLP layer, channels of the conv
+            backbone, token width of the ViT). Defaults to 512 / 64 / 128 for mlp / conv / vit.
+        num_hidden_layers (`int`, *optional*): hidden layers of the MLP, or transformer blocks of the ViT encoder
+            and of its decoder. Defaults to 2 / 4 for mlp / vit (unused by conv).
+        num_downsamples (`int`, defaults to 2): stride-2 stages of the conv backbone; the latent grid of a conv (and
+            of an MLP VQ-VAE) is `image_size / 2**num_downsamples`.
+        num_residual_blocks (`int`, defaults to 2): residual blocks of the conv backbone.
+        patch_size (`int`, defaults to 4): ViT patch size; the ViT latent grid is `image_size / patch_size`.
+        num_attention_heads (`int`, defaults to 4): attention heads of the ViT blocks.
+        linear (`bool`, defaults to `False`): no nonlinearity anywhere (MLP backbone only). A linear AE trained on
+            squared error spans the same subspace as PCA (Baldi & Hornik, 1989).
+
+    Decoder likelihood p(x | z):
+        likelihood (`str`, defaults to `"gaussian"`):
+            `"gaussian"`: N(g(z), c I) with fixed variance c; reconstruction loss ||x - g(z)||^2 / 2c.
+            `"bernoulli"`: independent Bernoulli pixels with logits g(z), for binarized images.
+            `"discretized_logistic"`: a logistic per pixel integrated over the 8-bit bin of width 1/255, with a
+            learned scale per channel, so negative log-likelihoods are in nats of discrete data and convert to
+            bits/dim (Salimans et al., 2017).
+        gaussian_variance (`float`, defaults to 0.5): the fixed variance c of the Gaussian likelihood. With c = 0.5,
+            the reconstruction loss is exactly the summed squared error.
+    """
+
+    model_type = "hf_autoencoders_base"
+
+    image_size: int = 28
+    num_channels: int = 1
+    backbone: str = "conv"
+    hidden_size: int | None = None
+    num_hidden_layers: int | None = None
+    num_downsamples: int = 2
+    num_residual_blocks: int = 2
+    patch_size: int = 4
+    num_attention_heads: int = 4
+    linear: bool = False
+    likelihood: str = "gaussian"
+    gaussian_variance: float = 0.5
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        _require(self.backbone in BACKBONES, f"backbone={self.backbone!r} is not known; use one of {BACKBONES}.")
+        _require(
+            self.likelihood in LIKELIHOODS, f"likelihood={self.likelihood!r} is not known; use one of {LIKELIHOODS}."
+        )
+        _require(self.num_channels >= 1, f"num_channels must be >= 1, got {self.num_channels}.")
+        _require(self.image_size >= 1, f"image_size must be >= 1, got {self.image_size}.")
+        _require(self.gaussian_variance > 0, f"gaussian_variance (c) must be > 0, got {self.gaussian_variance}.")
+        if self.hidden_size is None:
+            self.hidden_size = _DEFAULT_HIDDEN_SIZE[self.backbone]
+        if self.num_hidden_layers is None:
+            self.num_hidden_layers = _DEFAULT_NUM_HIDDEN_LAYERS[self.backbone]
+        _require(self.hidden_size >= 1, f"hidden_size must be >= 1, got {self.hidden_size}.")
+        _require(self.num_hidden_layers >= 0, f"num_hidden_layers must be >= 0, got {self.num_hidden_layers}.")
+        if self.backbone in ("conv", "mlp"):
+            factor = 2**self.num_downsamples
+            _require(self.num_downsamples >= 0, f"num_downsamples must be >= 0, got {self.num_downsamples}.")
+            _require(
+                self.image_size % factor == 0,
+                f"image_size={self.image_size} is not divisible by 2**num_downsamples={factor}; "
+                f"use an image_size that is a multiple of {factor} or change num_downsamples.",
+            )
+        if self.backbone == "vit":
+            _require(
+                self.patch_size >= 1 and self.image_size % self.patch_size == 0,
+                f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}; "
+                "use a patch_size that divides image_size (e.g. 4 for 28, 32 and 64).",
+            )
+            _require(
+                self.hidden_size % self.num_attention_heads == 0,
+                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}.",
+            )
+            _require(not self.linear, "linear=True needs backbone='mlp' or 'conv' (attention is not linear).")
+        super().__post_init__(**kwargs)
+
+    @property
+    def latent_grid_size(self) -> int:
+        """Side of the spatial latent grid (VQ-VAE code map)."""
+        if self.backbone == "vit":
+            return self.image_size // self.patch_size
+        return self.image_size // 2**self.num_downsamples
+
+    @property
+    def num_pixels(self) -> int:
+        return self.num_channels * self.image_size * self.image_size
+
+
+class AEConfig(AutoencoderConfig):
+    r"""
+    A deterministic autoencoder x -> z = f(x) -> g(z), trained to minimise ||x - g(f(x))||^2.
+
+        latent_dim (`int`, defaults to 16): size of the latent vector z.
+        noise_std (`float`, defaults to 0.0): standard deviation of Gaussian noise added to the input during
+            training only (a denoising autoencoder, Vincent et al., 2008); the target stays the clean image.
+
+    Plus every field of [`AutoencoderConfig`].
+    """
+
+    model_type = "hf_autoencoders_ae"
+
+    latent_dim: int = 16
+    noise_std: float = 0.0
+
+    def __post_init__(self, **kwargs):
+        _require(self.latent_dim >= 1, f"latent_dim must be >= 1, got {self.latent_dim}.")
+        _require(self.noise_std >= 0, f"noise_std must be >= 0, got {self.noise_std}.")
+        super().__post_init__(**kwargs)
+
+
+class VAEConfig(AEConfig):
+    r"""
+    A variational autoencoder (Kingma & Welling, 2014): q(z|x) = N(mu(x), diag sigma^2(x)), prior p(z) = N(0, I).
+
+        latent_dim (`int`, defaults to 16): size of the continuous latent z.
+        kl_weight (`float`, defaults to 1.0): beta of the beta-VAE (Higgins et al., 2017), multiplying the KL term.
+            With the Gaussian likelihood the effective weight of KL against the *summed squared error* is
+            2 c * kl_weight: choose `gaussian_variance` rather than this knob where you can.
+        gaussian_variance (`float`, defaults to 0.05): the fixed decoder variance c.
+        gradient_estimator (`str`, defaults to `"reparameterization"`): how gradients reach the encoder through the
+            sample z ~ q(z|x). `"reparameterization"`: z = mu + sigma * eps, eps ~ N(0, I) (pathwise).
+            `"score_function"`: REINFORCE, grad E_q[f(z)] = E_q[f(z) grad log q(z|x)], unbiased but high variance,
+            and the only option that also works for discrete latents.
+        score_function_baseline (`str`, defaults to `"moving_average"`): control variate b subtracted from f(z):
+            `"none"`, `"moving_average"` of past f, or `"leave_one_out"` (mean of the other samples' f; needs
+            `num_latent_samples >= 2`).
+        num_latent_samples (`int`, defaults to 1): samples of z per image in the training loss.
+        num_categories (`int`, defaults to 0): if > 0, the latent gets a categorical part c ~ Cat(pi(x)) with that
+            many classes, prior Uniform(num_categories), beside the continuous part.
+        categorical_estimator (`str`, defaults to `"gumbel_softmax"`): `"score_function"` or `"gumbel_softmax"`
+            (a relaxed one-hot sample with temperature `gumbel_temperature`, Jang et al. 2017; Maddison et al. 2017).
+        gumbel_temperature (`float`, defaults to 0.5).
+    """
+
+    model_type = "hf_autoencoders_vae"
+
+    gaussian_variance: float = 0.05
+    kl_weight: float = 1.0
+    gradient_estimator: str = "reparameterization"
+    score_function_baseline: str = "moving_average"
+    num_latent_samples: int = 1
+    num_categories: int = 0
+    categorical_estimator: str = "gumbel_softmax"
+    gumbel_temperature: float = 0.5
+
+    def __post_init__(self, **kwargs):
+        _require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}.")
+        _require(
+            self.gradient_estimator in GRADIENT_ESTIMATORS,
+            f"gradient_estimator={self.gradient_estimator!r} is not known; use one of {GRADIENT_ESTIMATORS}.",
+        )
+        _require(
+            self.score_function_baseline in SCORE_FUNCTION_BASELINES,
+            f"score_function_baseline={self.score_function_baseline!r} is not known; "
+            f"use one of {SCORE_FUNCTION_BASELINES}.",
+        )
+        _require(self.num_latent_samples >= 1, f"num_latent_samples must be >= 1, got {self.num_latent_samples}.")
+        _require(
+            self.score_function_baseline != "leave_one_out" or self.num_latent_samples >= 2,
+            "score_function_baseline='leave_one_out' needs num_latent_samples >= 2.",
+        )
+        _require(self.num_categories >= 0, f"num_categories must be >= 0, got {self.num_categories}.")
+        _require(
+            self.categorical_estimator in CATEGORICAL_ESTIMATORS,
+            f"categorical_estimator={self.categorical_estimator!r} is not known; use one of {CATEGORICAL_ESTIMATORS}.",
+        )
+        _require(self.gumbel_temperature > 0, f"gumbel_temperature must be > 0, got {self.gumbel_temperature}.")
+        super().__post_init__(**kwargs)
+
+
+class VQVAEConfig(AutoencoderConfig):
+    r"""
+    A vector-quantized VAE (van den Oord et al., 2017): the encoder's grid of vectors z_e is snapped to a learned
+    K x d codebook, the decoder sees the straight-through z_e + sg(z_q - z_e).
+
+        quantizer (`str`, defaults to `"vq"`): `"vq"` (codebook) or `"fsq"` (Finite Scalar Quantization,
+            Mentzer et al., 2023: each of len(fsq_levels) channels rounded to a fixed grid; no codebook loss).
+        num_embeddings (`int`, defaults to 512): codebook size K (derived as prod(fsq_levels) for FSQ).
+        embedding_dim (`int`, defaults to 64): dimension d of z_e and of the decoder input.
+        commitment_cost (`float`, defaults to 0.25): beta of the commitment loss beta * ||z_e - sg(e)||^2.
+        codebook_ema (`bool`, defaults to `False`): update the codebook as exponential moving averages of the
+            assigned encoder outputs instead of the codebook loss (paper's appendix; Razavi et al., 2019).
+        ema_decay (`float`, defaults to 0.99): decay of those averages.
+        ema_epsilon (`float`, defaults to 1e-5): Laplace smoothing of the EMA cluster sizes.
+        kmeans_init (`bool`, defaults to `False`): initialise the codebook by k-means on the first training batch.
+        kmeans_iters (`int`, defaults to 10).
+        dead_code_threshold (`int`, defaults to 0): re-seed a code from the encoder outputs once it has gone unused
+            for that many training steps (0 = never; Dhariwal et al., 2020 "Jukebox").
+        codebook_dim (`int`, *optional*): look codes up in this lower dimension (factorized codes, Yu et al., 2022
+            "ViT-VQGAN"), projecting z_e down before and back up after quantization.
+        l2_normalized_codes (`bool`, defaults to `False`): l2-normalise z_e and the codes before the lookup
+            (cosine similarity, ViT-VQGAN).
+        stochastic_quantization (`bool`, defaults to `False`): sample the code k with probability proportional to
+            exp(-||z_e - e_k||^2 / quantization_temperature) while training, instead of the nearest neighbour.
+        quantization_temperature (`float`, defaults to 1.0).
+        fsq_levels (`tuple[int]`, defaults to (8, 5, 5, 5)): quantization levels per channel for FSQ.
+    """
+
+    model_type = "hf_autoencoders_vqvae"
+
+    quantizer: str = "vq"
+    num_embeddings: int = 512
+    embedding_dim: int = 64
+    commitment_cost: float = 0.25
+    codebook_ema: bool = False
+    ema_decay: float = 0.99
+    ema_epsilon: float = 1e-5
+    kmeans_init: bool = False
+    kmeans_iters: int = 10
+    dead_code_threshold: int = 0
+    codebook_dim: int | None = None
+    l2_normalized_codes: bool = False
+    stochastic_quantization: bool = False
+    quantization_temperature: float = 1.0
+    fsq_levels: list[int] | tuple[int, ...] = (8, 5, 5, 5)
+
+    def __post_init__(self, **kwargs):
+        _require(
+            self.quantizer in QUANTIZERS, f"quantizer={self.quantizer!r} is not known; use one of {QUANTIZERS}."
+        )
+        self.fsq_levels = tuple(int(level) for level in self.fsq_levels)
+        if self.quantizer == "fsq":
+            _require(
+                len(self.fsq_levels) >= 1 and all(level >= 2 for level in self.fsq_levels),
+                f"fsq_levels must be a non-empty sequence of integers >= 2, got {self.fsq_levels}.",
+            )
+            num_embeddings = 1
+            for level in self.fsq_levels:
+                num_embeddings *= level
+            self.num_embeddings = num_embeddings
+        _require(self.num_embeddings >= 2, f"num_embeddings (K) must be >= 2, got {self.num_embeddings}.")
+        _require(self.embedding_dim >= 1, f"embedding_dim (d) must be >= 1, got {self.embedding_dim}.")
+        _require(self.commitment_cost >= 0, f"commitment_cost must be >= 0, got {self.commitment_cost}.")
+        _require(0 < self.ema_decay < 1, f"ema_decay must be in (0, 1), got {self.ema_decay}.")
+        _require(self.dead_code_threshold >= 0, f"dead_code_threshold must be >= 0, got {self.dead_code_threshold}.")
+        _require(
+            self.codebook_dim is None or self.codebook_dim >= 1,
+            f"codebook_dim must be >= 1 or None, got {self.codebook_dim}.",
+        )
+        _require(
+            self.quantization_temperature > 0,
+            f"quantization_temperature must be > 0, got {self.quantization_temperature}.",
+        )
+        super().__post_init__(**kwargs)

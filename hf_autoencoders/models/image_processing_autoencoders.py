@@ -1,0 +1,216 @@
+"""Image processor of the autoencoders: any image -> pixel_values in [0, 1] on the 8-bit grid, and back.
+
+Every image is brought to a fixed mode ("L" or "RGB"), resized to `image_size x image_size` with PIL when its size
+differs, and kept as 8-bit integers k in {0, ..., 255} before it becomes pixel_values x = k / 255. So pixel_values
+always lie on the 1/255 grid that the discretized-logistic likelihood integrates over, and the training data (decoded
+once by `hf_autoencoders.data` with `image_to_uint8`, then divided by 255 in the collator) and this processor give the
+same tensors for the same image.
+
+This file travels with saved checkpoints (remote code): it imports only numpy, PIL, torch and transformers.
+"""
+
+import io
+import os
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+from transformers.processing_utils import ImagesKwargs
+
+_MODES = {1: "L", 3: "RGB"}
+_RETURN_TENSORS = (None, "pt", "np")
+
+
+def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels k -> float32 k / 255 in [0, 1] (the one conversion shared by the processor and the collator)."""
+    return images.float().div_(255.0)
+
+
+def binarize(pixel_values: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Deterministic binarization for Bernoulli likelihoods: 1 where x > threshold, else 0 (same dtype)."""
+    return (pixel_values > threshold).to(pixel_values.dtype)
+
+
+def _array_to_pil(array: np.ndarray, channels_first: bool) -> Image.Image:
+    """A uint8 (or float in [0, 1]) array of shape HW, HWC or CHW (C in 1, 3, 4) as a PIL image."""
+    if array.ndim == 3:
+        if channels_first or (array.shape[-1] not in (1, 3, 4) and array.shape[0] in (1, 3, 4)):
+            array = array.transpose(1, 2, 0)
+        if array.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"has shape {array.shape}; expected (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4")
+        if array.shape[-1] == 1:
+            array = array[..., 0]
+    elif array.ndim != 2:
+        raise ValueError(f"has {array.ndim} dimensions (shape {tuple(array.shape)}); expected 2 or 3")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.floating) and array.dtype != np.bool_:
+            raise ValueError(f"has dtype {array.dtype}; expected uint8 values in [0, 255] or floats in [0, 1]")
+        array = array.astype(np.float32)
+        if array.size and (array.min() < 0 or array.max() > 1):
+            raise ValueError(f"is a float array with values in [{array.min():g}, {array.max():g}]; expected [0, 1]")
+        array = np.rint(array * 255).astype(np.uint8)  # onto the 8-bit grid
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def to_pil_image(image) -> Image.Image:
+    """
+    Open one image given as a PIL image, a numpy array (HW / HWC uint8, or floats in [0, 1]), a torch tensor
+    (CHW / HW uint8, or floats in [0, 1]), a local file path, encoded bytes, or a `datasets` image dict
+    `{"bytes": ..., "path": ...}`. Raises ValueError (TypeError for unsupported types) saying what is wrong.
+    """
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, torch.Tensor):
+        return _array_to_pil(image.detach().cpu().numpy(), channels_first=image.ndim == 3)
+    if isinstance(image, np.ndarray):
+        return _array_to_pil(image, channels_first=False)
+    if isinstance(image, dict) and ("bytes" in image or "path" in image):
+        image = image.get("bytes") or image.get("path")
+    if isinstance(image, (bytes, bytearray, str, os.PathLike)):
+        source = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else image
+        try:
+            pil_image = Image.open(source)
+            pil_image.load()
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            what = "bytes" if isinstance(image, (bytes, bytearray)) else f"file {os.fspath(image)!r}"
+            raise ValueError(f"cannot be read as an image ({what}: {err})") from err
+        return pil_image
+    raise TypeError(
+        f"has type {type(image).__name__}; expected a PIL image, a numpy array, a torch tensor, a file path or bytes"
+    )
+
+
+def image_to_uint8(image, image_size: int, num_channels: int, resample: int = Image.Resampling.BILINEAR) -> np.ndarray:
+    """
+    One image (anything `to_pil_image` accepts) as a uint8 array of shape (num_channels, image_size, image_size):
+    converted to "L" (num_channels=1) or "RGB" (num_channels=3), then resized with PIL's `resample` filter when its
+    size differs (non-square images are stretched, not cropped).
+    """
+    pil_image = to_pil_image(image)
+    mode = _MODES[num_channels]
+    if pil_image.mode != mode:
+        pil_image = pil_image.convert(mode)
+    if pil_image.size != (image_size, image_size):
+        pil_image = pil_image.resize((image_size, image_size), resample=resample)
+    array = np.asarray(pil_image, dtype=np.uint8)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+class AutoencoderImageProcessorKwargs(ImagesKwargs, total=False):
+    image_size: int
+    num_channels: int
+    do_binarize: bool
+    binarize_threshold: float
+
+
+class AutoencoderImageProcessor(BaseImageProcessor):
+    r"""
+    Turns images into the `pixel_values` the autoencoders take, and their outputs back into images.
+
+    Args:
+        image_size (`int`, defaults to 28): images are resized to `image_size x image_size`.
+        num_channels (`int`, defaults to 1): 1 converts every image to grayscale ("L"), 3 to "RGB".
+        resample (`int`, defaults to `PIL.Image.Resampling.BILINEAR`): PIL filter used when resizing.
+        do_binarize (`bool`, defaults to `False`): map x to 1[x > binarize_threshold], for Bernoulli likelihoods.
+        binarize_threshold (`float`, defaults to 0.5): threshold of the binarization.
+
+    `preprocess(images)` returns `pixel_values` of shape (batch, num_channels, image_size, image_size), float32,
+    with values k / 255 for integers k in [0, 255] (or exactly 0 / 1 when binarizing). `postprocess(pixel_values)`
+    clamps to [0, 1] and returns PIL images.
+    """
+
+    model_input_names = ["pixel_values"]
+    valid_kwargs = AutoencoderImageProcessorKwargs
+
+    def __init__(
+        self,
+        image_size: int = 28,
+        num_channels: int = 1,
+        resample: int = Image.Resampling.BILINEAR,
+        do_binarize: bool = False,
+        binarize_threshold: float = 0.5,
+        **kwargs,
+    ):
+        kwargs.pop("image_processor_type", None)
+        super().__init__(**kwargs)
+        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+            raise ValueError(f"image_size must be a positive int, got {image_size!r}.")
+        if num_channels not in _MODES:
+            raise ValueError(f"num_channels must be 1 (grayscale) or 3 (RGB), got {num_channels!r}.")
+        if not 0.0 <= binarize_threshold <= 1.0:
+            raise ValueError(f"binarize_threshold must be in [0, 1], got {binarize_threshold!r}.")
+        self.image_size = image_size
+        self.num_channels = num_channels
+        self.resample = int(resample)
+        self.do_binarize = bool(do_binarize)
+        self.binarize_threshold = float(binarize_threshold)
+
+    def __call__(self, images, **kwargs) -> BatchFeature:
+        return self.preprocess(images, **kwargs)
+
+    def to_uint8(self, images) -> torch.Tensor:
+        """Images (one, a list, or a batched 4-d array/tensor) as a uint8 tensor (batch, C, H, W)."""
+        if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
+            images = list(images)
+        elif not isinstance(images, (list, tuple)):
+            images = [images]
+        if len(images) == 0:
+            raise ValueError("images is empty; expected at least one image.")
+        arrays = []
+        for index, image in enumerate(images):
+            try:
+                arrays.append(image_to_uint8(image, self.image_size, self.num_channels, self.resample))
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"images[{index}] {err}.") from err
+        return torch.from_numpy(np.stack(arrays))
+
+    def preprocess(
+        self,
+        images,
+        return_tensors: str | None = "pt",
+        do_binarize: bool | None = None,
+        binarize_threshold: float | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """
+        Args:
+            images: a PIL image, numpy array (HW / HWC uint8, or floats in [0, 1]), torch tensor (CHW / HW uint8, or
+                floats in [0, 1]), file path or bytes; a list of those; or a 4-d batch (numpy NHWC, torch NCHW).
+            return_tensors (`str`, defaults to `"pt"`): "pt" for a torch tensor, "np" for a numpy array.
+            do_binarize, binarize_threshold: override the processor's settings for this call.
+
+        Returns:
+            `BatchFeature` with `pixel_values` (batch, num_channels, image_size, image_size), float32 in [0, 1].
+        """
+        if kwargs:
+            raise ValueError(
+                f"preprocess got unexpected arguments {sorted(kwargs)}; accepted: return_tensors, do_binarize, "
+                "binarize_threshold."
+            )
+        if return_tensors not in _RETURN_TENSORS:
+            raise ValueError(f"return_tensors must be one of {_RETURN_TENSORS}, got {return_tensors!r}.")
+        do_binarize = self.do_binarize if do_binarize is None else do_binarize
+        threshold = self.binarize_threshold if binarize_threshold is None else binarize_threshold
+        pixel_values = uint8_to_unit(self.to_uint8(images))
+        if do_binarize:
+            pixel_values = binarize(pixel_values, threshold)
+        if return_tensors == "np":
+            pixel_values = pixel_values.numpy()
+        return BatchFeature(data={"pixel_values": pixel_values})
+
+    def postprocess(self, pixel_values) -> list[Image.Image]:
+        """pixel_values (batch, C, H, W) or (C, H, W) with C in 1, 3 as PIL images, clamped to [0, 1] and rounded."""
+        pixel_values = torch.as_tensor(pixel_values).detach().float().cpu()
+        if pixel_values.ndim == 3:
+            pixel_values = pixel_values[None]
+        if pixel_values.ndim != 4 or pixel_values.shape[1] not in _MODES:
+            raise ValueError(
+                f"pixel_values has shape {tuple(pixel_values.shape)}; expected (batch, C, H, W) or (C, H, W) "
+                "with C in 1, 3."
+            )
+        uint8 = (pixel_values.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return [Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image) for image in uint8]
+
+
+__all__ = ["AutoencoderImageProcessor", "binarize", "image_to_uint8", "to_pil_image", "uint8_to_unit"]

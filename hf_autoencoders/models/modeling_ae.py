@@ -1,0 +1,56 @@
+"""The autoencoder: z = f(x), x_hat = g(z), trained to minimise ||x - g(f(x))||^2."""
+
+import torch
+
+from .backbones import build_decoder, build_encoder
+from .configuration_autoencoders import AEConfig
+from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel
+
+
+class AEModel(AutoencoderPreTrainedModel):
+    r"""
+    A deterministic autoencoder. With the default Gaussian likelihood (c = 0.5) the loss is the summed squared error
+    ||x - g(f(x))||^2 per image, averaged over the batch. With `linear=True` and the MLP backbone, f and g are linear
+    maps and the optimum's decoder spans the top-`latent_dim` principal subspace of the data (Baldi & Hornik, 1989).
+    With `noise_std > 0` it is a denoising autoencoder: the encoder sees x + noise, the loss compares to clean x.
+    """
+
+    config_class = AEConfig
+
+    def __init__(self, config: AEConfig):
+        super().__init__(config)
+        self.encoder = build_encoder(config, config.latent_dim)
+        self.decoder = build_decoder(config, config.latent_dim)
+        self._build_likelihood()
+        self.post_init()
+
+    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """z = f(x), shape (batch, latent_dim)."""
+        self.check_pixel_values(pixel_values)
+        return self.encoder(pixel_values)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """E[x | z] = g(z) (through the likelihood's mean, e.g. a sigmoid for Bernoulli), shape (batch, C, H, W)."""
+        return self.likelihood.mean(self.decoder(latents))
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        target_pixel_values: torch.Tensor | None = None,
+        return_loss: bool = True,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> AutoencoderOutput:
+        """Reconstruct `pixel_values`; the loss compares to `target_pixel_values` if given (denoising), else to
+        the input itself."""
+        self.check_pixel_values(pixel_values)
+        target = self._target(pixel_values, target_pixel_values)
+        latents = self.encoder(self._corrupt(pixel_values))
+        decoder_params = self.decoder(latents)
+        reconstruction_loss = self.reconstruction_loss(target, decoder_params).mean() if return_loss else None
+        return AutoencoderOutput(
+            loss=reconstruction_loss,
+            reconstruction=self.likelihood.mean(decoder_params),
+            latents=latents,
+            reconstruction_loss=reconstruction_loss,
+        )

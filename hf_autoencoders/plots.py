@@ -1,0 +1,234 @@
+"""Figures of an autoencoder run: image grids, reconstructions, samples, interpolations, latent layouts, loss curves.
+
+Every function writes one PNG (creating parent folders, replacing a file already there) and returns its path.
+Images are (N, C, H, W) tensors or arrays with values in [0, 1] (C = 1 or 3); (N, H, W) is read as grayscale.
+Grids are written directly with PIL as uint8 PNGs; scatter plots and curves are drawn by matplotlib's Agg canvas
+on standalone Figures (pyplot and its global backend are never touched).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def _figure(**kwargs):
+    """A matplotlib Figure drawn by the Agg canvas, without pyplot: no global state, no backend switch."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _prepare_path(path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _to_uint8_images(images, name: str = "images") -> np.ndarray:
+    """(N, C, H, W) or (N, H, W) in [0, 1] -> uint8 array (N, H, W, C) with C in {1, 3}."""
+    images = torch.as_tensor(images).detach().cpu().float()
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"{name} must have shape (N, C, H, W) with C = 1 or 3, or (N, H, W); got {tuple(images.shape)}"
+        )
+    if len(images) == 0:
+        raise ValueError(f"{name} is empty; at least one image is needed")
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def save_image_grid(images, path, nrow: int = 8, padding: int = 2, pad_value: float = 1.0, scale: int = 1) -> Path:
+    """Tile ``images`` into a grid of ``nrow`` images per row with ``padding`` pixels of ``pad_value`` between and
+    around the tiles, upscaled ``scale`` times (nearest neighbour), and save it as a grayscale or RGB PNG."""
+    if nrow < 1 or padding < 0 or scale < 1:
+        raise ValueError(f"nrow and scale must be >= 1 and padding >= 0; got nrow={nrow}, padding={padding}, scale={scale}")
+    tiles = _to_uint8_images(images)
+    n, h, w, c = tiles.shape
+    ncol, nrows = min(nrow, n), math.ceil(n / nrow)
+    grid = np.full(
+        (nrows * (h + padding) + padding, ncol * (w + padding) + padding, c), round(pad_value * 255), dtype=np.uint8
+    )
+    for i, tile in enumerate(tiles):
+        top, left = padding + (i // nrow) * (h + padding), padding + (i % nrow) * (w + padding)
+        grid[top : top + h, left : left + w] = tile
+    if scale > 1:
+        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    path = _prepare_path(path)
+    Image.fromarray(grid[..., 0] if c == 1 else grid).save(path)  # 2-d uint8 -> "L", (H, W, 3) -> "RGB"
+    return path
+
+
+def plot_reconstructions(originals, reconstructions, path, n: int = 16, nrow: int = 8, scale: int = 2) -> Path:
+    """The first ``n`` originals and their reconstructions as pairs of rows: ``nrow`` originals above their
+    ``nrow`` reconstructions, repeated until ``n`` images are shown."""
+    originals, reconstructions = torch.as_tensor(originals), torch.as_tensor(reconstructions)
+    if originals.shape != reconstructions.shape:
+        raise ValueError(
+            f"originals and reconstructions must have the same shape; got {tuple(originals.shape)} and "
+            f"{tuple(reconstructions.shape)}"
+        )
+    n = min(n, len(originals))
+    nrow = min(nrow, n)
+    rows = []
+    for start in range(0, n, nrow):
+        block = slice(start, min(start + nrow, n))
+        pad = nrow - (block.stop - block.start)  # fill the last pair of rows with blank tiles
+        for images in (originals[block], reconstructions[block]):
+            rows.append(torch.cat([images.cpu().float(), torch.ones(pad, *images.shape[1:])]))
+    return save_image_grid(torch.cat(rows), path, nrow=nrow, scale=scale)
+
+
+def plot_samples(samples, path, nrow: int = 8, scale: int = 2) -> Path:
+    """A grid of generated samples."""
+    return save_image_grid(samples, path, nrow=nrow, scale=scale)
+
+
+def plot_interpolations(rows_of_images, path, scale: int = 2) -> Path:
+    """One interpolation sequence per row: ``rows_of_images`` is (rows, steps, C, H, W) or a list of (steps, C, H, W)
+    sequences of equal length, e.g. the decoded output of ``metrics.interpolate_latents``."""
+    rows = torch.stack([torch.as_tensor(r).cpu().float() for r in rows_of_images])
+    if rows.dim() not in (4, 5):
+        raise ValueError(f"rows_of_images must be (rows, steps, C, H, W) or (rows, steps, H, W); got {tuple(rows.shape)}")
+    return save_image_grid(rows.flatten(0, 1), path, nrow=rows.shape[1], scale=scale)
+
+
+def _embed_2d(latents: np.ndarray, method: str, seed: int) -> np.ndarray:
+    if latents.shape[1] == 1:
+        return np.concatenate([latents, np.zeros_like(latents)], axis=1)
+    if latents.shape[1] == 2:
+        return latents
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(latents)
+    from sklearn.manifold import TSNE
+
+    perplexity = min(30.0, max(1.0, (len(latents) - 1) / 3))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(latents)
+
+
+def plot_latent_layout(
+    latents,
+    labels,
+    path,
+    method: str = "pca",
+    title: str | None = None,
+    max_points: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Scatter plot of latents (N, ...) projected to 2-d by PCA or t-SNE, coloured by ``labels``.
+
+    Latents are flattened per sample; 1-d and 2-d latents are drawn as they are. At most ``max_points`` random points
+    are shown (default 2000 for t-SNE, whose cost grows quadratically, and 10000 for PCA). Integer labels with at most
+    20 distinct values get a legend; other labels a colorbar; ``labels=None`` draws one colour.
+    """
+    if method not in ("pca", "tsne"):
+        raise ValueError(f"method must be 'pca' or 'tsne'; got {method!r}")
+    latents = torch.as_tensor(latents).detach().cpu()
+    latents = latents.reshape(len(latents), -1).double().numpy()
+    labels = None if labels is None else torch.as_tensor(labels).detach().cpu().flatten().numpy()
+    if labels is not None and len(labels) != len(latents):
+        raise ValueError(f"labels must have one entry per latent ({len(latents)}); got {len(labels)}")
+    max_points = max_points or (2000 if method == "tsne" else 10000)
+    if len(latents) > max_points:
+        keep = np.random.default_rng(seed).choice(len(latents), max_points, replace=False)
+        latents, labels = latents[keep], None if labels is None else labels[keep]
+    points = _embed_2d(latents, method, seed)
+
+    from matplotlib import colormaps
+
+    fig = _figure(figsize=(6, 5.5))
+    ax = fig.subplots()
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.7)
+    elif np.issubdtype(labels.dtype, np.integer) and len(np.unique(labels)) <= 20:
+        classes = np.unique(labels)
+        cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"]
+        for i, c in enumerate(classes):
+            mask = labels == c
+            ax.scatter(points[mask, 0], points[mask, 1], s=4, alpha=0.7, color=cmap(i), label=str(c))
+        ax.legend(markerscale=3, fontsize="small", loc="best", title="label")
+    else:
+        scatter = ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.7, c=labels, cmap="viridis")
+        fig.colorbar(scatter, ax=ax, label="label")
+    axis_name = {"pca": "PC", "tsne": "t-SNE "}[method] if latents.shape[1] > 2 else "z"
+    ax.set_xlabel(f"{axis_name}1")
+    ax.set_ylabel(f"{axis_name}2")
+    ax.set_title(title or f"latents ({method.upper() if latents.shape[1] > 2 else 'raw'}, n={len(points)})")
+    fig.tight_layout()
+    path = _prepare_path(path)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+_NOT_TERMS = ("train_loss",)  # the Trainer's end-of-training summary (the mean training loss), not a curve
+
+
+def _loss_series(log_history: list[dict], keys=None) -> dict[str, dict[str, tuple[list, list]]]:
+    """{term: {"train"|"eval": (steps, values)}} from a Trainer log history."""
+    series: dict[str, dict[str, tuple[list, list]]] = {}
+    for i, entry in enumerate(log_history):
+        step = entry.get("step", i)
+        for key, value in entry.items():
+            if key in _NOT_TERMS or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            split, term = ("eval", key[len("eval_") :]) if key.startswith("eval_") else ("train", key)
+            if (keys is None and not term.endswith("loss")) or (keys is not None and term not in keys):
+                continue
+            if not math.isfinite(value):
+                continue
+            steps, values = series.setdefault(term, {}).setdefault(split, ([], []))
+            steps.append(step)
+            values.append(float(value))
+    return series
+
+
+def plot_loss_curves(log_history, path, keys: list[str] | None = None, title: str | None = None) -> Path:
+    """Train and eval curves of every loss term against the global step, one subplot per term.
+
+    ``log_history`` is a transformers ``Trainer.state.log_history`` (a list of dicts with keys such as ``loss``,
+    ``reconstruction_loss``, ``kl_loss``, ``eval_loss``, ``eval_reconstruction_loss`` and ``step``) or the path of a
+    ``trainer_state.json``. Terms are the keys ending in ``loss`` (``eval_`` stripped), or ``keys`` if given. A
+    subplot uses a log y-axis when all its values are positive.
+    """
+    if isinstance(log_history, (str, Path)):
+        log_history = json.loads(Path(log_history).read_text())["log_history"]
+    series = _loss_series(log_history, keys)
+    if not series:
+        raise ValueError("log_history has no loss values to plot (no keys ending in 'loss' with numeric values)")
+    terms = sorted(series, key=lambda t: (t != "loss", t))  # the total loss first
+    ncols = min(3, len(terms))
+    nrows = math.ceil(len(terms) / ncols)
+    fig = _figure(figsize=(4.5 * ncols, 3.5 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, term in zip(axes.flat, terms):
+        all_values = []
+        for split, style in (("train", dict(lw=1, alpha=0.8)), ("eval", dict(lw=1.5, marker="o", ms=3))):
+            if split in series[term]:
+                steps, values = series[term][split]
+                ax.plot(steps, values, label=split, **style)
+                all_values += values
+        if all(v > 0 for v in all_values):
+            ax.set_yscale("log")
+        ax.set_title(term)
+        ax.set_xlabel("step")
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(terms) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = _prepare_path(path)
+    fig.savefig(path, dpi=120)
+    return path
