@@ -4,15 +4,19 @@ Importing the package registers every config and model with `AutoConfig` / `Auto
 `save_pretrained` to write their code beside the weights (so checkpoints load anywhere with `trust_remote_code`).
 """
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from .models import (
     MODEL_CLASSES,
     AEConfig,
     AEModel,
     AutoencoderConfig,
+    AutoencoderImageProcessor,
     AutoencoderOutput,
     DiagonalGaussian,
+    PixelCNNPriorConfig,
+    PixelCNNPriorModel,
+    PixelCNNPriorOutput,
     VAEConfig,
     VAEModel,
     VQVAEConfig,
@@ -24,5 +28,9 @@ for _model_type, (_config_class, _model_class) in MODEL_CLASSES.items():
     AutoModel.register(_config_class, _model_class, exist_ok=True)
     _config_class.register_for_auto_class()
     _model_class.register_for_auto_class("AutoModel")
+    if _model_type != PixelCNNPriorConfig.model_type:
+        AutoImageProcessor.register(_config_class, slow_image_processor_class=AutoencoderImageProcessor,
+                                    exist_ok=True)
+AutoencoderImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __version__ = "0.1.0"

@@ -10,6 +10,7 @@ CIFAR-10 train is 50,000 x 3 x 32 x 32 bytes = 150 MB; MNIST train is 47 MB.
 """
 
 import hashlib
+import importlib.util
 import os
 import re
 import warnings
@@ -180,7 +181,8 @@ def load_image_dataset(
         name_or_path: None or "digits" for the embedded scikit-learn digits (1,797 8x8 images upscaled to 28x28;
             the last 297 are the test split); a local folder (Hub parquet layout, imagefolder with class
             subfolders, or `save_to_disk` output); or a Hub dataset id such as "ylecun/mnist".
-        split: load only this split (e.g. "train" or "test"); default: train and test.
+        split: load only this split; default: "train" and "test". These two are always the pair training uses (a
+            carved test split included); any other name (e.g. "validation") is that split of the dataset as is.
         image_size: resize to image_size x image_size (PIL, `resample`); default: the first image's size.
         num_channels: 1 (grayscale) or 3 (RGB); default: that of the first image's mode.
         image_column / label_column: override the detection, which takes the first column of type `datasets.Image`
@@ -263,10 +265,8 @@ def load_image_dataset(
 
 def _load_digits(split, image_size: int, num_channels: int, max_samples: int | None, resample) -> ImageData:
     """scikit-learn's digits: 17 gray levels 0..16 scaled to 0..255, resized from 8x8; the last 297 are test."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    digits, targets = _digits_arrays()
+    pixels = np.rint(digits * (255.0 / 16.0)).astype(np.uint8)
     num_train = len(pixels) - DIGITS_NUM_TEST
     ranges = {"train": slice(0, num_train), "test": slice(num_train, len(pixels))}
     if split is not None and split not in ranges:
@@ -276,7 +276,7 @@ def _load_digits(split, image_size: int, num_channels: int, max_samples: int | N
         if split in (None, split_name):
             rows = np.arange(len(pixels))[rows][:max_samples]
             images = np.stack([image_to_uint8(pixels[i], image_size, num_channels, resample) for i in rows])
-            labels = torch.from_numpy(digits.target[rows]).long()
+            labels = torch.from_numpy(targets[rows])
             splits[split_name] = ImageTensorDataset(torch.from_numpy(images), labels)
     return ImageData(
         name=DEFAULT_DATASET,
@@ -289,6 +289,19 @@ def _load_digits(split, image_size: int, num_channels: int, max_samples: int | N
         label_column="target",
         source_splits={k: k for k in splits},
     )
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """`load_digits().images, .target`: read from the file scikit-learn ships, without importing it (seconds)."""
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if path is not None and path.is_file():
+        data = np.loadtxt(path, delimiter=",")  # as load_digits reads it: 64 pixels then the digit, per row
+        return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return digits.images, digits.target.astype(np.int64)
 
 
 def _not_found(name: str, reason: str) -> DatasetNotFoundError:
@@ -325,27 +338,37 @@ def _load_datasets(name_or_path, load_kwargs: dict) -> dict[str, datasets.Datase
 
 
 def _choose_splits(tables: dict, split: str | None, test_fraction: float, seed: int, name: str):
-    """{"train"/"test" (or `split`): (dataset, row indices)}, and where each came from."""
-    everything = lambda table: np.arange(len(table))  # noqa: E731
-    if split is not None:
+    """{"train"/"test" (or `split`): (dataset, row indices)}, and where each came from.
+
+    "train" and "test" are the pair a training run uses (so `split="test"` of a train-only dataset is the carved,
+    held-out part); any other `split` is that split of the dataset as it is.
+    """
+    if split is not None and split not in ("train", "test"):
         if split not in tables:
             raise ValueError(f"{name} has no split {split!r}; its splits are {sorted(tables)}.")
-        return {split: (tables[split], everything(tables[split]))}, {split: split}
+        return {split: (tables[split], np.arange(len(tables[split])))}, {split: split}
+    chosen, sources = _train_test_splits(tables, test_fraction, seed, name, warn=split != "test")
+    if split is not None:
+        chosen, sources = {split: chosen[split]}, {split: sources[split]}
+    return chosen, sources
+
+
+def _train_test_splits(tables: dict, test_fraction: float, seed: int, name: str, warn: bool):
     test_name = next((s for s in TEST_SPLIT_NAMES if s in tables), None)
     train_name = "train" if "train" in tables else None
     if train_name is None and test_name is None:  # a single split with another name: treat it as train
         train_name = sorted(tables)[0]
     if train_name is not None and test_name is not None:
-        chosen = {"train": (tables[train_name], everything(tables[train_name]))}
-        chosen["test"] = (tables[test_name], everything(tables[test_name]))
+        chosen = {s: (tables[n], np.arange(len(tables[n]))) for s, n in (("train", train_name), ("test", test_name))}
         return chosen, {"train": train_name, "test": test_name}
     if train_name is None:
-        warnings.warn(
-            f"{name} has only a {test_name!r} split: it is used as both the train and the test split, so test "
-            "metrics are not held out.",
-            stacklevel=3,
-        )
-        both = (tables[test_name], everything(tables[test_name]))
+        if warn:
+            warnings.warn(
+                f"{name} has only a {test_name!r} split: it is used as both the train and the test split, so test "
+                "metrics are not held out.",
+                stacklevel=4,
+            )
+        both = (tables[test_name], np.arange(len(tables[test_name])))
         return {"train": both, "test": both}, {"train": test_name, "test": test_name}
     table = tables[train_name]
     if len(table) < 2:
@@ -353,10 +376,8 @@ def _choose_splits(tables: dict, split: str | None, test_fraction: float, seed: 
     permutation = np.random.default_rng(seed).permutation(len(table))
     num_test = min(max(1, round(test_fraction * len(table))), len(table) - 1)
     percent = round(100 * test_fraction)
-    return {
-        "train": (table, np.sort(permutation[num_test:])),
-        "test": (table, np.sort(permutation[:num_test])),
-    }, {"train": f"{train_name} ({100 - percent}%)", "test": f"{train_name} ({percent}%, seed {seed})"}
+    chosen = {"train": (table, np.sort(permutation[num_test:])), "test": (table, np.sort(permutation[:num_test]))}
+    return chosen, {"train": f"{train_name} ({100 - percent}%)", "test": f"{train_name} ({percent}%, seed {seed})"}
 
 
 def _describe_columns(features: datasets.Features) -> str:

@@ -90,12 +90,21 @@ def _pixel_values_of(item, where: str) -> tuple[torch.Tensor, torch.Tensor | Non
     return torch.as_tensor(item), None
 
 
+def _stack_examples(examples: list[tuple[torch.Tensor, torch.Tensor | None]]):
+    labels = [lab for _, lab in examples]
+    return (
+        torch.stack([p for p, _ in examples]),
+        None if any(lab is None for lab in labels) else torch.stack(labels),
+    )
+
+
 def iterate_batches(data, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Yield ``(pixel_values, labels_or_None)`` batches from any common container of images.
 
     Accepted: a tensor (N, C, H, W); a tuple ``(images, labels)`` of tensors; a dict with ``"pixel_values"`` (and
     optionally ``"labels"``/``"label"``); a ``datasets.Dataset`` whose rows have ``"pixel_values"`` (e.g. after
-    ``set_transform``); any indexable dataset of tensors/tuples/dicts; or an iterable of batches (a ``DataLoader``).
+    ``set_transform``); any indexable dataset of tensors/tuples/dicts; or an iterable of batches (a ``DataLoader``)
+    or of single examples (a ``datasets.IterableDataset``), which are grouped into batches.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size}")
@@ -122,16 +131,22 @@ def iterate_batches(data, batch_size: int = 256) -> Iterator[tuple[torch.Tensor,
         return
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         for start in range(0, len(data), batch_size):
-            items = [_pixel_values_of(data[i], "a dataset item") for i in range(start, min(start + batch_size, len(data)))]
-            labels = [lab for _, lab in items]
-            yield (
-                torch.stack([p for p, _ in items]),
-                None if any(lab is None for lab in labels) else torch.stack([torch.as_tensor(lab) for lab in labels]),
-            )
+            stop = min(start + batch_size, len(data))
+            yield _stack_examples([_pixel_values_of(data[i], "a dataset item") for i in range(start, stop)])
         return
     if isinstance(data, Iterable):
-        for batch in data:
-            yield _pixel_values_of(batch, "a batch")
+        examples = []
+        for item in data:
+            pixel_values, labels = _pixel_values_of(item, "a batch")
+            if pixel_values.dim() != 3:  # already a batch (e.g. from a DataLoader)
+                yield pixel_values, labels
+                continue
+            examples.append((pixel_values, labels))  # single examples (e.g. an IterableDataset): group them
+            if len(examples) == batch_size:
+                yield _stack_examples(examples)
+                examples = []
+        if examples:
+            yield _stack_examples(examples)
         return
     raise ValueError(
         f"data of type {type(data).__name__} is not supported; pass a tensor, (images, labels), a dict with "
@@ -531,7 +546,8 @@ def downstream_accuracy(
         if synthetic_labels is None:
             synthetic_labels = predict_proba(classifier, synthetic_images).argmax(-1)
         synthetic_clf = train_classifier(
-            synthetic_images, synthetic_labels, num_classes, epochs, width=width, seed=seed, device=device, progress=progress
+            synthetic_images, synthetic_labels, num_classes, epochs, width=width, seed=seed, device=device,
+            progress=progress,
         )
         results["train_synthetic_test_real"] = classifier_accuracy(synthetic_clf, test_images, test_labels)
     return results

@@ -51,7 +51,9 @@ def save_image_grid(images, path, nrow: int = 8, padding: int = 2, pad_value: fl
     """Tile ``images`` into a grid of ``nrow`` images per row with ``padding`` pixels of ``pad_value`` between and
     around the tiles, upscaled ``scale`` times (nearest neighbour), and save it as a grayscale or RGB PNG."""
     if nrow < 1 or padding < 0 or scale < 1:
-        raise ValueError(f"nrow and scale must be >= 1 and padding >= 0; got nrow={nrow}, padding={padding}, scale={scale}")
+        raise ValueError(
+            f"nrow and scale must be >= 1 and padding >= 0; got nrow={nrow}, padding={padding}, scale={scale}"
+        )
     tiles = _to_uint8_images(images)
     n, h, w, c = tiles.shape
     ncol, nrows = min(nrow, n), math.ceil(n / nrow)
@@ -98,7 +100,9 @@ def plot_interpolations(rows_of_images, path, scale: int = 2) -> Path:
     sequences of equal length, e.g. the decoded output of ``metrics.interpolate_latents``."""
     rows = torch.stack([torch.as_tensor(r).cpu().float() for r in rows_of_images])
     if rows.dim() not in (4, 5):
-        raise ValueError(f"rows_of_images must be (rows, steps, C, H, W) or (rows, steps, H, W); got {tuple(rows.shape)}")
+        raise ValueError(
+            f"rows_of_images must be (rows, steps, C, H, W) or (rows, steps, H, W); got {tuple(rows.shape)}"
+        )
     return save_image_grid(rows.flatten(0, 1), path, nrow=rows.shape[1], scale=scale)
 
 
@@ -213,11 +217,13 @@ def plot_loss_curves(log_history, path, keys: list[str] | None = None, title: st
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, term in zip(axes.flat, terms):
         all_values = []
-        for split, style in (("train", dict(lw=1, alpha=0.8)), ("eval", dict(lw=1.5, marker="o", ms=3))):
-            if split in series[term]:
-                steps, values = series[term][split]
-                ax.plot(steps, values, label=split, **style)
-                all_values += values
+        for split in ("train", "eval"):
+            if split not in series[term]:
+                continue
+            steps, values = series[term][split]
+            marker = "o" if split == "eval" or len(steps) == 1 else None  # sparse series: show the points
+            ax.plot(steps, values, label=split, lw=1.5 if split == "eval" else 1, marker=marker, ms=3)
+            all_values += values
         if all(v > 0 for v in all_values):
             ax.set_yscale("log")
         ax.set_title(term)

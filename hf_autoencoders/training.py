@@ -81,7 +81,23 @@ class AutoencoderTrainingArguments(TrainingArguments):
     save_steps: float = field(default=500, metadata={"help": "Checkpoint every N steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep the last N checkpoints."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False for image inputs."})
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "tensorboard, wandb, ... or none."})
+
+
+def fit(model, train_dataset, eval_dataset=None, *, output_dir, collator=None, **training_kwargs):
+    """Train `model` on a dataset with `AutoencoderTrainer` and return the trainer, for use from Python (studies,
+    benchmarks, notebooks). `training_kwargs` are `TrainingArguments` fields (max_steps, learning_rate, ...);
+    nothing is checkpointed unless `save_strategy` says so.
+
+        trainer = fit(VAEModel(VAEConfig()), data.train, data.test, output_dir="runs/vae", max_steps=500)
+    """
+    defaults = dict(save_strategy="no", logging_steps=50, disable_tqdm=True, report_to="none")
+    args = AutoencoderTrainingArguments(output_dir=str(output_dir), **{**defaults, **training_kwargs})
+    trainer = AutoencoderTrainer(
+        model=model, args=args, data_collator=collator or ImageCollator(), train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+    )
+    trainer.train()
+    return trainer
 
 
 def parse_args(args: list[str] | None = None, model_type: str | None = None):

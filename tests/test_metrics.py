@@ -448,6 +448,7 @@ def test_iterate_batches_accepts_common_containers():
         [{"pixel_values": img, "label": lab} for img, lab in zip(images, labels)],
         torch.utils.data.TensorDataset(images, labels),
         torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=3),
+        ({"pixel_values": img, "labels": lab} for img, lab in zip(images, labels)),  # a stream of examples
     ):
         pixel_values, got_labels = gather(data)
         assert torch.equal(pixel_values, images) and torch.equal(got_labels, labels)

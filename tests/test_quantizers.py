@@ -134,7 +134,7 @@ def test_ema_step_follows_the_formula_and_takes_no_gradient():
     torch.manual_seed(0)
     decay, eps, num_codes = 0.9, 1e-5, 4
     vq = make_vq(num_embeddings=num_codes, embedding_dim=2, codebook_ema=True, ema_decay=decay, ema_epsilon=eps)
-    assert not vq.codebook.requires_grad
+    assert not vq.codebook.requires_grad and "codebook" in dict(vq.named_buffers())  # a buffer: no optimizer step
     with torch.no_grad():
         vq.reset_parameters()
         vq.codebook.copy_(torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [4.0, 4.0]]))
@@ -185,7 +185,8 @@ def test_kmeans_init_runs_on_the_first_training_call_only(ema):
     distance_to_nearest_centre = torch.cdist(vq.codebook.detach(), centres).min(1).values
     assert distance_to_nearest_centre.max() < 0.2
     if ema:
-        torch.testing.assert_close(vq.ema_embed_sum / vq.ema_cluster_size[:, None], vq.codebook.detach(), rtol=0, atol=0.05)
+        averages = vq.ema_embed_sum / vq.ema_cluster_size[:, None]
+        torch.testing.assert_close(averages, vq.codebook, rtol=0, atol=0.05)
 
     if not ema:  # a second training call (gradient codebook) leaves the codebook alone
         initialised = vq.codebook.detach().clone()

@@ -2,13 +2,17 @@
 the code it needs and loads with plain `transformers` and `trust_remote_code=True`."""
 
 from .configuration_autoencoders import AEConfig, AutoencoderConfig, VAEConfig, VQVAEConfig
+from .configuration_pixelcnn_prior import PixelCNNPriorConfig
+from .image_processing_autoencoders import AutoencoderImageProcessor
 from .modeling_ae import AEModel
 from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel
 from .modeling_vae import DiagonalGaussian, VAEModel
+from .modeling_pixelcnn_prior import PixelCNNPriorModel, PixelCNNPriorOutput
 from .modeling_vqvae import VQVAEModel
 
 MODEL_CLASSES = {
     AEConfig.model_type: (AEConfig, AEModel),
     VAEConfig.model_type: (VAEConfig, VAEModel),
     VQVAEConfig.model_type: (VQVAEConfig, VQVAEModel),
+    PixelCNNPriorConfig.model_type: (PixelCNNPriorConfig, PixelCNNPriorModel),
 }

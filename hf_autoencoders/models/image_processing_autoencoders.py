@@ -33,9 +33,10 @@ def binarize(pixel_values: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 def _array_to_pil(array: np.ndarray, channels_first: bool) -> Image.Image:
-    """A uint8 (or float in [0, 1]) array of shape HW, HWC or CHW (C in 1, 3, 4) as a PIL image."""
+    """A uint8 (or float in [0, 1]) array of shape HW, HWC or CHW (C in 1, 3, 4) as a PIL image; an ambiguous
+    shape such as (3, H, 3) is read as CHW if `channels_first` (torch) and as HWC otherwise (numpy)."""
     if array.ndim == 3:
-        if channels_first or (array.shape[-1] not in (1, 3, 4) and array.shape[0] in (1, 3, 4)):
+        if array.shape[0] in (1, 3, 4) and (channels_first or array.shape[-1] not in (1, 3, 4)):
             array = array.transpose(1, 2, 0)
         if array.shape[-1] not in (1, 3, 4):
             raise ValueError(f"has shape {array.shape}; expected (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4")
@@ -62,7 +63,8 @@ def to_pil_image(image) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
     if isinstance(image, torch.Tensor):
-        return _array_to_pil(image.detach().cpu().numpy(), channels_first=image.ndim == 3)
+        image = image.detach().cpu()
+        return _array_to_pil((image.float() if image.is_floating_point() else image).numpy(), channels_first=True)
     if isinstance(image, np.ndarray):
         return _array_to_pil(image, channels_first=False)
     if isinstance(image, dict) and ("bytes" in image or "path" in image):

@@ -33,6 +33,13 @@ class AEModel(AutoencoderPreTrainedModel):
         """E[x | z] = g(z) (through the likelihood's mean, e.g. a sigmoid for Bernoulli), shape (batch, C, H, W)."""
         return self.likelihood.mean(self.decoder(latents))
 
+    @torch.no_grad()
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decode z ~ N(0, I). An AE has no prior, so this is the naive generator that the VAE's KL term makes
+        meaningful: AE latents need not lie where N(0, I) puts its mass, and these images show it."""
+        latents = torch.randn(num_samples, self.config.latent_dim, generator=generator, device=self.device)
+        return self.decode(latents.to(self.dtype))
+
     def forward(
         self,
         pixel_values: torch.Tensor,

@@ -7,8 +7,9 @@ The prior factorises a (height, width) map of codes c in raster order,
 with every conditional given by one pass of a convolutional network whose receptive field at (i, j) is exactly
 the earlier positions. Two stacks of gated layers make this so without the blind spot of the original PixelCNN:
 
-- the vertical stack v sees the rows strictly above: its input is the code embedding shifted down one row, and its
-  convolutions are masked to the current row and the rows above (an n//2+1 x n kernel padded only at the top);
+- the vertical stack v sees the rows strictly above: its input is the code embedding shifted down one row (so its
+  features at row i summarise rows < i), and its convolutions are masked to the current row and the rows above
+  (an n//2+1 x n kernel padded only at the top), reaching n//2 columns to either side;
 - the horizontal stack h sees the codes strictly to the left in the same row: its input is the embedding shifted
   right one column, its convolutions are masked to the current column and those to its left (a 1 x n//2+1 kernel
   padded only on the left), and each layer adds a 1x1 projection of the vertical features at the same position.
@@ -88,7 +89,7 @@ class GatedPixelCNNLayer(nn.Module):
     def forward(
         self, vertical: torch.Tensor, horizontal: torch.Tensor, class_labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        v = self.vertical(F.pad(vertical, (2 * self.half, 0, self.half, 0)))
+        v = self.vertical(F.pad(vertical, (self.half, self.half, self.half, 0)))
         h = self.horizontal(F.pad(horizontal, (self.half, 0, 0, 0))) + self.vertical_to_horizontal(v)
         if self.class_bias is not None:
             v_bias, h_bias = self.class_bias(class_labels)[:, :, None, None].chunk(2, dim=1)
@@ -215,12 +216,12 @@ class PixelCNNPriorModel(PreTrainedModel):
         """
         input_ids = self._check_codes(input_ids, "input_ids")
         class_labels = self._check_class_labels(class_labels, input_ids.shape[0])
-        logits = self._logits(input_ids, class_labels)
-        if not return_loss:
-            return PixelCNNPriorOutput(logits=logits)
         targets = input_ids if labels is None else self._check_codes(labels, "labels")
         if targets.shape[0] != input_ids.shape[0]:
             raise ValueError(f"labels must have batch size {input_ids.shape[0]}, got {targets.shape[0]}.")
+        logits = self._logits(input_ids, class_labels)
+        if not return_loss:
+            return PixelCNNPriorOutput(logits=logits)
         nll = self._nll(logits, targets)
         return PixelCNNPriorOutput(loss=nll.mean(), logits=logits, nll_per_sample=nll.sum((1, 2)).mean())
 

@@ -147,7 +147,7 @@ class VectorQuantizer(nn.Module):
           N_k <- gamma N_k + (1 - gamma) n_k,     m_k <- gamma m_k + (1 - gamma) s_k,
           e_k = m_k / N~_k,  with the Laplace-smoothed counts N~_k = (N_k + eps) / (n + K eps) * n, n = sum_k N_k.
       The state starts as if every code had been assigned once (N_k = 1, m_k = e_k), so e_k = m_k / N_k holds from
-      the start; codes update in training mode only.
+      the start; codes update in training mode only. The codebook is then a buffer, not a parameter.
     - `kmeans_init`: on the first training forward the codebook is set by `kmeans_iters` steps of k-means on the
       batch's vectors (as SoundStream, Zeghidour et al., 2021); the `initialized` buffer records it, so a reloaded
       model does not re-initialise.
@@ -185,10 +185,12 @@ class VectorQuantizer(nn.Module):
         self.project_in = nn.Linear(self.embedding_dim, self.codebook_dim) if factorized else None
         self.project_out = nn.Linear(self.codebook_dim, self.embedding_dim) if factorized else None
         codebook = torch.empty(self.num_embeddings, self.codebook_dim)
-        self.codebook = nn.Parameter(codebook, requires_grad=not self.use_ema)  # EMA codebooks take no gradient
-        if self.use_ema:
+        if self.use_ema:  # moving averages, not trained by gradient: a buffer, outside optimizers and DDP's reducer
+            self.register_buffer("codebook", codebook)
             self.register_buffer("ema_cluster_size", torch.ones(self.num_embeddings))
             self.register_buffer("ema_embed_sum", torch.zeros(self.num_embeddings, self.codebook_dim))
+        else:
+            self.codebook = nn.Parameter(codebook)
         if self.kmeans_init:
             self.register_buffer("initialized", torch.zeros((), dtype=torch.long))
         if self.dead_code_threshold > 0:
@@ -374,7 +376,8 @@ class FiniteScalarQuantizer(nn.Module):
         return levels, levels // 2, basis
 
     def bound(self, z: torch.Tensor) -> torch.Tensor:
-        """tanh-squash channel i into (-floor(L_i/2) - 1/2, ceil(L_i/2) - 1/2), so rounding gives L_i values."""
+        """tanh-squash channel i onto [-floor(L_i/2), ceil(L_i/2) - 1] widened by a factor 1 + 1e-3 about its centre,
+        so rounding gives exactly L_i values, and bound(0) = 0."""
         levels = torch.tensor(self.levels, device=z.device, dtype=torch.float32)
         half = (levels - 1) * (1 + 1e-3) / 2
         offset = torch.where(levels % 2 == 0, 0.5, 0.0)
