@@ -77,17 +77,23 @@ def _model_family(model) -> str:
     return model_type.removeprefix("hf_autoencoders_")
 
 
+def _to_tensor(value) -> torch.Tensor:
+    if isinstance(value, (list, tuple)) and value and (torch.is_tensor(value[0]) or isinstance(value[0], np.ndarray)):
+        return torch.stack([torch.as_tensor(v) for v in value])
+    return torch.as_tensor(value)
+
+
 def _pixel_values_of(item, where: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Split one batch (tensor, tuple/list, or dict) into pixel values and labels (``None`` when absent)."""
     if isinstance(item, dict) or hasattr(item, "keys"):
         if "pixel_values" not in item:
             raise ValueError(f"{where} has keys {list(item.keys())}; a 'pixel_values' key is required")
         labels = item.get("labels", item.get("label"))
-        return torch.as_tensor(item["pixel_values"]), None if labels is None else torch.as_tensor(labels)
+        return _to_tensor(item["pixel_values"]), None if labels is None else _to_tensor(labels)
     if isinstance(item, (tuple, list)):
-        labels = torch.as_tensor(item[1]) if len(item) > 1 else None
-        return torch.as_tensor(item[0]), labels
-    return torch.as_tensor(item), None
+        labels = _to_tensor(item[1]) if len(item) > 1 else None
+        return _to_tensor(item[0]), labels
+    return _to_tensor(item), None
 
 
 def _stack_examples(examples: list[tuple[torch.Tensor, torch.Tensor | None]]):
@@ -98,13 +104,30 @@ def _stack_examples(examples: list[tuple[torch.Tensor, torch.Tensor | None]]):
     )
 
 
+def _group_examples(items: Iterable, batch_size: int):
+    """Pass batches (4-d pixel values) through and group single examples (3-d) into batches of ``batch_size``."""
+    examples = []
+    for item in items:
+        pixel_values, labels = _pixel_values_of(item, "an item of the data")
+        if pixel_values.dim() != 3:
+            yield pixel_values, labels
+            continue
+        examples.append((pixel_values, labels))
+        if len(examples) == batch_size:
+            yield _stack_examples(examples)
+            examples = []
+    if examples:
+        yield _stack_examples(examples)
+
+
 def iterate_batches(data, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Yield ``(pixel_values, labels_or_None)`` batches from any common container of images.
 
     Accepted: a tensor (N, C, H, W); a tuple ``(images, labels)`` of tensors; a dict with ``"pixel_values"`` (and
     optionally ``"labels"``/``"label"``); a ``datasets.Dataset`` whose rows have ``"pixel_values"`` (e.g. after
-    ``set_transform``); any indexable dataset of tensors/tuples/dicts; or an iterable of batches (a ``DataLoader``)
-    or of single examples (a ``datasets.IterableDataset``), which are grouped into batches.
+    ``set_transform``); or any indexable or iterable container (a torch ``Dataset``, a ``DataLoader``, a list, a
+    ``datasets.IterableDataset``) of batches or of single examples, each a tensor, a tuple ``(pixel_values, label)``
+    or a dict; single examples (3-d pixel values) are grouped into batches of ``batch_size``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size}")
@@ -124,29 +147,13 @@ def iterate_batches(data, batch_size: int = 256) -> Iterator[tuple[torch.Tensor,
     if hasattr(data, "column_names") and hasattr(data, "__len__"):  # datasets.Dataset: slicing is batched
         for start in range(0, len(data), batch_size):
             batch = data[start : start + batch_size]
-            pixel_values, labels = _pixel_values_of(batch, "the dataset batch")
-            if not torch.is_tensor(pixel_values) or pixel_values.dim() != 4:
-                pixel_values = torch.stack([torch.as_tensor(p) for p in batch["pixel_values"]])
-            yield pixel_values, labels
+            yield _pixel_values_of(batch, "the dataset batch")
         return
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
-        for start in range(0, len(data), batch_size):
-            stop = min(start + batch_size, len(data))
-            yield _stack_examples([_pixel_values_of(data[i], "a dataset item") for i in range(start, stop)])
+        yield from _group_examples((data[i] for i in range(len(data))), batch_size)
         return
     if isinstance(data, Iterable):
-        examples = []
-        for item in data:
-            pixel_values, labels = _pixel_values_of(item, "a batch")
-            if pixel_values.dim() != 3:  # already a batch (e.g. from a DataLoader)
-                yield pixel_values, labels
-                continue
-            examples.append((pixel_values, labels))  # single examples (e.g. an IterableDataset): group them
-            if len(examples) == batch_size:
-                yield _stack_examples(examples)
-                examples = []
-        if examples:
-            yield _stack_examples(examples)
+        yield from _group_examples(data, batch_size)
         return
     raise ValueError(
         f"data of type {type(data).__name__} is not supported; pass a tensor, (images, labels), a dict with "
@@ -268,11 +275,13 @@ def importance_sampled_nll(
         -log p(x) <= -log (1/K) sum_k p(x | z_k) p(z_k) / q(z_k | x),    z_k ~ q(z | x),
 
     evaluated with logsumexp for stability. The bound is the (negated) ELBO in expectation for K = 1, and tightens
-    monotonically towards -log p(x) as K grows. The prior is N(0, I). Returns a CPU tensor of shape (N,).
+    monotonically towards -log p(x) as K grows. log p(z) is ``model.log_prior(z)`` where the model has one, else
+    N(0, I). Returns a CPU tensor of shape (N,).
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer; got {num_samples}")
     device = _model_device(model)
+    log_prior = getattr(model, "log_prior", standard_normal_log_prob)
     results = []
     with _eval_mode(model):
         chunks = iterate_batches(torch.as_tensor(pixel_values), batch_size)
@@ -282,10 +291,14 @@ def importance_sampled_nll(
             log_weights = torch.empty(num_samples, x.shape[0], dtype=torch.float64, device=x.device)
             for k in range(num_samples):
                 z = q.sample(generator=generator)
-                log_weights[k] = (model.log_likelihood(x, z) + standard_normal_log_prob(z) - q.log_prob(z)).double()
+                log_weights[k] = (model.log_likelihood(x, z) + log_prior(z) - q.log_prob(z)).double()
             log_mean_weight = torch.logsumexp(log_weights, dim=0) - math.log(num_samples)
             results.append(-log_mean_weight.cpu())
     return torch.cat(results)
+
+
+def _standard_normal_kl(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (mean.pow(2) + std.pow(2) - 1 - 2 * std.log()).flatten(1).sum(1)
 
 
 def elbo(
@@ -298,8 +311,9 @@ def elbo(
 ) -> torch.Tensor:
     """Evidence lower bound per image, in nats: E_q[log p(x | z)] - KL(q(z | x) || N(0, I)) <= log p(x).
 
-    The expectation is a Monte Carlo average over ``num_samples`` draws of z ~ q(z | x); the KL term of the diagonal
-    Gaussian posterior is analytic: 1/2 sum (mu^2 + sigma^2 - 1 - log sigma^2). Returns a CPU tensor of shape (N,).
+    The expectation is a Monte Carlo average over ``num_samples`` draws of z ~ q(z | x); the KL term is analytic:
+    the posterior's ``kl()`` where it has one, else that of a diagonal Gaussian to N(0, I),
+    1/2 sum (mu^2 + sigma^2 - 1 - log sigma^2). Returns a CPU tensor of shape (N,).
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer; got {num_samples}")
@@ -310,8 +324,7 @@ def elbo(
         for x, _ in tqdm(chunks, desc="ELBO", disable=not progress, leave=False):
             x = x.to(device)
             q = _posterior(model, x)
-            mean, std = q.mean.double(), q.std.double()
-            kl = 0.5 * (mean.pow(2) + std.pow(2) - 1 - 2 * std.log()).flatten(1).sum(1)
+            kl = q.kl().double() if hasattr(q, "kl") else _standard_normal_kl(q.mean.double(), q.std.double())
             expected_log_lik = sum(
                 model.log_likelihood(x, q.sample(generator=generator)).double() for _ in range(num_samples)
             )
@@ -420,7 +433,11 @@ def interpolate_latents(z0, z1, steps: int, method: str = "linear") -> torch.Ten
 
 
 class SmallCNN(nn.Module):
-    """Two 3x3 conv + ReLU + 2x2 max-pool stages, adaptive average pooling to 4x4, and a linear classifier."""
+    """Two 3x3 conv + ReLU + 2x2 max-pool stages and a linear classifier on a 7x7 grid of features.
+
+    The adaptive average pooling to 7x7 is the identity for 28x28 inputs and lets 32x32 and 64x64 images share
+    the same head.
+    """
 
     def __init__(self, num_channels: int, num_classes: int, width: int = 32):
         super().__init__()
@@ -431,9 +448,9 @@ class SmallCNN(nn.Module):
             nn.Conv2d(width, 2 * width, 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.AdaptiveAvgPool2d(4),
+            nn.AdaptiveAvgPool2d(7),
         )
-        self.classifier = nn.Linear(2 * width * 16, num_classes)
+        self.classifier = nn.Linear(2 * width * 49, num_classes)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(2 * pixel_values - 1).flatten(1))  # [0, 1] -> [-1, 1]; logits
@@ -455,8 +472,8 @@ def train_classifier(
     labels,
     num_classes: int | None = None,
     epochs: int = 5,
-    batch_size: int = 128,
-    learning_rate: float = 1e-3,
+    batch_size: int = 64,
+    learning_rate: float = 2e-3,
     width: int = 32,
     seed: int = 0,
     device=None,

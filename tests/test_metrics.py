@@ -228,6 +228,28 @@ def test_iwae_tightens_with_more_samples_towards_exact_nll():
     assert gaps[4] > 0.05 and abs(gaps[1024]) < 0.01  # a real gap that closes at large K
 
 
+def test_bounds_use_the_models_prior_and_kl_when_present():
+    class ShiftedPosterior(DiagonalGaussian):
+        def kl(self):  # as if the prior had an extra categorical factor Uniform(3) with a certain category
+            return 0.5 * (self.mean.pow(2) + self.std.pow(2) - 1 - self.std.pow(2).log()).sum(-1) + math.log(3)
+
+    class WithPrior(LinearGaussianVAE):
+        def encode(self, x):
+            q = super().encode(x)
+            return ShiftedPosterior(q.mean, q.std)
+
+        def log_prior(self, z):
+            return torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1) - math.log(3)
+
+    plain, shifted = LinearGaussianVAE(), WithPrior()
+    x = plain.sample_x(20)
+    for bound in (importance_sampled_nll, elbo):
+        a = bound(plain, x, num_samples=8, generator=torch.Generator().manual_seed(0))
+        b = bound(shifted, x, num_samples=8, generator=torch.Generator().manual_seed(0))
+        sign = 1 if bound is importance_sampled_nll else -1  # NLL rises by log 3, the ELBO falls by log 3
+        assert torch.allclose(b - a, torch.full_like(a, sign * math.log(3)))
+
+
 def test_iwae_rejects_bad_num_samples():
     with pytest.raises(ValueError, match="num_samples"):
         importance_sampled_nll(LinearGaussianVAE(), torch.zeros(2, 1, 2, 2), num_samples=0)
@@ -449,6 +471,7 @@ def test_iterate_batches_accepts_common_containers():
         torch.utils.data.TensorDataset(images, labels),
         torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=3),
         ({"pixel_values": img, "labels": lab} for img, lab in zip(images, labels)),  # a stream of examples
+        [(images[:4], labels[:4]), (images[4:], labels[4:])],  # a list of batches
     ):
         pixel_values, got_labels = gather(data)
         assert torch.equal(pixel_values, images) and torch.equal(got_labels, labels)
@@ -459,11 +482,15 @@ def test_iterate_batches_accepts_common_containers():
 def test_iterate_batches_accepts_hf_dataset():
     datasets = pytest.importorskip("datasets")
     images, labels = rand_images(10, 1, 4, 4), torch.arange(10)
-    ds = datasets.Dataset.from_dict({"pixel_values": images.numpy(), "label": labels.numpy()}).with_format("torch")
-    batches = list(iterate_batches(ds, 4))
-    assert [len(p) for p, _ in batches] == [4, 4, 2]
-    assert torch.allclose(torch.cat([p for p, _ in batches]), images)
-    assert torch.equal(torch.cat([lab for _, lab in batches]), labels)
+    ds = datasets.Dataset.from_dict({"pixel_values": images.numpy(), "label": labels.numpy()})
+    transformed = ds.with_transform(  # a transform returning lists of tensors, as image processors do
+        lambda batch: {"pixel_values": [torch.tensor(p) for p in batch["pixel_values"]], "label": batch["label"]}
+    )
+    for data in (ds.with_format("torch"), transformed):
+        batches = list(iterate_batches(data, 4))
+        assert [len(p) for p, _ in batches] == [4, 4, 2]
+        assert torch.allclose(torch.cat([p for p, _ in batches]), images)
+        assert torch.equal(torch.cat([lab for _, lab in batches]), labels)
 
 
 def test_collect_outputs_gathers_fields_and_labels():

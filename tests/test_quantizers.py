@@ -18,7 +18,10 @@ from hf_autoencoders.models.quantizers import (
 
 
 def make_vq(**kwargs) -> VectorQuantizer:
-    fields = {"num_embeddings": 16, "embedding_dim": 4, **kwargs}
+    # The paper's plain quantizer unless a test asks for an option (the config's defaults turn EMA, k-means init
+    # and dead-code restart on).
+    plain = {"codebook_ema": False, "kmeans_init": False, "dead_code_threshold": 0}
+    fields = {"num_embeddings": 16, "embedding_dim": 4, **plain, **kwargs}
     return VectorQuantizer(VQVAEConfig(**fields))
 
 

@@ -217,14 +217,17 @@ class VQVAEConfig(AutoencoderConfig):
         num_embeddings (`int`, defaults to 512): codebook size K (derived as prod(fsq_levels) for FSQ).
         embedding_dim (`int`, defaults to 64): dimension d of z_e and of the decoder input.
         commitment_cost (`float`, defaults to 0.25): beta of the commitment loss beta * ||z_e - sg(e)||^2.
-        codebook_ema (`bool`, defaults to `False`): update the codebook as exponential moving averages of the
+        codebook_ema (`bool`, defaults to `True`): update the codebook as exponential moving averages of the
             assigned encoder outputs instead of the codebook loss (paper's appendix; Razavi et al., 2019).
         ema_decay (`float`, defaults to 0.99): decay of those averages.
         ema_epsilon (`float`, defaults to 1e-5): Laplace smoothing of the EMA cluster sizes.
-        kmeans_init (`bool`, defaults to `False`): initialise the codebook by k-means on the first training batch.
+        kmeans_init (`bool`, defaults to `True`): initialise the codebook by k-means on the first training batch.
         kmeans_iters (`int`, defaults to 10).
-        dead_code_threshold (`int`, defaults to 0): re-seed a code from the encoder outputs once it has gone unused
+        dead_code_threshold (`int`, defaults to 20): re-seed a code from the encoder outputs once it has gone unused
             for that many training steps (0 = never; Dhariwal et al., 2020 "Jukebox").
+
+    The defaults (EMA, k-means init, dead-code restart) keep the whole codebook in use; the paper's plain VQ-VAE,
+    whose codebook often collapses to a few codes, is `codebook_ema=False, kmeans_init=False, dead_code_threshold=0`.
         codebook_dim (`int`, *optional*): look codes up in this lower dimension (factorized codes, Yu et al., 2022
             "ViT-VQGAN"), projecting z_e down before and back up after quantization.
         l2_normalized_codes (`bool`, defaults to `False`): l2-normalise z_e and the codes before the lookup
@@ -241,12 +244,12 @@ class VQVAEConfig(AutoencoderConfig):
     num_embeddings: int = 512
     embedding_dim: int = 64
     commitment_cost: float = 0.25
-    codebook_ema: bool = False
+    codebook_ema: bool = True
     ema_decay: float = 0.99
     ema_epsilon: float = 1e-5
-    kmeans_init: bool = False
+    kmeans_init: bool = True
     kmeans_iters: int = 10
-    dead_code_threshold: int = 0
+    dead_code_threshold: int = 20
     codebook_dim: int | None = None
     l2_normalized_codes: bool = False
     stochastic_quantization: bool = False

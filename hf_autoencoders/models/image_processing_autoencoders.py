@@ -177,8 +177,9 @@ class AutoencoderImageProcessor(BaseImageProcessor):
     ) -> BatchFeature:
         """
         Args:
-            images: a PIL image, numpy array (HW / HWC uint8, or floats in [0, 1]), torch tensor (CHW / HW uint8, or
-                floats in [0, 1]), file path or bytes; a list of those; or a 4-d batch (numpy NHWC, torch NCHW).
+            images: a PIL image, numpy array (HW / HWC uint8, or floats in [0, 1]), torch tensor (CHW / HWC / HW
+                uint8, or floats in [0, 1]), file path or bytes; a list of those; or a 4-d batch (numpy NHWC, torch
+                NCHW).
             return_tensors (`str`, defaults to `"pt"`): "pt" for a torch tensor, "np" for a numpy array.
             do_binarize, binarize_threshold: override the processor's settings for this call.
 

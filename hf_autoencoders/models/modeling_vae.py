@@ -1,4 +1,9 @@
-"""The variational autoencoder: q(z|x) = N(mu(x), diag sigma^2(x)), p(z) = N(0, I), decoder p(x|z)."""
+"""The variational autoencoder: q(z|x) = N(mu(x), diag sigma^2(x)), p(z) = N(0, I), decoder p(x|z).
+
+With `config.num_categories = K > 0` the latent also has a categorical part c (e.g. meant to capture the digit):
+q(c, z|x) = Cat(c; pi(x)) N(z; mu(x), diag sigma^2(x)), p(c, z) = Uniform(K) N(0, I), and the decoder reads the
+concatenated latent [one_hot(c), z] of size K + latent_dim.
+"""
 
 import math
 
@@ -11,22 +16,23 @@ from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel
 
 
 class DiagonalGaussian:
-    r"""q(z|x) = N(mean, diag(std^2)), with the closed-form KL to the standard normal prior."""
+    r"""q(z|x) = N(mean, diag(std^2)), with the closed-form KL to the standard normal prior.
+
+    `sample`/`rsample` return one draw of shape (batch, latent_dim) when `num_samples` is None, else
+    (num_samples, batch, latent_dim); `log_prob` accepts any leading sample dimensions."""
 
     def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
         self.mean = mean
         self.logvar = logvar.clamp(-30.0, 20.0)
         self.std = torch.exp(0.5 * self.logvar)
 
-    def rsample(self, num_samples: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
-        r"""The reparameterization trick: z = mu + sigma * eps, eps ~ N(0, I), differentiable in mu and sigma.
-        Shape (num_samples, batch, latent_dim)."""
-        eps = torch.randn(
-            (num_samples, *self.mean.shape), generator=generator, device=self.mean.device, dtype=self.mean.dtype
-        )
+    def rsample(self, num_samples: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        r"""The reparameterization trick: z = mu + sigma * eps, eps ~ N(0, I), differentiable in mu and sigma."""
+        shape = self.mean.shape if num_samples is None else (num_samples, *self.mean.shape)
+        eps = torch.randn(shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
         return self.mean + self.std * eps
 
-    def sample(self, num_samples: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, num_samples: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """A sample that carries no gradient (for the score-function estimator)."""
         with torch.no_grad():
             return self.rsample(num_samples, generator)
@@ -38,6 +44,81 @@ class DiagonalGaussian:
     def kl(self) -> torch.Tensor:
         r"""KL(N(mu, sigma^2) || N(0, I)) = 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2), per sample."""
         return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum(-1)
+
+
+class CategoricalGaussianPosterior:
+    r"""q(c, z|x) = Cat(c; pi) N(z; mu, diag sigma^2) over the latent [one_hot(c), z] (first K entries: c).
+
+    Samples are one-hot in c (`sample`, no gradient) or Gumbel-softmax relaxed (`rsample`, Jang et al. 2017;
+    Maddison et al. 2017): with g_k = -log(-log u_k), u_k ~ U(0, 1),
+
+        hard:    c = one_hot(argmax_k (log pi_k + g_k))        (an exact draw from Cat(pi), the Gumbel-max trick)
+        relaxed: c = softmax((log pi + g) / tau)               (differentiable in pi; tends to the hard c as tau -> 0)
+
+    `log_prob` is log Cat(c; pi) + log N(z; mu, sigma^2) = sum_k c_k log pi_k + log N(z), exact for one-hot c (it is
+    not the density of a relaxed sample). Shapes follow `DiagonalGaussian`.
+    """
+
+    def __init__(self, logits: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor):
+        self.log_probs = logits.log_softmax(-1)
+        self.probs = self.log_probs.exp()
+        self.num_categories = logits.shape[-1]
+        self.gaussian = DiagonalGaussian(mean, logvar)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """E_q[one_hot(c), z] = [pi, mu]."""
+        return torch.cat([self.probs, self.gaussian.mean], -1)
+
+    def split(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[one_hot(c), z] -> (one_hot(c), z)."""
+        return latents[..., : self.num_categories], latents[..., self.num_categories :]
+
+    def _gumbel_logits(self, num_samples, generator):
+        shape = self.log_probs.shape if num_samples is None else (num_samples, *self.log_probs.shape)
+        u = torch.rand(shape, generator=generator, device=self.probs.device, dtype=self.probs.dtype)
+        gumbel = -torch.log((-torch.log(u.clamp(min=1e-20))).clamp(min=1e-20))
+        return self.log_probs + gumbel
+
+    def sample_categories(self, num_samples=None, generator=None) -> torch.Tensor:
+        """One-hot draws of c ~ Cat(pi), no gradient."""
+        with torch.no_grad():
+            index = self._gumbel_logits(num_samples, generator).argmax(-1)
+            return nn.functional.one_hot(index, self.num_categories).to(self.probs.dtype)
+
+    def relaxed_categories(self, num_samples=None, generator=None, temperature: float = 1.0) -> torch.Tensor:
+        """Gumbel-softmax relaxed one-hot draws, differentiable in pi."""
+        return (self._gumbel_logits(num_samples, generator) / temperature).softmax(-1)
+
+    def sample(self, num_samples: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """[one_hot(c), z] with c ~ Cat(pi), z ~ N(mu, sigma^2), no gradient."""
+        with torch.no_grad():
+            categories = self.sample_categories(num_samples, generator)
+            return torch.cat([categories, self.gaussian.sample(num_samples, generator)], -1)
+
+    def rsample(
+        self, num_samples: int | None = None, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """[relaxed c, z], differentiable in pi (Gumbel-softmax with `temperature`) and in mu, sigma."""
+        categories = self.relaxed_categories(num_samples, generator, temperature)
+        return torch.cat([categories, self.gaussian.rsample(num_samples, generator)], -1)
+
+    def categorical_log_prob(self, categories: torch.Tensor) -> torch.Tensor:
+        """log Cat(c; pi) = sum_k c_k log pi_k for one-hot c."""
+        return (categories * self.log_probs).sum(-1)
+
+    def log_prob(self, latents: torch.Tensor) -> torch.Tensor:
+        """log q(c, z|x) = log Cat(c; pi) + log N(z; mu, sigma^2), for one-hot c."""
+        categories, z = self.split(latents)
+        return self.categorical_log_prob(categories) + self.gaussian.log_prob(z)
+
+    def categorical_kl(self) -> torch.Tensor:
+        r"""KL(Cat(pi) || Uniform(K)) = sum_k pi_k log(pi_k K), per sample (between 0 and log K)."""
+        return (self.probs * (self.log_probs + math.log(self.num_categories))).sum(-1)
+
+    def kl(self) -> torch.Tensor:
+        """KL(q(c, z|x) || p(c) p(z)) = KL(Cat(pi) || Uniform) + KL(N(mu, sigma^2) || N(0, I)), per sample."""
+        return self.categorical_kl() + self.gaussian.kl()
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
@@ -61,45 +142,94 @@ class VAEModel(AutoencoderPreTrainedModel):
 
     The KL term is in closed form and differentiated directly in both cases. `kl_weight` (beta) multiplies it; with
     the Gaussian likelihood the loss equals (||x - g(z)||^2 + 2c * beta * KL) / 2c, see `GaussianLikelihood`.
+
+    Categorical + continuous latent (`num_categories` K > 0): the encoder also outputs logits of pi(x), the
+    posterior is a `CategoricalGaussianPosterior`, the prior Uniform(K) x N(0, I), and
+
+        -ELBO(x) = E_{q(c|x) q(z|x)}[-log p(x|c, z)] + sum_k pi_k log(pi_k K) + KL(N(mu, sigma^2) || N(0, I)).
+
+    The gradient reaches pi through `config.categorical_estimator`, independently of how it reaches (mu, sigma):
+
+    - "score_function": c is drawn one-hot and the REINFORCE term (f - b) d/dphi log pi_c, with the configured
+      baseline, is added (unbiased).
+    - "gumbel_softmax": while training, the decoder reads the relaxed sample softmax((log pi + g) / tau) with
+      tau = `gumbel_temperature` (no straight-through: the decoder sees the soft vector, and the gradient is the
+      pathwise gradient of that relaxed objective, biased but of low variance). In eval mode c is drawn one-hot, so
+      the reported loss is an estimate of the true (discrete) negative ELBO.
     """
 
     config_class = VAEConfig
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
-        self.encoder = build_encoder(config, 2 * config.latent_dim)
-        self.decoder = build_decoder(config, config.latent_dim)
+        self.encoder = build_encoder(config, config.num_categories + 2 * config.latent_dim)
+        self.decoder = build_decoder(config, config.num_categories + config.latent_dim)
         self._build_likelihood()
         # Moving-average baseline b of the score-function estimator.
         self.register_buffer("score_baseline", torch.zeros(()), persistent=False)
         self.post_init()
 
-    def encode(self, pixel_values: torch.Tensor) -> DiagonalGaussian:
-        """The approximate posterior q(z|x)."""
+    @property
+    def latent_size(self) -> int:
+        """Size of the decoder's input: num_categories (one-hot c) + latent_dim (z)."""
+        return self.config.num_categories + self.config.latent_dim
+
+    def encode(self, pixel_values: torch.Tensor) -> DiagonalGaussian | CategoricalGaussianPosterior:
+        """The approximate posterior q(z|x) (q(c, z|x) with a categorical part)."""
         self.check_pixel_values(pixel_values)
         return self._posterior(pixel_values)
 
-    def _posterior(self, pixel_values: torch.Tensor) -> DiagonalGaussian:
-        mean, logvar = self.encoder(pixel_values).chunk(2, dim=-1)
-        return DiagonalGaussian(mean, logvar)
+    def _posterior(self, pixel_values: torch.Tensor) -> DiagonalGaussian | CategoricalGaussianPosterior:
+        out = self.encoder(pixel_values)
+        num_categories = self.config.num_categories
+        mean, logvar = out[:, num_categories:].chunk(2, dim=-1)
+        if num_categories == 0:
+            return DiagonalGaussian(mean, logvar)
+        return CategoricalGaussianPosterior(out[:, :num_categories], mean, logvar)
+
+    def classify(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """q(c|x) = pi(x), shape (batch, num_categories); `.argmax(-1)` is the image's cluster."""
+        if self.config.num_categories == 0:
+            raise ValueError("classify needs a categorical latent; this model has num_categories=0.")
+        return self.encode(pixel_values).probs
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """E[x | z], shape (batch, C, H, W)."""
+        """E[x | z], shape (batch, C, H, W); latents (batch, latent_size) = [one_hot(c), z] with a categorical part."""
         return self.likelihood.mean(self.decoder(latents))
 
     def log_likelihood(self, pixel_values: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        """log p(x | z) per sample, in nats with every constant (for ELBO and importance-sampled NLL)."""
-        return -self.likelihood.nll(pixel_values, self.decoder(latents))
+        """log p(x | z) in nats with every constant (for ELBO and importance-sampled NLL).
+
+        latents (batch, D) gives (batch,); leading sample dimensions broadcast against the batch: (S, batch, D) gives
+        (S, batch), and (S, 1, D) decodes each of the S latents once and scores every image under it."""
+        lead = latents.shape[:-1]
+        params = self.decoder(latents.reshape(-1, latents.shape[-1]))
+        params = params.view(*lead, *params.shape[1:])
+        shape = torch.broadcast_shapes(lead, pixel_values.shape[:1])
+        x = pixel_values.expand(*shape, *pixel_values.shape[1:]).flatten(0, len(shape) - 1)
+        params = params.expand(*shape, *params.shape[len(lead) :]).flatten(0, len(shape) - 1)
+        return -self.likelihood.nll(x, params).view(shape)
 
     def log_prior(self, latents: torch.Tensor) -> torch.Tensor:
-        """log p(z) = log N(z; 0, I) per sample."""
-        return standard_normal_log_prob(latents)
+        """log p(z) = log N(z; 0, I) per sample; with a categorical part log p(c, z) = -log K + log N(z; 0, I)."""
+        num_categories = self.config.num_categories
+        if num_categories == 0:
+            return standard_normal_log_prob(latents)
+        return standard_normal_log_prob(latents[..., num_categories:]) - math.log(num_categories)
+
+    def sample_latents(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draws from the prior, shape (num_samples, latent_size): z ~ N(0, I), and c ~ Uniform(K) one-hot first."""
+        latents = torch.randn(num_samples, self.config.latent_dim, generator=generator, device=self.device)
+        if self.config.num_categories > 0:
+            index = torch.randint(self.config.num_categories, (num_samples,), generator=generator, device=self.device)
+            categories = nn.functional.one_hot(index, self.config.num_categories).to(latents.dtype)
+            latents = torch.cat([categories, latents], -1)
+        return latents.to(self.dtype)
 
     @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images decoded from z ~ N(0, I), shape (num_samples, C, H, W)."""
-        latents = torch.randn(num_samples, self.config.latent_dim, generator=generator, device=self.device)
-        return self.decode(latents.to(self.dtype))
+        """Images decoded from prior latents (`sample_latents`), shape (num_samples, C, H, W)."""
+        return self.decode(self.sample_latents(num_samples, generator))
 
     def forward(
         self,
@@ -110,18 +240,30 @@ class VAEModel(AutoencoderPreTrainedModel):
         **kwargs,
     ) -> AutoencoderOutput:
         self.check_pixel_values(pixel_values)
+        config = self.config
         target = self._target(pixel_values, target_pixel_values)
         posterior = self._posterior(self._corrupt(pixel_values))
-        num_samples = self.config.num_latent_samples
-        score_function = self.config.gradient_estimator == "score_function"
-        latents = posterior.sample(num_samples) if score_function else posterior.rsample(num_samples)
+        num_samples = config.num_latent_samples
+        gaussian = posterior if config.num_categories == 0 else posterior.gaussian
+        score_function = config.gradient_estimator == "score_function"
+        latents = gaussian.sample(num_samples) if score_function else gaussian.rsample(num_samples)
+        log_q = gaussian.log_prob(latents) if score_function else None  # log q of the score-function parts
+        if config.num_categories > 0:
+            if config.categorical_estimator == "gumbel_softmax" and self.training:
+                categories = posterior.relaxed_categories(num_samples, temperature=config.gumbel_temperature)
+            else:
+                categories = posterior.sample_categories(num_samples)
+                if config.categorical_estimator == "score_function":
+                    log_q_c = posterior.categorical_log_prob(categories)
+                    log_q = log_q_c if log_q is None else log_q + log_q_c
+            latents = torch.cat([categories, latents], -1)
         decoder_params = self.decoder(latents.flatten(0, 1))  # (num_samples * batch, ...)
         targets = target.unsqueeze(0).expand(num_samples, *target.shape).flatten(0, 1)
         reconstruction_loss = self.reconstruction_loss(targets, decoder_params).view(num_samples, -1)
         kl_loss = posterior.kl()
-        loss = reconstruction_loss.mean(0) + self.config.kl_weight * kl_loss
-        if score_function and self.training:
-            loss = loss + self._score_function_surrogate(posterior, latents, reconstruction_loss)
+        loss = reconstruction_loss.mean(0) + config.kl_weight * kl_loss
+        if log_q is not None and self.training:
+            loss = loss + self._score_function_surrogate(log_q, reconstruction_loss)
         return AutoencoderOutput(
             loss=loss.mean() if return_loss else None,
             reconstruction=self.likelihood.mean(decoder_params[: pixel_values.shape[0]]),
@@ -130,9 +272,10 @@ class VAEModel(AutoencoderPreTrainedModel):
             kl_loss=kl_loss.mean(),
         )
 
-    def _score_function_surrogate(self, posterior, latents, reconstruction_loss):
+    def _score_function_surrogate(self, log_q: torch.Tensor, reconstruction_loss: torch.Tensor) -> torch.Tensor:
         r"""A zero-valued term whose gradient is the REINFORCE estimate for the encoder,
-        mean_s (f_s - b_s) d/dphi log q(z_s|x) with f = the reconstruction loss and b the baseline."""
+        mean_s (f_s - b_s) d/dphi log q(z_s|x) with f = the reconstruction loss, b the baseline and log_q (samples,
+        batch) the log-density of the sampled latents (gradient flows to the posterior's parameters only)."""
         f = reconstruction_loss.detach()  # (num_samples, batch)
         baseline_kind = self.config.score_function_baseline
         if baseline_kind == "leave_one_out":
@@ -143,6 +286,5 @@ class VAEModel(AutoencoderPreTrainedModel):
             self.score_baseline.lerp_(f.mean(), 1.0 if first_step else 0.1)
         else:
             baseline = 0.0
-        log_q = posterior.log_prob(latents)  # gradient flows to mu, sigma only
         surrogate = ((f - baseline) * log_q).mean(0)
         return surrogate - surrogate.detach()
