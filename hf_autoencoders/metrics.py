@@ -29,10 +29,11 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 def _as_images(x, name: str) -> torch.Tensor:
+    """A 4-d image batch; uint8 pixels k become k / 255, as the collator does."""
     x = torch.as_tensor(x)
     if x.dim() != 4:
         raise ValueError(f"{name} must be a 4-d tensor (batch, channels, height, width); got shape {tuple(x.shape)}")
-    return x
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x
 
 
 def _check_pair(x, y) -> tuple[torch.Tensor, torch.Tensor]:
@@ -378,7 +379,7 @@ class CodebookUsage:
         if total == 0:
             raise ValueError("CodebookUsage.compute() needs at least one index; update() was never given any")
         p = self.counts.double() / total
-        entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
+        entropy = 0.0 - (p[p > 0] * p[p > 0].log()).sum().item()  # 0.0 - x: no "-0.0" for a single code
         used = int((self.counts > 0).sum())
         return {
             "perplexity": math.exp(entropy),
@@ -602,13 +603,13 @@ def sample_quality(clf: nn.Module, samples, confidence_threshold: float = 0.9, b
     num_classes = probs.shape[1]
     max_prob = probs.max(-1).values
     histogram = torch.bincount(probs.argmax(-1), minlength=num_classes).double() / len(probs)
-    class_entropy = -(histogram[histogram > 0] * histogram[histogram > 0].log()).sum()
+    class_entropy = 0.0 - (histogram[histogram > 0] * histogram[histogram > 0].log()).sum().item()
     marginal = probs.mean(0)
     kl = (probs * (probs.clamp_min(1e-12).log() - marginal.clamp_min(1e-12).log())).sum(-1)
     return {
         "confident_fraction": (max_prob >= confidence_threshold).double().mean().item(),
         "mean_max_prob": max_prob.mean().item(),
-        "class_entropy": class_entropy.item(),
+        "class_entropy": class_entropy,
         "max_class_entropy": math.log(num_classes),
         "inception_score": kl.mean().exp().item(),
     }
@@ -634,7 +635,7 @@ def collect_outputs(
         batches = iterate_batches(data, batch_size)
         total = _num_batches(data, batch_size)
         for x, labels in tqdm(batches, desc="collecting outputs", total=total, disable=not progress, leave=False):
-            output = model(x.to(device).float())
+            output = model(_as_images(x, "pixel_values").to(device).float())
             for field in fields:
                 value = getattr(output, field, None)
                 if value is not None:
@@ -660,7 +661,8 @@ def evaluate_model(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Every applicable metric of an autoencoder over an evaluation set, as a JSON-serialisable dict of floats.
+    """Every applicable metric of an autoencoder over an evaluation set, as a JSON-serialisable dict of floats (and
+    the integer counts ``num_examples`` and ``iwae_num_samples``).
 
     All models: ``mse`` (per pixel), ``psnr`` (dB, per-image mean), ``ssim`` (per-image mean), each computed on the
     reconstruction clamped to [0, 1], and the set average of every scalar ``*_loss`` field of the output (``loss``,
@@ -719,4 +721,4 @@ def evaluate_model(
         results.update(
             codebook_perplexity=stats["perplexity"], codebook_usage=stats["usage"], codebook_entropy=stats["entropy"]
         )
-    return {k: float(v) for k, v in results.items()}
+    return {k: v if isinstance(v, int) else float(v) for k, v in results.items()}

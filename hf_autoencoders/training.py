@@ -6,8 +6,6 @@
 """
 
 import json
-import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +14,10 @@ import transformers
 from transformers import AutoConfig, AutoModel, HfArgumentParser, TrainingArguments, set_seed
 
 from .data import ImageCollator, load_image_dataset
+from .hub import push_to_hub
 from .models import MODEL_CLASSES
+from .reports import write_run_outputs
 from .trainer import AutoencoderTrainer
-
-logger = logging.getLogger(__name__)
 
 FAMILIES = {"ae": "hf_autoencoders_ae", "vae": "hf_autoencoders_vae", "vqvae": "hf_autoencoders_vqvae"}
 
@@ -124,6 +122,29 @@ def check_output_dir(output_dir: str, overwrite: bool, resume_from_checkpoint) -
         )
 
 
+def resolve_checkpoint(resume_from_checkpoint, output_dir: str) -> str | None:
+    """The checkpoint folder to resume from: a given checkpoint folder, or with "true"/"latest" (or the output_dir
+    itself) the newest *complete* `checkpoint-N` in output_dir, so a run killed while saving resumes from the last
+    checkpoint that was fully written."""
+    if not resume_from_checkpoint or str(resume_from_checkpoint).lower() == "false":
+        return None
+    path = Path(str(resume_from_checkpoint))
+    if str(resume_from_checkpoint).lower() in ("true", "latest") or path.resolve() == Path(output_dir).resolve():
+        complete = [
+            c for c in Path(output_dir).glob("checkpoint-*")
+            if c.name.split("-")[-1].isdigit() and (c / "trainer_state.json").is_file()
+            and (c / "model.safetensors").is_file()
+        ]
+        if not complete:
+            raise ValueError(f"--resume_from_checkpoint: {output_dir} holds no complete checkpoint-N folder to "
+                             "resume from; start a new run instead.")
+        return str(max(complete, key=lambda c: int(c.name.split("-")[-1])))
+    if not (path / "trainer_state.json").is_file():
+        raise ValueError(f"--resume_from_checkpoint {path} is not a complete checkpoint folder (no "
+                         "trainer_state.json); pass a checkpoint-N folder, or 'latest' for the newest one.")
+    return str(path)
+
+
 def _parse_overrides(text: str | None) -> dict:
     overrides = {}
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
@@ -169,6 +190,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     """Train, evaluate and save a model with its image processor, pictures, metrics and model card."""
     transformers.utils.logging.set_verbosity_warning()
     check_output_dir(training_args.output_dir, data_args.overwrite_output_dir, training_args.resume_from_checkpoint)
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     set_seed(training_args.seed)
 
     data = load_image_dataset(
@@ -200,6 +222,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     collator = ImageCollator(binarize=data_args.binarize)
 
     training_args.remove_unused_columns = False
+    # The Trainer would push from every checkpoint with its own card; the finished folder is pushed once, below.
+    push, training_args.push_to_hub = training_args.push_to_hub, False
     example_images = collator([eval_set[i] for i in range(min(8, len(eval_set)))])["pixel_values"]
     trainer = AutoencoderTrainer(
         model=model,
@@ -213,7 +237,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
 
     metrics = {}
     if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or None)
+        result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         metrics.update(result.metrics)
         trainer.save_state()
@@ -224,8 +248,9 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         output_dir.mkdir(parents=True, exist_ok=True)
         if not training_args.do_train:
             trainer.save_model()
-        from .reports import write_run_outputs
-
         write_run_outputs(trainer.model, data, eval_set, collator, metrics, output_dir, model_args, data_args,
                           training_args, log_history=trainer.state.log_history)
+        if push:
+            repo_id = training_args.hub_model_id or output_dir.name
+            print(f"pushed to {push_to_hub(output_dir, repo_id, token=training_args.hub_token, private=training_args.hub_private_repo)}")
     return metrics

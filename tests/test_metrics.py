@@ -427,7 +427,8 @@ def test_evaluate_model_autoencoder():
     assert results["mse"] == 0 and results["psnr"] == math.inf and results["ssim"] == pytest.approx(1.0)
     assert results["loss"] == pytest.approx(images.mean().item())  # batch-size weighted, not a mean of means
     assert "elbo" not in results and "codebook_perplexity" not in results
-    assert all(type(v) is float for v in results.values())
+    assert all(type(v) is float for k, v in results.items() if k != "num_examples")
+    assert type(results["num_examples"]) is int
     json.dumps(results)
     assert evaluate_model(model, images, batch_size=4, max_examples=5, progress=False)["num_examples"] == 5
 
@@ -464,6 +465,7 @@ def test_iterate_batches_accepts_common_containers():
         return pixel_values, None if batches[0][1] is None else torch.cat([lab for _, lab in batches])
 
     assert torch.equal(gather(images)[0], images) and gather(images)[1] is None
+    assert torch.equal(gather([images[:4], images[4:]])[0], images)  # a list of unlabelled batches
     for data in (
         (images, labels),
         {"pixel_values": images, "labels": labels},

@@ -1,0 +1,557 @@
+"""The classic autoencoder experiments, one command each, answered with numbers and pictures.
+
+    hf-autoencoders experiment compare --output-dir studies/compare --quick
+    hf-autoencoders experiment kl-weight --output-dir studies/kl --dataset_name /work/shared/data/mnist
+
+    from hf_autoencoders.experiments import run_experiment
+    results = run_experiment("latent-size", "studies/latent", quick=True)
+
+Every experiment trains a handful of models on the same data with the same backbone and budget (`Budget`), evaluates
+them the same way (`Study.evaluate`) and writes into its output folder `report.md` (tables, figures and what the
+numbers show), `results.json` (every number) and the PNGs. The experiments themselves live in
+`experiments_studies.py`; this module holds the shared runner, the report writer and the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import set_seed
+from transformers.trainer_callback import PrinterCallback
+
+from .data import ImageCollator, ImageTensorDataset, load_image_dataset
+from .metrics import (
+    CodebookUsage,
+    classifier_accuracy,
+    elbo,
+    importance_sampled_nll,
+    interpolate_latents,
+    linear_probe_accuracy,
+    mse,
+    psnr,
+    sample_quality,
+    ssim,
+    train_classifier,
+)
+from .models import AEConfig, AEModel, VAEConfig, VAEModel, VQVAEConfig, VQVAEModel
+from .plots import plot_interpolations, plot_loss_curves, plot_reconstructions, plot_samples, save_image_grid
+from .reports import generate_samples
+from .trainer import AutoencoderTrainer
+from .training import AutoencoderTrainingArguments
+
+FAMILIES = {"ae": (AEConfig, AEModel), "vae": (VAEConfig, VAEModel), "vqvae": (VQVAEConfig, VQVAEModel)}
+FAMILY_NAMES = {"ae": "AE", "vae": "VAE", "vqvae": "VQ-VAE"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much data, model and compute every run of an experiment gets (the same for all its runs)."""
+
+    # data
+    max_train_examples: int | None  # None: the whole training split
+    max_test_examples: int
+    # models: one backbone for every family
+    backbone: str
+    hidden_size: int
+    num_hidden_layers: int
+    latent_dim: int  # AE / VAE
+    num_embeddings: int  # VQ-VAE codebook size K
+    embedding_dim: int  # VQ-VAE code dimension d
+    # training
+    max_steps: int
+    batch_size: int
+    learning_rate: float
+    # evaluation
+    iwae_samples: int  # K of the importance-weighted bound
+    iwae_examples: int  # test images the likelihood bounds are computed on
+    probe_examples: int  # training images the linear probe is fitted on
+    classifier_examples: int  # training images of the reference classifier
+    classifier_epochs: int
+    classifier_width: int
+    num_samples: int  # generated images judged by the classifier
+    tsne_points: int
+    # PixelCNN prior (samples experiment)
+    prior_steps: int
+    prior_hidden_size: int
+    prior_layers: int
+    # the swept values
+    latent_sizes: tuple[int, ...]
+    kl_weights: tuple[float, ...] = (1.0, 0.01, 0.001, 0.0001)
+    noise_levels: tuple[float, ...] = (0.25, 0.5, 0.75)
+
+    def replace(self, **overrides) -> Budget:
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown budget field(s) {unknown}; the fields are {sorted(known)}")
+        return dataclasses.replace(self, **overrides)
+
+
+QUICK = Budget(
+    max_train_examples=10_000, max_test_examples=500, backbone="mlp", hidden_size=128, num_hidden_layers=2,
+    latent_dim=16, num_embeddings=64, embedding_dim=8, max_steps=300, batch_size=64, learning_rate=2e-3,
+    iwae_samples=32, iwae_examples=200, probe_examples=1500, classifier_examples=1500, classifier_epochs=10,
+    classifier_width=16, num_samples=256, tsne_points=500, prior_steps=300, prior_hidden_size=32, prior_layers=4,
+    latent_sizes=(128, 16, 2),
+)
+FULL = Budget(
+    max_train_examples=None, max_test_examples=5000, backbone="mlp", hidden_size=256, num_hidden_layers=2,
+    latent_dim=16, num_embeddings=128, embedding_dim=16, max_steps=1000, batch_size=128, learning_rate=1e-3,
+    iwae_samples=100, iwae_examples=1000, probe_examples=5000, classifier_examples=10_000, classifier_epochs=3,
+    classifier_width=32, num_samples=1000, tsne_points=2000, prior_steps=1500, prior_hidden_size=64, prior_layers=6,
+    latent_sizes=(512, 256, 128, 16, 2),
+)
+
+
+@dataclass
+class Run:
+    """One trained model and what was measured on it."""
+
+    label: str
+    family: str
+    model: torch.nn.Module
+    metrics: dict
+    log_history: list = field(default_factory=list)
+    train_seconds: float = 0.0
+    reconstructions: torch.Tensor | None = None  # of the first test images (after input noise, if any)
+    samples: torch.Tensor | None = None
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() else "_" for c in self.label.lower()).strip("_")
+
+
+def as_float_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float in [0, 1] (what `ImageCollator` does to a batch)."""
+    return images.float() / 255 if images.dtype == torch.uint8 else images.float()
+
+
+def train_quietly(trainer_class, model, dataset, collator, *, steps: int, batch_size: int, learning_rate: float,
+                  seed: int) -> list[dict]:
+    """Train `model` with a transformers Trainer of `trainer_class` for `steps` steps and return its log history.
+    Nothing is written to disk and nothing printed: the experiment's progress bar says how far it is."""
+    with tempfile.TemporaryDirectory() as scratch:
+        args = AutoencoderTrainingArguments(
+            output_dir=scratch, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
+            logging_steps=max(1, steps // 25), save_strategy="no", report_to="none", disable_tqdm=True, seed=seed,
+        )
+        trainer = trainer_class(model=model, args=args, data_collator=collator, train_dataset=dataset)
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    return trainer.state.log_history
+
+
+class Study:
+    """What every experiment shares: the data, the reference classifier, training and evaluating runs with one
+    budget, figures, and the report (`report.md` + `results.json`)."""
+
+    def __init__(self, name: str, title: str, question: str, output_dir: Path, data, budget: Budget, seed: int,
+                 progress: bool = True):
+        self.name, self.title, self.question = name, title, question
+        self.dir, self.data, self.budget, self.seed, self.progress = Path(output_dir), data, budget, seed, progress
+        b = budget
+        train, test = data.train, data.test
+        n_train = len(train) if b.max_train_examples is None else min(b.max_train_examples, len(train))
+        self.train_set = ImageTensorDataset(train.images[:n_train],
+                                            None if train.labels is None else train.labels[:n_train])
+        self.test_x = as_float_images(test.images[: b.max_test_examples])
+        self.test_y = None if test.labels is None else test.labels[: b.max_test_examples]
+        self.labelled = self.test_y is not None and train.labels is not None and data.num_labels is not None
+        self.runs: dict[str, Run] = {}
+        self.sections: list[str] = []
+        self.findings: list[str] = []
+        self.figures: list[str] = []
+        self.summary: dict = {}  # experiment-specific numbers for results.json
+        self.reference: dict = {}
+        self.started = time.time()
+
+    # ------------------------------------------------------------------------------------------- data helpers
+
+    def train_images(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        n = min(n, len(self.train_set))
+        labels = self.train_set.labels
+        return as_float_images(self.train_set.images[:n]), None if labels is None else labels[:n]
+
+    def noisy(self, images: torch.Tensor, noise_std: float) -> torch.Tensor:
+        """x + noise_std * eps with a fixed seed: the corruption the denoising models are trained with (unclamped)."""
+        if noise_std == 0:
+            return images
+        generator = torch.Generator().manual_seed(self.seed + 1)
+        return images + noise_std * torch.randn(images.shape, generator=generator)
+
+    @cached_property
+    def classifier(self):
+        """A SmallCNN trained on real training images: the judge of reconstructions and samples."""
+        b = self.budget
+        images, labels = self.train_images(b.classifier_examples)
+        clf = train_classifier(images, labels, self.data.num_labels, epochs=b.classifier_epochs,
+                               width=b.classifier_width, seed=self.seed, progress=False)
+        self.reference["classifier_examples"] = len(images)
+        self.reference["classifier_test_accuracy"] = classifier_accuracy(clf, self.test_x, self.test_y)
+        return clf
+
+    # ------------------------------------------------------------------------------------------------ models
+
+    def config(self, family: str, **fields):
+        """A config of `family` with the budget's backbone and sizes, shaped for the data; `fields` override."""
+        b = self.budget
+        values = dict(image_size=self.data.image_size, num_channels=self.data.num_channels, backbone=b.backbone,
+                      hidden_size=b.hidden_size, num_hidden_layers=b.num_hidden_layers)
+        if family == "vqvae":
+            values.update(num_embeddings=b.num_embeddings, embedding_dim=b.embedding_dim)
+        else:
+            values["latent_dim"] = b.latent_dim
+        return FAMILIES[family][0](**{**values, **fields})
+
+    def train(self, label: str, family: str, test_noise_std: float = 0.0, **fields) -> Run:
+        """Train a `family` model (config `fields` override the budget's) and evaluate it on the test images, with
+        Gaussian noise of `test_noise_std` on the input (clean targets)."""
+        if label in self.runs:
+            raise ValueError(f"a run named {label!r} exists already in this study")
+        set_seed(self.seed)
+        model = FAMILIES[family][1](self.config(family, **fields))
+        start = time.time()
+        log_history = train_quietly(AutoencoderTrainer, model, self.train_set, ImageCollator(),
+                                    steps=self.budget.max_steps, batch_size=self.budget.batch_size,
+                                    learning_rate=self.budget.learning_rate, seed=self.seed)
+        run = Run(label, family, model.eval(), {}, log_history, time.time() - start)
+        run.metrics = self.evaluate(run, test_noise_std)
+        self.runs[label] = run
+        return run
+
+    def train_all(self, specs: list[tuple]) -> list[Run]:
+        """Train (label, family, config-fields[, test_noise_std]) specs in order, with a progress bar."""
+        runs = []
+        bar = tqdm(specs, desc=f"{self.name}: runs", unit="run", disable=not self.progress)
+        for label, family, fields, *noise in bar:
+            bar.set_postfix_str(label)
+            runs.append(self.train(label, family, *noise, **fields))
+        return runs
+
+    @torch.no_grad()
+    def latents(self, model, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """The representation of each image: z = f(x) (AE), the posterior mean (VAE), z_q flattened (VQ-VAE)."""
+        family = model.config.model_type.removeprefix("hf_autoencoders_")
+        chunks = []
+        for x in images.split(batch_size):
+            x = x.to(model.device)
+            if family == "ae":
+                z = model.encode(x)
+            elif family == "vae":
+                z = model.encode(x).mean
+            else:
+                z = model.quantize(model.encode(x)).quantized
+            chunks.append(z.flatten(1).cpu())
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def fidelity(self, model, noise_std: float = 0.0) -> tuple[dict, torch.Tensor]:
+        """Per-image MSE / PSNR / SSIM of the reconstructions of the test images, given with `noise_std` Gaussian
+        noise on the input and compared with the clean images, plus every loss term and the codebook usage of a
+        VQ-VAE. Returns (metrics, reconstructions)."""
+        x = self.test_x
+        inputs = self.noisy(x, noise_std)
+        vq = model.config.model_type == "hf_autoencoders_vqvae"
+        losses: dict[str, float] = {}
+        reconstructions, codebook = [], CodebookUsage(model.config.num_embeddings) if vq else None
+        for xb, ib in zip(x.split(500), inputs.split(500)):
+            out = model(ib.to(model.device), target_pixel_values=xb.to(model.device))
+            for name in ("loss", "reconstruction_loss", "kl_loss", "codebook_loss", "commitment_loss"):
+                if getattr(out, name, None) is not None:
+                    losses[name] = losses.get(name, 0.0) + getattr(out, name).item() * len(xb)
+            reconstructions.append(out.reconstruction.clamp(0, 1).cpu())
+            if codebook is not None:
+                codebook.update(out.indices)
+        recon = torch.cat(reconstructions)
+        metrics = {"num_test_examples": len(x), "noise_std": noise_std, "mse": mse(x, recon), "psnr": psnr(x, recon),
+                   "ssim": ssim(x, recon), "sse": mse(x, recon) * x[0].numel()}
+        metrics.update({name: total / len(x) for name, total in losses.items()})
+        if noise_std > 0:
+            metrics.update(input_psnr=psnr(x, inputs.clamp(0, 1)), input_ssim=ssim(x, inputs.clamp(0, 1)))
+        if codebook is not None:
+            stats = codebook.compute()
+            metrics.update(codebook_usage=stats["usage"], codebook_perplexity=stats["perplexity"])
+        if self.labelled:
+            metrics["downstream_accuracy"] = classifier_accuracy(self.classifier, recon, self.test_y)
+        return metrics, recon
+
+    @torch.no_grad()
+    def evaluate(self, run: Run, noise_std: float = 0.0, keep: int = 16) -> dict:
+        """Every applicable metric of a trained model: `fidelity` (inputs with `noise_std` noise, clean targets),
+        ELBO / IWAE NLL of the clean test images and active units (VAE), linear-probe accuracy on the latents of
+        clean images, and the classifier's judgement of samples. Keeps the first reconstructions and samples."""
+        model, b = run.model, self.budget
+        metrics, recon = self.fidelity(model, noise_std)
+        if run.family == "vae":
+            generator = torch.Generator(device=model.device).manual_seed(self.seed)
+            clean = self.test_x[: b.iwae_examples].to(model.device)
+            metrics["elbo"] = elbo(model, clean, generator=generator).mean().item()
+            metrics["iwae_nll"] = importance_sampled_nll(model, clean, b.iwae_samples, generator=generator).mean().item()
+            metrics.update(iwae_samples=b.iwae_samples, bound_examples=len(clean))
+            means = self.latents(model, self.test_x)
+            metrics["active_units"] = int((means.var(0) > 0.01).sum())  # Burda et al. (2016): Var_x E_q[z_j] > 0.01
+        run.reconstructions = recon[:keep]
+        run.samples = generate_samples(model, max(b.num_samples, 32), seed=self.seed).clamp(0, 1).cpu()
+        if self.labelled:
+            probe_x, probe_y = self.train_images(b.probe_examples)
+            metrics["linear_probe_accuracy"] = linear_probe_accuracy(
+                self.latents(model, probe_x), probe_y, self.latents(model, self.test_x), self.test_y)
+            metrics.update({f"sample_{k}": v for k, v in sample_quality(self.classifier, run.samples).items()})
+        return metrics
+
+    # ----------------------------------------------------------------------------------------------- figures
+
+    def path(self, filename: str) -> Path:
+        self.figures.append(filename)
+        return self.dir / filename
+
+    def reconstruction_figure(self, run: Run) -> str:
+        name = f"{run.slug}_reconstructions.png"
+        plot_reconstructions(self.test_x[: len(run.reconstructions)], run.reconstructions, self.path(name))
+        return name
+
+    def samples_figure(self, run: Run, samples: torch.Tensor | None = None, name: str | None = None) -> str:
+        name = name or f"{run.slug}_samples.png"
+        plot_samples((run.samples if samples is None else samples)[:32], self.path(name))
+        return name
+
+    def loss_figure(self, runs: list[Run], terms: tuple[str, ...] = ("loss",), name: str = "loss_curves.png") -> str:
+        """One subplot per run and term: the training curves of every run side by side."""
+        history = [{"step": entry["step"], f"{run.label} {term}": entry[term]}
+                   for run in runs for entry in run.log_history for term in terms if term in entry]
+        plot_loss_curves(history, self.path(name), title="training loss (per image, averaged since the last log)")
+        return name
+
+    @torch.no_grad()
+    def interpolation_figure(self, run: Run, pairs: int = 4, steps: int = 10) -> str:
+        """Decoded straight lines in latent space between test images i and i + pairs (posterior means for the VAE;
+        for the VQ-VAE the line runs between the encoder outputs z_e and every point is quantized before decoding)."""
+        model, x = run.model, self.test_x[: 2 * pairs].to(run.model.device)
+        if run.family == "vqvae":
+            encode, decode = model.encode, lambda z: model.decode(model.quantize(z).quantized)
+        elif run.family == "vae":
+            encode, decode = (lambda images: model.encode(images).mean), model.decode
+        else:
+            encode, decode = model.encode, model.decode
+        z = encode(x)
+        path = interpolate_latents(z[:pairs], z[pairs:], steps)
+        images = decode(path.flatten(0, 1).to(z.dtype)).clamp(0, 1).cpu()
+        name = f"{run.slug}_interpolations.png"
+        plot_interpolations(images.view(pairs, steps, *images.shape[1:]), self.path(name))
+        return name
+
+    def image_rows_figure(self, rows: list[torch.Tensor], name: str, nrow: int = 8) -> str:
+        """Rows of images stacked into one grid (each row `nrow` images)."""
+        save_image_grid(torch.cat([r[:nrow].clamp(0, 1) for r in rows]), self.path(name), nrow=nrow, scale=2)
+        return name
+
+    # ------------------------------------------------------------------------------------------------ report
+
+    def section(self, title: str, text: str = "", table: str = "", figures: list[tuple[str, str]] = ()):
+        """A `## title` section: text, a markdown table and figures given as (caption, file name)."""
+        parts = [f"## {title}", text, table]
+        parts += [f"![{caption}]({name})\n*{caption}*" for caption, name in figures]
+        self.sections.append("\n\n".join(p for p in parts if p))
+
+    def table(self, runs: list[Run], columns: list[str], first: str = "run", labels=None) -> str:
+        """A markdown table of the runs' metrics (columns = metric keys, absent values shown as -)."""
+        columns = [c for c in columns if any(c in r.metrics for r in runs)]
+        labels = labels or [r.label for r in runs]
+        rows = [[label] + [fmt(r.metrics.get(c)) for c in columns] for label, r in zip(labels, runs)]
+        return markdown_table([first] + [COLUMN_NAMES.get(c, c) for c in columns], rows)
+
+    def write(self) -> dict:
+        """Write report.md and results.json; return the results."""
+        b = self.budget
+        train_seconds = sum(r.train_seconds for r in self.runs.values())
+        total = time.time() - self.started
+        setup = (
+            f"**Setup.** Data: `{self.data.name}` ({len(self.train_set)} training images, {len(self.test_x)} test "
+            f"images, {self.data.num_channels}x{self.data.image_size}x{self.data.image_size}). Every model: "
+            f"`{b.backbone}` backbone (hidden size {b.hidden_size}, {b.num_hidden_layers} hidden layers), "
+            f"{b.max_steps} Adam steps of batch {b.batch_size} at learning rate {b.learning_rate:g} (cosine "
+            f"schedule), seed {self.seed}. Losses are per image (sums over pixels), averaged over the test images. "
+            f"Wall time: {total / 60:.1f} min ({train_seconds / 60:.1f} min training)."
+        )
+        if "classifier_test_accuracy" in self.reference:
+            setup += (
+                f" The judge of reconstructions and samples is a small CNN trained on {self.reference['classifier_examples']}"
+                f" real training images; its accuracy on the real test images is "
+                f"{self.reference['classifier_test_accuracy']:.3f}."
+            )
+        findings = "\n".join(f"- {f}" for f in self.findings)
+        report = "\n\n".join([f"# {self.title}", self.question, setup, "**What the numbers show.**\n\n" + findings,
+                              *self.sections, GLOSSARY]) + "\n"
+        (self.dir / "report.md").write_text(report)
+        results = {
+            "experiment": self.name,
+            "question": self.question,
+            "dataset": {"name": self.data.name, "train_examples": len(self.train_set),
+                        "test_examples": len(self.test_x), "image_size": self.data.image_size,
+                        "num_channels": self.data.num_channels},
+            "budget": dataclasses.asdict(b),
+            "seed": self.seed,
+            "reference": self.reference,
+            "runs": {
+                label: {
+                    "family": run.family,
+                    "config": {k: v for k, v in run.model.config.to_diff_dict().items()
+                               if k not in ("transformers_version", "model_type")},
+                    "metrics": run.metrics,
+                    "train_seconds": run.train_seconds,
+                    "train_loss_curve": [[e["step"], e["loss"]] for e in run.log_history if "loss" in e],
+                }
+                for label, run in self.runs.items()
+            },
+            "summary": self.summary,
+            "findings": self.findings,
+            "figures": self.figures,
+            "total_seconds": total,
+        }
+        (self.dir / "results.json").write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
+        return results
+
+
+COLUMN_NAMES = {
+    "mse": "MSE", "psnr": "PSNR (dB)", "ssim": "SSIM", "sse": "SSE", "loss": "loss", "reconstruction_loss": "rec. loss",
+    "kl_loss": "KL (nats)", "elbo": "ELBO (nats)", "iwae_nll": "IWAE NLL (nats)", "active_units": "active units",
+    "codebook_usage": "codebook usage", "codebook_perplexity": "perplexity", "downstream_accuracy": "downstream acc.",
+    "linear_probe_accuracy": "probe acc.", "sample_confident_fraction": "confident samples",
+    "sample_mean_max_prob": "mean max p(y|x)", "sample_class_entropy": "class entropy (nats)",
+    "sample_inception_score": "IS (small CNN)", "input_psnr": "noisy-input PSNR",
+}
+FIDELITY = ["mse", "psnr", "ssim"]
+SAMPLE_QUALITY = ["sample_confident_fraction", "sample_mean_max_prob", "sample_class_entropy", "sample_inception_score"]
+GLOSSARY = """**Glossary.** *MSE*: mean squared error per pixel; *PSNR*: 10 log10(1 / MSE) per image, averaged; *SSIM*: structural similarity
+(Gaussian window). *ELBO* and *IWAE NLL* are in nats per image under the model's own Gaussian likelihood with fixed
+variance c (continuous densities: comparable only between models with the same c). *Active units*: latent dimensions
+whose posterior mean varies over the test images (variance > 0.01). *Downstream acc.*: the reference classifier's
+accuracy on the reconstructions of the test images (trained on real images). *Probe acc.*: a logistic regression on
+the latents (posterior means for the VAE, quantized vectors for the VQ-VAE) fitted on training images. *Confident
+samples*: fraction of generated images that the classifier assigns a class with probability >= 0.9; *class entropy*:
+entropy of the histogram of predicted classes (log 10 = 2.30 nats when all ten digits are equally frequent).
+VAE reconstructions decode one posterior sample z ~ q(z|x)."""
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
+        return f"{value:.3g}"
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
+def _json_default(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# ------------------------------------------------------------------------------------------------ the API
+
+
+def prepare_output_dir(output_dir, overwrite: bool) -> Path:
+    """Create `output_dir`, refusing one that already holds files unless `overwrite` (files are written over,
+    nothing is deleted)."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output_dir {path} exists and is not a folder; choose another --output-dir")
+    existing = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if existing and not overwrite:
+        shown = ", ".join(existing[:5]) + (" ..." if len(existing) > 5 else "")
+        raise ValueError(
+            f"output_dir {path} already holds files ({shown}). Nothing was changed. Choose a new --output-dir, or "
+            "pass --overwrite to write over the experiment's files (other files are left alone)."
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_request(name: str, output_dir, quick: bool, overwrite: bool, budget_overrides: dict) -> Budget:
+    """Refuse an unknown experiment, an unknown budget field or an output folder holding files, before any work;
+    return the budget."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"experiment {name!r} is not known; use one of {', '.join(EXPERIMENTS)}")
+    budget = (QUICK if quick else FULL).replace(**budget_overrides)
+    prepare_output_dir(output_dir, overwrite)
+    return budget
+
+
+def run_experiment(name: str, output_dir, quick: bool = False, dataset_name: str | None = None, seed: int = 0,
+                   overwrite: bool = False, progress: bool = True, **budget_overrides) -> dict:
+    """Run experiment `name` (one of `EXPERIMENTS`) and write report.md, results.json and PNGs into `output_dir`.
+
+    `quick` uses the `QUICK` budget (minutes on 2 CPU cores), otherwise `FULL`; `dataset_name` is a Hub id or local
+    folder (default: the embedded digits); `budget_overrides` replace `Budget` fields (e.g. `max_steps=5`).
+    A folder that already holds files is refused unless `overwrite`. Returns what results.json holds.
+    """
+    budget = check_request(name, output_dir, quick, overwrite, budget_overrides)
+    if name == "estimators":
+        from .estimators import run_estimator_study
+
+        optional = dict(budget_overrides, overwrite=True, progress=progress)  # the folder was checked above
+        accepted = inspect.signature(run_estimator_study).parameters
+        optional = {k: v for k, v in optional.items() if k in accepted}
+        return run_estimator_study(output_dir, quick=quick, dataset_name=dataset_name, seed=seed, **optional)
+    from .experiments_studies import STUDIES
+
+    data = load_image_dataset(dataset_name)
+    title, question, body = STUDIES[name]
+    study = Study(name, title, question, Path(output_dir), data, budget, seed, progress)
+    if name == "latent-layout" and not study.labelled:
+        raise ValueError(f"the latent-layout experiment colours latents by label, but {data.name} has no labels")
+    body(study)
+    return study.write()
+
+
+EXPERIMENTS = ("compare", "latent-size", "kl-weight", "denoising", "latent-layout", "samples", "estimators")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="hf-autoencoders experiment",
+        description="Run a classic autoencoder experiment and write report.md, results.json and PNGs.",
+    )
+    parser.add_argument("name", choices=EXPERIMENTS)
+    parser.add_argument("--output-dir", "--output_dir", dest="output_dir", required=True)
+    parser.add_argument("--quick", action="store_true", help="Small models and budgets: minutes on 2 CPU cores.")
+    parser.add_argument("--dataset_name", "--dataset-name", dest="dataset_name", default=None,
+                        help="Hub id or local folder (default: the embedded digits), e.g. /work/shared/data/mnist.")
+    parser.add_argument("--max_steps", "--max-steps", dest="max_steps", type=int, default=None,
+                        help="Training steps per model (overrides the budget).")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="Write into a folder that already holds files.")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    args = parser.parse_args(argv)
+    overrides = {} if args.max_steps is None else {"max_steps": args.max_steps}
+    try:
+        check_request(args.name, args.output_dir, args.quick, args.overwrite, overrides)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    results = run_experiment(args.name, args.output_dir, quick=args.quick, dataset_name=args.dataset_name,
+                             seed=args.seed, overwrite=True, progress=args.progress, **overrides)
+    print(f"wrote {Path(args.output_dir) / 'report.md'} and results.json")
+    return results

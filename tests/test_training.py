@@ -1,0 +1,192 @@
+"""Training runs: the example scripts, resume after SIGKILL, output safety, multi-process, and sharing offline."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+
+import hf_autoencoders  # noqa: F401
+from hf_autoencoders import VAEConfig, VAEModel
+from hf_autoencoders.data import DatasetNotFoundError
+from hf_autoencoders.hub import push_to_hub
+from hf_autoencoders.training import parse_args, run_training
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--hidden_size", "16", "--per_device_train_batch_size", "32", "--disable_tqdm", "true",
+        "--logging_steps", "2", "--max_eval_samples", "64"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+       "TOKENIZERS_PARALLELISM": "false"}
+
+
+def train(args: list[str], model_type: str = "vqvae"):
+    return run_training(*parse_args(args + TINY, model_type=model_type))
+
+
+def script(name: str, *args: str, launcher: list[str] | None = None, timeout: int = 600):
+    command = (launcher or [sys.executable]) + [str(ROOT / "examples" / name), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=timeout)
+
+
+def test_example_script_on_the_embedded_default(tmp_path):
+    out = tmp_path / "vqvae"
+    result = script("train_vqvae.py", "--output_dir", str(out), "--do_train", "--do_eval", "--max_steps", "4", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md",
+                 "reconstructions.png", "samples.png", "all_results.json"):
+        assert (out / name).is_file(), name
+    model = AutoModel.from_pretrained(out)
+    assert model.config.model_type == "hf_autoencoders_vqvae"
+    results = json.loads((out / "all_results.json").read_text())
+    assert "eval_reconstruction_loss" in results and "psnr" in results and "eval_codebook_usage" in results
+    card = (out / "README.md").read_text()
+    assert "psnr" in card and "reconstructions.png" in card and "trust_remote_code" in card
+
+
+@pytest.mark.parametrize("model_type", ["ae", "vae"])
+def test_every_loss_term_is_logged_for_train_and_eval(tmp_path, model_type):
+    metrics = train(["--output_dir", str(tmp_path / model_type), "--do_train", "--do_eval", "--max_steps", "4",
+                     "--backbone", "mlp"], model_type)
+    assert "eval_reconstruction_loss" in metrics
+    history = json.loads((tmp_path / model_type / "trainer_state.json").read_text())["log_history"]
+    train_logs = [entry for entry in history if "loss" in entry]
+    assert train_logs and all("reconstruction_loss" in entry for entry in train_logs)
+    if model_type == "vae":
+        assert all(entry["kl_loss"] > 0 for entry in train_logs) and metrics["eval_kl_loss"] > 0
+
+
+def test_existing_output_dir_is_never_overwritten(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("user work")
+    with pytest.raises(ValueError, match="overwrite_output_dir"):
+        train(["--output_dir", str(out), "--do_train", "--max_steps", "2"])
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+    train(["--output_dir", str(out), "--do_train", "--max_steps", "2", "--overwrite_output_dir"])
+    assert (out / "model.safetensors").is_file() and (out / "precious.txt").read_text() == "user work"
+
+
+def test_bad_inputs_fail_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(DatasetNotFoundError, match="neither a local folder nor reachable"):
+        train(["--output_dir", str(out), "--do_train", "--max_steps", "2", "--dataset_name", "no-such/dataset"])
+    assert not out.exists()
+    vae_dir = tmp_path / "vae"
+    VAEModel(VAEConfig(hidden_size=16)).save_pretrained(vae_dir)
+    before = {p.name: p.stat().st_mtime_ns for p in vae_dir.iterdir()}
+    with pytest.raises(ValueError, match="hf_autoencoders_vae.*--model_type vae"):
+        train(["--output_dir", str(out), "--do_train", "--max_steps", "2", "--model_name_or_path", str(vae_dir)])
+    assert not out.exists()
+    assert {p.name: p.stat().st_mtime_ns for p in vae_dir.iterdir()} == before
+    with pytest.raises(ValueError, match="not a field of VQVAEConfig"):
+        train(["--output_dir", str(out), "--do_train", "--config_overrides", "latent_dim=3"])
+    with pytest.raises(ValueError, match="no complete checkpoint"):
+        train(["--output_dir", str(out), "--do_train", "--resume_from_checkpoint", "latest"])
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    """A run killed with SIGKILL and resumed ends with exactly the weights of a run that was never interrupted."""
+    common = ["--do_train", "--max_steps", "60", "--save_steps", "4", "--seed", "3", *TINY,
+              "--config_overrides", "dead_code_threshold=2"]
+    reference = tmp_path / "reference"
+    result = script("train_vqvae.py", "--output_dir", str(reference), *common)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, str(ROOT / "examples" / "train_vqvae.py"), "--output_dir",
+                                str(killed), *common], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoint-4" / "trainer_state.json").is_file():
+        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists()  # it really was cut off before the end
+
+    result = script("train_vqvae.py", "--output_dir", str(killed), *common, "--resume_from_checkpoint", "latest")
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected, actual = load_file(reference / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
+
+
+def test_mnist_example_command(shared_data, tmp_path):
+    result = script("train_vqvae.py", "--dataset_name", str(shared_data / "mnist"), "--output_dir",
+                    str(tmp_path / "out"), "--max_steps", "20", "--do_train", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert AutoModel.from_pretrained(tmp_path / "out").config.image_size == 28
+
+
+def test_torchrun_two_processes(shared_data, tmp_path):
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    result = script("train_vqvae.py", "--dataset_name", str(shared_data / "mnist"), "--output_dir", str(out),
+                    "--max_steps", "20", "--do_train", "--ddp_backend", "gloo", *TINY, launcher=launcher)
+    assert result.returncode == 0, result.stderr[-4000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 20
+    assert AutoModel.from_pretrained(out).config.model_type == "hf_autoencoders_vqvae"
+
+
+def test_push_to_hub_offline_then_load_in_a_fresh_process(tmp_path, monkeypatch):
+    """Upload to a local stand-in for the Hub, then load what was uploaded without this package."""
+    run = tmp_path / "run"
+    train(["--output_dir", str(run), "--do_train", "--do_eval", "--max_steps", "4", "--save_steps", "2"])
+    assert any(run.glob("checkpoint-*"))
+    hub = tmp_path / "hub"
+
+    class LocalHub:
+        def create_repo(self, repo_id, **kwargs):
+            (hub / repo_id).mkdir(parents=True, exist_ok=True)
+
+        def upload_folder(self, repo_id, folder_path, ignore_patterns=(), **kwargs):
+            from huggingface_hub.utils import filter_repo_objects
+
+            files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
+            for name in filter_repo_objects(files, ignore_patterns=ignore_patterns):
+                target = hub / repo_id / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes((Path(folder_path) / name).read_bytes())
+            return f"local://{repo_id}"
+
+    assert push_to_hub(run, "me/tiny-vqvae", api=LocalHub()) == "local://me/tiny-vqvae"
+    pushed = hub / "me" / "tiny-vqvae"
+    names = {p.name for p in pushed.iterdir()}
+    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md", "modeling_vqvae.py",
+            "quantizers.py", "reconstructions.png"} <= names
+    assert not any(n.startswith("checkpoint") or n.endswith((".bin", ".pt")) for n in names)
+    card = (pushed / "README.md").read_text()
+    assert "library_name: transformers" in card and "| psnr |" in card
+
+    code = textwrap.dedent(f"""
+        import sys, importlib.abc
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] == "hf_autoencoders":
+                    raise ImportError("hf_autoencoders must not be needed")
+        sys.meta_path.insert(0, Block())
+        import numpy as np, torch
+        from transformers import AutoImageProcessor, AutoModel
+        model = AutoModel.from_pretrained({str(pushed)!r}, trust_remote_code=True).eval()
+        processor = AutoImageProcessor.from_pretrained({str(pushed)!r}, trust_remote_code=True)
+        pixel_values = processor(np.zeros((28, 28), dtype=np.uint8), return_tensors="pt").pixel_values
+        print("LOADED", type(model).__name__, tuple(model(pixel_values).reconstruction.shape))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                            env={**ENV, "HF_MODULES_CACHE": str(tmp_path / "modules")}, timeout=120)
+    assert "LOADED VQVAEModel (1, 1, 28, 28)" in result.stdout, result.stderr[-3000:]
+
+
+def test_push_refuses_a_folder_that_is_not_a_model(tmp_path):
+    with pytest.raises(ValueError, match="not a trained model folder"):
+        push_to_hub(tmp_path, "me/nothing", api=object())
