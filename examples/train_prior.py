@@ -1,6 +1,6 @@
 """Train a gated PixelCNN prior over the codes of a trained VQ-VAE, so that the VQ-VAE can generate.
 
-    python examples/train_vqvae.py --output_dir outputs/vqvae --do_train --do_eval                      # embedded digits
+    python examples/train_vqvae.py --output_dir outputs/vqvae --do_train --do_eval      # embedded digits
     python examples/train_prior.py --vqvae outputs/vqvae --output_dir outputs/prior --do_train --do_eval
     hf-autoencoders sample outputs/vqvae --prior outputs/prior --output samples.png
 

@@ -19,8 +19,10 @@ import dataclasses
 import inspect
 import json
 import math
+import re
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -52,6 +54,7 @@ from .training import AutoencoderTrainingArguments
 
 FAMILIES = {"ae": (AEConfig, AEModel), "vae": (VAEConfig, VAEModel), "vqvae": (VQVAEConfig, VQVAEModel)}
 FAMILY_NAMES = {"ae": "AE", "vae": "VAE", "vqvae": "VQ-VAE"}
+PROBE_MAX_ITER = 300  # L-BFGS iterations of the linear probe
 
 
 @dataclass(frozen=True)
@@ -107,9 +110,9 @@ QUICK = Budget(
 )
 FULL = Budget(
     max_train_examples=None, max_test_examples=5000, backbone="mlp", hidden_size=256, num_hidden_layers=2,
-    latent_dim=16, num_embeddings=128, embedding_dim=16, max_steps=1000, batch_size=128, learning_rate=1e-3,
-    iwae_samples=100, iwae_examples=1000, probe_examples=5000, classifier_examples=10_000, classifier_epochs=3,
-    classifier_width=32, num_samples=1000, tsne_points=2000, prior_steps=1500, prior_hidden_size=64, prior_layers=6,
+    latent_dim=16, num_embeddings=128, embedding_dim=16, max_steps=800, batch_size=128, learning_rate=1e-3,
+    iwae_samples=100, iwae_examples=1000, probe_examples=5000, classifier_examples=5000, classifier_epochs=3,
+    classifier_width=16, num_samples=1000, tsne_points=2000, prior_steps=1500, prior_hidden_size=64, prior_layers=6,
     latent_sizes=(512, 256, 128, 16, 2),
 )
 
@@ -129,7 +132,7 @@ class Run:
 
     @property
     def slug(self) -> str:
-        return "".join(c if c.isalnum() else "_" for c in self.label.lower()).strip("_")
+        return re.sub(r"[^a-z0-9]+", "_", self.label.lower()).strip("_")
 
 
 def as_float_images(images: torch.Tensor) -> torch.Tensor:
@@ -145,6 +148,7 @@ def train_quietly(trainer_class, model, dataset, collator, *, steps: int, batch_
         args = AutoencoderTrainingArguments(
             output_dir=scratch, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
             logging_steps=max(1, steps // 25), save_strategy="no", report_to="none", disable_tqdm=True, seed=seed,
+            dataloader_pin_memory=torch.cuda.is_available(),
         )
         trainer = trainer_class(model=model, args=args, data_collator=collator, train_dataset=dataset)
         trainer.remove_callback(PrinterCallback)
@@ -195,8 +199,9 @@ class Study:
         """A SmallCNN trained on real training images: the judge of reconstructions and samples."""
         b = self.budget
         images, labels = self.train_images(b.classifier_examples)
-        clf = train_classifier(images, labels, self.data.num_labels, epochs=b.classifier_epochs,
-                               width=b.classifier_width, seed=self.seed, progress=False)
+        with torch.enable_grad():  # first asked for inside an evaluation under no_grad
+            clf = train_classifier(images, labels, self.data.num_labels, epochs=b.classifier_epochs,
+                                   width=b.classifier_width, seed=self.seed, progress=False)
         self.reference["classifier_examples"] = len(images)
         self.reference["classifier_test_accuracy"] = classifier_accuracy(clf, self.test_x, self.test_y)
         return clf
@@ -297,7 +302,8 @@ class Study:
             generator = torch.Generator(device=model.device).manual_seed(self.seed)
             clean = self.test_x[: b.iwae_examples].to(model.device)
             metrics["elbo"] = elbo(model, clean, generator=generator).mean().item()
-            metrics["iwae_nll"] = importance_sampled_nll(model, clean, b.iwae_samples, generator=generator).mean().item()
+            iwae = importance_sampled_nll(model, clean, b.iwae_samples, generator=generator)
+            metrics["iwae_nll"] = iwae.mean().item()
             metrics.update(iwae_samples=b.iwae_samples, bound_examples=len(clean))
             means = self.latents(model, self.test_x)
             metrics["active_units"] = int((means.var(0) > 0.01).sum())  # Burda et al. (2016): Var_x E_q[z_j] > 0.01
@@ -305,8 +311,11 @@ class Study:
         run.samples = generate_samples(model, max(b.num_samples, 32), seed=self.seed).clamp(0, 1).cpu()
         if self.labelled:
             probe_x, probe_y = self.train_images(b.probe_examples)
-            metrics["linear_probe_accuracy"] = linear_probe_accuracy(
-                self.latents(model, probe_x), probe_y, self.latents(model, self.test_x), self.test_y)
+            with warnings.catch_warnings():  # an unconverged probe is still a probe: its budget is fixed
+                warnings.simplefilter("ignore")
+                metrics["linear_probe_accuracy"] = linear_probe_accuracy(
+                    self.latents(model, probe_x), probe_y, self.latents(model, self.test_x), self.test_y,
+                    max_iter=PROBE_MAX_ITER)
             metrics.update({f"sample_{k}": v for k, v in sample_quality(self.classifier, run.samples).items()})
         return metrics
 
@@ -356,6 +365,26 @@ class Study:
         save_image_grid(torch.cat([r[:nrow].clamp(0, 1) for r in rows]), self.path(name), nrow=nrow, scale=2)
         return name
 
+    def line_figure(self, name: str, panels: list[tuple[str, dict]], xlabel: str, logx: bool = False) -> str:
+        """One panel per (y label, {series name: (xs, ys)}), the series drawn as lines with markers."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4.2 * len(panels), 3.6))
+        FigureCanvasAgg(fig)
+        for ax, (ylabel, series) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+            for label, (xs, ys) in series.items():
+                ax.plot(xs, ys, marker="o", ms=4, label=label)
+            if logx:
+                ax.set_xscale("log")
+            ax.set(xlabel=xlabel, ylabel=ylabel)
+            ax.grid(alpha=0.3)
+            if len(series) > 1:
+                ax.legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(self.path(name), dpi=120)
+        return name
+
     # ------------------------------------------------------------------------------------------------ report
 
     def section(self, title: str, text: str = "", table: str = "", figures: list[tuple[str, str]] = ()):
@@ -379,15 +408,15 @@ class Study:
         setup = (
             f"**Setup.** Data: `{self.data.name}` ({len(self.train_set)} training images, {len(self.test_x)} test "
             f"images, {self.data.num_channels}x{self.data.image_size}x{self.data.image_size}). Every model: "
-            f"`{b.backbone}` backbone (hidden size {b.hidden_size}, {b.num_hidden_layers} hidden layers), "
+            f"`{b.backbone}` backbone (hidden size {b.hidden_size}, hidden layers {b.num_hidden_layers}), "
             f"{b.max_steps} Adam steps of batch {b.batch_size} at learning rate {b.learning_rate:g} (cosine "
             f"schedule), seed {self.seed}. Losses are per image (sums over pixels), averaged over the test images. "
             f"Wall time: {total / 60:.1f} min ({train_seconds / 60:.1f} min training)."
         )
         if "classifier_test_accuracy" in self.reference:
             setup += (
-                f" The judge of reconstructions and samples is a small CNN trained on {self.reference['classifier_examples']}"
-                f" real training images; its accuracy on the real test images is "
+                " The judge of reconstructions and samples is a small CNN trained on "
+                f"{self.reference['classifier_examples']} real training images; its accuracy on the real test images is "
                 f"{self.reference['classifier_test_accuracy']:.3f}."
             )
         findings = "\n".join(f"- {f}" for f in self.findings)
@@ -433,8 +462,8 @@ COLUMN_NAMES = {
 }
 FIDELITY = ["mse", "psnr", "ssim"]
 SAMPLE_QUALITY = ["sample_confident_fraction", "sample_mean_max_prob", "sample_class_entropy", "sample_inception_score"]
-GLOSSARY = """**Glossary.** *MSE*: mean squared error per pixel; *PSNR*: 10 log10(1 / MSE) per image, averaged; *SSIM*: structural similarity
-(Gaussian window). *ELBO* and *IWAE NLL* are in nats per image under the model's own Gaussian likelihood with fixed
+GLOSSARY = """**Glossary.** *MSE*: mean squared error per pixel; *PSNR*: 10 log10(1 / MSE) per image, averaged;
+*SSIM*: structural similarity (Gaussian window). *ELBO* and *IWAE NLL* are in nats per image under the model's own Gaussian likelihood with fixed
 variance c (continuous densities: comparable only between models with the same c). *Active units*: latent dimensions
 whose posterior mean varies over the test images (variance > 0.01). *Downstream acc.*: the reference classifier's
 accuracy on the reconstructions of the test images (trained on real images). *Probe acc.*: a logistic regression on
@@ -512,8 +541,11 @@ def run_experiment(name: str, output_dir, quick: bool = False, dataset_name: str
     if name == "estimators":
         from .estimators import run_estimator_study
 
-        optional = dict(budget_overrides, overwrite=True, progress=progress)  # the folder was checked above
         accepted = inspect.signature(run_estimator_study).parameters
+        ignored = sorted(k for k in budget_overrides if k not in accepted)
+        if ignored:
+            warnings.warn(f"the estimators study takes no {ignored}; they are ignored", stacklevel=2)
+        optional = dict(budget_overrides, overwrite=True, progress=progress)  # the folder was checked above
         optional = {k: v for k, v in optional.items() if k in accepted}
         return run_estimator_study(output_dir, quick=quick, dataset_name=dataset_name, seed=seed, **optional)
     from .experiments_studies import STUDIES

@@ -129,8 +129,9 @@ def extract_codes(
         dataset: items `{"pixel_values": uint8 or float (C, H, W), ["labels"]}`, e.g. an `ImageTensorDataset`.
         batch_size: images per encoder pass.
         cache_dir: if given, the codes are kept there as `codes-<hash>.safetensors`, the hash being that of the
-            VQ-VAE (architecture fields, weights, codebook) and of the dataset's images and labels, so a later call
-            with the same model and data reads the file instead of encoding. None: no cache.
+            VQ-VAE (architecture fields, weights, codebook), of the dataset's images and labels and of the collator's
+            settings, so a later call with the same model and data reads the file instead of encoding. None: no
+            cache.
         collator: turns a list of items into float pixel_values in [0, 1]; default `ImageCollator()`.
         progress: show a tqdm progress bar while encoding.
 
@@ -146,7 +147,8 @@ def extract_codes(
     collator = collator or ImageCollator()
     path = None
     if cache_dir is not None:
-        key = hashlib.sha1(f"{model_fingerprint(vqvae)}/{dataset_fingerprint(dataset)}".encode()).hexdigest()[:20]
+        key = f"{model_fingerprint(vqvae)}/{dataset_fingerprint(dataset)}/{collator!r}"
+        key = hashlib.sha1(key.encode()).hexdigest()[:20]
         path = Path(cache_dir) / f"codes-{key}.safetensors"
         if path.is_file():
             tensors = load_file(path)

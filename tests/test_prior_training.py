@@ -83,6 +83,8 @@ def test_extraction_is_cached_and_keyed_by_weights_and_data(digits, tmp_path, mo
     with pytest.raises(AssertionError, match="encoded again"):
         other = ImageTensorDataset(digits.test.images[1:41], digits.test.labels[1:41])
         P.extract_codes(vqvae, other, cache_dir=tmp_path, progress=False)
+    with pytest.raises(AssertionError, match="encoded again"):  # binarized pixels give other codes
+        P.extract_codes(vqvae, dataset, cache_dir=tmp_path, collator=ImageCollator(binarize=True), progress=False)
 
 
 def test_code_dataset_items_are_model_inputs():
