@@ -59,11 +59,13 @@ OVERHEAD_MODELS = [(f, b) for b in ("conv", "vit") for f in ("ae", "vae", "vqvae
 # Settings per mode: model size, batch size, measured steps, warm-up steps, repeats, ...
 MODES = {
     "smoke": dict(size="tiny", batch=32, steps=3, warmup=1, repeats=1, models=[("vae", "conv"), ("vqvae", "vit")],
-                  pythae_steps=3, pythae_size="tiny", budget_s=2.0, iwae_k=20, iwae_n=32, eval_n=64),
+                  pythae_steps=3, pythae_size="tiny", budget_s=1.0, iwae_k=20, iwae_n=32, eval_n=64, matmul_size=512),
     "quick": dict(size="small", batch=64, steps=8, warmup=2, repeats=3, models=OVERHEAD_MODELS,
-                  pythae_steps=20, pythae_size="small", budget_s=20.0, iwae_k=1000, iwae_n=200, eval_n=1000),
+                  pythae_steps=20, pythae_size="small", budget_s=15.0, iwae_k=1000, iwae_n=200, eval_n=1000,
+                  matmul_size=1024),
     "full": dict(size="default", batch=128, steps=20, warmup=3, repeats=5, models=OVERHEAD_MODELS,
-                 pythae_steps=None, pythae_size="small", budget_s=900.0, iwae_k=1000, iwae_n=None, eval_n=None),
+                 pythae_steps=None, pythae_size="small", budget_s=900.0, iwae_k=1000, iwae_n=None, eval_n=None,
+                 matmul_size=2048),
 }
 
 
@@ -265,6 +267,11 @@ def pythae_comparison(train, test, cfg, threads) -> dict:
                                                    commitment_loss_factor=ours.config.commitment_cost),
                                  encoder=encoder, decoder=decoder)
         row = {}
+        if bernoulli:  # the two models must agree before training: same networks, same estimator
+            x = (test_x[:16] > 0.5).float()
+            a = importance_sampled_nll(ours, x, 5, generator=torch.Generator().manual_seed(1))
+            b = importance_sampled_nll(PythaeVAEAdapter(theirs), x, 5, generator=torch.Generator().manual_seed(1))
+            row["initial_nll_max_abs_diff"] = (a - b).abs().max().item()
 
         # ours: AutoencoderTrainer, same optimizer as pythae's default (Adam = AdamW with weight decay 0)
         timer = WindowTimer(warmup, math.ceil(len(train_part) / batch_size) - warmup, device)
@@ -327,11 +334,13 @@ def pythae_comparison(train, test, cfg, threads) -> dict:
 # --------------------------------------------------------------------------- compute utilisation, memory, data
 
 
-def compute_utilisation(overhead: dict, cfg, device="cpu", dtype=torch.float32, batch_size=None) -> dict:
+def compute_utilisation(overhead: dict, cfg, device="cpu", dtype=torch.float32, batch_size=None,
+                        matmul_size=2048) -> dict:
     """MFU = (FLOPs of one forward + backward, counted by FlopCounterMode) x (Trainer steps/s) / (the measured
     throughput of a large matmul in `dtype` on the same device, in the same run)."""
     batch_size = batch_size or cfg["batch"]
-    peak = matmul_flops_per_second(device, dtype=dtype)
+    min_seconds = 0.2 if matmul_size < 2048 else 1.0
+    peak = matmul_flops_per_second(device, matmul_size, dtype, min_seconds)
     rows = {}
     for name, row in overhead.items():
         family, backbone = name.split("-")
@@ -340,7 +349,7 @@ def compute_utilisation(overhead: dict, cfg, device="cpu", dtype=torch.float32, 
         flops = training_step_flops(model, x)
         achieved = flops * row["trainer_samples_per_s"] / batch_size
         rows[name] = {"gflop_per_step": flops / 1e9, "achieved_gflop_per_s": achieved / 1e9}
-    peak = max(peak, matmul_flops_per_second(device, dtype=dtype))  # best of before and after
+    peak = max(peak, matmul_flops_per_second(device, matmul_size, dtype, min_seconds))  # best of before and after
     for row in rows.values():
         row["mfu"] = row["achieved_gflop_per_s"] * 1e9 / peak
     return {"matmul_peak_gflop_per_s": peak / 1e9, "batch_size": batch_size, "models": rows,
@@ -573,16 +582,17 @@ def quantizer_distances(quick: bool, n=128 * 49, k=512, d=64) -> dict:
         return one_hot @ codes
 
     repeats = 5 if quick else 20
-    rows = {}
+    rows, reference = {}, ours()
+    same = True
     for name, fn in (("ours_addmm", ours), ("cdist", cdist), ("broadcast", broadcast), ("pythae_style", pythae_style)):
-        fn()
+        same &= torch.allclose(fn(), reference, atol=1e-5)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
         rows[name] = 1e3 * median(times)
-    return rows
+    return {"ms": rows, "same_codes": bool(same), "shape": f"N={n}, K={k}, d={d}"}
 
 
 # ------------------------------------------------------------------------------------------------------------ GPU
@@ -638,8 +648,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", default=DEFAULT_DATA, help="MNIST in the Hub parquet layout.")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on the shared 2-core machine 2 threads ran 5-10x slower).")
-    parser.add_argument("--only", default=None, help="Comma-separated sections: overhead,pythae,mfu,memory,"
-                        "data_wait,quality,speedups,gpu.")
+    parser.add_argument("--only", default=None, help="Comma-separated sections: overhead,vs_pythae (pythae),"
+                        "compute_utilisation (mfu),memory,data_pipeline (data_wait),quality,speedups,gpu.")
     parser.add_argument("--budget", type=float, default=None, help="Override the quality budget (seconds/model).")
     parser.add_argument("--compile", action="store_true", help="Measure torch.compile in --quick mode too.")
     parser.add_argument("--output", default=None, help="Also write the JSON here.")
@@ -648,7 +658,8 @@ def main(argv=None) -> dict:
     cfg = dict(MODES[name])
     if args.budget is not None:
         cfg["budget_s"] = args.budget
-    sections = set(args.only.split(",")) if args.only else None
+    aliases = {"mfu": "compute_utilisation", "pythae": "vs_pythae", "data_wait": "data_pipeline"}
+    sections = {aliases.get(k, k) for k in args.only.split(",")} if args.only else None
 
     def wanted(section):
         return sections is None or section in sections
@@ -686,13 +697,13 @@ def main(argv=None) -> dict:
         result["vs_pythae_ratio"] = pythae.get("ratio")
         if "skipped" in pythae or "error" in pythae:
             result["vs_pythae_skipped"] = pythae.get("skipped") or pythae.get("error")
-    if wanted("mfu"):
+    if wanted("compute_utilisation"):
         if not overhead or "error" in overhead:
             overhead = framework_overhead(train, {**cfg, "repeats": 1})
-        stats = section("compute_utilisation",
-                        lambda: compute_utilisation({k: v for k, v in overhead.items() if isinstance(v, dict)}, cfg))
+        stats = section("compute_utilisation", lambda: compute_utilisation(
+            {k: v for k, v in overhead.items() if isinstance(v, dict)}, cfg, matmul_size=cfg["matmul_size"]))
         result["mfu"] = stats.get("mfu")
-    memory_models = cfg["models"] + [("vae", "mlp")]
+    memory_models = cfg["models"] + ([] if args.smoke else [("vae", "mlp")])
     memory = section("memory", lambda: memory_per_sample(cfg, memory_models))
     if memory is not None:
         result["peak_mem_mb_per_sample"] = memory.get("peak_mem_mb_per_sample")

@@ -21,8 +21,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs/quickstart")
     parser.add_argument("--dataset_name", default=None, help="Hub id or local folder (default: embedded digits).")
-    parser.add_argument("--vqvae_steps", type=int, default=300)
+    parser.add_argument("--vqvae_steps", type=int, default=250)
     parser.add_argument("--prior_steps", type=int, default=300)
+    parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite_output_dir", action="store_true")
     args = parser.parse_args(argv)
@@ -30,7 +31,7 @@ def main(argv=None):
     out = Path(args.output_dir)
     dataset = ["--dataset_name", args.dataset_name] if args.dataset_name else []
     overwrite = ["--overwrite_output_dir"] if args.overwrite_output_dir else []
-    common = ["--do_train", "--do_eval", "--seed", str(args.seed), "--per_device_train_batch_size", "64",
+    common = ["--do_train", "--do_eval", "--seed", str(args.seed), "--per_device_train_batch_size", str(args.batch_size),
               "--logging_steps", "25", "--save_strategy", "no", *dataset, *overwrite]
 
     print("1/2 training the VQ-VAE")
@@ -40,7 +41,7 @@ def main(argv=None):
     print("2/2 training the PixelCNN prior over its codes")
     metrics = run_prior_training(*parse_prior_args([
         "--vqvae", str(out / "vqvae"), "--output_dir", str(out / "prior"), "--max_steps", str(args.prior_steps),
-        "--hidden_size", "32", "--num_layers", "5", "--learning_rate", "3e-3", *common]))
+        "--hidden_size", "32", "--num_layers", "4", "--kernel_size", "3", "--learning_rate", "3e-3", *common]))
     vqvae_metrics = json.loads((out / "vqvae" / "all_results.json").read_text())
     print(f"\nVQ-VAE test PSNR {vqvae_metrics['psnr']:.2f} dB, codebook usage {vqvae_metrics['codebook_usage']:.0%}; "
           f"prior test NLL {metrics.get('eval_loss', float('nan')):.3f} nats/code")

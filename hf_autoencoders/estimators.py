@@ -335,7 +335,7 @@ def compare_log_marginal_estimators(
 
 def _settings(quick: bool) -> dict:
     if quick:
-        return dict(train_steps=120, hidden_size=128, batch_images=16, num_draws=200, num_latent_samples=4,
+        return dict(train_steps=100, hidden_size=128, batch_images=8, num_draws=200, num_latent_samples=4,
                     log_px_images=4, toy_points=64, sample_counts=[1, 10, 100, 1000, 10000])
     return dict(train_steps=1500, hidden_size=256, batch_images=32, num_draws=1000, num_latent_samples=4,
                 log_px_images=32, toy_points=256, sample_counts=[1, 10, 100, 1000, 10000, 100000])

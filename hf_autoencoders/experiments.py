@@ -416,8 +416,8 @@ class Study:
         if "classifier_test_accuracy" in self.reference:
             setup += (
                 " The judge of reconstructions and samples is a small CNN trained on "
-                f"{self.reference['classifier_examples']} real training images; its accuracy on the real test images is "
-                f"{self.reference['classifier_test_accuracy']:.3f}."
+                f"{self.reference['classifier_examples']} real training images; its accuracy on the real test "
+                f"images is {self.reference['classifier_test_accuracy']:.3f}."
             )
         findings = "\n".join(f"- {f}" for f in self.findings)
         report = "\n\n".join([f"# {self.title}", self.question, setup, "**What the numbers show.**\n\n" + findings,
@@ -463,14 +463,14 @@ COLUMN_NAMES = {
 FIDELITY = ["mse", "psnr", "ssim"]
 SAMPLE_QUALITY = ["sample_confident_fraction", "sample_mean_max_prob", "sample_class_entropy", "sample_inception_score"]
 GLOSSARY = """**Glossary.** *MSE*: mean squared error per pixel; *PSNR*: 10 log10(1 / MSE) per image, averaged;
-*SSIM*: structural similarity (Gaussian window). *ELBO* and *IWAE NLL* are in nats per image under the model's own Gaussian likelihood with fixed
-variance c (continuous densities: comparable only between models with the same c). *Active units*: latent dimensions
-whose posterior mean varies over the test images (variance > 0.01). *Downstream acc.*: the reference classifier's
-accuracy on the reconstructions of the test images (trained on real images). *Probe acc.*: a logistic regression on
-the latents (posterior means for the VAE, quantized vectors for the VQ-VAE) fitted on training images. *Confident
-samples*: fraction of generated images that the classifier assigns a class with probability >= 0.9; *class entropy*:
-entropy of the histogram of predicted classes (log 10 = 2.30 nats when all ten digits are equally frequent).
-VAE reconstructions decode one posterior sample z ~ q(z|x)."""
+*SSIM*: structural similarity (Gaussian window). *ELBO* and *IWAE NLL* are in nats per image under the model's own
+Gaussian likelihood with fixed variance c (continuous densities: comparable only between models with the same c).
+*Active units*: latent dimensions whose posterior mean varies over the test images (variance > 0.01). *Downstream
+acc.*: the reference classifier's accuracy on the reconstructions of the test images (trained on real images).
+*Probe acc.*: a logistic regression on the latents (posterior means for the VAE, quantized vectors for the VQ-VAE)
+fitted on training images. *Confident samples*: fraction of generated images that the classifier assigns a class with
+probability >= 0.9; *class entropy*: entropy of the histogram of predicted classes (log 10 = 2.30 nats when all ten
+digits are equally frequent). VAE reconstructions decode one posterior sample z ~ q(z|x)."""
 
 
 def fmt(value) -> str:

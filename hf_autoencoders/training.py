@@ -80,6 +80,11 @@ class AutoencoderTrainingArguments(TrainingArguments):
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep the last N checkpoints."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False for image inputs."})
 
+    def __post_init__(self):
+        super().__post_init__()
+        if not torch.cuda.is_available():  # pinned memory only helps host-to-GPU copies
+            self.dataloader_pin_memory = False
+
 
 def fit(model, train_dataset, eval_dataset=None, *, output_dir, collator=None, **training_kwargs):
     """Train `model` on a dataset with `AutoencoderTrainer` and return the trainer, for use from Python (studies,

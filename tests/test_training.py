@@ -190,3 +190,20 @@ def test_push_to_hub_offline_then_load_in_a_fresh_process(tmp_path, monkeypatch)
 def test_push_refuses_a_folder_that_is_not_a_model(tmp_path):
     with pytest.raises(ValueError, match="not a trained model folder"):
         push_to_hub(tmp_path, "me/nothing", api=object())
+
+
+def test_reconstruction_grids_reach_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    train(["--output_dir", str(out), "--do_train", "--max_steps", "4", "--eval_strategy", "steps", "--eval_steps", "2",
+           "--report_to", "tensorboard", "--backbone", "mlp"], "vae")
+    event_files = list(out.rglob("events.out.tfevents.*"))
+    assert event_files
+    tags = set()
+    for event_file in event_files:
+        accumulator = EventAccumulator(str(event_file), size_guidance={"images": 0})
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["images"]) | set(accumulator.Tags()["scalars"])
+    assert "reconstructions" in tags
+    assert {"train/kl_loss", "eval/kl_loss", "eval/reconstruction_loss"} <= tags

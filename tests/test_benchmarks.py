@@ -1,0 +1,100 @@
+"""The benchmark script runs end to end (--smoke) and its helpers measure what they claim."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _common import TimeBudget, build_model, geomean, peak_tensor_bytes, rounded, time_cosine_scheduler  # noqa: E402
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@pytest.mark.slow
+def test_smoke_run_prints_one_json_object_with_the_headline_figures():
+    sections = "overhead,vs_pythae,mfu,memory,data_pipeline,quality,gpu"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--smoke", "--only", sections],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)  # stdout holds exactly one JSON object (Trainer logs go to stderr)
+    for key in ("trainer_vs_loop_ratio", "mfu", "data_wait_share", "peak_mem_mb_per_sample"):
+        assert _finite(result[key]), (key, result.get(key), result.get(key.split("_")[0]))
+    assert 0.2 < result["trainer_vs_loop_ratio"] < 5
+    assert 0 < result["mfu"] <= 1.5  # measured against a timed matmul, so a little above 1 is possible, not more
+    assert 0 <= result["data_wait_share"] < 1
+    assert result["peak_mem_mb_per_sample"] > 0
+    if result["vs_pythae_ratio"] is None:
+        assert isinstance(result["vs_pythae_skipped"], str) and result["vs_pythae_skipped"]
+    else:
+        assert result["vs_pythae_ratio"] > 0
+        # identical networks and weights before training: both libraries' VAEs give the same NLL estimate
+        assert result["vs_pythae"]["vae"]["initial_nll_max_abs_diff"] < 1e-3
+    quality = result["quality"]
+    assert _finite(quality["vae"]["test_nll_nats"]) and quality["vae"]["test_nll_nats"] > 0
+    assert _finite(quality["ae"]["test_psnr_db"]) and _finite(quality["vqvae"]["test_psnr_db"])
+    assert quality["vae"]["steps"] >= 1
+    gpu = result["gpu"]
+    assert "skipped" in gpu if not torch.cuda.is_available() else "throughput" in gpu
+    assert not any(isinstance(v, dict) and "error" in v for v in result.values()), result
+
+
+def test_time_budget_stops_training_and_drives_a_cosine_schedule(monkeypatch):
+    import time
+
+    from transformers import TrainerControl, TrainerState
+
+    clock = [100.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    budget = TimeBudget(10.0)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = time_cosine_scheduler(optimizer, budget)
+    state, control = TrainerState(), TrainerControl()
+    budget.on_train_begin(None, state, control)
+    clock[0] = 105.0
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)  # half the budget: cos(pi/2) -> 1/2
+    budget.on_step_end(None, state, control)
+    assert not control.should_training_stop
+    clock[0] = 110.5
+    budget.on_step_end(None, state, control)
+    assert control.should_training_stop
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_peak_memory_grows_with_the_batch_and_counts_activations():
+    torch.manual_seed(0)
+    model = build_model("vae", "mlp", "tiny")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    small = peak_tensor_bytes(model, optimizer, torch.rand(8, 1, 28, 28))
+    large = peak_tensor_bytes(model, optimizer, torch.rand(64, 1, 28, 28))
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    assert small > 3 * weights  # parameters, gradients and two Adam moments at least
+    per_sample = (large - small) / 56
+    assert per_sample > 784 * 4  # at least the decoder output of each image (the input existed before)
+
+
+def test_quantizer_distance_variants_pick_the_same_codes():
+    from run import quantizer_distances
+
+    result = quantizer_distances(quick=True, n=256, k=64, d=16)
+    assert result["same_codes"]
+    assert set(result["ms"]) == {"ours_addmm", "cdist", "broadcast", "pythae_style"}
+    assert all(t > 0 for t in result["ms"].values())
+
+
+def test_helpers_round_and_average():
+    assert rounded({"a": float("nan"), "b": [1.234567, float("inf")]}) == {"a": None, "b": [1.2346, None]}
+    assert geomean([1.0, 4.0]) == pytest.approx(2.0)
+    assert math.isnan(geomean([]))
