@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModel
 
 import hf_autoencoders  # noqa: F401  (registers the Auto classes)
-from hf_autoencoders import VAEConfig, VAEModel
+from hf_autoencoders import VAEConfig, VAEModel, metrics
 from hf_autoencoders.estimators import (
     LinearGaussianModel,
     compare_log_marginal_estimators,
@@ -121,10 +121,14 @@ def test_log_weights_of_a_categorical_vae_give_a_bound_above_the_elbo():
     assert (iwae > elbo).all()
     prior_weights = log_weights(model, x, 2000, "prior", generator)
     assert torch.isfinite(prior_weights).all()
-    # the ELBO from the weights matches the model's closed-form KL version
+    # the ELBO from the weights matches the model's closed-form KL version, and the library's metrics agree
     q = model.encode(x)
     expected = model.log_likelihood(x, q.sample(4000, generator)).mean(0) - q.kl()
     torch.testing.assert_close(elbo.float(), expected.detach(), atol=0.5, rtol=0.01)
+    metrics_elbo = metrics.elbo(model, x, num_samples=200, generator=generator)
+    torch.testing.assert_close(metrics_elbo.float(), expected.detach(), atol=1.0, rtol=0.01)
+    metrics_nll = metrics.importance_sampled_nll(model, x, num_samples=2000, generator=generator)
+    torch.testing.assert_close(metrics_nll, -iwae, atol=0.5, rtol=0.01)
 
 
 # ------------------------------------------------------------------------------------------ categorical VAE

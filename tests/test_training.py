@@ -207,3 +207,16 @@ def test_reconstruction_grids_reach_tensorboard(tmp_path):
         tags |= set(accumulator.Tags()["images"]) | set(accumulator.Tags()["scalars"])
     assert "reconstructions" in tags
     assert {"train/kl_loss", "eval/kl_loss", "eval/reconstruction_loss"} <= tags
+
+
+def test_quickstart_main_job_writes_models_and_pictures(tmp_path):
+    out = tmp_path / "quickstart"
+    result = script("quickstart.py", "--output_dir", str(out), "--vqvae_steps", "3", "--prior_steps", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("vqvae/model.safetensors", "vqvae/reconstructions.png", "vqvae/samples.png",
+                 "prior/model.safetensors", "prior/samples.png", "prior/uniform_samples.png"):
+        assert (out / name).is_file(), name
+    assert AutoModel.from_pretrained(out / "vqvae").config.model_type == "hf_autoencoders_vqvae"
+    assert AutoModel.from_pretrained(out / "prior").config.model_type == "hf_autoencoders_pixelcnn_prior"
+    again = script("quickstart.py", "--output_dir", str(out), "--vqvae_steps", "3", "--prior_steps", "3")
+    assert again.returncode != 0 and "already holds files" in again.stderr
