@@ -6,7 +6,7 @@ Importing the package registers every config and model with `AutoConfig` / `Auto
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
-from .models import (
+from .models import (  # noqa: F401  (the public names)
     MODEL_CLASSES,
     AEConfig,
     AEModel,

@@ -16,3 +16,9 @@ MODEL_CLASSES = {
     VQVAEConfig.model_type: (VQVAEConfig, VQVAEModel),
     PixelCNNPriorConfig.model_type: (PixelCNNPriorConfig, PixelCNNPriorModel),
 }
+
+__all__ = [
+    "AEConfig", "AEModel", "AutoencoderConfig", "AutoencoderImageProcessor", "AutoencoderOutput",
+    "AutoencoderPreTrainedModel", "DiagonalGaussian", "MODEL_CLASSES", "PixelCNNPriorConfig", "PixelCNNPriorModel",
+    "PixelCNNPriorOutput", "VAEConfig", "VAEModel", "VQVAEConfig", "VQVAEModel",
+]
