@@ -25,6 +25,7 @@ MiB = 2**20
 SIZES = {
     "default": {"conv": {}, "vit": {}, "mlp": {}},
     "small": {"conv": {"hidden_size": 32}, "vit": {"hidden_size": 64, "num_hidden_layers": 2}, "mlp": {}},
+    "quick": {"conv": {"hidden_size": 32}, "vit": {"hidden_size": 48, "num_hidden_layers": 1}, "mlp": {}},
     "tiny": {
         "conv": {"hidden_size": 16, "num_residual_blocks": 1},
         "vit": {"hidden_size": 32, "num_hidden_layers": 1},
@@ -214,10 +215,12 @@ def matmul_flops_per_second(device="cpu", size: int = 2048, dtype=torch.float32,
 
 
 def training_step_flops(model, pixel_values: torch.Tensor) -> int:
-    """FLOPs of one forward + backward pass (matmuls and convolutions, as counted by `FlopCounterMode`)."""
+    """FLOPs of one forward + backward pass (matmuls and convolutions, as counted by `FlopCounterMode`), after one
+    uncounted step (so one-off work such as a VQ codebook's k-means initialisation is left out)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model.train()
+    model(pixel_values).loss.backward()
     with FlopCounterMode(display=False) as counter:
         model(pixel_values).loss.backward()
     model.zero_grad(set_to_none=True)

@@ -3,7 +3,8 @@
 A VAE with a categorical latent c (10 categories) and a small continuous latent z is trained twice on the MNIST
 training set, with the same architecture, seed, number of steps, batch size and latent samples; only the gradient
 estimator of the categorical part differs: "score_function" (REINFORCE with a leave-one-out baseline over the latent
-samples; a moving average with one sample) or "gumbel_softmax" (relaxed sample, temperature tau). The continuous part is reparameterized in both.
+samples; a moving average with one sample) or "gumbel_softmax" (relaxed sample, temperature tau). The continuous
+part is reparameterized in both.
 
 On the test set it reports:
 - cluster accuracy: argmax_c q(c|x) as a cluster, matched to the labels by the best one-to-one assignment of the
@@ -84,7 +85,10 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, binarize: bool, 
         probs.append(posterior.probs)
     result = cluster_accuracy(torch.cat(clusters).numpy(), labels.numpy())
     probs = torch.cat(probs)
-    entropy = lambda p: -(p * p.clamp(min=1e-12).log()).sum(-1)  # noqa: E731
+
+    def entropy(p):
+        return -(p * p.clamp(min=1e-12).log()).sum(-1)
+
     result.update(
         test_elbo=torch.cat(elbos).mean().item(),
         test_categorical_kl=torch.cat(categorical_kls).mean().item(),

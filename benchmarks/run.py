@@ -59,13 +59,14 @@ OVERHEAD_MODELS = [(f, b) for b in ("conv", "vit") for f in ("ae", "vae", "vqvae
 # Settings per mode: model size, batch size, measured steps, warm-up steps, repeats, ...
 MODES = {
     "smoke": dict(size="tiny", batch=32, steps=3, warmup=1, repeats=1, models=[("vae", "conv"), ("vqvae", "vit")],
-                  pythae_steps=3, pythae_size="tiny", budget_s=1.0, iwae_k=20, iwae_n=32, eval_n=64, matmul_size=512),
-    "quick": dict(size="small", batch=64, steps=8, warmup=2, repeats=3, models=OVERHEAD_MODELS,
-                  pythae_steps=20, pythae_size="small", budget_s=15.0, iwae_k=1000, iwae_n=200, eval_n=1000,
-                  matmul_size=1024),
+                  pythae_steps=3, pythae_size="tiny", pythae_iwae=(20, 32), budget_s=1.0, iwae_k=20, iwae_n=32,
+                  eval_n=64, quality=("vae", "ae", "vqvae"), matmul_size=512, wait_steps=3),
+    "quick": dict(size="quick", batch=64, steps=6, warmup=2, repeats=2, models=OVERHEAD_MODELS,
+                  pythae_steps=10, pythae_size="small", pythae_iwae=(20, 200), budget_s=15.0, iwae_k=1000,
+                  iwae_n=100, eval_n=1000, quality=("vae",), matmul_size=1024, wait_steps=15),
     "full": dict(size="default", batch=128, steps=20, warmup=3, repeats=5, models=OVERHEAD_MODELS,
-                 pythae_steps=None, pythae_size="small", budget_s=900.0, iwae_k=1000, iwae_n=None, eval_n=None,
-                 matmul_size=2048),
+                 pythae_steps=None, pythae_size="small", pythae_iwae=(100, 1000), budget_s=900.0, iwae_k=1000,
+                 iwae_n=None, eval_n=None, quality=("vae", "ae", "vqvae"), matmul_size=2048, wait_steps=60),
 }
 
 
@@ -130,9 +131,12 @@ def framework_overhead(train, cfg, device="cpu", bf16=False, models=None, batch_
     for family, backbone in models or cfg["models"]:
         name = f"{family}-{backbone}"
         model = build_model(family, backbone, cfg["size"]).to(device)
-        ours, loop, ratios = [], [], []
+        ours, loop, ratios, peaks = [], [], [], []
         for repeat in range(cfg["repeats"]):
             arms = ["trainer", "loop"] if repeat % 2 == 0 else ["loop", "trainer"]
+            # the matmul peak is timed next to the runs so that MFU compares like with like on a loaded machine
+            peaks.append(matmul_flops_per_second(device, cfg["matmul_size"], min_seconds=0.3,
+                                                 dtype=torch.bfloat16 if bf16 else torch.float32))
             result = {}
             for arm in arms:
                 if arm == "trainer":
@@ -150,10 +154,54 @@ def framework_overhead(train, cfg, device="cpu", bf16=False, models=None, batch_
             "ratio": median(ratios),
             "ratios": ratios,
             "parameters": num_parameters(model),
+            "matmul_gflop_per_s": median(peaks) / 1e9,
         }
         log(f"overhead {name}: ratio {median(ratios):.3f} ({median(ours):.0f} vs {median(loop):.0f} samples/s)")
         del model
     return results
+
+
+def _per_call_us(fn, calls: int = 200) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return 1e6 * (time.perf_counter() - start) / calls
+
+
+def overhead_breakdown(train, cfg) -> dict:
+    """Microseconds per call of what the Trainer does each step beyond the hand-written loop (and of the model's
+    input check, which both run), for the conv VAE at the benchmark's batch size."""
+    from accelerate.utils import is_lomo_available
+
+    batch_size = cfg["batch"]
+    model = build_model("vae", "conv", cfg["size"])
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = AutoencoderTrainer(model=model, args=training_args(tmp, batch_size, 1),
+                                     data_collator=ImageCollator(), train_dataset=train)
+        loader = trainer.get_train_dataloader()
+    batches = iter(loader)
+
+    def next_batch():
+        nonlocal batches
+        try:
+            return next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            return next(batches)
+
+    order = torch.randperm(len(train))
+    x = next_batch()["pixel_values"]
+    return {
+        "batch_size": batch_size,
+        "dataloader_batch_us (DataLoader + ImageCollator)": _per_call_us(next_batch, 50),
+        "slice_batch_us (hand-written loop)": _per_call_us(lambda: unit(train.images[order[:batch_size]]), 50),
+        "floating_point_ops_us (Trainer, every step)": _per_call_us(lambda: trainer.floating_point_ops({
+            "pixel_values": x})),
+        "is_lomo_available_us (accelerate optimizer.step, twice a step)": _per_call_us(is_lomo_available),
+        "model_train_us (Trainer.training_step, every step)": _per_call_us(model.train),
+        "check_pixel_values_us (model forward, both arms)": _per_call_us(lambda: model.check_pixel_values(x)),
+    }
 
 
 # ------------------------------------------------------------------------------------------------------- pythae
@@ -309,7 +357,7 @@ def pythae_comparison(train, test, cfg, threads) -> dict:
         with torch.no_grad():
             if bernoulli:
                 x = (test_x > 0.5).float()
-                k, n = min(cfg["iwae_k"], 100), min(len(x), 1000)
+                k, n = cfg["pythae_iwae"][0], min(len(x), cfg["pythae_iwae"][1])
                 generator = torch.Generator().manual_seed(0)
                 row["iwae_k"], row["test_images"] = k, n
                 row["ours_test_nll"] = importance_sampled_nll(ours, x[:n], k, batch_size=500,
@@ -334,13 +382,10 @@ def pythae_comparison(train, test, cfg, threads) -> dict:
 # --------------------------------------------------------------------------- compute utilisation, memory, data
 
 
-def compute_utilisation(overhead: dict, cfg, device="cpu", dtype=torch.float32, batch_size=None,
-                        matmul_size=2048) -> dict:
-    """MFU = (FLOPs of one forward + backward, counted by FlopCounterMode) x (Trainer steps/s) / (the measured
-    throughput of a large matmul in `dtype` on the same device, in the same run)."""
+def compute_utilisation(overhead: dict, cfg, device="cpu", batch_size=None) -> dict:
+    """MFU = (FLOPs of one forward + backward, counted by FlopCounterMode) x (Trainer steps/s) / (the throughput of
+    a large matmul, timed on the same device in the same run, next to each model's runs)."""
     batch_size = batch_size or cfg["batch"]
-    min_seconds = 0.2 if matmul_size < 2048 else 1.0
-    peak = matmul_flops_per_second(device, matmul_size, dtype, min_seconds)
     rows = {}
     for name, row in overhead.items():
         family, backbone = name.split("-")
@@ -348,12 +393,10 @@ def compute_utilisation(overhead: dict, cfg, device="cpu", dtype=torch.float32, 
         x = torch.rand(batch_size, 1, 28, 28, device=device)
         flops = training_step_flops(model, x)
         achieved = flops * row["trainer_samples_per_s"] / batch_size
-        rows[name] = {"gflop_per_step": flops / 1e9, "achieved_gflop_per_s": achieved / 1e9}
-    peak = max(peak, matmul_flops_per_second(device, matmul_size, dtype, min_seconds))  # best of before and after
-    for row in rows.values():
-        row["mfu"] = row["achieved_gflop_per_s"] * 1e9 / peak
-    return {"matmul_peak_gflop_per_s": peak / 1e9, "batch_size": batch_size, "models": rows,
-            "mfu": geomean([r["mfu"] for r in rows.values()])}
+        rows[name] = {"gflop_per_step": flops / 1e9, "achieved_gflop_per_s": achieved / 1e9,
+                      "matmul_gflop_per_s": row["matmul_gflop_per_s"],
+                      "mfu": achieved / (row["matmul_gflop_per_s"] * 1e9)}
+    return {"batch_size": batch_size, "models": rows, "mfu": geomean([r["mfu"] for r in rows.values()])}
 
 
 def memory_per_sample(cfg, models, device="cpu", batch_size=None) -> dict:
@@ -450,35 +493,35 @@ def batched_collator(batch):
 
 def speedups(train, cfg, data_path, quick: bool, compile_models: bool) -> dict:
     out = {}
-    steps, warmup, batch_size = max(cfg["steps"], 5), cfg["warmup"], cfg["batch"]
-    repeats = max(cfg["repeats"], 1)
+    steps, warmup, batch_size = cfg["steps"], cfg["warmup"], cfg["batch"]
+    repeats = 1 if quick else cfg["repeats"]
     images = train.images
 
-    def loop(family, backbone, size, channels_last=False, compiled=False, threads=None):
+    def loop(family, backbone, size, channels_last=False, threads=None, num_steps=None):
         model = build_model(family, backbone, size)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if compiled:
-            model = torch.compile(model)
         old = torch.get_num_threads()
         if threads:
             torch.set_num_threads(threads)
         try:
             if channels_last:
-                return _loop_channels_last(model, images, batch_size, steps, warmup)
-            return loop_samples_per_second(model, images, batch_size, steps, warmup)
+                return _loop_channels_last(model, images, batch_size, num_steps or steps, warmup)
+            return loop_samples_per_second(model, images, batch_size, num_steps or steps, warmup)
         finally:
             torch.set_num_threads(old)
 
     # threads: 1 vs all cores
     cores = os.cpu_count() or 1
-    if cores > 1:
+    if quick:
+        out["threads_samples_per_s"] = {"skipped": "quick mode"}
+    elif cores > 1:
         rows = {}
         for family, backbone in (("vae", "mlp"), ("vqvae", "conv")):
-            rows[f"{family}-{backbone}"] = _alternate({
-                "1": lambda: loop(family, backbone, cfg["size"], threads=1),
-                str(cores): lambda: loop(family, backbone, cfg["size"], threads=cores),
-            }, repeats)
+            rows[f"{family}-{backbone}"] = _alternate({  # small models, few steps: oversubscribed runs crawl
+                "1": lambda: loop(family, backbone, "small", threads=1, num_steps=5),
+                str(cores): lambda: loop(family, backbone, "small", threads=cores, num_steps=5),
+            }, 2)
         out["threads_samples_per_s"] = rows
         log(f"speedups threads: {rows}")
 
@@ -512,7 +555,7 @@ def speedups(train, cfg, data_path, quick: bool, compile_models: bool) -> dict:
         out["compile_samples_per_s"] = {"skipped": "quick mode (compiling takes ~1-2 minutes per model here)"}
 
     # data path: pre-decoded uint8 in memory vs decoding PNGs per item; per-item vs batched fetch
-    batches = 20 if quick else 100
+    batches = 10 if quick else 100
     rows = _alternate({
         "uint8_in_memory": lambda: loader_samples_per_second(train, ImageCollator(), 128, batches),
         "uint8_in_memory_batched_getitems": lambda: loader_samples_per_second(
@@ -581,7 +624,7 @@ def quantizer_distances(quick: bool, n=128 * 49, k=512, d=64) -> dict:
         one_hot = torch.nn.functional.one_hot(distances.argmin(-1), k).float()
         return one_hot @ codes
 
-    repeats = 5 if quick else 20
+    repeats = 3 if quick else 20
     rows, reference = {}, ours()
     same = True
     for name, fn in (("ours_addmm", ours), ("cdist", cdist), ("broadcast", broadcast), ("pythae_style", pythae_style)):
@@ -604,7 +647,8 @@ def gpu_section(train, cfg) -> dict:
     device = "cuda"
     out = {"device": torch.cuda.get_device_name(0)}
     models = [("vqvae", "conv"), ("vae", "conv"), ("vae", "vit")]
-    gpu_cfg = {**cfg, "size": "default", "repeats": max(cfg["repeats"], 2), "steps": max(cfg["steps"], 20)}
+    gpu_cfg = {**cfg, "size": "default", "repeats": max(cfg["repeats"], 2), "steps": max(cfg["steps"], 20),
+               "matmul_size": 8192}
     rows = {}
     for family, backbone in models:
         name = f"{family}-{backbone}"
@@ -625,9 +669,8 @@ def gpu_section(train, cfg) -> dict:
     except Exception as err:  # noqa: BLE001
         out["trainer_vs_loop_bf16_b512"] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
     try:
-        overhead = {name: {"trainer_samples_per_s": row["bf16_b512_samples_per_s"]}
-                    for name, row in rows.items() if "error" not in row}
-        out["mfu_bf16_b512"] = compute_utilisation(overhead, gpu_cfg, device, dtype=torch.bfloat16, batch_size=512)
+        overhead = {name: row for name, row in out["trainer_vs_loop_bf16_b512"].items() if isinstance(row, dict)}
+        out["mfu_bf16_b512"] = compute_utilisation(overhead, gpu_cfg, device, batch_size=512)
     except Exception as err:  # noqa: BLE001
         out["mfu_bf16_b512"] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
     try:
@@ -692,6 +735,7 @@ def main(argv=None) -> dict:
         ratios = {k: v["ratio"] for k, v in overhead.items() if isinstance(v, dict)}
         result["trainer_vs_loop_ratio"] = geomean(ratios.values())
         result["trainer_vs_loop_ratio_min"] = min(ratios.values())
+    section("overhead_breakdown", lambda: overhead_breakdown(train, cfg))
     pythae = section("vs_pythae", lambda: pythae_comparison(train, test, cfg, args.threads))
     if pythae is not None:
         result["vs_pythae_ratio"] = pythae.get("ratio")
@@ -701,15 +745,15 @@ def main(argv=None) -> dict:
         if not overhead or "error" in overhead:
             overhead = framework_overhead(train, {**cfg, "repeats": 1})
         stats = section("compute_utilisation", lambda: compute_utilisation(
-            {k: v for k, v in overhead.items() if isinstance(v, dict)}, cfg, matmul_size=cfg["matmul_size"]))
+            {k: v for k, v in overhead.items() if isinstance(v, dict)}, cfg))
         result["mfu"] = stats.get("mfu")
-    memory_models = cfg["models"] + ([] if args.smoke else [("vae", "mlp")])
+    memory_models = cfg["models"] if name == "full" else [("vae", "conv"), ("vqvae", "vit")]
+    memory_models = memory_models + ([] if args.smoke else [("vae", "mlp")])
     memory = section("memory", lambda: memory_per_sample(cfg, memory_models))
     if memory is not None:
         result["peak_mem_mb_per_sample"] = memory.get("peak_mem_mb_per_sample")
     wait_models = [("vae", "mlp", "default"), ("vqvae", "conv", cfg["size"])]
-    wait_steps = {"smoke": 3, "quick": 15, "full": 60}[name]
-    wait = section("data_pipeline", lambda: data_wait_share(train, cfg, wait_models, wait_steps,
+    wait = section("data_pipeline", lambda: data_wait_share(train, cfg, wait_models, cfg["wait_steps"],
                                                             batch_size=min(128, len(train))))
     if wait is not None:
         result["data_wait_share"] = wait.get("data_wait_share")
@@ -718,7 +762,7 @@ def main(argv=None) -> dict:
 
         size = "tiny" if args.smoke else None
         section("quality", lambda: quality_per_budget(train, test, cfg["budget_s"], cfg["iwae_k"], cfg["iwae_n"],
-                                                      cfg["eval_n"], size=size, log=log))
+                                                      cfg["eval_n"], names=cfg["quality"], size=size, log=log))
     if not args.smoke:
         section("speedups", lambda: speedups(train, cfg, None if args.smoke else args.data, name != "full",
                                              compile_models=name == "full" or args.compile))

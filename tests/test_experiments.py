@@ -140,3 +140,20 @@ def test_estimators_delegates(tmp_path, monkeypatch):
     (tmp_path / "est" / "report.md").write_text("old")
     with pytest.raises(ValueError, match="already holds files"):
         run_experiment("estimators", tmp_path / "est", quick=True)
+
+
+def test_sample_verdict_weighs_confidence_and_diversity():
+    from hf_autoencoders.experiments import Run
+    from hf_autoencoders.experiments_studies import claim, sample_verdict
+
+    def run(confidence, entropy, score):
+        metrics = {"sample_mean_max_prob": confidence, "sample_class_entropy": entropy,
+                   "sample_inception_score": score}
+        return Run("r", "vae", None, metrics)
+
+    digits, blob = run(0.80, 2.2, 5.0), run(0.95, 0.0, 1.0)  # one sure class for every sample: a blob
+    assert sample_verdict(digits, blob) == 1 and sample_verdict(blob, digits) == -1
+    assert sample_verdict(run(0.8, 2.0, 3.0), run(0.7, 1.9, 2.5)) == 1  # better on one, as good on the other
+    assert sample_verdict(run(0.80, 2.0, 3.0), run(0.81, 2.05, 3.0)) == 0  # within noise
+    assert claim(True, "x", "y").startswith("As the textbook says")
+    assert "Contrary" in claim(False, "x", "y") and "do not settle" in claim(True, "x", "y", undecided=True)
