@@ -27,7 +27,37 @@ _ARCHITECTURE_FIELDS = (
 
 
 def _format(value) -> str:
+    value = getattr(value, "value", value)  # enums such as SchedulerType
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _usage(model_type: str, name: str) -> list[str]:
+    if model_type == "hf_autoencoders_pixelcnn_prior":
+        return [
+            "```python",
+            "import torch",
+            "from transformers import AutoModel",
+            "",
+            f'prior = AutoModel.from_pretrained("{name}", trust_remote_code=True)',
+            'vqvae = AutoModel.from_pretrained("path/to/the/vqvae", trust_remote_code=True)  # the one it was '
+            "trained on",
+            "codes = prior.generate(16, generator=torch.Generator().manual_seed(0))  # (16, h, w) code maps",
+            "images = vqvae.decode_indices(codes)",
+            "```",
+        ]
+    return [
+        "```python",
+        "from transformers import AutoImageProcessor, AutoModel",
+        "",
+        f'model = AutoModel.from_pretrained("{name}", trust_remote_code=True)',
+        f'processor = AutoImageProcessor.from_pretrained("{name}", trust_remote_code=True)',
+        'pixel_values = processor(images, return_tensors="pt").pixel_values  # images: PIL images or arrays',
+        "reconstruction = model(pixel_values).reconstruction",
+        "```",
+        "",
+        "`trust_remote_code=True` runs the model code saved in this repository; with `pip install hf-autoencoders` "
+        "and `import hf_autoencoders`, it is not needed.",
+    ]
 
 
 def write_model_card(
@@ -48,7 +78,8 @@ def write_model_card(
         library_name="transformers",
         pipeline_tag="image-to-image" if config.model_type != "hf_autoencoders_pixelcnn_prior" else None,
         tags=["hf-autoencoders", tag, "image", *([backbone] if backbone else [])],
-        datasets=[dataset_name] if dataset_name and "/" in dataset_name else None,
+        # Only Hub ids belong in the card's metadata, not local folders.
+        datasets=[dataset_name] if dataset_name and "/" in dataset_name and not Path(dataset_name).exists() else None,
         license="apache-2.0",
     )
     name = repo_id or Path(output_dir).name
@@ -61,18 +92,7 @@ def write_model_card(
         "",
         "## Usage",
         "",
-        "```python",
-        "from transformers import AutoImageProcessor, AutoModel",
-        "",
-        f'model = AutoModel.from_pretrained("{repo_id or "path/to/this/folder"}", trust_remote_code=True)',
-        f'processor = AutoImageProcessor.from_pretrained("{repo_id or "path/to/this/folder"}", '
-        "trust_remote_code=True)",
-        "pixel_values = processor(images, return_tensors=\"pt\").pixel_values  # images: PIL images or arrays",
-        "reconstruction = model(pixel_values).reconstruction",
-        "```",
-        "",
-        "`trust_remote_code=True` runs the model code saved in this repository; with `pip install hf-autoencoders` "
-        "and `import hf_autoencoders`, it is not needed.",
+        *_usage(config.model_type, repo_id or "path/to/this/folder"),
         "",
         "## Architecture",
         "",
