@@ -13,6 +13,7 @@ from .models import (  # noqa: F401  (the public names)
     AutoencoderConfig,
     AutoencoderImageProcessor,
     AutoencoderOutput,
+    CategoricalGaussianPosterior,
     DiagonalGaussian,
     PixelCNNPriorConfig,
     PixelCNNPriorModel,

@@ -498,8 +498,10 @@ def _findings(results: dict) -> list[str]:
         + (f" Contrary to the common claim that a relaxation is needed for a usable variance, the {baseline} "
            f"score-function estimator has {best_sf['total_variance'] / gumbel['total_variance']:.2g}x Gumbel-softmax's"
            f" variance, and no bias." if best_sf["total_variance"] < 2 * gumbel["total_variance"] else "")
-        + f" (This model uses its category weakly, KL(q(c|x) || Uniform) = {used:.3g} of at most "
-        f"{math.log(10):.2f} nats on the batch: with pi(x) near uniform the score-function terms are small.)"
+        + (f" (This model uses its category weakly, KL(q(c|x) || Uniform) = {used:.3g} of at most "
+           f"{math.log(10):.2f} nats on the batch: with pi(x) near uniform the score-function terms are small.)"
+           if used < 0.25 * math.log(10) else
+           f" (KL(q(c|x) || Uniform) = {used:.3g} of at most {math.log(10):.2f} nats on the batch.)")
     )
     toy = results["log_px"]["linear_gaussian"]
     ks = toy["sample_counts"]
@@ -574,8 +576,11 @@ def _plot(results: dict, output_dir: Path) -> dict[str, str]:
                     ax.axhline(entry["exact"], color="black", linestyle="--", label="exact log p(x)")
                 else:
                     ax.axhline(entry["reference"], color="gray", linestyle=":", label="IS with all samples")
-                    finite = [row["estimate"] for row in entry["importance"]]
-                    ax.set_ylim(min(finite) - 3 * (max(finite) - min(finite) + 1), max(finite) + 5)
+                    # show every importance-sampling point and the last two prior-sampling ones (the first are
+                    # hundreds of nats lower)
+                    shown = [row["estimate"] for row in entry["importance"] + entry["prior"][-2:]]
+                    margin = 0.05 * (max(shown) - min(shown)) + 1
+                    ax.set_ylim(min(shown) - margin, max(shown) + margin)
             else:
                 ks = entry["sample_counts"]
                 ax.plot(ks, ks, color="gray", linestyle=":", label="ESS = K")

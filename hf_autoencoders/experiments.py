@@ -458,7 +458,8 @@ COLUMN_NAMES = {
     "codebook_usage": "codebook usage", "codebook_perplexity": "perplexity", "downstream_accuracy": "downstream acc.",
     "linear_probe_accuracy": "probe acc.", "sample_confident_fraction": "confident samples",
     "sample_mean_max_prob": "mean max p(y|x)", "sample_class_entropy": "class entropy (nats)",
-    "sample_inception_score": "IS (small CNN)", "input_psnr": "noisy-input PSNR",
+    "sample_inception_score": "IS (small CNN)", "input_psnr": "noisy-input PSNR", "latent_silhouette": "silhouette",
+    "aggregate_mean_abs": "mean abs(mu_j)", "aggregate_std": "mean std_j", "prior_mismatch": "prior mismatch",
 }
 FIDELITY = ["mse", "psnr", "ssim"]
 SAMPLE_QUALITY = ["sample_confident_fraction", "sample_mean_max_prob", "sample_class_entropy", "sample_inception_score"]

@@ -6,7 +6,7 @@ from .configuration_pixelcnn_prior import PixelCNNPriorConfig
 from .image_processing_autoencoders import AutoencoderImageProcessor
 from .modeling_ae import AEModel
 from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel
-from .modeling_vae import DiagonalGaussian, VAEModel
+from .modeling_vae import CategoricalGaussianPosterior, DiagonalGaussian, VAEModel
 from .modeling_pixelcnn_prior import PixelCNNPriorModel, PixelCNNPriorOutput
 from .modeling_vqvae import VQVAEModel
 
@@ -19,6 +19,6 @@ MODEL_CLASSES = {
 
 __all__ = [
     "AEConfig", "AEModel", "AutoencoderConfig", "AutoencoderImageProcessor", "AutoencoderOutput",
-    "AutoencoderPreTrainedModel", "DiagonalGaussian", "MODEL_CLASSES", "PixelCNNPriorConfig", "PixelCNNPriorModel",
+    "AutoencoderPreTrainedModel", "CategoricalGaussianPosterior", "DiagonalGaussian", "MODEL_CLASSES", "PixelCNNPriorConfig", "PixelCNNPriorModel",
     "PixelCNNPriorOutput", "VAEConfig", "VAEModel", "VQVAEConfig", "VQVAEModel",
 ]
