@@ -680,6 +680,42 @@ def gpu_section(train, cfg) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------------------------- README table
+
+
+def markdown_table(result: dict) -> str:
+    """The headline figures of a result as the Markdown table of benchmarks/README.md."""
+    machine = result["machine"]
+    command = result.get("command", "python benchmarks/run.py")
+    rows = [("trainer_vs_loop_ratio", ">= 0.95", "Trainer / hand-written loop, samples/s (geo. mean of 6 models)"),
+            ("trainer_vs_loop_ratio_min", ">= 0.95", "worst model"),
+            ("vs_pythae_ratio", ">= 1.5", "ours / pythae, samples/s (geo. mean of VAE, VQ-VAE)"),
+            ("mfu", "", "model FLOP/s / timed fp32 matmul FLOP/s (geo. mean)"),
+            ("peak_mem_mb_per_sample", "", "MB per extra training sample (worst model)"),
+            ("data_wait_share", "<= 0.05", "share of step time waiting for data (worst model)")]
+    lines = ["| figure | value | target | what |", "|---|---|---|---|"]
+    for key, target, what in rows:
+        value = result.get(key)
+        shown = "skipped: " + str(result.get("vs_pythae_skipped")) if value is None and key == "vs_pythae_ratio" \
+            else value
+        lines.append(f"| `{key}` | {shown} | {target} | {what} |")
+    quality = result.get("quality") or {}
+    for name, metric, unit_name in (("vae", "test_nll_nats", "nats (K=1000)"), ("ae", "test_psnr_db", "dB"),
+                                    ("vqvae", "test_psnr_db", "dB")):
+        if isinstance(quality.get(name), dict):
+            row = quality[name]
+            target = "<= 88" if name == "vae" else ""
+            lines.append(f"| {name} test {metric.split('_')[1]} after {quality['budget_seconds']:.0f} s | "
+                         f"{row[metric]} {unit_name} | {target} | {row['epochs']:.1f} epochs, {row['steps']} steps |")
+    load = f"{machine.get('load_average_start')} -> {machine.get('load_average_end')}"
+    lines.append("")
+    lines.append(f"Command: `{command}`. Machine: {machine['cpu']}, {machine['cpu_count']} cores, "
+                 f"{machine['torch_threads']} torch thread(s), torch {machine['torch']}, transformers "
+                 f"{machine['transformers']}, CUDA: {machine['cuda']}; load average (1, 5, 15 min) at start -> end: "
+                 f"{load}; {result.get('elapsed_s', 0) / 60:.0f} minutes.")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------------------------- main
 
 
@@ -696,7 +732,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--budget", type=float, default=None, help="Override the quality budget (seconds/model).")
     parser.add_argument("--compile", action="store_true", help="Measure torch.compile in --quick mode too.")
     parser.add_argument("--output", default=None, help="Also write the JSON here.")
+    parser.add_argument("--table", default=None, help="Print the README table of a saved JSON result and exit.")
     args = parser.parse_args(argv)
+    if args.table:
+        return markdown_table(json.loads(Path(args.table).read_text()))
     name = "smoke" if args.smoke else "quick" if args.quick else "full"
     cfg = dict(MODES[name])
     if args.budget is not None:
@@ -779,4 +818,4 @@ if __name__ == "__main__":
     real_stdout = sys.stdout
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout carries only the JSON
         output = main()
-    print(json.dumps(output, indent=1), file=real_stdout)
+    print(output if isinstance(output, str) else json.dumps(output, indent=1), file=real_stdout)

@@ -105,14 +105,14 @@ QUICK = Budget(
     max_train_examples=10_000, max_test_examples=500, backbone="mlp", hidden_size=128, num_hidden_layers=2,
     latent_dim=16, num_embeddings=64, embedding_dim=8, max_steps=300, batch_size=64, learning_rate=2e-3,
     iwae_samples=32, iwae_examples=200, probe_examples=1500, classifier_examples=1500, classifier_epochs=10,
-    classifier_width=16, num_samples=256, tsne_points=500, prior_steps=300, prior_hidden_size=32, prior_layers=4,
+    classifier_width=16, num_samples=256, tsne_points=500, prior_steps=200, prior_hidden_size=16, prior_layers=3,
     latent_sizes=(128, 16, 2),
 )
 FULL = Budget(
     max_train_examples=None, max_test_examples=5000, backbone="mlp", hidden_size=256, num_hidden_layers=2,
     latent_dim=16, num_embeddings=128, embedding_dim=16, max_steps=800, batch_size=128, learning_rate=1e-3,
     iwae_samples=100, iwae_examples=1000, probe_examples=5000, classifier_examples=5000, classifier_epochs=3,
-    classifier_width=16, num_samples=1000, tsne_points=2000, prior_steps=1500, prior_hidden_size=64, prior_layers=6,
+    classifier_width=16, num_samples=1000, tsne_points=2000, prior_steps=400, prior_hidden_size=32, prior_layers=4,
     latent_sizes=(512, 256, 128, 16, 2),
 )
 

@@ -54,10 +54,24 @@ def check_outputs(folder: Path, results: dict) -> dict:
     return written
 
 
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Runs an experiment once per test module (tiny budget) and returns (folder, results)."""
+    done = {}
+
+    def run(name):
+        if name not in done:
+            folder = tmp_path_factory.mktemp("studies") / name
+            done[name] = folder, run_experiment(name, folder, quick=True, progress=False, **TINY)
+        return done[name]
+
+    return run
+
+
 @pytest.mark.parametrize("name", [n for n in EXPERIMENTS if n != "estimators"])
-def test_experiment_runs_end_to_end(tmp_path, name):
-    results = run_experiment(name, tmp_path / name, quick=True, progress=False, **TINY)
-    written = check_outputs(tmp_path / name, results)
+def test_experiment_runs_end_to_end(study, name):
+    folder, results = study(name)
+    written = check_outputs(folder, results)
     runs = written["runs"]
     assert runs
     for label, run in runs.items():
@@ -72,20 +86,20 @@ def test_experiment_runs_end_to_end(tmp_path, name):
     assert written["reference"]["classifier_test_accuracy"] > 0.1  # above chance even after one epoch
 
 
-def test_experiment_specific_contents(tmp_path):
-    results = run_experiment("kl-weight", tmp_path / "kl", quick=True, progress=False, **TINY)
+def test_experiment_specific_contents(study):
+    _, results = study("kl-weight")
     configs = {label: run["config"] for label, run in results["runs"].items()}
     assert configs["w=0.001"]["gaussian_variance"] == pytest.approx(0.0005)  # c = w / 2
     assert configs["w=1"]["gaussian_variance"] == pytest.approx(0.5)
 
-    results = run_experiment("denoising", tmp_path / "dn", quick=True, progress=False, **TINY)
+    _, results = study("denoising")
     clean, noisy = results["summary"]["AE"]["0"], results["summary"]["AE"]["0.5"]
     assert clean["clean_trained_psnr"] == pytest.approx(clean["psnr"])  # the s = 0 model is the clean-trained one
     assert noisy["input_psnr"] > 10 * math.log10(1 / 0.5**2)  # clamping to [0, 1] only removes error
     assert noisy["relative_psnr"] == pytest.approx(noisy["psnr"] / results["summary"]["AE"]["0"]["psnr"])
     assert results["runs"]["VAE noise=0.5"]["config"]["noise_std"] == 0.5
 
-    results = run_experiment("samples", tmp_path / "samples", quick=True, progress=False, **TINY)
+    _, results = study("samples")
     prior = results["runs"]["VQ-VAE + PixelCNN prior"]["metrics"]
     assert prior["uniform_bits_per_code"] == pytest.approx(math.log2(16))
     assert 0 <= prior["sample_class_entropy"] <= math.log(10) + 1e-9
