@@ -280,7 +280,9 @@ def kl_weight(study: Study) -> None:
         "lowering the KL weight trades rate for distortion: more nats of KL, better reconstructions",
         "from w = " + " to ".join(f"{w:g}" for w, _ in by_weight) + ", the KL goes "
         + " -> ".join(f"{k:.1f}" for k in kls) + " nats and the PSNR " + " -> ".join(f"{p:.2f}" for p in psnrs)
-        + " dB", undecided=abs(gain) <= PSNR_TOL))
+        + f" dB (the KL {'rises' if increasing_steps(kls) == len(kls) - 1 else 'does not rise'} monotonically; the "
+        f"PSNR peaks at w = {by_weight[max(range(len(psnrs)), key=psnrs.__getitem__)][0]:g})",
+        undecided=abs(gain) <= PSNR_TOL))
     study.findings.append(claim(
         metric(hi, "active_units") < metric(lo, "active_units"),
         "a strong KL weight switches latent dimensions off",

@@ -1,4 +1,7 @@
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,3 +20,26 @@ def shared_data():
     if not (SHARED_DATA / "mnist").is_dir():
         pytest.skip("../shared/data/mnist is not present")
     return SHARED_DATA
+
+
+_BLOCK_PACKAGE = """
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "hf_autoencoders":
+            raise ImportError("hf_autoencoders must not be needed")
+sys.meta_path.insert(0, Block())
+"""
+
+
+@pytest.fixture
+def run_without_package():
+    """run(code, workdir): run Python `code` in a fresh process that has transformers but cannot import
+    hf_autoencoders, as someone who only has the saved folder would."""
+
+    def run(code: str, workdir: Path) -> subprocess.CompletedProcess:
+        env = {**os.environ, "HF_MODULES_CACHE": str(workdir / "modules"), "HF_HUB_OFFLINE": "1"}
+        return subprocess.run([sys.executable, "-c", _BLOCK_PACKAGE + textwrap.dedent(code)], capture_output=True,
+                              text=True, env=env, cwd=workdir, timeout=120)
+
+    return run

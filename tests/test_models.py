@@ -2,9 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -82,7 +79,7 @@ def test_auto_config_knows_every_family():
 
 
 @pytest.mark.parametrize("family", FAMILIES, ids=["ae", "vae", "vqvae"])
-def test_remote_code_loads_without_the_package(family, tmp_path):
+def test_remote_code_loads_without_the_package(family, tmp_path, run_without_package):
     """A saved folder loads in a fresh process that has transformers but cannot import hf_autoencoders."""
     config_class, model_class = family
     model = model_class(tiny_config(config_class, "conv")).eval()
@@ -92,13 +89,7 @@ def test_remote_code_loads_without_the_package(family, tmp_path):
     with torch.no_grad():
         torch.manual_seed(0)  # the VAE samples z
         torch.save(model(pixel_values).reconstruction, tmp_path / "expected.pt")
-    script = textwrap.dedent(f"""
-        import sys, importlib.abc
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.split(".")[0] == "hf_autoencoders":
-                    raise ImportError("hf_autoencoders must not be needed")
-        sys.meta_path.insert(0, Block())
+    result = run_without_package(f"""
         import torch
         from transformers import AutoModel
         torch.set_num_threads(1)
@@ -110,10 +101,7 @@ def test_remote_code_loads_without_the_package(family, tmp_path):
         torch.testing.assert_close(out, torch.load({str(tmp_path / "expected.pt")!r}), rtol=1e-5, atol=1e-6)
         assert "hf_autoencoders" not in type(model).__module__
         print("REMOTE_OK", type(model).__name__)
-    """)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
-                            cwd=tmp_path, timeout=120)
+    """, tmp_path)
     assert "REMOTE_OK" in result.stdout, result.stderr[-3000:]
 
 

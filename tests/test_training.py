@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -138,7 +137,7 @@ def test_torchrun_two_processes(shared_data, tmp_path):
     assert AutoModel.from_pretrained(out).config.model_type == "hf_autoencoders_vqvae"
 
 
-def test_push_to_hub_offline_then_load_in_a_fresh_process(tmp_path, monkeypatch):
+def test_push_to_hub_offline_then_load_in_a_fresh_process(tmp_path, run_without_package):
     """Upload to a local stand-in for the Hub, then load what was uploaded without this package."""
     run = tmp_path / "run"
     train(["--output_dir", str(run), "--do_train", "--do_eval", "--max_steps", "4", "--save_steps", "2"])
@@ -168,22 +167,14 @@ def test_push_to_hub_offline_then_load_in_a_fresh_process(tmp_path, monkeypatch)
     card = (pushed / "README.md").read_text()
     assert "library_name: transformers" in card and "| psnr |" in card
 
-    code = textwrap.dedent(f"""
-        import sys, importlib.abc
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.split(".")[0] == "hf_autoencoders":
-                    raise ImportError("hf_autoencoders must not be needed")
-        sys.meta_path.insert(0, Block())
+    result = run_without_package(f"""
         import numpy as np, torch
         from transformers import AutoImageProcessor, AutoModel
         model = AutoModel.from_pretrained({str(pushed)!r}, trust_remote_code=True).eval()
         processor = AutoImageProcessor.from_pretrained({str(pushed)!r}, trust_remote_code=True)
         pixel_values = processor(np.zeros((28, 28), dtype=np.uint8), return_tensors="pt").pixel_values
         print("LOADED", type(model).__name__, tuple(model(pixel_values).reconstruction.shape))
-    """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                            env={**ENV, "HF_MODULES_CACHE": str(tmp_path / "modules")}, timeout=120)
+    """, tmp_path)
     assert "LOADED VQVAEModel (1, 1, 28, 28)" in result.stdout, result.stderr[-3000:]
 
 
