@@ -94,12 +94,18 @@ def increasing_steps(values: list[float], tolerance: float = 0.0) -> int:
 def compare(study: Study) -> None:
     runs = study.train_all([(FAMILY_NAMES[f], f, {}) for f in ("ae", "vae", "vqvae")])
     ae, vae, vq = runs
-    c = vae.model.config.gaussian_variance
+    c, vq_config = vae.model.config.gaussian_variance, vq.model.config
+    codebook = ("its codes are moving averages of the encoder outputs (EMA"
+                + (", k-means initialised" if vq_config.kmeans_init else "")
+                + (", unused codes restarted" if vq_config.dead_code_threshold else "") + ")"
+                if vq_config.codebook_ema else "plus the codebook loss")
     study.section(
         "Test metrics",
         "Each model minimises its own loss: the AE the summed squared error (SSE), the VAE "
-        f"SSE / 2c + KL with c = {c:g} (a KL weight of {2 * c:g} relative to the SSE), the VQ-VAE SSE + codebook "
-        "+ commitment losses. The SSE, MSE, PSNR and SSIM columns compare them on equal terms.",
+        f"SSE / 2c + KL with c = {c:g} (a KL weight of {2 * c:g} relative to the SSE), the VQ-VAE SSE + commitment "
+        f"loss, {codebook}, with K = {vq_config.num_embeddings} codes of dimension {vq_config.embedding_dim} on a "
+        f"{vq_config.latent_grid_size}x{vq_config.latent_grid_size} grid. The SSE, MSE, PSNR and SSIM columns compare "
+        "them on equal terms.",
         study.table(runs, FIDELITY + ["sse"] + LIKELIHOOD + ["codebook_usage", "codebook_perplexity"] + USEFULNESS),
         [("Training loss of each model", study.loss_figure(runs))],
     )
@@ -390,6 +396,7 @@ def latent_layout(study: Study) -> None:
     runs = study.train_all(specs)
     n = min(study.budget.tsne_points, len(study.test_x))
     labels = study.test_y[:n]
+    shown = {}  # the latents drawn in the figures, per run
     for run in runs:
         z = study.latents(run.model, study.test_x)
         mean, std = z.mean(0), z.std(0)
@@ -399,12 +406,12 @@ def latent_layout(study: Study) -> None:
             aggregate_std=std.mean().item(),  # 1 under the N(0, I) prior
             prior_mismatch=(mean.abs() + (std - 1).abs()).mean().item(),
         )
-        run.latent_codes = z[:n]
+        shown[run.label] = z[:n]
     columns = ["linear_probe_accuracy", "latent_silhouette", "aggregate_mean_abs", "aggregate_std", "prior_mismatch",
                "psnr", "kl_loss", "active_units"]
     main_runs, flat_runs = runs[:2], runs[2:]
     figures = [(f"{r.label} latents ({method.upper()}), coloured by label",
-                str(plot_latent_layout(r.latent_codes, labels, study.path(f"{r.slug}_{method}.png"), method=method,
+                str(plot_latent_layout(shown[r.label], labels, study.path(f"{r.slug}_{method}.png"), method=method,
                                        title=f"{r.label}, d={r.model.config.latent_dim}, {method.upper()}",
                                        seed=study.seed).name))
                for r in main_runs for method in ("pca", "tsne")]
@@ -421,7 +428,7 @@ def latent_layout(study: Study) -> None:
             "The same models with a 2-D latent, drawn as they are (no projection).",
             study.table(flat_runs, columns),
             [(f"{r.label} latents, coloured by label",
-              str(plot_latent_layout(r.latent_codes, labels, study.path(f"{r.slug}_raw.png"),
+              str(plot_latent_layout(shown[r.label], labels, study.path(f"{r.slug}_raw.png"),
                                      title=f"{r.label} latents", seed=study.seed).name)) for r in flat_runs])
     study.section("Training curves", figures=[("Training loss of each run", study.loss_figure(runs))])
 
@@ -442,7 +449,9 @@ def latent_layout(study: Study) -> None:
             f"with {dims} the silhouette by label is {metric(vae, 'latent_silhouette'):.3f} (VAE) vs "
             f"{metric(ae, 'latent_silhouette'):.3f} (AE) and the linear probe "
             f"{metric(vae, 'linear_probe_accuracy'):.3f} vs {metric(ae, 'linear_probe_accuracy'):.3f}"
-            + (" (the two measures disagree)" if votes == {1, -1} else ""), undecided=votes in ({0}, {1, -1})))
+            + {frozenset({1, -1}): " (the two measures disagree)", frozenset({1, 0}): " (one of them within noise)",
+               frozenset({-1, 0}): " (one of them within noise)"}.get(frozenset(votes), ""),
+            undecided=votes in ({0}, {1, -1})))
 
 
 # ------------------------------------------------------------------------------------------------------- samples
@@ -514,13 +523,15 @@ def samples(study: Study) -> None:
                                            "codes", "PixelCNN codes", "uniform codes"))
         study.findings.append(sample_claim(vae, ae, "decoding z ~ N(0, I) works for a VAE but not for an AE", "VAE",
                                            "AE"))
-        names = dict(zip((id(r) for r in generators), labels))
-        sharpest = max(generators, key=lambda r: metric(r, "sample_mean_max_prob"))
-        diverse = max(generators, key=lambda r: metric(r, "sample_class_entropy"))
+        def ranking(key: str, digits: int) -> str:
+            ranked = sorted(zip(generators, labels), key=lambda pair: -metric(pair[0], key))
+            return " > ".join(f"{label} ({metric(run, key):.{digits}f})" for run, label in ranked)
+
         study.findings.append(
-            f"The most recognisable samples come from {names[id(sharpest)]} ({sample_summary(sharpest)}), the most "
-            f"diverse from {names[id(diverse)]} ({sample_summary(diverse)}); class entropy is at most log 10 = "
-            f"{math.log(10):.2f} nats, when every digit is equally frequent.")
+            "By the Inception-like score, which needs samples both recognisable and spread over the classes, the "
+            f"generators rank {ranking('sample_inception_score', 2)} (1: a single class or no confidence; 10: "
+            f"confident and every digit equally frequent). Confidence alone ranks them "
+            f"{ranking('sample_mean_max_prob', 3)}: a small classifier can be sure about blobs.")
 
 
 STUDIES = {
