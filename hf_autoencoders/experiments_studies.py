@@ -13,6 +13,7 @@ import torch
 
 from .data import ImageTensorDataset
 from .experiments import FAMILY_NAMES, FIDELITY, SAMPLE_QUALITY, Run, Study, fmt, markdown_table, train_quietly
+from .metrics import sample_quality
 from .models import PixelCNNPriorConfig, PixelCNNPriorModel
 from .plots import plot_latent_layout
 from .reports import generate_samples
@@ -484,13 +485,11 @@ def samples(study: Study) -> None:
     ae, vae, vq = runs
     prior, prior_stats = train_prior(study, vq.model)
     prior_samples = generate_samples(vq.model, max(study.budget.num_samples, 32), seed=study.seed, prior=prior)
-    with_prior = Run("VQ-VAE + PixelCNN prior", "vqvae", vq.model, dict(prior_stats), samples=prior_samples.clamp(0, 1))
+    scalars = {k: v for k, v in prior_stats.items() if not isinstance(v, (dict, list))}
+    with_prior = Run("VQ-VAE + PixelCNN prior", "vqvae", vq.model, scalars, samples=prior_samples.clamp(0, 1).cpu())
     if study.labelled:
-        from .metrics import sample_quality
-
-        with_prior.metrics.update({f"sample_{k}": v for k, v in sample_quality(study.classifier,
-                                                                               with_prior.samples).items()})
-    with_prior.metrics = {k: v for k, v in with_prior.metrics.items() if not isinstance(v, (dict, list))}
+        quality = sample_quality(study.classifier, with_prior.samples)
+        with_prior.metrics.update({f"sample_{k}": v for k, v in quality.items()})
     study.runs[with_prior.label] = with_prior
     study.summary = prior_stats
     generators = [ae, vae, vq, with_prior]
