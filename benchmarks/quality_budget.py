@@ -1,7 +1,9 @@
 """Quality per budget: how good a model `AutoencoderTrainer` reaches on MNIST in a fixed wall-clock budget.
 
-- VAE on binarized MNIST (pixels thresholded at 0.5 by `ImageCollator(binarize=True)`), Bernoulli decoder: test
-  -log p(x) from the importance-weighted bound with K = 1000 samples (Burda et al., 2016).
+- VAE on binarized MNIST, Bernoulli decoder: test -log p(x) from the importance-weighted bound with K = 1000 samples
+  (Burda et al., 2016). `vae`: dynamically binarized (every batch draws pixels ~ Bernoulli(intensity), as in the
+  IWAE paper; test images binarized once with a fixed seed), the setting the 86.76-nat figure refers to.
+  `vae_thresholded`: pixels thresholded at 0.5, an easier dataset whose NLL is not comparable.
 - AE and VQ-VAE on grey-level MNIST: test PSNR.
 
 Training stops when the budget is spent (`TimeBudget`), and the learning rate follows a cosine over the elapsed
@@ -13,6 +15,7 @@ share of the budget, so the schedule ends when the time does. Evaluation is not 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -22,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from _common import TimeBudget, binarized, build_model, rounded, subset, time_cosine_scheduler, unit  # noqa: E402
+
 from hf_autoencoders.data import ImageCollator  # noqa: E402
 from hf_autoencoders.metrics import elbo, importance_sampled_nll, mse, psnr  # noqa: E402
 from hf_autoencoders.trainer import AutoencoderTrainer  # noqa: E402
@@ -31,16 +34,18 @@ from hf_autoencoders.training import AutoencoderTrainingArguments  # noqa: E402
 
 # The models, chosen for quality per CPU-minute (MLP backbones are ~4x faster per sample than conv on CPU).
 MODELS = {
-    "vae": dict(family="vae", backbone="mlp", size="default", batch=128, lr=1e-3, binarize=True,
+    "vae": dict(family="vae", backbone="mlp", size="default", batch=128, lr=1e-3, binarize="stochastic",
                 overrides=dict(likelihood="bernoulli", latent_dim=32, hidden_size=512)),
-    "ae": dict(family="ae", backbone="mlp", size="default", batch=128, lr=1e-3, binarize=False,
+    "vae_thresholded": dict(family="vae", backbone="mlp", size="default", batch=128, lr=1e-3, binarize="threshold",
+                            overrides=dict(likelihood="bernoulli", latent_dim=32, hidden_size=512)),
+    "ae": dict(family="ae", backbone="mlp", size="default", batch=128, lr=1e-3, binarize=None,
                overrides=dict(latent_dim=32, hidden_size=512)),
-    "vqvae": dict(family="vqvae", backbone="conv", size="default", batch=128, lr=1e-3, binarize=False,
+    "vqvae": dict(family="vqvae", backbone="conv", size="default", batch=128, lr=1e-3, binarize=None,
                   overrides=dict(hidden_size=32, num_embeddings=256, embedding_dim=32)),
 }
 
 
-def train_for(model, train, seconds: float, batch_size: int, lr: float, binarize: bool, max_grad_norm=1.0):
+def train_for(model, train, seconds: float, batch_size: int, lr: float, binarize: str | None, max_grad_norm=1.0):
     """Train with `AutoencoderTrainer` until `seconds` of wall-clock time have passed; returns the trainer and
     (steps, samples, seconds) actually done."""
     budget = TimeBudget(seconds)
@@ -52,7 +57,8 @@ def train_for(model, train, seconds: float, batch_size: int, lr: float, binarize
             logging_steps=500, disable_tqdm=True, report_to="none", seed=0, use_cpu=True,
             max_grad_norm=max_grad_norm,
         )
-        trainer = AutoencoderTrainer(model=model, args=args, data_collator=ImageCollator(binarize=binarize),
+        trainer = AutoencoderTrainer(model=model, args=args, data_collator=ImageCollator(
+            binarize=binarize is not None, stochastic_binarization=binarize == "stochastic"),
                                      train_dataset=train, callbacks=[budget], optimizers=(optimizer, scheduler))
         trainer.train()
     steps = trainer.state.global_step
@@ -60,13 +66,14 @@ def train_for(model, train, seconds: float, batch_size: int, lr: float, binarize
                      "train_seconds": budget.elapsed}
 
 
-def evaluate(name: str, model, test_images: torch.Tensor, iwae_k: int, iwae_n: int | None) -> dict:
-    """Test metrics: IWAE NLL (K = iwae_k) and ELBO for the VAE, PSNR and MSE for the others."""
+def evaluate(binarize: str | None, model, test_images: torch.Tensor, iwae_k: int, iwae_n: int | None) -> dict:
+    """Test metrics: IWAE NLL (K = iwae_k) and ELBO for the (binarized) VAEs, PSNR and MSE for the others."""
     start = time.perf_counter()
     model.eval()
-    if name == "vae":
-        x = binarized(test_images if iwae_n is None else test_images[:iwae_n])
+    if binarize is not None:
+        images = test_images if iwae_n is None else test_images[:iwae_n]
         generator = torch.Generator().manual_seed(0)
+        x = torch.bernoulli(unit(images), generator=generator) if binarize == "stochastic" else binarized(images)
         nll = importance_sampled_nll(model, x, num_samples=iwae_k, batch_size=1000, generator=generator)
         neg_elbo = -elbo(model, x, batch_size=1000, generator=generator)
         out = {"test_nll_nats": nll.mean().item(), "test_nll_stderr": (nll.std() / len(nll) ** 0.5).item(),
@@ -82,7 +89,8 @@ def evaluate(name: str, model, test_images: torch.Tensor, iwae_k: int, iwae_n: i
 
 
 def quality_per_budget(train, test, seconds: float, iwae_k: int = 1000, iwae_n: int | None = None,
-                       eval_n: int | None = None, names=("vae", "ae", "vqvae"), size=None, log=print) -> dict:
+                       eval_n: int | None = None, names=("vae", "vae_thresholded", "ae", "vqvae"), size=None,
+                       log=print) -> dict:
     """Train each model for `seconds` and evaluate it on the test split (or its first eval_n / iwae_n images)."""
     results = {"budget_seconds": seconds, "threads": torch.get_num_threads()}
     test_images = subset(test, eval_n).images
@@ -91,8 +99,9 @@ def quality_per_budget(train, test, seconds: float, iwae_k: int = 1000, iwae_n: 
         model = build_model(spec["family"], spec["backbone"], size or spec["size"], **spec["overrides"])
         trainer, done = train_for(model, train, seconds, spec["batch"], spec["lr"], spec["binarize"])
         row = {"model": f"{spec['family']} {spec['backbone']} {spec['overrides']}", "batch_size": spec["batch"],
-               "learning_rate": spec["lr"], "parameters": sum(p.numel() for p in model.parameters()), **done}
-        row.update(evaluate(name, model, test_images, iwae_k, iwae_n))
+               "learning_rate": spec["lr"], "binarization": spec["binarize"],
+               "parameters": sum(p.numel() for p in model.parameters()), **done}
+        row.update(evaluate(spec["binarize"], model, test_images, iwae_k, iwae_n))
         log(f"quality {name}: {row}")
         results[name] = row
     return results
@@ -104,15 +113,16 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=900.0, help="Training seconds per model.")
     parser.add_argument("--iwae_k", type=int, default=1000)
     parser.add_argument("--iwae_n", type=int, default=None, help="Test images for the NLL (default: all).")
-    parser.add_argument("--models", default="vae,ae,vqvae")
+    parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from _common import load_images
 
     train, test, _ = load_images(args.data)
-    results = quality_per_budget(train, test, args.budget, args.iwae_k, args.iwae_n,
-                                 names=args.models.split(","), log=lambda *a: print(*a, file=sys.stderr))
+    with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout carries only the JSON
+        results = quality_per_budget(train, test, args.budget, args.iwae_k, args.iwae_n,
+                                     names=args.models.split(","), log=lambda *a: print(*a, file=sys.stderr))
     print(json.dumps(rounded(results)))
 
 

@@ -83,13 +83,16 @@ class ImageTensorDataset(Dataset):
 class ImageCollator:
     """
     Stacks dataset items into `{"pixel_values": float32 (B, C, H, W)}`, x = k / 255 for uint8 pixels k
-    (float pixels are taken as already in [0, 1]); `binarize` maps x to 1[x > binarize_threshold]. Items may be dicts
-    with "pixel_values" or bare tensors. "labels" (long (B,)) is emitted only with `return_labels=True`.
+    (float pixels are taken as already in [0, 1]); `binarize` maps x to 1[x > binarize_threshold], or, with
+    `stochastic_binarization`, draws a fresh x' ~ Bernoulli(x) for every batch (the dynamic binarization of MNIST used
+    by the IWAE paper and most VAE likelihood results). Items may be dicts with "pixel_values" or bare tensors.
+    "labels" (long (B,)) is emitted only with `return_labels=True`.
     """
 
     return_labels: bool = False
     binarize: bool = False
     binarize_threshold: float = 0.5
+    stochastic_binarization: bool = False
 
     def __call__(self, features: list) -> dict[str, torch.Tensor]:
         if len(features) == 0:
@@ -97,7 +100,9 @@ class ImageCollator:
         images = [f["pixel_values"] if isinstance(f, dict) else f for f in features]
         images = torch.stack([torch.as_tensor(image) for image in images])
         pixel_values = uint8_to_unit(images) if images.dtype == torch.uint8 else images.float()
-        if self.binarize:
+        if self.binarize and self.stochastic_binarization:
+            pixel_values = torch.bernoulli(pixel_values)
+        elif self.binarize:
             pixel_values = binarize(pixel_values, self.binarize_threshold)
         batch = {"pixel_values": pixel_values}
         if self.return_labels:

@@ -42,6 +42,7 @@ from .metrics import (
     linear_probe_accuracy,
     mse,
     psnr,
+    representations,
     sample_quality,
     ssim,
     train_classifier,
@@ -245,22 +246,6 @@ class Study:
         return runs
 
     @torch.no_grad()
-    def latents(self, model, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-        """The representation of each image: z = f(x) (AE), the posterior mean (VAE), z_q flattened (VQ-VAE)."""
-        family = model.config.model_type.removeprefix("hf_autoencoders_")
-        chunks = []
-        for x in images.split(batch_size):
-            x = x.to(model.device)
-            if family == "ae":
-                z = model.encode(x)
-            elif family == "vae":
-                z = model.encode(x).mean
-            else:
-                z = model.quantize(model.encode(x)).quantized
-            chunks.append(z.flatten(1).cpu())
-        return torch.cat(chunks)
-
-    @torch.no_grad()
     def fidelity(self, model, noise_std: float = 0.0) -> tuple[dict, torch.Tensor]:
         """Per-image MSE / PSNR / SSIM of the reconstructions of the test images, given with `noise_std` Gaussian
         noise on the input and compared with the clean images, plus every loss term and the codebook usage of a
@@ -305,7 +290,7 @@ class Study:
             iwae = importance_sampled_nll(model, clean, b.iwae_samples, generator=generator)
             metrics["iwae_nll"] = iwae.mean().item()
             metrics.update(iwae_samples=b.iwae_samples, bound_examples=len(clean))
-            means = self.latents(model, self.test_x)
+            means = representations(model, self.test_x)
             metrics["active_units"] = int((means.var(0) > 0.01).sum())  # Burda et al. (2016): Var_x E_q[z_j] > 0.01
         run.reconstructions = recon[:keep]
         run.samples = generate_samples(model, max(b.num_samples, 32), seed=self.seed).clamp(0, 1).cpu()
@@ -314,7 +299,7 @@ class Study:
             with warnings.catch_warnings():  # an unconverged probe is still a probe: its budget is fixed
                 warnings.simplefilter("ignore")
                 metrics["linear_probe_accuracy"] = linear_probe_accuracy(
-                    self.latents(model, probe_x), probe_y, self.latents(model, self.test_x), self.test_y,
+                    representations(model, probe_x), probe_y, representations(model, self.test_x), self.test_y,
                     max_iter=PROBE_MAX_ITER)
             metrics.update({f"sample_{k}": v for k, v in sample_quality(self.classifier, run.samples).items()})
         return metrics

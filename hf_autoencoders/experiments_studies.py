@@ -13,7 +13,7 @@ import torch
 
 from .data import ImageTensorDataset
 from .experiments import FAMILY_NAMES, FIDELITY, SAMPLE_QUALITY, Run, Study, fmt, markdown_table, train_quietly
-from .metrics import sample_quality
+from .metrics import representations, sample_quality
 from .models import PixelCNNPriorConfig, PixelCNNPriorModel
 from .plots import plot_latent_layout
 from .reports import generate_samples
@@ -219,7 +219,7 @@ def latent_size(study: Study) -> None:
         gain = metric(biggest, "psnr") - metric(vae_small, "psnr")
         study.findings.append(claim(
             gain < 0.5,
-            f"a VAE's reconstructions stop improving once the latent is large enough",
+            "a VAE's reconstructions stop improving once the latent is large enough",
             f"going from {small} to {sizes[0]} dimensions changes the VAE's PSNR by {gain:+.2f} dB, the AE's by "
             f"{metric(ae[0], 'psnr') - metric(next(r for r in ae if r.model.config.latent_dim == small), 'psnr'):+.2f}"
             " dB"))
@@ -399,7 +399,7 @@ def latent_layout(study: Study) -> None:
     labels = study.test_y[:n]
     shown = {}  # the latents drawn in the figures, per run
     for run in runs:
-        z = study.latents(run.model, study.test_x)
+        z = representations(run.model, study.test_x)
         mean, std = z.mean(0), z.std(0)
         run.metrics.update(
             latent_silhouette=float(silhouette_score(z[:n].numpy(), labels.numpy())) if n > 10 else math.nan,

@@ -571,6 +571,26 @@ def downstream_accuracy(
     return results
 
 
+@torch.no_grad()
+def representations(model, images, batch_size: int = 500) -> torch.Tensor:
+    """The representation of each image, flattened to (N, features): z = f(x) (AE), the posterior mean E_q[z] (VAE),
+    z_q (VQ-VAE). What a linear probe or a latent-layout plot reads."""
+    family = _model_family(model)
+    device = _model_device(model)
+    chunks = []
+    with _eval_mode(model):
+        for x in _as_images(images, "images").float().split(batch_size):
+            x = x.to(device)
+            if family == "ae":
+                z = model.encode(x)
+            elif family == "vae":
+                z = model.encode(x).mean
+            else:
+                z = model.quantize(model.encode(x)).quantized
+            chunks.append(z.flatten(1).cpu())
+    return torch.cat(chunks)
+
+
 def linear_probe_accuracy(
     train_latents, train_labels, test_latents, test_labels, max_iter: int = 1000, C: float = 1.0
 ) -> float:

@@ -6,9 +6,9 @@ Gradients are clipped to `max_grad_norm` (1.0 by default, as in `TrainingArgumen
 """
 
 import math
-from collections import defaultdict
 
 import torch
+from accelerate.data_loader import BatchSamplerShard
 from transformers import Trainer, TrainerCallback
 from transformers.integrations import TensorBoardCallback
 
@@ -52,38 +52,47 @@ class AutoencoderTrainer(Trainer):
     @torch.no_grad()
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Every loss term averaged over the evaluation set (weighted by batch size), and for a VQ-VAE the codebook
-        perplexity and usage of the whole set's code histogram."""
+        perplexity and usage of the whole set's code histogram.
+
+        Exact under several processes: the processes' last batches are left uneven instead of being padded with
+        repeated images, and the sums (fixed-size tensors, so every process joins the same collectives even with
+        no batch at all) are added across processes."""
         dataloader = self.get_eval_dataloader(eval_dataset)
+        if isinstance(getattr(dataloader, "batch_sampler", None), BatchSamplerShard):
+            dataloader.batch_sampler.even_batches = False
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
-        sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.args.device))
-        histogram = None
+        names = ("loss",) + LOSS_TERMS[:4]
+        device = self.args.device
+        sums = torch.zeros(len(names), device=device, dtype=torch.float64)
+        present = torch.zeros(len(names), device=device)
+        count = torch.zeros((), device=device, dtype=torch.float64)
         num_embeddings = getattr(model.config, "num_embeddings", None)
+        histogram = torch.zeros(num_embeddings, device=device, dtype=torch.long) if num_embeddings else None
         for inputs in dataloader:
             inputs = self._prepare_inputs(inputs)
             with self.compute_loss_context_manager():
                 outputs = model(**inputs)
             batch_size = inputs["pixel_values"].shape[0]
-            sums["count"] += batch_size
-            sums["loss"] += outputs.loss.float() * batch_size
-            for name in LOSS_TERMS[:4]:
+            count += batch_size
+            for k, name in enumerate(names):
                 value = getattr(outputs, name, None)
                 if value is not None:
-                    sums[name] += value.float() * batch_size
-            if outputs.indices is not None and num_embeddings is not None:
-                counts = torch.bincount(outputs.indices.flatten(), minlength=num_embeddings)
-                histogram = counts if histogram is None else histogram + counts
+                    sums[k] += value.double() * batch_size
+                    present[k] = 1
+            if histogram is not None and outputs.indices is not None:
+                histogram += torch.bincount(outputs.indices.flatten(), minlength=num_embeddings)
         model.train(was_training)
-        totals = {name: self.accelerator.reduce(value, reduction="sum") for name, value in sums.items()}
-        count = totals.pop("count").clamp(min=1)
-        metrics = {f"{metric_key_prefix}_{name}": round((value / count).item(), 6) for name, value in totals.items()}
-        if histogram is not None:
-            histogram = self.accelerator.reduce(histogram, reduction="sum").float()
-            probs = histogram / histogram.sum().clamp(min=1)
+        sums, present, count = (self.accelerator.reduce(t, reduction="sum") for t in (sums, present, count))
+        means = sums / count.clamp(min=1)
+        metrics = {f"{metric_key_prefix}_{name}": round(means[k].item(), 6)
+                   for k, name in enumerate(names) if present[k] > 0}
+        if histogram is not None and (histogram := self.accelerator.reduce(histogram, reduction="sum")).sum() > 0:
+            probs = histogram.double() / histogram.sum()
             entropy = -(probs * probs.clamp(min=1e-12).log()).sum()
             metrics[f"{metric_key_prefix}_perplexity"] = round(math.exp(entropy.item()), 4)
-            metrics[f"{metric_key_prefix}_codebook_usage"] = round((histogram > 0).float().mean().item(), 6)
+            metrics[f"{metric_key_prefix}_codebook_usage"] = round((histogram > 0).double().mean().item(), 6)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics

@@ -60,6 +60,11 @@ class DataArguments:
     image_size: int | None = field(default=None, metadata={"help": "Resize images to this size."})
     num_channels: int | None = field(default=None, metadata={"help": "1 (grayscale) or 3 (RGB)."})
     binarize: bool = field(default=False, metadata={"help": "Threshold pixels at 0.5 (for a Bernoulli likelihood)."})
+    stochastic_binarization: bool = field(
+        default=False,
+        metadata={"help": "With --binarize, draw pixels ~ Bernoulli(intensity) afresh for every batch (dynamic "
+                  "binarization, as in the IWAE paper) instead of thresholding."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training images."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N test images."})
     overwrite_output_dir: bool = field(
@@ -224,7 +229,9 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     else:
         model = MODEL_CLASSES[config.model_type][1](config)
     processor = data.image_processor(do_binarize=data_args.binarize)
-    collator = ImageCollator(binarize=data_args.binarize)
+    if data_args.stochastic_binarization and not data_args.binarize:
+        raise ValueError("--stochastic_binarization only applies with --binarize; pass both.")
+    collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization)
 
     training_args.remove_unused_columns = False
     # The Trainer would push from every checkpoint with its own card; the finished folder is pushed once, below.

@@ -49,6 +49,21 @@ def test_smoke_run_prints_one_json_object_with_the_headline_figures():
     assert not any(isinstance(v, dict) and "error" in v for v in result.values()), result
 
 
+def test_quality_budget_script_prints_only_json(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/quality_budget.py", "--data", str(tmp_path / "absent"), "--budget", "1",
+         "--iwae_k", "4", "--iwae_n", "16", "--models", "vae,vae_thresholded"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)  # the Trainer's logs went to stderr
+    assert result["vae"]["binarization"] == "stochastic" and result["vae_thresholded"]["binarization"] == "threshold"
+    for name in ("vae", "vae_thresholded"):
+        assert _finite(result[name]["test_nll_nats"]) and result[name]["test_images"] == 16
+        # the importance-weighted bound is at least as tight as the ELBO (K = 4 >= 1, same model)
+        assert result[name]["test_nll_nats"] <= result[name]["test_neg_elbo_nats"] + 1.0
+
+
 def test_time_budget_stops_training_and_drives_a_cosine_schedule(monkeypatch):
     import time
 

@@ -240,6 +240,20 @@ def test_collator_labels_and_binarization():
         ImageCollator(return_labels=True)([{"pixel_values": images[0]}])
 
 
+def test_stochastic_binarization_draws_bernoulli_pixels():
+    """Dynamic binarization: each batch draws x' ~ Bernoulli(x) afresh, so E[x'] = x (checked on 4,000 draws)."""
+    intensities = torch.tensor([0, 64, 128, 191, 255], dtype=torch.uint8).view(1, 1, 1, 5)
+    collator = ImageCollator(binarize=True, stochastic_binarization=True)
+    torch.manual_seed(0)
+    draws = torch.cat([collator([intensities[0]] * 400)["pixel_values"] for _ in range(10)])
+    assert set(draws.unique().tolist()) <= {0.0, 1.0}
+    frequency = draws.mean(0).flatten()
+    assert torch.allclose(frequency, intensities.flatten().float() / 255, atol=0.03)
+    assert frequency[0] == 0 and frequency[-1] == 1  # black stays black, white stays white
+    first, second = (collator([intensities[0]] * 64)["pixel_values"] for _ in range(2))
+    assert not torch.equal(first, second)  # a fresh draw per batch
+
+
 # ------------------------------------------------------------------------------------------------------ processor
 
 

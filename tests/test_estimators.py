@@ -198,7 +198,7 @@ def test_categorical_vae_save_load_sample_and_classify(tmp_path):
 
 
 def test_run_estimator_study_quick(tmp_path):
-    results = run_estimator_study(tmp_path, quick=True, seed=0)
+    results = run_estimator_study(tmp_path, quick=True, seed=0, max_steps=60)
     for name in ("report.md", "results.json", "gradient_variance.png", "log_px_vs_samples.png",
                  "ess_vs_samples.png"):
         assert (tmp_path / name).stat().st_size > 0
@@ -218,5 +218,6 @@ def test_run_estimator_study_quick(tmp_path):
         "total_variance"]
     toy = results["log_px"]["linear_gaussian"]
     assert toy["importance"][-1]["rmse"] < toy["prior"][-1]["rmse"]
+    assert results["models"]["gaussian_vae"]["train_steps"] == results["settings"]["train_steps"] == 60
     report = (tmp_path / "report.md").read_text()
     assert "![gradient variance](gradient_variance.png)" in report and "What the numbers show" in report

@@ -136,6 +136,24 @@ def test_sample_command_with_prior(run, tmp_path):
     assert Image.open(output).size[0] > 28
 
 
+def test_evaluate_command_with_label_metrics(run, tmp_path, capsys):
+    root, _ = run
+    output = tmp_path / "metrics.json"
+    cli_main(["evaluate", str(root / "vqvae"), "--max_samples", "64", "--downstream", "--linear_probe",
+              "--sample_quality", "16", "--prior", str(root / "prior"), "--classifier_epochs", "1",
+              "--max_train_samples", "300", "--output", str(output)])
+    metrics = json.loads(output.read_text())
+    assert metrics == json.loads(capsys.readouterr().out)
+    assert metrics["num_examples"] == 64 and metrics["sample_num_samples"] == 16
+    for key in ("classifier_test_accuracy", "downstream_accuracy", "linear_probe_accuracy",
+                "sample_confident_fraction"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["linear_probe_accuracy"] > 0.3  # ten classes: chance is 0.1
+    assert 1.0 <= metrics["sample_inception_score"] <= 10.0
+    with pytest.raises(SystemExit, match="already exists"):
+        cli_main(["evaluate", str(root / "vqvae"), "--output", str(output)])
+
+
 def test_second_run_reuses_codes_and_refuses_existing_output(run, monkeypatch):
     root, _ = run
     args = ["--vqvae", str(root / "vqvae"), "--output_dir", str(root / "prior"), "--do_train", *PRIOR_FLAGS]

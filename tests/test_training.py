@@ -137,6 +137,41 @@ def test_torchrun_two_processes(shared_data, tmp_path):
     assert AutoModel.from_pretrained(out).config.model_type == "hf_autoencoders_vqvae"
 
 
+EVAL_SCRIPT = """
+import json, os, sys, torch
+import hf_autoencoders as H
+from hf_autoencoders.data import ImageCollator, ImageTensorDataset, load_image_dataset
+from hf_autoencoders.trainer import AutoencoderTrainer
+from hf_autoencoders.training import AutoencoderTrainingArguments
+torch.manual_seed(0)
+model = H.VQVAEModel(H.VQVAEConfig(hidden_size=8, num_embeddings=16, embedding_dim=4, num_residual_blocks=1))
+eval_set = ImageTensorDataset(load_image_dataset("digits").test.images[:61])
+args = AutoencoderTrainingArguments(output_dir=sys.argv[1], per_device_eval_batch_size=8, use_cpu=True,
+                                    ddp_backend="gloo" if "WORLD_SIZE" in os.environ else None, report_to="none")
+trainer = AutoencoderTrainer(model=model, args=args, data_collator=ImageCollator(), eval_dataset=eval_set)
+metrics = trainer.evaluate()
+if trainer.is_world_process_zero():
+    print("METRICS" + json.dumps(metrics))
+"""
+
+
+def test_evaluation_is_exact_under_two_processes(tmp_path):
+    """61 images over 2 processes in batches of 8: no image is counted twice, so the metrics equal one process's."""
+    (tmp_path / "evaluate.py").write_text(EVAL_SCRIPT)
+    metrics = []
+    for launcher in ([sys.executable], [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                        "--master_port", "29541"]):
+        result = subprocess.run(launcher + [str(tmp_path / "evaluate.py"), str(tmp_path / "out")], capture_output=True,
+                                text=True, env=ENV, cwd=ROOT, timeout=300)
+        assert result.returncode == 0, result.stderr[-4000:]
+        line = next(x for x in result.stdout.splitlines() if x.startswith("METRICS"))
+        metrics.append(json.loads(line.removeprefix("METRICS")))
+    single, double = metrics
+    assert set(single) == set(double) and "eval_codebook_loss" in single and "eval_perplexity" in single
+    for key in single:
+        assert double[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
+
+
 def test_push_to_hub_offline_then_load_in_a_fresh_process(tmp_path, run_without_package):
     """Upload to a local stand-in for the Hub, then load what was uploaded without this package."""
     run = tmp_path / "run"

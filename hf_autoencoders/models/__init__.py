@@ -6,8 +6,8 @@ from .configuration_pixelcnn_prior import PixelCNNPriorConfig
 from .image_processing_autoencoders import AutoencoderImageProcessor
 from .modeling_ae import AEModel
 from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel
-from .modeling_vae import CategoricalGaussianPosterior, DiagonalGaussian, VAEModel
 from .modeling_pixelcnn_prior import PixelCNNPriorModel, PixelCNNPriorOutput
+from .modeling_vae import CategoricalGaussianPosterior, DiagonalGaussian, VAEModel
 from .modeling_vqvae import VQVAEModel
 
 MODEL_CLASSES = {
