@@ -84,6 +84,11 @@ class AutoencoderTrainingArguments(TrainingArguments):
     save_steps: float = field(default=500, metadata={"help": "Checkpoint every N steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep the last N checkpoints."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False for image inputs."})
+    channels_last: bool | None = field(
+        default=None,
+        metadata={"help": "Keep 4-d weights, and so the convolutions' activations, in channels-last memory order. "
+                  "Default: on for the conv backbone on CPU, where it trains 8-12% faster (benchmarks/README.md)."},
+    )
 
     def __post_init__(self):
         super().__post_init__()

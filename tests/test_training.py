@@ -137,6 +137,33 @@ def test_torchrun_two_processes(shared_data, tmp_path):
     assert AutoModel.from_pretrained(out).config.model_type == "hf_autoencoders_vqvae"
 
 
+@pytest.mark.parametrize("backbone, channels_last, expected", [
+    ("conv", None, True), ("conv", False, False), ("mlp", None, False), ("vit", True, True)])
+def test_channels_last_default_is_on_for_conv_on_cpu(tmp_path, backbone, channels_last, expected):
+    from hf_autoencoders.data import load_image_dataset
+    from hf_autoencoders.training import fit
+
+    model = VAEModel(VAEConfig(backbone=backbone, hidden_size=8, num_hidden_layers=1, latent_dim=2))
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    if backbone == "mlp":
+        assert not weights
+    before = [p.detach().clone() for p in model.parameters()]
+    fit(model, load_image_dataset("digits").train, output_dir=tmp_path, max_steps=1, channels_last=channels_last,
+        per_device_train_batch_size=8)
+    layout = torch.channels_last if expected else torch.contiguous_format
+    assert all(p.is_contiguous(memory_format=layout) for p in weights)
+    if expected and backbone == "conv":
+        assert any(not p.is_contiguous() for p in weights)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # trained, in either layout
+    loaded = VAEModel.from_pretrained(_saved(model, tmp_path / "saved"))  # saves and loads in either layout
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
+def _saved(model, path):
+    model.save_pretrained(path)
+    return path
+
+
 EVAL_SCRIPT = """
 import json, os, sys, torch
 import hf_autoencoders as H
