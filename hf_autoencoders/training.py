@@ -269,5 +269,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
                           training_args, log_history=trainer.state.log_history)
         if push:
             repo_id = training_args.hub_model_id or output_dir.name
-            print(f"pushed to {push_to_hub(output_dir, repo_id, token=training_args.hub_token, private=training_args.hub_private_repo)}")
+            url = push_to_hub(output_dir, repo_id, token=training_args.hub_token,
+                              private=training_args.hub_private_repo)
+            print(f"pushed to {url}")
     return metrics
