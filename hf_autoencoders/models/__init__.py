@@ -19,6 +19,6 @@ MODEL_CLASSES = {
 
 __all__ = [
     "AEConfig", "AEModel", "AutoencoderConfig", "AutoencoderImageProcessor", "AutoencoderOutput",
-    "AutoencoderPreTrainedModel", "CategoricalGaussianPosterior", "DiagonalGaussian", "MODEL_CLASSES", "PixelCNNPriorConfig", "PixelCNNPriorModel",
-    "PixelCNNPriorOutput", "VAEConfig", "VAEModel", "VQVAEConfig", "VQVAEModel",
+    "AutoencoderPreTrainedModel", "CategoricalGaussianPosterior", "DiagonalGaussian", "MODEL_CLASSES",
+    "PixelCNNPriorConfig", "PixelCNNPriorModel", "PixelCNNPriorOutput", "VAEConfig", "VAEModel", "VQVAEConfig", "VQVAEModel",
 ]
