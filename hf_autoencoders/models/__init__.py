@@ -20,5 +20,6 @@ MODEL_CLASSES = {
 __all__ = [
     "AEConfig", "AEModel", "AutoencoderConfig", "AutoencoderImageProcessor", "AutoencoderOutput",
     "AutoencoderPreTrainedModel", "CategoricalGaussianPosterior", "DiagonalGaussian", "MODEL_CLASSES",
-    "PixelCNNPriorConfig", "PixelCNNPriorModel", "PixelCNNPriorOutput", "VAEConfig", "VAEModel", "VQVAEConfig", "VQVAEModel",
+    "PixelCNNPriorConfig", "PixelCNNPriorModel", "PixelCNNPriorOutput", "VAEConfig", "VAEModel", "VQVAEConfig",
+    "VQVAEModel",
 ]
