@@ -109,7 +109,8 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
     metrics = {}
     classifier = None
     if args.downstream or args.sample_quality:
-        classifier = train_classifier(train_images, train_labels, data.num_labels, args.classifier_epochs,
+        num_classes = data.num_labels or int(max(train_labels.max(), test_labels.max())) + 1
+        classifier = train_classifier(train_images, train_labels, num_classes, args.classifier_epochs,
                                       seed=args.seed, device=model.device)
         metrics["classifier_test_accuracy"] = classifier_accuracy(classifier, test_images, test_labels)
     if args.downstream:
