@@ -43,14 +43,18 @@ def sign(difference: float, tolerance: float) -> int:
     return (difference > tolerance) - (difference < -tolerance)
 
 
+def sample_differences(a: Run, b: Run) -> tuple[float, float, float]:
+    """a minus b in mean max p(y|x), class entropy and the Inception-like score of their samples."""
+    return tuple(metric(a, key) - metric(b, key)
+                 for key in ("sample_mean_max_prob", "sample_class_entropy", "sample_inception_score"))
+
+
 def sample_verdict(a: Run, b: Run) -> int:
     """+1 if a's samples beat b's, -1 if they lose, 0 if too close to call. Samples beat others when they are at
     least as recognisable (mean max p(y|x)) and as diverse (entropy of the predicted classes) and clearly better on
     one; when each wins on one, the Inception-like score exp E_x KL(p(y|x) || p(y)), which needs both, decides.
     Confidence alone would reward a generator that always draws the same blob."""
-    dc = metric(a, "sample_mean_max_prob") - metric(b, "sample_mean_max_prob")
-    de = metric(a, "sample_class_entropy") - metric(b, "sample_class_entropy")
-    di = metric(a, "sample_inception_score") - metric(b, "sample_inception_score")
+    dc, de, di = sample_differences(a, b)
     if dc >= -CONFIDENCE_TOL and de >= -ENTROPY_TOL and (dc > CONFIDENCE_TOL or de > ENTROPY_TOL):
         return 1
     if dc <= CONFIDENCE_TOL and de <= ENTROPY_TOL and (dc < -CONFIDENCE_TOL or de < -ENTROPY_TOL):
@@ -63,8 +67,7 @@ def sample_verdict(a: Run, b: Run) -> int:
 def sample_claim(a: Run, b: Run, textbook: str, a_name: str, b_name: str) -> str:
     """The claim that a's samples are better than b's, judged by `sample_verdict`."""
     verdict = sample_verdict(a, b)
-    dc = metric(a, "sample_mean_max_prob") - metric(b, "sample_mean_max_prob")
-    de = metric(a, "sample_class_entropy") - metric(b, "sample_class_entropy")
+    dc, de, _ = sample_differences(a, b)
     note = ""
     if abs(dc) > CONFIDENCE_TOL and abs(de) > ENTROPY_TOL and dc * de < 0:
         note = " (one is more recognisable, the other more diverse: the Inception-like score decides" + (

@@ -71,6 +71,10 @@ class DataArguments:
         default=False, metadata={"help": "Allow writing into an output_dir that already holds files."}
     )
 
+    def __post_init__(self):
+        if self.stochastic_binarization and not self.binarize:
+            raise ValueError("--stochastic_binarization only applies with --binarize; pass both.")
+
 
 @dataclass
 class AutoencoderTrainingArguments(TrainingArguments):
@@ -234,8 +238,6 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     else:
         model = MODEL_CLASSES[config.model_type][1](config)
     processor = data.image_processor(do_binarize=data_args.binarize)
-    if data_args.stochastic_binarization and not data_args.binarize:
-        raise ValueError("--stochastic_binarization only applies with --binarize; pass both.")
     collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization)
 
     training_args.remove_unused_columns = False
