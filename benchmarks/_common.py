@@ -32,17 +32,16 @@ SIZES = {
         "mlp": {"hidden_size": 64},
     },
 }
-FAMILIES = {"ae": (H.AEConfig, H.AEModel), "vae": (H.VAEConfig, H.VAEModel), "vqvae": (H.VQVAEConfig, H.VQVAEModel)}
 
 
 def build_model(family: str, backbone: str, size: str = "default", seed: int = 0, **overrides):
     """A freshly initialised AE / VAE / VQ-VAE for 28x28x1 images (MNIST)."""
-    config_class, model_class = FAMILIES[family]
+    config_class, model_class = H.autoencoder_classes(family)
     torch.manual_seed(seed)
     kwargs = {"image_size": 28, "num_channels": 1, "backbone": backbone, **SIZES[size][backbone], **overrides}
-    if family == "vqvae" and size == "tiny":
-        kwargs.setdefault("num_embeddings", 64)
-        kwargs.setdefault("embedding_dim", 16)
+    if size == "tiny":  # a small codebook for the VQ-VAE's smoke runs
+        tiny_codes = {"num_embeddings": 64, "embedding_dim": 16}
+        kwargs = {**{k: v for k, v in tiny_codes.items() if k in config_class.__dataclass_fields__}, **kwargs}
     return model_class(config_class(**kwargs))
 
 

@@ -78,7 +78,7 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, binarize: bool, 
     generator = torch.Generator().manual_seed(0)
     for start in range(0, len(images), batch_size):
         x = collator(list(images[start : start + batch_size]))["pixel_values"]
-        posterior = model.encode(x)
+        posterior = model.encode(x).latent_dist
         clusters.append(posterior.probs.argmax(-1))
         elbos.append(model.log_likelihood(x, posterior.sample(generator=generator)) - posterior.kl())
         categorical_kls.append(posterior.categorical_kl())

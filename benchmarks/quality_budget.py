@@ -28,8 +28,8 @@ import torch  # noqa: E402
 from _common import TimeBudget, binarized, build_model, rounded, subset, time_cosine_scheduler, unit  # noqa: E402
 
 from hf_autoencoders.data import ImageCollator  # noqa: E402
-from hf_autoencoders.metrics import elbo, importance_sampled_nll, mse, psnr  # noqa: E402
-from hf_autoencoders.trainer import AutoencoderTrainer  # noqa: E402
+from hf_autoencoders.evaluation import likelihood_bounds, mse, psnr  # noqa: E402
+from hf_autoencoders.training import AutoencoderTrainer  # noqa: E402
 from hf_autoencoders.training import AutoencoderTrainingArguments  # noqa: E402
 
 # The models, chosen for quality per CPU-minute (MLP backbones are ~4x faster per sample than conv on CPU).
@@ -74,8 +74,10 @@ def evaluate(binarize: str | None, model, test_images: torch.Tensor, iwae_k: int
         images = test_images if iwae_n is None else test_images[:iwae_n]
         generator = torch.Generator().manual_seed(0)
         x = torch.bernoulli(unit(images), generator=generator) if binarize == "stochastic" else binarized(images)
-        nll = importance_sampled_nll(model, x, num_samples=iwae_k, batch_size=1000, generator=generator)
-        neg_elbo = -elbo(model, x, batch_size=1000, generator=generator)
+        with torch.no_grad():
+            bounds = [likelihood_bounds(model, chunk, iwae_k, generator) for chunk in x.split(1000)]
+        nll = -torch.cat([iwae for _, iwae in bounds])
+        neg_elbo = -torch.cat([elbo for elbo, _ in bounds])
         out = {"test_nll_nats": nll.mean().item(), "test_nll_stderr": (nll.std() / len(nll) ** 0.5).item(),
                "test_neg_elbo_nats": neg_elbo.mean().item(), "iwae_k": iwae_k, "test_images": len(x)}
     else:

@@ -50,7 +50,7 @@ from _common import (  # noqa: E402
 )
 
 from hf_autoencoders.data import ImageCollator  # noqa: E402
-from hf_autoencoders.trainer import AutoencoderTrainer, uses_channels_last  # noqa: E402
+from hf_autoencoders.training.trainer import AutoencoderTrainer, uses_channels_last  # noqa: E402
 from hf_autoencoders.training import AutoencoderTrainingArguments  # noqa: E402
 
 DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
@@ -240,7 +240,12 @@ def pythae_comparison(train, test, cfg, threads) -> dict:
         return {"skipped": f"pythae cannot be imported: {type(err).__name__}: {err}"}
     import importlib.metadata
 
-    from hf_autoencoders.metrics import importance_sampled_nll, mse, psnr
+    from hf_autoencoders.evaluation import likelihood_bounds, mse, psnr
+
+    @torch.no_grad()
+    def importance_sampled_nll(model, x, num_samples, batch_size=256, generator=None):
+        """-IWAE_K per image (nats), `likelihood_bounds` chunk by chunk."""
+        return torch.cat([-likelihood_bounds(model, chunk, num_samples, generator)[1] for chunk in x.split(batch_size)])
 
     class Encoder(BaseEncoder):
         def __init__(self, net, gaussian: bool):
@@ -281,6 +286,13 @@ def pythae_comparison(train, test, cfg, threads) -> dict:
             targets = x.expand(*z.shape[:-1], *x.shape[1:]).reshape(logits.shape)
             nll = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
             return -nll.flatten(1).sum(1).view(z.shape[:-1])
+
+        def log_importance_weights(self, x, num_samples, generator=None):
+            """log p(x|z) + log N(z; 0, I) - log q(z|x), z ~ q(z|x), as `VAEModel.log_importance_weights`."""
+            posterior = self.encode(x)
+            z = posterior.sample(generator, num_samples)
+            log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
+            return self.log_likelihood(x, z) + log_prior - posterior.log_prob(z)
 
     class StepTimer(TrainingCallback):
         def __init__(self, warmup, device):

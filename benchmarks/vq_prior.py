@@ -14,7 +14,7 @@ Prints one JSON object (progress goes to stderr):
   code histogram (positions modelled independently).
 - `sample_quality`: a SmallCNN digit classifier trained on real MNIST judges prior samples and uniformly random
   codes, decoded by the same VQ-VAE (and, for reference, real test images): `confident_fraction` is the fraction
-  with max_y p(y | x) >= 0.9 (see `hf_autoencoders.metrics.sample_quality`).
+  with max_y p(y | x) >= 0.9 (see `hf_autoencoders.evaluation.sample_quality`).
 If the data folder is absent it prints {"skipped": reason}.
 """
 
@@ -54,7 +54,7 @@ def pixel_values(dataset, batch_size: int = 500):
 @torch.no_grad()
 def evaluate_vqvae(model, test_set) -> tuple[dict, torch.Tensor]:
     """Codebook usage/perplexity over the whole test set, reconstruction PSNR, and the test code maps."""
-    from hf_autoencoders.metrics import CodebookUsage, psnr
+    from hf_autoencoders.evaluation import CodebookUsage, psnr
 
     model.eval()
     usage, psnrs, codes = CodebookUsage(model.config.num_embeddings), [], []
@@ -82,8 +82,8 @@ def unigram_cross_entropy(train_codes: torch.Tensor, test_codes: torch.Tensor, n
 def run(data_path: str, budget: dict, seed: int = 0) -> dict:
     from hf_autoencoders import PixelCNNPriorConfig, PixelCNNPriorModel, VQVAEConfig, VQVAEModel
     from hf_autoencoders.data import ImageTensorDataset, load_image_dataset
-    from hf_autoencoders.metrics import classifier_accuracy, sample_quality, train_classifier
-    from hf_autoencoders.prior_training import CodeDataset, code_nll, extract_codes, fit_prior
+    from hf_autoencoders.evaluation import classifier_accuracy, sample_quality, train_classifier
+    from hf_autoencoders.training.prior import CodeDataset, code_nll, extract_codes, fit_prior
     from hf_autoencoders.training import fit
 
     timings, start = {}, time.time()

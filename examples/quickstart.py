@@ -11,14 +11,15 @@ generate. Writes two trained models with their pictures:
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from hf_autoencoders.prior_training import parse_prior_args, run_prior_training
-from hf_autoencoders.training import check_output_dir, parse_args, run_training
+from hf_autoencoders.cli import ArgumentParser, run_main
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv):
+    parser = ArgumentParser(prog="examples/quickstart.py", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs/quickstart")
     parser.add_argument("--dataset_name", default=None, help="Hub id or local folder (default: embedded digits).")
     parser.add_argument("--vqvae_steps", type=int, default=250)
@@ -27,6 +28,10 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite_output_dir", action="store_true")
     args = parser.parse_args(argv)
+    from hf_autoencoders.training import check_output_dir, parse_args, run_training
+    from hf_autoencoders.training.arguments import parse_prior_args
+    from hf_autoencoders.training.prior import run_prior_training
+
     check_output_dir(args.output_dir, args.overwrite_output_dir, None)
     out = Path(args.output_dir)
     dataset = ["--dataset_name", args.dataset_name] if args.dataset_name else []
@@ -50,4 +55,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, sys.argv[1:])

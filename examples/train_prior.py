@@ -12,7 +12,9 @@ The images are encoded once and their codes cached in <output_dir>/code_cache (o
 with the prior's own flags (--hidden_size, --num_layers, --kernel_size, ...).
 """
 
-from hf_autoencoders.prior_training import parse_prior_args, run_prior_training
+import sys
+
+from hf_autoencoders.cli import cmd_train_prior, run_main
 
 if __name__ == "__main__":
-    run_prior_training(*parse_prior_args())
+    run_main(cmd_train_prior, sys.argv[1:])

@@ -8,7 +8,9 @@ Every `TrainingArguments` flag works (--max_steps, --per_device_train_batch_size
 `--help` lists them with the model and data flags.
 """
 
-from hf_autoencoders.training import parse_args, run_training
+import sys
+
+from hf_autoencoders.cli import cmd_train, run_main
 
 if __name__ == "__main__":
-    run_training(*parse_args(model_type="vae"))
+    run_main(cmd_train, ["--model_type", "vae", *sys.argv[1:]])

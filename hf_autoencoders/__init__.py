@@ -1,37 +1,43 @@
-"""hf_autoencoders: AE, VAE and VQ-VAE (with a PixelCNN prior) as Hugging Face transformers models.
+"""hf_autoencoders: AE, VAE and VQ-VAE (with a prior over the VQ-VAE's codes) as Hugging Face transformers models.
 
-Importing the package registers every config and model with `AutoConfig` / `AutoModel`, and marks them for
-`save_pretrained` to write their code beside the weights (so checkpoints load anywhere with `trust_remote_code`).
+The package imports lazily, so the `hf-autoencoders` command starts at once. The models register with `AutoConfig`,
+`AutoModel` and `AutoImageProcessor`, and are marked for `save_pretrained` to write their code beside the weights
+(so checkpoints load anywhere with `trust_remote_code`), as soon as `hf_autoencoders.models` is imported: by any of
+the names below (`from hf_autoencoders import VAEModel`), or by `import hf_autoencoders.models`.
+
+Layers, each importing only those below it:
+
+    cli                 the `hf-autoencoders` command
+    studies             the classic experiments, one file each
+    training            the Trainer, a training run, the prior over codes
+    evaluation, hub     the one evaluation loop and its metrics; model cards and uploads
+    data, plots         datasets and collators; figures
+    models              configs, models, image processor (torch + transformers only: travels with checkpoints)
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel
-
-from .models import (  # noqa: F401  (the public names)
-    MODEL_CLASSES,
-    AEConfig,
-    AEModel,
-    AutoencoderConfig,
-    AutoencoderImageProcessor,
-    AutoencoderOutput,
-    CategoricalGaussianPosterior,
-    DiagonalGaussian,
-    PixelCNNPriorConfig,
-    PixelCNNPriorModel,
-    PixelCNNPriorOutput,
-    VAEConfig,
-    VAEModel,
-    VQVAEConfig,
-    VQVAEModel,
-)
-
-for _model_type, (_config_class, _model_class) in MODEL_CLASSES.items():
-    AutoConfig.register(_model_type, _config_class, exist_ok=True)
-    AutoModel.register(_config_class, _model_class, exist_ok=True)
-    _config_class.register_for_auto_class()
-    _model_class.register_for_auto_class("AutoModel")
-    if _model_type != PixelCNNPriorConfig.model_type:
-        AutoImageProcessor.register(_config_class, slow_image_processor_class=AutoencoderImageProcessor,
-                                    exist_ok=True)
-AutoencoderImageProcessor.register_for_auto_class("AutoImageProcessor")
+import importlib
 
 __version__ = "0.1.0"
+
+_MODEL_NAMES = (
+    "AEConfig", "AEModel", "AUTOENCODER_FAMILIES", "AutoencoderConfig", "AutoencoderImageProcessor",
+    "AutoencoderOutput", "CategoricalGaussianPosterior", "DecoderOutput", "DiagonalGaussian", "EncoderOutput",
+    "MODEL_CLASSES", "PixelCNNPriorConfig", "PixelCNNPriorModel", "PixelCNNPriorOutput", "PosteriorOutput",
+    "VAEConfig", "VAEModel",
+    "VQVAEConfig", "VQVAEModel", "autoencoder_classes",
+)
+_SUBMODULES = ("cli", "data", "evaluation", "hub", "models", "plots", "studies", "training")
+
+__all__ = [*_MODEL_NAMES, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _MODEL_NAMES:
+        return getattr(importlib.import_module(".models", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_MODEL_NAMES, *_SUBMODULES])

@@ -10,12 +10,6 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 
-FAMILY_NAMES = {
-    "hf_autoencoders_ae": ("AE", "autoencoder"),
-    "hf_autoencoders_vae": ("VAE", "variational-autoencoder"),
-    "hf_autoencoders_vqvae": ("VQ-VAE", "vq-vae"),
-    "hf_autoencoders_pixelcnn_prior": ("PixelCNN prior", "pixelcnn"),
-}
 # Files of a run folder that are not part of the shared model.
 UPLOAD_IGNORE = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pt", "*.bin", "training_args.bin"]
 
@@ -31,20 +25,8 @@ def _format(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _usage(model_type: str, name: str) -> list[str]:
-    if model_type == "hf_autoencoders_pixelcnn_prior":
-        return [
-            "```python",
-            "import torch",
-            "from transformers import AutoModel",
-            "",
-            f'prior = AutoModel.from_pretrained("{name}", trust_remote_code=True)',
-            'vqvae = AutoModel.from_pretrained("path/to/the/vqvae", trust_remote_code=True)  # the one it was '
-            "trained on",
-            "codes = prior.generate(16, generator=torch.Generator().manual_seed(0))  # (16, h, w) code maps",
-            "images = vqvae.decode_indices(codes)",
-            "```",
-        ]
+def autoencoder_usage(name: str) -> list[str]:
+    """The card's usage snippet for an autoencoder repository `name`."""
     return [
         "```python",
         "from transformers import AutoImageProcessor, AutoModel",
@@ -53,6 +35,8 @@ def _usage(model_type: str, name: str) -> list[str]:
         f'processor = AutoImageProcessor.from_pretrained("{name}", trust_remote_code=True)',
         'pixel_values = processor(images, return_tensors="pt").pixel_values  # images: PIL images or arrays',
         "reconstruction = model(pixel_values).reconstruction",
+        "latents = model.encode(pixel_values)  # .latent_dist (VAE) or .latents (AE, VQ-VAE)",
+        "images = model.decode(latents.latents).sample  # AE and VQ-VAE; a VAE decodes latents.latent_dist.sample()",
         "```",
         "",
         "`trust_remote_code=True` runs the model code saved in this repository; with `pip install hf-autoencoders` "
@@ -68,16 +52,19 @@ def write_model_card(
     hyperparameters: dict | None = None,
     pictures: dict[str, str] | None = None,
     repo_id: str | None = None,
+    usage=autoencoder_usage,
+    pipeline_tag: str | None = "image-to-image",
 ) -> Path:
     """Write `README.md` in `output_dir`: what the model is, how it was trained, the metrics measured on the test
-    split, pictures, and a usage snippet. Returns the card's path."""
-    family, tag = FAMILY_NAMES.get(config.model_type, (config.model_type, "autoencoder"))
+    split, pictures, and a usage snippet (`usage(repo_id)` gives its lines). Returns the card's path."""
+    family = getattr(config, "display_name", config.model_type)
+    tag = family.lower().replace(" ", "-")
     backbone = getattr(config, "backbone", None)
     numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     card_data = ModelCardData(
         library_name="transformers",
-        pipeline_tag="image-to-image" if config.model_type != "hf_autoencoders_pixelcnn_prior" else None,
-        tags=["hf-autoencoders", tag, "image", *([backbone] if backbone else [])],
+        pipeline_tag=pipeline_tag,
+        tags=["hf-autoencoders", "autoencoder", tag, "image", *([backbone] if backbone else [])],
         # Only Hub ids belong in the card's metadata, not local folders.
         datasets=[dataset_name] if dataset_name and "/" in dataset_name and not Path(dataset_name).exists() else None,
         license="apache-2.0",
@@ -92,7 +79,7 @@ def write_model_card(
         "",
         "## Usage",
         "",
-        *_usage(config.model_type, repo_id or "path/to/this/folder"),
+        *usage(repo_id or "path/to/this/folder"),
         "",
         "## Architecture",
         "",

@@ -15,6 +15,7 @@ from hf_autoencoders.data import (
     ImageCollator,
     ImageTensorDataset,
     collate_fn,
+    iterate_batches,
     load_image_dataset,
 )
 from hf_autoencoders.models.image_processing_autoencoders import AutoencoderImageProcessor
@@ -339,3 +340,45 @@ def test_processor_errors_name_the_item():
         AutoencoderImageProcessor(num_channels=2)
     with pytest.raises(ValueError, match="return_tensors"):
         processor(good, return_tensors="tf")
+
+
+# ------------------------------------------------------------------------------------------- batches of anything
+
+
+def test_iterate_batches_accepts_common_containers():
+    images, labels = torch.rand(10, 1, 4, 4, generator=torch.Generator().manual_seed(0)), torch.arange(10)
+
+    def gather(data, batch_size=4):
+        batches = list(iterate_batches(data, batch_size))
+        pixel_values = torch.cat([p for p, _ in batches])
+        return pixel_values, None if batches[0][1] is None else torch.cat([lab for _, lab in batches])
+
+    assert torch.equal(gather(images)[0], images) and gather(images)[1] is None
+    assert torch.equal(gather([images[:4], images[4:]])[0], images)  # a list of unlabelled batches
+    for data in (
+        (images, labels),
+        {"pixel_values": images, "labels": labels},
+        [{"pixel_values": img, "label": lab} for img, lab in zip(images, labels)],
+        torch.utils.data.TensorDataset(images, labels),
+        torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=3),
+        ({"pixel_values": img, "labels": lab} for img, lab in zip(images, labels)),  # a stream of examples
+        [(images[:4], labels[:4]), (images[4:], labels[4:])],  # a list of batches
+    ):
+        pixel_values, got_labels = gather(data)
+        assert torch.equal(pixel_values, images) and torch.equal(got_labels, labels)
+    with pytest.raises(ValueError, match="pixel_values"):
+        list(iterate_batches({"image": images}))
+
+
+def test_iterate_batches_accepts_hf_dataset():
+    datasets = pytest.importorskip("datasets")
+    images, labels = torch.rand(10, 1, 4, 4, generator=torch.Generator().manual_seed(0)), torch.arange(10)
+    ds = datasets.Dataset.from_dict({"pixel_values": images.numpy(), "label": labels.numpy()})
+    transformed = ds.with_transform(  # a transform returning lists of tensors, as image processors do
+        lambda batch: {"pixel_values": [torch.tensor(p) for p in batch["pixel_values"]], "label": batch["label"]}
+    )
+    for data in (ds.with_format("torch"), transformed):
+        batches = list(iterate_batches(data, 4))
+        assert [len(p) for p, _ in batches] == [4, 4, 2]
+        assert torch.allclose(torch.cat([p for p, _ in batches]), images)
+        assert torch.equal(torch.cat([lab for _, lab in batches]), labels)

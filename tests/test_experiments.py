@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from hf_autoencoders import experiments
-from hf_autoencoders.experiments import EXPERIMENTS, QUICK, main, run_experiment
+from hf_autoencoders.cli import cmd_experiment
+from hf_autoencoders.cli import main as cli_main
+from hf_autoencoders.studies import EXPERIMENTS, run_experiment
+from hf_autoencoders.studies import study as study_module
+from hf_autoencoders.studies.study import QUICK
+
+
+def main(argv):
+    """`hf-autoencoders experiment ARGV` as the command runs it (user errors end in SystemExit)."""
+    return cli_main(["experiment", *argv])
 
 # Tiny models, a few steps and few test images: each experiment takes seconds.
 TINY = dict(
@@ -105,14 +113,15 @@ def test_experiment_specific_contents(study):
     assert 0 <= prior["sample_class_entropy"] <= math.log(10) + 1e-9
 
 
-def test_existing_folder_is_refused_and_never_emptied(tmp_path):
+def test_existing_folder_is_refused_and_never_emptied(tmp_path, capsys):
     folder = tmp_path / "study"
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="already holds files"):
         run_experiment("compare", folder, quick=True, progress=False, **TINY)
-    with pytest.raises(SystemExit, match="already holds files"):
+    with pytest.raises(SystemExit):
         main(["compare", "--output-dir", str(folder), "--quick"])
+    assert "already holds files" in capsys.readouterr().err
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
     run_experiment("compare", folder, quick=True, overwrite=True, progress=False, **TINY)
     assert (folder / "notes.txt").read_text() == "mine" and (folder / "report.md").is_file()
@@ -130,9 +139,9 @@ def test_bad_requests_are_refused_before_any_work(tmp_path):
 
 
 def test_command_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiments, "QUICK", QUICK.replace(**TINY))
-    results = main(["latent-layout", "--output-dir", str(tmp_path / "cli"), "--quick", "--max_steps", "3",
-                    "--seed", "1", "--no-progress"])
+    monkeypatch.setattr(study_module, "QUICK", QUICK.replace(**TINY))
+    results = cmd_experiment(["latent-layout", "--output-dir", str(tmp_path / "cli"), "--quick", "--max_steps", "3",
+                              "--seed", "1", "--no-progress"])
     assert results["budget"]["max_steps"] == 3 and results["seed"] == 1
     check_outputs(tmp_path / "cli", results)
     with pytest.raises(SystemExit):
@@ -140,7 +149,7 @@ def test_command_line(tmp_path, monkeypatch):
 
 
 def test_estimators_delegates(tmp_path, monkeypatch):
-    import hf_autoencoders.estimators as estimators
+    import hf_autoencoders.studies.estimators as estimators
 
     calls = []
 
@@ -148,7 +157,7 @@ def test_estimators_delegates(tmp_path, monkeypatch):
         calls.append((Path(output_dir), quick, dataset_name, seed))
         return {"experiment": "estimators"}
 
-    monkeypatch.setattr(estimators, "run_estimator_study", fake_study)
+    monkeypatch.setattr(estimators, "run_standalone", fake_study)
     assert run_experiment("estimators", tmp_path / "est", quick=True, seed=3) == {"experiment": "estimators"}
     assert calls == [(tmp_path / "est", True, None, 3)]
     (tmp_path / "est" / "report.md").write_text("old")
@@ -157,8 +166,8 @@ def test_estimators_delegates(tmp_path, monkeypatch):
 
 
 def test_sample_verdict_weighs_confidence_and_diversity():
-    from hf_autoencoders.experiments import Run
-    from hf_autoencoders.experiments_studies import claim, sample_verdict
+    from hf_autoencoders.studies.study import Run
+    from hf_autoencoders.studies.verdicts import claim, sample_verdict
 
     def run(confidence, entropy, score):
         metrics = {"sample_mean_max_prob": confidence, "sample_class_entropy": entropy,

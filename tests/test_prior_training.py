@@ -11,10 +11,11 @@ from PIL import Image
 from transformers import AutoModel
 
 import hf_autoencoders as H
-from hf_autoencoders import prior_training as P
 from hf_autoencoders.cli import main as cli_main
 from hf_autoencoders.data import ImageCollator, ImageTensorDataset, load_image_dataset
 from hf_autoencoders.plots import plot_samples
+from hf_autoencoders.training import prior as P
+from hf_autoencoders.training.arguments import parse_prior_args
 
 TINY_VQ = dict(hidden_size=8, num_embeddings=16, embedding_dim=4, num_residual_blocks=1, kmeans_init=True)
 PRIOR_FLAGS = ["--hidden_size", "8", "--num_layers", "2", "--max_train_samples", "256", "--max_eval_samples", "64",
@@ -42,7 +43,7 @@ def run(tmp_path_factory, digits):
     """A saved tiny VQ-VAE and a prior trained on its codes of the embedded digits by `run_prior_training`."""
     root = tmp_path_factory.mktemp("prior_run")
     tiny_vqvae(digits).save_pretrained(root / "vqvae")
-    args = P.parse_prior_args(["--vqvae", str(root / "vqvae"), "--output_dir", str(root / "prior"), "--do_train",
+    args = parse_prior_args(["--vqvae", str(root / "vqvae"), "--output_dir", str(root / "prior"), "--do_train",
                                "--do_eval", *PRIOR_FLAGS])
     metrics = P.run_prior_training(*args)
     return root, metrics
@@ -139,7 +140,7 @@ def test_sample_command_with_prior(run, tmp_path):
 def test_evaluate_command_with_label_metrics(run, tmp_path, capsys):
     root, _ = run
     output = tmp_path / "metrics.json"
-    cli_main(["evaluate", str(root / "vqvae"), "--max_samples", "64", "--downstream", "--linear_probe",
+    cli_main(["evaluate", str(root / "vqvae"), "--max_eval_samples", "64", "--downstream", "--linear_probe",
               "--sample_quality", "16", "--prior", str(root / "prior"), "--classifier_epochs", "1",
               "--max_train_samples", "300", "--output", str(output)])
     metrics = json.loads(output.read_text())
@@ -150,18 +151,19 @@ def test_evaluate_command_with_label_metrics(run, tmp_path, capsys):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["linear_probe_accuracy"] > 0.3  # ten classes: chance is 0.1
     assert 1.0 <= metrics["sample_inception_score"] <= 10.0
-    with pytest.raises(SystemExit, match="already exists"):
+    with pytest.raises(SystemExit):
         cli_main(["evaluate", str(root / "vqvae"), "--output", str(output)])
+    assert "already exists" in capsys.readouterr().err
 
 
 def test_second_run_reuses_codes_and_refuses_existing_output(run, monkeypatch):
     root, _ = run
     args = ["--vqvae", str(root / "vqvae"), "--output_dir", str(root / "prior"), "--do_train", *PRIOR_FLAGS]
     with pytest.raises(ValueError, match="already holds files"):
-        P.run_prior_training(*P.parse_prior_args(args))
+        P.run_prior_training(*parse_prior_args(args))
     monkeypatch.setattr(P, "_encode_dataset", lambda *a, **k: pytest.fail("codes were extracted again"))
     args[args.index("--max_steps") + 1] = "1"
-    metrics = P.run_prior_training(*P.parse_prior_args([*args, "--overwrite_output_dir"]))
+    metrics = P.run_prior_training(*parse_prior_args([*args, "--overwrite_output_dir"]))
     assert metrics["test_nll_per_code_nats"] > 0
 
 
@@ -170,7 +172,7 @@ def test_class_conditional_prior(run, tmp_path):
     args = ["--vqvae", str(root / "vqvae"), "--output_dir", str(tmp_path / "cond"), "--class_conditional",
             "--code_cache_dir", str(root / "prior" / "code_cache"), "--do_train", *PRIOR_FLAGS]
     args[args.index("--max_steps") + 1] = "1"
-    P.run_prior_training(*P.parse_prior_args(args))
+    P.run_prior_training(*parse_prior_args(args))
     prior = AutoModel.from_pretrained(tmp_path / "cond")
     assert prior.config.num_classes == 10
     assert (tmp_path / "cond" / "samples.png").is_file()
@@ -179,14 +181,14 @@ def test_class_conditional_prior(run, tmp_path):
 def test_vae_is_refused_with_its_model_type(tmp_path):
     torch.manual_seed(0)
     H.VAEModel(H.VAEConfig(hidden_size=8, latent_dim=2)).save_pretrained(tmp_path / "vae")
-    args = P.parse_prior_args(["--vqvae", str(tmp_path / "vae"), "--output_dir", str(tmp_path / "out")])
+    args = parse_prior_args(["--vqvae", str(tmp_path / "vae"), "--output_dir", str(tmp_path / "out")])
     with pytest.raises(ValueError, match="hf_autoencoders_vae.*VQ-VAE"):
         P.run_prior_training(*args)
     with pytest.raises(ValueError, match="no config.json"):
-        P.run_prior_training(*P.parse_prior_args(["--vqvae", str(tmp_path), "--output_dir", str(tmp_path / "o")]))
+        P.run_prior_training(*parse_prior_args(["--vqvae", str(tmp_path), "--output_dir", str(tmp_path / "o")]))
     assert not (tmp_path / "out").exists()
 
 
 def test_vqvae_argument_is_required():
     with pytest.raises(SystemExit):
-        P.parse_prior_args(["--output_dir", "x"])
+        parse_prior_args(["--output_dir", "x"])

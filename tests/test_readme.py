@@ -13,4 +13,4 @@ def test_readme_commands_and_ci_agree():
     assert "examples/quickstart.py" in main_job and "pytest" in tests
     ci = (ROOT / ".ci" / "run").read_text()
     assert tests in ci.splitlines()
-    assert ci.index("torch==2.13.0") < ci.index('-e ".[test]"')
+    assert ci.index("torch==2.13.0") < ci.index('-e ".[test')

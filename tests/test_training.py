@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-import hf_autoencoders  # noqa: F401
+import hf_autoencoders.models  # noqa: F401  (registers the Auto classes)
 from hf_autoencoders import VAEConfig, VAEModel
 from hf_autoencoders.data import DatasetNotFoundError
 from hf_autoencoders.hub import push_to_hub
@@ -168,7 +168,7 @@ EVAL_SCRIPT = """
 import json, os, sys, torch
 import hf_autoencoders as H
 from hf_autoencoders.data import ImageCollator, ImageTensorDataset, load_image_dataset
-from hf_autoencoders.trainer import AutoencoderTrainer
+from hf_autoencoders.training import AutoencoderTrainer
 from hf_autoencoders.training import AutoencoderTrainingArguments
 torch.manual_seed(0)
 model = H.VQVAEModel(H.VQVAEConfig(hidden_size=8, num_embeddings=16, embedding_dim=4, num_residual_blocks=1))
@@ -194,7 +194,7 @@ def test_evaluation_is_exact_under_two_processes(tmp_path):
         line = next(x for x in result.stdout.splitlines() if x.startswith("METRICS"))
         metrics.append(json.loads(line.removeprefix("METRICS")))
     single, double = metrics
-    assert set(single) == set(double) and "eval_codebook_loss" in single and "eval_perplexity" in single
+    assert set(single) == set(double) and "eval_codebook_loss" in single and "eval_codebook_perplexity" in single
     for key in single:
         assert double[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
 

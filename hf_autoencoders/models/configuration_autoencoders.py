@@ -5,6 +5,10 @@ fields of its latent space. Every field is checked when the config is built, so 
 refused before any weight is allocated.
 """
 
+import math
+import types
+import typing
+
 from transformers import PreTrainedConfig
 
 BACKBONES = ("mlp", "conv", "vit")
@@ -19,9 +23,35 @@ _DEFAULT_HIDDEN_SIZE = {"mlp": 512, "conv": 64, "vit": 128}
 _DEFAULT_NUM_HIDDEN_LAYERS = {"mlp": 2, "conv": 0, "vit": 4}
 
 
+MAX_CODES = 2**20  # the largest codebook: code histograms and priors hold K entries per code map position
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
+
+
+def _check_types(config: PreTrainedConfig) -> None:
+    """Refuse a value of the wrong type for any field the config classes declare (a float or string size, a
+    non-finite float), naming the field: the errors torch would raise later are far from the cause."""
+    for cls in type(config).__mro__:
+        if cls is PreTrainedConfig:
+            break
+        for name, annotation in vars(cls).get("__annotations__", {}).items():
+            value = getattr(config, name, None)
+            kinds = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+            if value is None and type(None) in kinds:
+                continue
+            if int in kinds and not (float in kinds or bool in kinds):
+                _require(isinstance(value, int) and not isinstance(value, bool),
+                         f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
+            elif float in kinds:
+                _require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                         f"{name} must be a finite number, got {value!r}.")
+            elif bool in kinds:
+                _require(isinstance(value, bool), f"{name} must be true or false, got {value!r}.")
+            elif str in kinds:
+                _require(isinstance(value, str), f"{name} must be a string, got {value!r} ({type(value).__name__}).")
 
 
 class AutoencoderConfig(PreTrainedConfig):
@@ -63,6 +93,8 @@ class AutoencoderConfig(PreTrainedConfig):
     """
 
     model_type = "hf_autoencoders_base"
+    family: typing.ClassVar[str | None] = None
+    display_name: typing.ClassVar[str] = "autoencoder"
 
     image_size: int = 28
     num_channels: int = 1
@@ -79,6 +111,7 @@ class AutoencoderConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
+        _check_types(self)
         _require(self.backbone in BACKBONES, f"backbone={self.backbone!r} is not known; use one of {BACKBONES}.")
         _require(
             self.likelihood in LIKELIHOODS, f"likelihood={self.likelihood!r} is not known; use one of {LIKELIHOODS}."
@@ -92,6 +125,9 @@ class AutoencoderConfig(PreTrainedConfig):
             self.num_hidden_layers = _DEFAULT_NUM_HIDDEN_LAYERS[self.backbone]
         _require(self.hidden_size >= 1, f"hidden_size must be >= 1, got {self.hidden_size}.")
         _require(self.num_hidden_layers >= 0, f"num_hidden_layers must be >= 0, got {self.num_hidden_layers}.")
+        _require(self.num_residual_blocks >= 0, f"num_residual_blocks must be >= 0, got {self.num_residual_blocks}.")
+        _require(self.num_attention_heads >= 1, f"num_attention_heads must be >= 1, got {self.num_attention_heads}.")
+        _require(self.initializer_range > 0, f"initializer_range must be > 0, got {self.initializer_range}.")
         if self.backbone in ("conv", "mlp"):
             factor = 2**self.num_downsamples
             _require(self.num_downsamples >= 0, f"num_downsamples must be >= 0, got {self.num_downsamples}.")
@@ -137,14 +173,16 @@ class AEConfig(AutoencoderConfig):
     """
 
     model_type = "hf_autoencoders_ae"
+    family = "ae"  # the name --model_type takes
+    display_name = "AE"
 
     latent_dim: int = 16
     noise_std: float = 0.0
 
     def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
         _require(self.latent_dim >= 1, f"latent_dim must be >= 1, got {self.latent_dim}.")
         _require(self.noise_std >= 0, f"noise_std must be >= 0, got {self.noise_std}.")
-        super().__post_init__(**kwargs)
 
 
 class VAEConfig(AEConfig):
@@ -172,6 +210,8 @@ class VAEConfig(AEConfig):
     """
 
     model_type = "hf_autoencoders_vae"
+    family = "vae"  # the name --model_type takes
+    display_name = "VAE"
 
     gaussian_variance: float = 0.05
     kl_weight: float = 1.0
@@ -183,6 +223,7 @@ class VAEConfig(AEConfig):
     gumbel_temperature: float = 0.5
 
     def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
         _require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}.")
         _require(
             self.gradient_estimator in GRADIENT_ESTIMATORS,
@@ -204,7 +245,6 @@ class VAEConfig(AEConfig):
             f"categorical_estimator={self.categorical_estimator!r} is not known; use one of {CATEGORICAL_ESTIMATORS}.",
         )
         _require(self.gumbel_temperature > 0, f"gumbel_temperature must be > 0, got {self.gumbel_temperature}.")
-        super().__post_init__(**kwargs)
 
 
 class VQVAEConfig(AutoencoderConfig):
@@ -239,6 +279,8 @@ class VQVAEConfig(AutoencoderConfig):
     """
 
     model_type = "hf_autoencoders_vqvae"
+    family = "vqvae"  # the name --model_type takes
+    display_name = "VQ-VAE"
 
     quantizer: str = "vq"
     num_embeddings: int = 512
@@ -257,10 +299,16 @@ class VQVAEConfig(AutoencoderConfig):
     fsq_levels: list[int] | tuple[int, ...] = (8, 5, 5, 5)
 
     def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
         _require(
             self.quantizer in QUANTIZERS, f"quantizer={self.quantizer!r} is not known; use one of {QUANTIZERS}."
         )
-        self.fsq_levels = tuple(int(level) for level in self.fsq_levels)
+        _require(
+            isinstance(self.fsq_levels, (list, tuple))
+            and all(isinstance(level, int) and not isinstance(level, bool) for level in self.fsq_levels),
+            f"fsq_levels must be a sequence of integers such as (8, 5, 5, 5), got {self.fsq_levels!r}.",
+        )
+        self.fsq_levels = tuple(self.fsq_levels)
         if self.quantizer == "fsq":
             _require(
                 len(self.fsq_levels) >= 1 and all(level >= 2 for level in self.fsq_levels),
@@ -271,6 +319,12 @@ class VQVAEConfig(AutoencoderConfig):
                 num_embeddings *= level
             self.num_embeddings = num_embeddings
         _require(self.num_embeddings >= 2, f"num_embeddings (K) must be >= 2, got {self.num_embeddings}.")
+        _require(
+            self.num_embeddings <= MAX_CODES,
+            f"num_embeddings (K) is {self.num_embeddings}, more than {MAX_CODES} codes (2**20): code histograms and "
+            "priors would not fit in memory. Use fewer codes (for FSQ, fewer or smaller fsq_levels such as "
+            "(8, 5, 5, 5)).",
+        )
         _require(self.embedding_dim >= 1, f"embedding_dim (d) must be >= 1, got {self.embedding_dim}.")
         _require(self.commitment_cost >= 0, f"commitment_cost must be >= 0, got {self.commitment_cost}.")
         _require(0 < self.ema_decay < 1, f"ema_decay must be in (0, 1), got {self.ema_decay}.")
@@ -283,4 +337,3 @@ class VQVAEConfig(AutoencoderConfig):
             self.quantization_temperature > 0,
             f"quantization_temperature must be > 0, got {self.quantization_temperature}.",
         )
-        super().__post_init__(**kwargs)

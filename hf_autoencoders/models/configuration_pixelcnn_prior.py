@@ -31,6 +31,7 @@ class PixelCNNPriorConfig(PreTrainedConfig):
     """
 
     model_type = "hf_autoencoders_pixelcnn_prior"
+    display_name = "PixelCNN prior"
 
     num_embeddings: int = 512
     grid_size: int = 7

@@ -25,6 +25,8 @@ class GaussianLikelihood(nn.Module):
     the plain AE, ||x - g(f(x))||^2.
     """
 
+    discrete = False  # a density over continuous pixels: its NLL is not a code length
+
     def __init__(self, config: AutoencoderConfig):
         super().__init__()
         self.variance = config.gaussian_variance
@@ -47,6 +49,7 @@ class BernoulliLikelihood(nn.Module):
     """
 
     constant = 0.0
+    discrete = True  # a probability mass over binary pixels: its NLL is a code length (bits/dim)
 
     def __init__(self, config: AutoencoderConfig):
         super().__init__()
@@ -69,6 +72,7 @@ class DiscretizedLogisticLikelihood(nn.Module):
     """
 
     constant = 0.0
+    discrete = True  # a probability mass over 8-bit pixels: its NLL is a code length (bits/dim)
 
     def __init__(self, config: AutoencoderConfig):
         super().__init__()

@@ -4,7 +4,7 @@ import torch
 
 from .backbones import build_decoder, build_encoder
 from .configuration_autoencoders import AEConfig
-from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel
+from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel, EncoderOutput
 
 
 class AEModel(AutoencoderPreTrainedModel):
@@ -24,21 +24,31 @@ class AEModel(AutoencoderPreTrainedModel):
         self._build_likelihood()
         self.post_init()
 
-    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """z = f(x), shape (batch, latent_dim)."""
-        self.check_pixel_values(pixel_values)
-        return self.encoder(pixel_values)
+    def encode(self, pixel_values: torch.Tensor, return_dict: bool = True) -> EncoderOutput | tuple:
+        """`latents` z = f(x), shape (batch, latent_dim)."""
+        latents = self.encoder(self.check_pixel_values(pixel_values))
+        return EncoderOutput(latents=latents) if return_dict else (latents,)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """E[x | z] = g(z) (through the likelihood's mean, e.g. a sigmoid for Bernoulli), shape (batch, C, H, W)."""
-        return self.likelihood.mean(self.decoder(latents))
+    def decode(self, latents: torch.Tensor, return_dict: bool = True):
+        """`sample` E[x | z] = g(z) (through the likelihood's mean, e.g. a sigmoid for Bernoulli), shape
+        (batch, C, H, W)."""
+        return self._decoded(self.decoder(self._check_latents(latents, self.config.latent_dim)), return_dict)
+
+    def representation(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """z = f(x)."""
+        return self.encode(pixel_values).latents
 
     @torch.no_grad()
-    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, num_samples: int, generator: torch.Generator | None = None, prior=None) -> torch.Tensor:
         """Decode z ~ N(0, I). An AE has no prior, so this is the naive generator that the VAE's KL term makes
         meaningful: AE latents need not lie where N(0, I) puts its mass, and these images show it."""
-        latents = torch.randn(num_samples, self.config.latent_dim, generator=generator, device=self.device)
-        return self.decode(latents.to(self.dtype))
+        self._check_num_samples(num_samples)
+        if prior is not None:
+            raise ValueError("An AE decodes z ~ N(0, I); a learned prior over codes applies to a VQ-VAE. "
+                             "Pass prior=None.")
+        device = generator.device if generator is not None else self.device
+        latents = torch.randn(num_samples, self.config.latent_dim, generator=generator, device=device)
+        return self.decode(latents).sample
 
     def forward(
         self,
@@ -47,17 +57,17 @@ class AEModel(AutoencoderPreTrainedModel):
         return_loss: bool = True,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> AutoencoderOutput:
+    ) -> AutoencoderOutput | tuple:
         """Reconstruct `pixel_values`; the loss compares to `target_pixel_values` if given (denoising), else to
         the input itself."""
-        self.check_pixel_values(pixel_values)
-        target = self._target(pixel_values, target_pixel_values)
+        pixel_values, target = self._inputs(pixel_values, target_pixel_values)
         latents = self.encoder(self._corrupt(pixel_values))
         decoder_params = self.decoder(latents)
         reconstruction_loss = self.reconstruction_loss(target, decoder_params).mean() if return_loss else None
-        return AutoencoderOutput(
+        output = AutoencoderOutput(
             loss=reconstruction_loss,
             reconstruction=self.likelihood.mean(decoder_params),
             latents=latents,
             reconstruction_loss=reconstruction_loss,
         )
+        return self._return(output, return_dict)

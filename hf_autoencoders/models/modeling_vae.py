@@ -12,45 +12,56 @@ from torch import nn
 
 from .backbones import build_decoder, build_encoder
 from .configuration_autoencoders import VAEConfig
-from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel
+from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel, PosteriorOutput
 
 
 class DiagonalGaussian:
-    r"""q(z|x) = N(mean, diag(std^2)), with the closed-form KL to the standard normal prior.
+    r"""q(z|x) = N(mean, diag(std^2)), with the closed-form KL to the standard normal prior (diffusers'
+    `DiagonalGaussianDistribution` for vector latents: `sample`, `mode`, `mean`, `std`, `var`, `logvar`, `kl`, `nll`).
 
-    `sample`/`rsample` return one draw of shape (batch, latent_dim) when `num_samples` is None, else
-    (num_samples, batch, latent_dim); `log_prob` accepts any leading sample dimensions."""
+    `sample` returns one draw of shape (batch, latent_dim) when `num_samples` is None, else (num_samples, batch,
+    latent_dim); `log_prob` and `nll` accept any leading sample dimensions."""
 
     def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
         self.mean = mean
         self.logvar = logvar.clamp(-30.0, 20.0)
         self.std = torch.exp(0.5 * self.logvar)
+        self.var = self.std.pow(2)
 
-    def rsample(self, num_samples: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        r"""The reparameterization trick: z = mu + sigma * eps, eps ~ N(0, I), differentiable in mu and sigma."""
+    def sample(self, generator: torch.Generator | None = None, num_samples: int | None = None) -> torch.Tensor:
+        r"""The reparameterization trick: z = mu + sigma * eps, eps ~ N(0, I), differentiable in mu and sigma.
+        `.detach()` it for the score-function estimator, whose samples carry no gradient."""
         shape = self.mean.shape if num_samples is None else (num_samples, *self.mean.shape)
-        eps = torch.randn(shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        device = generator.device if generator is not None else self.mean.device
+        eps = torch.randn(shape, generator=generator, device=device, dtype=self.mean.dtype).to(self.mean.device)
         return self.mean + self.std * eps
 
-    def sample(self, num_samples: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A sample that carries no gradient (for the score-function estimator)."""
-        with torch.no_grad():
-            return self.rsample(num_samples, generator)
+    def mode(self) -> torch.Tensor:
+        """The most likely z, mu."""
+        return self.mean
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z|x), summed over latent dimensions."""
         return (-0.5 * ((z - self.mean) / self.std).pow(2) - 0.5 * self.logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
 
-    def kl(self) -> torch.Tensor:
-        r"""KL(N(mu, sigma^2) || N(0, I)) = 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2), per sample."""
-        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum(-1)
+    def nll(self, z: torch.Tensor) -> torch.Tensor:
+        """-log q(z|x), summed over latent dimensions (diffusers' name)."""
+        return -self.log_prob(z)
+
+    def kl(self, other: "DiagonalGaussian | None" = None) -> torch.Tensor:
+        r"""KL(q || N(0, I)) = 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2) per sample, or with `other`
+        KL(q || other) = 1/2 sum_j ((mu_j - m_j)^2 / s_j^2 + sigma_j^2 / s_j^2 - 1 - log sigma_j^2 + log s_j^2)."""
+        if other is None:
+            return 0.5 * (self.mean.pow(2) + self.var - 1.0 - self.logvar).sum(-1)
+        return 0.5 * ((self.mean - other.mean).pow(2) / other.var + self.var / other.var - 1.0 - self.logvar
+                      + other.logvar).sum(-1)
 
 
 class CategoricalGaussianPosterior:
     r"""q(c, z|x) = Cat(c; pi) N(z; mu, diag sigma^2) over the latent [one_hot(c), z] (first K entries: c).
 
-    Samples are one-hot in c (`sample`, no gradient) or Gumbel-softmax relaxed (`rsample`, Jang et al. 2017;
-    Maddison et al. 2017): with g_k = -log(-log u_k), u_k ~ U(0, 1),
+    Samples are one-hot in c (`sample`, no gradient through c) or Gumbel-softmax relaxed (`relaxed_sample`, Jang et
+    al. 2017; Maddison et al. 2017): with g_k = -log(-log u_k), u_k ~ U(0, 1),
 
         hard:    c = one_hot(argmax_k (log pi_k + g_k))        (an exact draw from Cat(pi), the Gumbel-max trick)
         relaxed: c = softmax((log pi + g) / tau)               (differentiable in pi; tends to the hard c as tau -> 0)
@@ -74,34 +85,40 @@ class CategoricalGaussianPosterior:
         """[one_hot(c), z] -> (one_hot(c), z)."""
         return latents[..., : self.num_categories], latents[..., self.num_categories :]
 
-    def _gumbel_logits(self, num_samples, generator):
+    def _gumbel_logits(self, generator, num_samples):
         shape = self.log_probs.shape if num_samples is None else (num_samples, *self.log_probs.shape)
-        u = torch.rand(shape, generator=generator, device=self.probs.device, dtype=self.probs.dtype)
+        device = generator.device if generator is not None else self.probs.device
+        u = torch.rand(shape, generator=generator, device=device, dtype=self.probs.dtype).to(self.probs.device)
         gumbel = -torch.log((-torch.log(u.clamp(min=1e-20))).clamp(min=1e-20))
         return self.log_probs + gumbel
 
-    def sample_categories(self, num_samples=None, generator=None) -> torch.Tensor:
+    def sample_categories(self, generator=None, num_samples=None) -> torch.Tensor:
         """One-hot draws of c ~ Cat(pi), no gradient."""
         with torch.no_grad():
-            index = self._gumbel_logits(num_samples, generator).argmax(-1)
+            index = self._gumbel_logits(generator, num_samples).argmax(-1)
             return nn.functional.one_hot(index, self.num_categories).to(self.probs.dtype)
 
-    def relaxed_categories(self, num_samples=None, generator=None, temperature: float = 1.0) -> torch.Tensor:
+    def relaxed_categories(self, generator=None, num_samples=None, temperature: float = 1.0) -> torch.Tensor:
         """Gumbel-softmax relaxed one-hot draws, differentiable in pi."""
-        return (self._gumbel_logits(num_samples, generator) / temperature).softmax(-1)
+        return (self._gumbel_logits(generator, num_samples) / temperature).softmax(-1)
 
-    def sample(self, num_samples: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """[one_hot(c), z] with c ~ Cat(pi), z ~ N(mu, sigma^2), no gradient."""
-        with torch.no_grad():
-            categories = self.sample_categories(num_samples, generator)
-            return torch.cat([categories, self.gaussian.sample(num_samples, generator)], -1)
+    def sample(self, generator: torch.Generator | None = None, num_samples: int | None = None) -> torch.Tensor:
+        """[one_hot(c), z] with c ~ Cat(pi) (no gradient through c) and z = mu + sigma * eps (reparameterized)."""
+        categories = self.sample_categories(generator, num_samples)
+        return torch.cat([categories, self.gaussian.sample(generator, num_samples)], -1)
 
-    def rsample(
-        self, num_samples: int | None = None, generator: torch.Generator | None = None, temperature: float = 1.0
+    def relaxed_sample(
+        self, generator: torch.Generator | None = None, num_samples: int | None = None, temperature: float = 1.0
     ) -> torch.Tensor:
         """[relaxed c, z], differentiable in pi (Gumbel-softmax with `temperature`) and in mu, sigma."""
-        categories = self.relaxed_categories(num_samples, generator, temperature)
-        return torch.cat([categories, self.gaussian.rsample(num_samples, generator)], -1)
+        categories = self.relaxed_categories(generator, num_samples, temperature)
+        return torch.cat([categories, self.gaussian.sample(generator, num_samples)], -1)
+
+    def mode(self) -> torch.Tensor:
+        """[one_hot(argmax pi), mu]: the most likely category and z."""
+        index = self.probs.argmax(-1)
+        categories = nn.functional.one_hot(index, self.num_categories).to(self.probs.dtype)
+        return torch.cat([categories, self.gaussian.mean], -1)
 
     def categorical_log_prob(self, categories: torch.Tensor) -> torch.Tensor:
         """log Cat(c; pi) = sum_k c_k log pi_k for one-hot c."""
@@ -115,6 +132,10 @@ class CategoricalGaussianPosterior:
     def categorical_kl(self) -> torch.Tensor:
         r"""KL(Cat(pi) || Uniform(K)) = sum_k pi_k log(pi_k K), per sample (between 0 and log K)."""
         return (self.probs * (self.log_probs + math.log(self.num_categories))).sum(-1)
+
+    def nll(self, latents: torch.Tensor) -> torch.Tensor:
+        """-log q(c, z|x)."""
+        return -self.log_prob(latents)
 
     def kl(self) -> torch.Tensor:
         """KL(q(c, z|x) || p(c) p(z)) = KL(Cat(pi) || Uniform) + KL(N(mu, sigma^2) || N(0, I)), per sample."""
@@ -159,6 +180,7 @@ class VAEModel(AutoencoderPreTrainedModel):
     """
 
     config_class = VAEConfig
+    loss_terms = ("reconstruction_loss", "kl_loss")
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
@@ -174,10 +196,11 @@ class VAEModel(AutoencoderPreTrainedModel):
         """Size of the decoder's input: num_categories (one-hot c) + latent_dim (z)."""
         return self.config.num_categories + self.config.latent_dim
 
-    def encode(self, pixel_values: torch.Tensor) -> DiagonalGaussian | CategoricalGaussianPosterior:
-        """The approximate posterior q(z|x) (q(c, z|x) with a categorical part)."""
-        self.check_pixel_values(pixel_values)
-        return self._posterior(pixel_values)
+    def encode(self, pixel_values: torch.Tensor, return_dict: bool = True) -> PosteriorOutput | tuple:
+        """`latent_dist`: the approximate posterior q(z|x), a `DiagonalGaussian` (a `CategoricalGaussianPosterior`
+        q(c, z|x) with a categorical part); `encode(x).latent_dist.sample()` is differentiable."""
+        posterior = self._posterior(self.check_pixel_values(pixel_values))
+        return PosteriorOutput(latent_dist=posterior) if return_dict else (posterior,)
 
     def _posterior(self, pixel_values: torch.Tensor) -> DiagonalGaussian | CategoricalGaussianPosterior:
         out = self.encoder(pixel_values)
@@ -191,11 +214,16 @@ class VAEModel(AutoencoderPreTrainedModel):
         """q(c|x) = pi(x), shape (batch, num_categories); `.argmax(-1)` is the image's cluster."""
         if self.config.num_categories == 0:
             raise ValueError("classify needs a categorical latent; this model has num_categories=0.")
-        return self.encode(pixel_values).probs
+        return self.encode(pixel_values).latent_dist.probs
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """E[x | z], shape (batch, C, H, W); latents (batch, latent_size) = [one_hot(c), z] with a categorical part."""
-        return self.likelihood.mean(self.decoder(latents))
+    def decode(self, latents: torch.Tensor, return_dict: bool = True):
+        """`sample` E[x | z], shape (batch, C, H, W); latents (batch, latent_size) = [one_hot(c), z] with a
+        categorical part."""
+        return self._decoded(self.decoder(self._check_latents(latents, self.latent_size)), return_dict)
+
+    def representation(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The posterior mean E_q[z] ([pi, mu] with a categorical part)."""
+        return self.encode(pixel_values).latent_dist.mean
 
     def log_likelihood(self, pixel_values: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """log p(x | z) in nats with every constant (for ELBO and importance-sampled NLL).
@@ -219,17 +247,36 @@ class VAEModel(AutoencoderPreTrainedModel):
 
     def sample_latents(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draws from the prior, shape (num_samples, latent_size): z ~ N(0, I), and c ~ Uniform(K) one-hot first."""
-        latents = torch.randn(num_samples, self.config.latent_dim, generator=generator, device=self.device)
+        device = generator.device if generator is not None else self.device
+        latents = torch.randn(num_samples, self.config.latent_dim, generator=generator, device=device)
         if self.config.num_categories > 0:
-            index = torch.randint(self.config.num_categories, (num_samples,), generator=generator, device=self.device)
+            index = torch.randint(self.config.num_categories, (num_samples,), generator=generator, device=device)
             categories = nn.functional.one_hot(index, self.config.num_categories).to(latents.dtype)
             latents = torch.cat([categories, latents], -1)
-        return latents.to(self.dtype)
+        return latents.to(device=self.device, dtype=self.dtype)
 
     @torch.no_grad()
-    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, num_samples: int, generator: torch.Generator | None = None, prior=None) -> torch.Tensor:
         """Images decoded from prior latents (`sample_latents`), shape (num_samples, C, H, W)."""
-        return self.decode(self.sample_latents(num_samples, generator))
+        self._check_num_samples(num_samples)
+        if prior is not None:
+            raise ValueError("A VAE samples from its prior N(0, I); a learned prior over codes applies to a VQ-VAE. "
+                             "Pass prior=None.")
+        return self.decode(self.sample_latents(num_samples, generator)).sample
+
+    def log_importance_weights(
+        self, pixel_values: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        r"""log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for z_k ~ q(z|x), shape (num_samples, batch), in nats
+        with every constant. The two bounds on log p(x) are read off them:
+
+            ELBO(x) = E_q[log w],    IWAE_K(x) = log (1/K) sum_k w_k   (Burda et al., 2016),
+
+        with ELBO <= IWAE_K <= log p(x), the IWAE bound tightening as K grows."""
+        pixel_values = self.check_pixel_values(pixel_values)
+        posterior = self._posterior(pixel_values)
+        z = posterior.sample(generator, num_samples)
+        return self.log_likelihood(pixel_values, z) + self.log_prior(z) - posterior.log_prob(z)
 
     def forward(
         self,
@@ -238,21 +285,25 @@ class VAEModel(AutoencoderPreTrainedModel):
         return_loss: bool = True,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> AutoencoderOutput:
-        self.check_pixel_values(pixel_values)
+    ) -> AutoencoderOutput | tuple:
         config = self.config
-        target = self._target(pixel_values, target_pixel_values)
+        pixel_values, target = self._inputs(pixel_values, target_pixel_values)
         posterior = self._posterior(self._corrupt(pixel_values))
         num_samples = config.num_latent_samples
         gaussian = posterior if config.num_categories == 0 else posterior.gaussian
         score_function = config.gradient_estimator == "score_function"
-        latents = gaussian.sample(num_samples) if score_function else gaussian.rsample(num_samples)
-        log_q = gaussian.log_prob(latents) if score_function else None  # log q of the score-function parts
+        latents = gaussian.sample(num_samples=num_samples)
+        log_q = None
+        if score_function:  # the samples carry no gradient; log q of the score-function parts does
+            latents = latents.detach()
+            log_q = gaussian.log_prob(latents)
         if config.num_categories > 0:
             if config.categorical_estimator == "gumbel_softmax" and self.training:
-                categories = posterior.relaxed_categories(num_samples, temperature=config.gumbel_temperature)
+                categories = posterior.relaxed_categories(
+                    num_samples=num_samples, temperature=config.gumbel_temperature
+                )
             else:
-                categories = posterior.sample_categories(num_samples)
+                categories = posterior.sample_categories(num_samples=num_samples)
                 if config.categorical_estimator == "score_function":
                     log_q_c = posterior.categorical_log_prob(categories)
                     log_q = log_q_c if log_q is None else log_q + log_q_c
@@ -264,13 +315,14 @@ class VAEModel(AutoencoderPreTrainedModel):
         loss = reconstruction_loss.mean(0) + config.kl_weight * kl_loss
         if log_q is not None and self.training:
             loss = loss + self._score_function_surrogate(log_q, reconstruction_loss)
-        return AutoencoderOutput(
+        output = AutoencoderOutput(
             loss=loss.mean() if return_loss else None,
             reconstruction=self.likelihood.mean(decoder_params[: pixel_values.shape[0]]),
             latents=latents[0],
             reconstruction_loss=reconstruction_loss.mean(),
             kl_loss=kl_loss.mean(),
         )
+        return self._return(output, return_dict)
 
     def _score_function_surrogate(self, log_q: torch.Tensor, reconstruction_loss: torch.Tensor) -> torch.Tensor:
         r"""A zero-valued term whose gradient is the REINFORCE estimate for the encoder,

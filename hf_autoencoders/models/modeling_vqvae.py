@@ -4,7 +4,7 @@ import torch
 
 from .backbones import build_decoder, build_encoder
 from .configuration_autoencoders import VQVAEConfig
-from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel
+from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel, EncoderOutput
 from .quantizers import build_quantizer
 
 
@@ -22,6 +22,7 @@ class VQVAEModel(AutoencoderPreTrainedModel):
     """
 
     config_class = VQVAEConfig
+    loss_terms = ("reconstruction_loss", "codebook_loss", "commitment_loss")
 
     def __init__(self, config: VQVAEConfig):
         super().__init__(config)
@@ -31,47 +32,89 @@ class VQVAEModel(AutoencoderPreTrainedModel):
         self._build_likelihood()
         self.post_init()
 
-    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """z_e(x), the unquantized encoder output, shape (batch, d, h, w)."""
-        self.check_pixel_values(pixel_values)
-        return self.encoder(pixel_values)
+    def encode(self, pixel_values: torch.Tensor, return_dict: bool = True) -> EncoderOutput | tuple:
+        """`latents`: z_e(x), the unquantized encoder output, shape (batch, d, h, w) (`decode` quantizes it)."""
+        latents = self.encoder(self.check_pixel_values(pixel_values))
+        return EncoderOutput(latents=latents) if return_dict else (latents,)
 
     def quantize(self, latents: torch.Tensor):
         """Snap z_e to the codebook: a `QuantizerOutput` with the straight-through `quantized`, `indices`, losses."""
         return self.quantizer(latents)
 
-    def decode(self, quantized: torch.Tensor) -> torch.Tensor:
-        """E[x | z_q], shape (batch, C, H, W)."""
-        return self.likelihood.mean(self.decoder(quantized))
+    def decode(self, latents: torch.Tensor, force_not_quantize: bool = False, return_dict: bool = True):
+        """`sample` E[x | z_q], shape (batch, C, H, W), from a grid of shape (batch, d, h, w). As in diffusers'
+        `VQModel`, the grid is quantized first (and `commit_loss` reported) unless `force_not_quantize`, which
+        decodes it as given (e.g. codes already looked up, or a point between codes)."""
+        grid = self.config.latent_grid_size
+        expected = (self.config.embedding_dim, grid, grid)
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or tuple(latents.shape[1:]) != expected:
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"latents must be a tensor of shape (batch, {', '.join(map(str, expected))}), got {got}.")
+        latents = latents.to(device=self.device, dtype=self.dtype)
+        commit_loss = None
+        if not force_not_quantize:
+            quantized = self.quantize(latents)
+            latents, commit_loss = quantized.quantized, quantized.commitment_loss
+        return self._decoded(self.decoder(latents), return_dict, commit_loss)
+
+    def representation(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """z_q, the quantized grid the decoder reads, shape (batch, d, h, w)."""
+        return self.quantize(self.encode(pixel_values).latents).quantized
 
     def encode_indices(self, pixel_values: torch.Tensor) -> torch.LongTensor:
         """The code map of each image, shape (batch, h, w)."""
-        return self.quantize(self.encode(pixel_values)).indices
+        return self.quantize(self.encode(pixel_values).latents).indices
 
     def decode_indices(self, indices: torch.LongTensor) -> torch.Tensor:
         """Images from code maps of shape (batch, h, w)."""
         grid, num_embeddings = self.config.latent_grid_size, self.config.num_embeddings
+        if not isinstance(indices, torch.Tensor) or indices.is_floating_point():
+            raise ValueError(f"indices must be an integer tensor of shape (batch, {grid}, {grid}).")
         if indices.ndim != 3 or tuple(indices.shape[1:]) != (grid, grid):
             raise ValueError(f"indices must have shape (batch, {grid}, {grid}), got {tuple(indices.shape)}.")
         if indices.numel() and (indices.min() < 0 or indices.max() >= num_embeddings):
             raise ValueError(f"indices must lie in [0, {num_embeddings}), got values in "
                              f"[{int(indices.min())}, {int(indices.max())}].")
-        return self.decode(self.quantizer.embed(indices.to(self.device)))
+        return self.decode(self.quantizer.embed(indices.to(self.device)), force_not_quantize=True).sample
+
+    def check_prior(self, prior) -> None:
+        """Refuse a prior trained for another codebook size K or code-map size."""
+        prior_config = getattr(prior, "config", None)
+        num_embeddings = getattr(prior_config, "num_embeddings", None)
+        grid_size = getattr(prior_config, "grid_size", None)
+        if num_embeddings is None or grid_size is None:
+            raise ValueError(f"prior must be a prior over VQ-VAE codes (a PixelCNNPriorModel), got "
+                             f"{type(prior).__name__}.")
+        ours = (self.config.num_embeddings, self.config.latent_grid_size)
+        if (num_embeddings, grid_size) != ours:
+            raise ValueError(
+                f"The prior models {grid_size}x{grid_size} maps of {num_embeddings} codes, but this VQ-VAE has "
+                f"{ours[1]}x{ours[1]} maps of K = {ours[0]} codes; train a prior on this VQ-VAE's codes."
+            )
 
     @torch.no_grad()
     def sample(
-        self, num_samples: int, generator: torch.Generator | None = None, prior=None, temperature: float = 1.0
+        self,
+        num_samples: int,
+        generator: torch.Generator | None = None,
+        prior=None,
+        temperature: float = 1.0,
+        class_labels: torch.LongTensor | int | None = None,
     ) -> torch.Tensor:
         """Images from code maps drawn from `prior` (a `PixelCNNPriorModel`), or uniformly at random if None — the
         VQ-VAE's own training prior, which generates poorly: codes are strongly dependent in real images."""
+        self._check_num_samples(num_samples)
         if prior is None:
+            if class_labels is not None:
+                raise ValueError("class_labels need a class-conditional prior; uniform codes have no classes.")
             grid = self.config.latent_grid_size
-            indices = torch.randint(
-                self.config.num_embeddings, (num_samples, grid, grid), generator=generator, device=generator.device
-                if generator is not None else self.device,
-            )
+            device = generator.device if generator is not None else self.device
+            indices = torch.randint(self.config.num_embeddings, (num_samples, grid, grid), generator=generator,
+                                    device=device)
         else:
-            indices = prior.generate(num_samples, temperature=temperature, generator=generator)
+            self.check_prior(prior)
+            indices = prior.generate(num_samples, temperature=temperature, generator=generator,
+                                     class_labels=class_labels)
         return self.decode_indices(indices)
 
     def forward(
@@ -81,14 +124,13 @@ class VQVAEModel(AutoencoderPreTrainedModel):
         return_loss: bool = True,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> AutoencoderOutput:
-        self.check_pixel_values(pixel_values)
-        target = self._target(pixel_values, target_pixel_values)
+    ) -> AutoencoderOutput | tuple:
+        pixel_values, target = self._inputs(pixel_values, target_pixel_values)
         quantized = self.quantize(self.encoder(self._corrupt(pixel_values)))
         decoder_params = self.decoder(quantized.quantized)
         reconstruction_loss = self.reconstruction_loss(target, decoder_params).mean()
         loss = reconstruction_loss + quantized.codebook_loss + quantized.commitment_loss
-        return AutoencoderOutput(
+        output = AutoencoderOutput(
             loss=loss if return_loss else None,
             reconstruction=self.likelihood.mean(decoder_params),
             indices=quantized.indices,
@@ -98,3 +140,4 @@ class VQVAEModel(AutoencoderPreTrainedModel):
             perplexity=quantized.perplexity,
             codebook_usage=quantized.codebook_usage,
         )
+        return self._return(output, return_dict)

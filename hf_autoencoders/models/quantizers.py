@@ -74,12 +74,19 @@ def _squared_distances(z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     return torch.addmm(codes.pow(2).sum(1), z, codes.t(), alpha=-2).add_(z.pow(2).sum(1, keepdim=True))
 
 
-def _code_statistics(indices: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Perplexity exp(-sum_k p_k log p_k) of the histogram p of `indices`, and the fraction of codes used."""
-    counts = torch.bincount(indices.flatten(), minlength=num_codes).float()
-    probs = counts / counts.sum()
-    perplexity = torch.exp(-torch.special.xlogy(probs, probs).sum())
-    return perplexity, (counts > 0).float().mean()
+def code_statistics(counts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Of a histogram of code counts (K,): the perplexity exp(H(p)) of the empirical distribution p (K when every
+    code is used equally, 1 for a single code), its entropy H(p) = -sum_k p_k log p_k in nats, and the fraction of the
+    K codes used at least once. The one definition used for a batch, an evaluation set and the training logs."""
+    counts = counts.double()
+    probs = counts / counts.sum().clamp_min(1)
+    entropy = -torch.special.xlogy(probs, probs).sum()
+    return {"perplexity": entropy.exp(), "entropy": entropy, "usage": (counts > 0).double().mean()}
+
+
+def _batch_statistics(indices: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    stats = code_statistics(torch.bincount(indices.flatten(), minlength=num_codes))
+    return stats["perplexity"].float(), stats["usage"].float()
 
 
 def _kmeans(vectors: torch.Tensor, num_clusters: int, iters: int, spherical: bool):
@@ -242,7 +249,7 @@ class VectorQuantizer(nn.Module):
             if self.training:
                 self._update_state(z.detach(), indices)
             quantized = self._from_lookup_space(z + (z_q - z).detach(), batch, height, width)
-            perplexity, usage = _code_statistics(indices, self.num_embeddings)
+            perplexity, usage = _batch_statistics(indices, self.num_embeddings)
         return QuantizerOutput(
             quantized=quantized.to(z_e.dtype),
             indices=indices.view(batch, height, width),
@@ -407,7 +414,7 @@ class FiniteScalarQuantizer(nn.Module):
             codes = (bounded + (bounded.round() - bounded).detach()) / half_width
             indices = self.codes_to_indices(codes.detach())
             quantized = _linear_fp32(self.project_out, codes).permute(0, 3, 1, 2).contiguous()
-            perplexity, usage = _code_statistics(indices, self.num_embeddings)
+            perplexity, usage = _batch_statistics(indices, self.num_embeddings)
         zero = z.new_zeros(())
         return QuantizerOutput(
             quantized=quantized.to(z_e.dtype),

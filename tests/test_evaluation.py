@@ -8,18 +8,15 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
-from hf_autoencoders.metrics import (
+from hf_autoencoders.evaluation import (
     CodebookUsage,
     SmallCNN,
     classifier_accuracy,
     codebook_stats,
-    collect_outputs,
     downstream_accuracy,
-    elbo,
-    evaluate_model,
-    importance_sampled_nll,
+    evaluate,
     interpolate_latents,
-    iterate_batches,
+    likelihood_bounds,
     linear_probe_accuracy,
     mse,
     nats_to_bits_per_dim,
@@ -28,6 +25,15 @@ from hf_autoencoders.metrics import (
     ssim,
     train_classifier,
 )
+from hf_autoencoders.models import DiagonalGaussian as Posterior
+
+
+def elbo(model, x, num_samples, generator, batch_size=256):
+    return torch.cat([likelihood_bounds(model, c, num_samples, generator)[0] for c in x.split(batch_size)])
+
+
+def importance_sampled_nll(model, x, num_samples, generator, batch_size=256):
+    return torch.cat([-likelihood_bounds(model, c, num_samples, generator)[1] for c in x.split(batch_size)])
 
 
 def rand_images(n, c, h, w, seed=0, low=0.0, high=1.0):
@@ -149,12 +155,22 @@ class LinearGaussianVAE:
         self.b = 0.1 * torch.randn(D, generator=g, dtype=torch.float64)
         self.noise, self.inflate = noise, inflate
         self.posterior_cov = torch.linalg.inv(torch.eye(d, dtype=torch.float64) + self.W.T @ self.W / noise**2)
-        self.config = SimpleNamespace(model_type="hf_autoencoders_vae", likelihood="bernoulli")
+        self.config = SimpleNamespace(num_pixels=D)
+        self.likelihood = SimpleNamespace(discrete=True)  # as if it were a code length, to check bits/dim
 
-    def encode(self, x):
+    loss_terms = ("reconstruction_loss", "kl_loss")
+
+    def posterior(self, x):
         x = x.flatten(1).double()
         mean = (x - self.b) @ self.W @ self.posterior_cov / self.noise**2
-        return DiagonalGaussian(mean, self.posterior_cov.diagonal().sqrt().expand_as(mean) * self.inflate)
+        std = self.posterior_cov.diagonal().sqrt().expand_as(mean) * self.inflate
+        return Posterior(mean, 2 * std.log())
+
+    def log_importance_weights(self, x, num_samples, generator=None):
+        q = self.posterior(x)
+        z = q.sample(generator, num_samples)
+        log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        return self.log_likelihood(x, z) + log_prior - q.log_prob(z)
 
     def decode(self, z):
         return (z @ self.W.T + self.b).view(-1, 1, 2, 2)
@@ -167,7 +183,7 @@ class LinearGaussianVAE:
         return torch.distributions.MultivariateNormal(self.b, cov).log_prob(x.flatten(1).double())
 
     def analytic_elbo(self, x):
-        q = self.encode(x)
+        q = self.posterior(x)
         D = len(self.b)
         residual = (x.flatten(1).double() - q.mean @ self.W.T - self.b).pow(2).sum(1)
         trace = (self.W.pow(2) @ q.std[0].pow(2)).sum()  # tr(W diag(s^2) W^T)
@@ -181,8 +197,8 @@ class LinearGaussianVAE:
         x = z @ self.W.T + self.b + self.noise * torch.randn(n, len(self.b), generator=g, dtype=torch.float64)
         return x.view(n, 1, 2, 2)
 
-    def __call__(self, x, return_loss=True):
-        q = self.encode(x)
+    def __call__(self, x, target_pixel_values=None, return_loss=True):
+        q = self.posterior(x)
         z = q.mean
         reconstruction_loss = -self.log_likelihood(x, z).mean()
         kl_loss = 0.5 * (q.mean.pow(2) + q.std.pow(2) - 1 - q.std.pow(2).log()).sum(1).mean()
@@ -228,31 +244,9 @@ def test_iwae_tightens_with_more_samples_towards_exact_nll():
     assert gaps[4] > 0.05 and abs(gaps[1024]) < 0.01  # a real gap that closes at large K
 
 
-def test_bounds_use_the_models_prior_and_kl_when_present():
-    class ShiftedPosterior(DiagonalGaussian):
-        def kl(self):  # as if the prior had an extra categorical factor Uniform(3) with a certain category
-            return 0.5 * (self.mean.pow(2) + self.std.pow(2) - 1 - self.std.pow(2).log()).sum(-1) + math.log(3)
-
-    class WithPrior(LinearGaussianVAE):
-        def encode(self, x):
-            q = super().encode(x)
-            return ShiftedPosterior(q.mean, q.std)
-
-        def log_prior(self, z):
-            return torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1) - math.log(3)
-
-    plain, shifted = LinearGaussianVAE(), WithPrior()
-    x = plain.sample_x(20)
-    for bound in (importance_sampled_nll, elbo):
-        a = bound(plain, x, num_samples=8, generator=torch.Generator().manual_seed(0))
-        b = bound(shifted, x, num_samples=8, generator=torch.Generator().manual_seed(0))
-        sign = 1 if bound is importance_sampled_nll else -1  # NLL rises by log 3, the ELBO falls by log 3
-        assert torch.allclose(b - a, torch.full_like(a, sign * math.log(3)))
-
-
 def test_iwae_rejects_bad_num_samples():
     with pytest.raises(ValueError, match="num_samples"):
-        importance_sampled_nll(LinearGaussianVAE(), torch.zeros(2, 1, 2, 2), num_samples=0)
+        likelihood_bounds(LinearGaussianVAE(), torch.zeros(2, 1, 2, 2), num_samples=0)
 
 
 def test_nats_to_bits_per_dim():
@@ -401,27 +395,29 @@ def test_sample_quality_with_fake_classifier():
 class FakeAE(nn.Module):
     """Reconstructs x exactly; its 'loss' is a per-sample value (the image mean) averaged over the batch."""
 
-    def __init__(self, model_type="hf_autoencoders_ae", num_embeddings=None):
+    loss_terms = ("reconstruction_loss",)
+
+    def __init__(self, num_embeddings=None):
         super().__init__()
         self.scale = nn.Parameter(torch.ones(()))
-        self.config = SimpleNamespace(model_type=model_type, num_embeddings=num_embeddings)
+        self.config = SimpleNamespace(num_embeddings=num_embeddings)
 
-    def forward(self, pixel_values, return_loss=True):
+    def forward(self, pixel_values, target_pixel_values=None, return_loss=True):
         per_sample = pixel_values.flatten(1).mean(1)
-        indices = (pixel_values[:, 0, ::7, ::7] * 4).long().clamp(max=3)  # codes in {0..3}
+        codes = (pixel_values[:, 0, ::7, ::7] * 4).long().clamp(max=3)  # codes in {0..3}
         return SimpleNamespace(
             loss=per_sample.mean(),
             reconstruction_loss=per_sample.mean(),
             reconstruction=pixel_values * self.scale,
             latents=pixel_values.flatten(1)[:, :3],
-            indices=indices,
+            indices=codes if self.config.num_embeddings else None,
         )
 
 
-def test_evaluate_model_autoencoder():
+def test_evaluate_autoencoder():
     images = rand_images(10, 1, 28, 28)
     model = FakeAE().train()
-    results = evaluate_model(model, images, batch_size=4, progress=False)  # batches of 4, 4, 2
+    results = evaluate(model, images, batch_size=4, progress=False)  # batches of 4, 4, 2
     assert model.training  # mode restored
     assert results["num_examples"] == 10
     assert results["mse"] == 0 and results["psnr"] == math.inf and results["ssim"] == pytest.approx(1.0)
@@ -430,75 +426,24 @@ def test_evaluate_model_autoencoder():
     assert all(type(v) is float for k, v in results.items() if k != "num_examples")
     assert type(results["num_examples"]) is int
     json.dumps(results)
-    assert evaluate_model(model, images, batch_size=4, max_examples=5, progress=False)["num_examples"] == 5
+    assert evaluate(model, images, batch_size=4, max_examples=5, progress=False)["num_examples"] == 5
 
 
-def test_evaluate_model_vqvae_counts_codes_over_the_set():
+def test_evaluate_vqvae_counts_codes_over_the_set():
     images = rand_images(10, 1, 28, 28)
-    results = evaluate_model(FakeAE("hf_autoencoders_vqvae", num_embeddings=16), images, batch_size=3, progress=False)
+    results = evaluate(FakeAE(num_embeddings=16), images, batch_size=3, progress=False)
     expected = codebook_stats((images[:, 0, ::7, ::7] * 4).long().clamp(max=3), 16)
     assert results["codebook_perplexity"] == pytest.approx(expected["perplexity"])
     assert results["codebook_usage"] == pytest.approx(4 / 16)
 
 
-def test_evaluate_model_vae_reports_bounds():
+def test_evaluate_vae_reports_bounds():
     model = LinearGaussianVAE()
     x = model.sample_x(64)
-    results = evaluate_model(model, x, batch_size=32, num_importance_samples=256, progress=False)
+    results = evaluate(model, x.float(), batch_size=32, num_importance_samples=256, progress=False)
     exact_nll = -model.log_marginal(x).mean().item()
     assert -results["elbo"] > results["iwae_nll"] > exact_nll - 0.05
     assert results["iwae_num_samples"] == 256
     assert results["iwae_bits_per_dim"] == pytest.approx(results["iwae_nll"] / (4 * math.log(2)))
     assert {"loss", "reconstruction_loss", "kl_loss", "mse", "psnr", "ssim"} <= set(results)
     json.dumps(results)
-
-
-# ------------------------------------------------------------------------------------------- data containers
-
-
-def test_iterate_batches_accepts_common_containers():
-    images, labels = rand_images(10, 1, 4, 4), torch.arange(10)
-
-    def gather(data, batch_size=4):
-        batches = list(iterate_batches(data, batch_size))
-        pixel_values = torch.cat([p for p, _ in batches])
-        return pixel_values, None if batches[0][1] is None else torch.cat([lab for _, lab in batches])
-
-    assert torch.equal(gather(images)[0], images) and gather(images)[1] is None
-    assert torch.equal(gather([images[:4], images[4:]])[0], images)  # a list of unlabelled batches
-    for data in (
-        (images, labels),
-        {"pixel_values": images, "labels": labels},
-        [{"pixel_values": img, "label": lab} for img, lab in zip(images, labels)],
-        torch.utils.data.TensorDataset(images, labels),
-        torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=3),
-        ({"pixel_values": img, "labels": lab} for img, lab in zip(images, labels)),  # a stream of examples
-        [(images[:4], labels[:4]), (images[4:], labels[4:])],  # a list of batches
-    ):
-        pixel_values, got_labels = gather(data)
-        assert torch.equal(pixel_values, images) and torch.equal(got_labels, labels)
-    with pytest.raises(ValueError, match="pixel_values"):
-        list(iterate_batches({"image": images}))
-
-
-def test_iterate_batches_accepts_hf_dataset():
-    datasets = pytest.importorskip("datasets")
-    images, labels = rand_images(10, 1, 4, 4), torch.arange(10)
-    ds = datasets.Dataset.from_dict({"pixel_values": images.numpy(), "label": labels.numpy()})
-    transformed = ds.with_transform(  # a transform returning lists of tensors, as image processors do
-        lambda batch: {"pixel_values": [torch.tensor(p) for p in batch["pixel_values"]], "label": batch["label"]}
-    )
-    for data in (ds.with_format("torch"), transformed):
-        batches = list(iterate_batches(data, 4))
-        assert [len(p) for p, _ in batches] == [4, 4, 2]
-        assert torch.allclose(torch.cat([p for p, _ in batches]), images)
-        assert torch.equal(torch.cat([lab for _, lab in batches]), labels)
-
-
-def test_collect_outputs_gathers_fields_and_labels():
-    images, labels = rand_images(10, 1, 28, 28), torch.arange(10)
-    out = collect_outputs(FakeAE(), (images, labels), fields=("reconstruction", "latents", "missing"), batch_size=4,
-                          progress=False)
-    assert set(out) == {"reconstruction", "latents", "labels"}
-    assert torch.equal(out["reconstruction"], images) and out["latents"].shape == (10, 3)
-    assert torch.equal(out["labels"], labels)

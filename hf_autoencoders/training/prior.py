@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,16 +23,17 @@ import transformers
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, HfArgumentParser, PreTrainedConfig, Trainer, set_seed
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, Trainer, set_seed
 
-from .data import ImageCollator, ImageTensorDataset, load_image_dataset
-from .models import PixelCNNPriorConfig, PixelCNNPriorModel
-from .training import AutoencoderTrainingArguments, check_output_dir
+from ..data import ImageCollator, ImageTensorDataset, load_image_dataset
+from ..hub import write_model_card
+from ..models import PixelCNNPriorConfig, PixelCNNPriorModel, VQVAEConfig
+from ..plots import plot_loss_curves, plot_samples
+from .arguments import CODE_CACHE_FOLDER, AutoencoderTrainingArguments, PriorArguments
+from .checkpoints import check_output_dir
 
 logger = logging.getLogger(__name__)
 
-VQVAE_MODEL_TYPE = "hf_autoencoders_vqvae"
-CODE_CACHE_FOLDER = "code_cache"
 _CODE_CACHE_VERSION = 1  # bump when extraction changes
 _HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "max_steps", "num_train_epochs", "lr_scheduler_type",
@@ -139,8 +139,8 @@ def extract_codes(
         `(codes, labels)`: codes of shape (N, h, w) as uint8 (K <= 256), int16 (K <= 32768) or int32, in dataset
         order; labels long (N,), or None when the items carry no "labels".
     """
-    if getattr(vqvae.config, "model_type", None) != VQVAE_MODEL_TYPE:
-        raise ValueError(f"extract_codes needs a VQ-VAE ({VQVAE_MODEL_TYPE}), got a "
+    if getattr(vqvae.config, "model_type", None) != VQVAEConfig.model_type:
+        raise ValueError(f"extract_codes needs a VQ-VAE ({VQVAEConfig.model_type}), got a "
                          f"{getattr(vqvae.config, 'model_type', type(vqvae).__name__)!r} model.")
     if len(dataset) == 0:
         raise ValueError("extract_codes got an empty dataset.")
@@ -241,50 +241,15 @@ def code_nll(prior, dataset: CodeDataset, batch_size: int = 256) -> float:
 # ------------------------------------------------------------------------------------------------- command line
 
 
-@dataclass
-class PriorArguments:
-    """Which VQ-VAE's codes to model, on which images, and the prior's size (other sizes: the config's defaults)."""
-
-    vqvae: str = field(metadata={"help": "Folder (or Hub id) of the trained VQ-VAE whose codes the prior models."})
-    dataset_name: str | None = field(
-        default=None,
-        metadata={"help": "The VQ-VAE's training images: a Hub id, a local folder, or nothing for the embedded "
-                          "digits. They are resized to the VQ-VAE's image_size and num_channels."},
-    )
-    binarize: bool | None = field(
-        default=None,
-        metadata={"help": "Threshold pixels at 0.5 before encoding; default: as the VQ-VAE's saved image processor."},
-    )
-    class_conditional: bool = field(default=False, metadata={"help": "Model p(codes | class label)."})
-    hidden_size: int | None = field(default=None, metadata={"help": "Prior channels (default 64)."})
-    num_layers: int | None = field(default=None, metadata={"help": "Gated PixelCNN layers (default 8)."})
-    kernel_size: int | None = field(default=None, metadata={"help": "Odd kernel width (default 5)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training images."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N test images."})
-    code_cache_dir: str | None = field(
-        default=None, metadata={"help": f"Where extracted codes are kept (default: <output_dir>/{CODE_CACHE_FOLDER})."}
-    )
-    num_samples: int = field(default=64, metadata={"help": "Images in samples.png and uniform_samples.png."})
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow writing into an output_dir that already holds files."}
-    )
-
-
-def parse_prior_args(argv: list[str] | None = None) -> tuple[PriorArguments, AutoencoderTrainingArguments]:
-    """Parse command-line flags into (PriorArguments, AutoencoderTrainingArguments)."""
-    parser = HfArgumentParser((PriorArguments, AutoencoderTrainingArguments))
-    return parser.parse_args_into_dataclasses(args=argv)
-
-
 def load_vqvae(name_or_path: str):
     """The VQ-VAE at `name_or_path`, in eval mode; a clear ValueError for anything else."""
     if Path(name_or_path).exists() and not (Path(name_or_path) / "config.json").is_file():
         raise ValueError(f"--vqvae {name_or_path} is not a model folder (no config.json); pass the --output_dir of "
                          "a VQ-VAE training run (hf-autoencoders train --model_type vqvae).")
     config = AutoConfig.from_pretrained(name_or_path)
-    if config.model_type != VQVAE_MODEL_TYPE:
+    if config.model_type != VQVAEConfig.model_type:
         raise ValueError(f"--vqvae {name_or_path} holds a {config.model_type!r} model, but a prior needs a VQ-VAE "
-                         f"({VQVAE_MODEL_TYPE!r}); pass the folder of a model trained with --model_type vqvae.")
+                         f"({VQVAEConfig.model_type!r}); pass the folder of a model trained with --model_type vqvae.")
     return AutoModel.from_pretrained(name_or_path).eval()
 
 
@@ -296,9 +261,6 @@ def _saved_binarize(name_or_path: str) -> bool:
 def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
     """Extract (cached) codes with the VQ-VAE, train and evaluate the prior, and save it with samples.png,
     uniform_samples.png, loss_curves.png, all_results.json and a model card. Returns the metrics."""
-    from .hub import write_model_card
-    from .plots import plot_loss_curves, plot_samples
-
     transformers.utils.logging.set_verbosity_warning()
     vqvae = load_vqvae(prior_args.vqvae)
     check_output_dir(training_args.output_dir, prior_args.overwrite_output_dir, training_args.resume_from_checkpoint)
@@ -357,8 +319,7 @@ def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
     if training_args.do_train:
         trainer.save_state()
     if trainer.is_world_process_zero():
-        pictures = _write_pictures(vqvae, prior, output_dir, prior_args.num_samples, training_args.seed,
-                                   plot_samples)
+        pictures = _write_pictures(vqvae, prior, output_dir, prior_args.num_samples, training_args.seed)
         if any("loss" in entry for entry in trainer.state.log_history):
             plot_loss_curves(trainer.state.log_history, output_dir / "loss_curves.png")
             pictures["Loss curves"] = "loss_curves.png"
@@ -368,7 +329,7 @@ def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
                                 for k in _HYPERPARAMETERS})  # enums (lr_scheduler_type) as their value
         card_metrics = {**test_metrics, **{k: v for k, v in metrics.items() if k == "eval_loss"}}
         write_model_card(output_dir, prior.config, card_metrics, data.name, hyperparameters, pictures,
-                         repo_id=getattr(training_args, "hub_model_id", None))
+                         repo_id=getattr(training_args, "hub_model_id", None), usage=prior_usage, pipeline_tag=None)
         results = {**metrics, "vqvae": prior_args.vqvae, "dataset": data.name}
         (output_dir / "all_results.json").write_text(json.dumps(results, indent=2) + "\n")
     return metrics
@@ -380,7 +341,7 @@ def _head(dataset: ImageTensorDataset, n: int) -> tuple[torch.Tensor, torch.Tens
 
 
 @torch.no_grad()
-def _write_pictures(vqvae, prior, output_dir: Path, num_samples: int, seed: int, plot_samples) -> dict[str, str]:
+def _write_pictures(vqvae, prior, output_dir: Path, num_samples: int, seed: int) -> dict[str, str]:
     """samples.png (codes drawn from the prior; for a conditional prior, class k in column k when there are at most
     16 classes) and uniform_samples.png (uniformly random codes)."""
     prior.eval()
@@ -389,9 +350,23 @@ def _write_pictures(vqvae, prior, output_dir: Path, num_samples: int, seed: int,
     if prior.config.num_classes > 0:
         class_labels = torch.arange(num_samples, device=prior.device) % prior.config.num_classes
         nrow = prior.config.num_classes if prior.config.num_classes <= 16 else 8
-    codes = prior.generate(num_samples, generator=generator, class_labels=class_labels)
-    plot_samples(vqvae.decode_indices(codes).clamp(0, 1).cpu(), output_dir / "samples.png", nrow=nrow)
+    samples = vqvae.sample(num_samples, generator=generator, prior=prior, class_labels=class_labels)
+    plot_samples(samples.clamp(0, 1).cpu(), output_dir / "samples.png", nrow=nrow)
     generator = torch.Generator(device=vqvae.device).manual_seed(seed)
     plot_samples(vqvae.sample(num_samples, generator=generator).clamp(0, 1).cpu(), output_dir / "uniform_samples.png")
     return {"Samples (codes from the prior, decoded by the VQ-VAE)": "samples.png",
             "Baseline (uniformly random codes, decoded)": "uniform_samples.png"}
+
+
+def prior_usage(name: str) -> list[str]:
+    """The card's usage snippet for a prior repository `name`."""
+    return [
+        "```python",
+        "import torch",
+        "from transformers import AutoModel",
+        "",
+        f'prior = AutoModel.from_pretrained("{name}", trust_remote_code=True)',
+        'vqvae = AutoModel.from_pretrained("path/to/the/vqvae", trust_remote_code=True)  # the one it was trained on',
+        "images = vqvae.sample(16, generator=torch.Generator().manual_seed(0), prior=prior)",
+        "```",
+    ]

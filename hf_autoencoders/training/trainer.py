@@ -6,19 +6,18 @@ Gradients are clipped to `max_grad_norm` (1.0 by default, as in `TrainingArgumen
 keep their weights in channels-last memory order (`channels_last`), which only changes speed.
 """
 
-import math
-
 import torch
 from accelerate.data_loader import BatchSamplerShard
 from transformers import Trainer, TrainerCallback
 from transformers.integrations import TensorBoardCallback
 
-LOSS_TERMS = ("reconstruction_loss", "kl_loss", "codebook_loss", "commitment_loss", "perplexity", "codebook_usage")
+from ..evaluation import evaluate
 
 
 class AutoencoderTrainer(Trainer):
-    """A `Trainer` whose logs carry each loss term (train: averaged since the last log; eval: over the whole
-    evaluation set, plus the codebook usage and perplexity of the whole set for a VQ-VAE).
+    """A `Trainer` whose logs carry each loss term and batch statistic of the model's output (train: averaged since
+    the last log) and whose `evaluate` is the library's one evaluation loop (`hf_autoencoders.evaluation.evaluate`:
+    every loss term, PSNR, SSIM and, for a VQ-VAE, the codebook usage of the whole set, exact across processes).
 
     `image_log_pixel_values`: a few images whose reconstructions go to TensorBoard at every evaluation
     (when `report_to` includes tensorboard).
@@ -36,11 +35,9 @@ class AutoencoderTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         if model.training:
-            for name in LOSS_TERMS:
-                value = getattr(outputs, name, None)
-                if value is not None:
-                    value = value.detach().float()
-                    self._term_sums[name] = self._term_sums.get(name, 0) + value
+            for name, value in outputs.items():
+                if name != "loss" and isinstance(value, torch.Tensor) and value.ndim == 0:
+                    self._term_sums[name] = self._term_sums.get(name, 0) + value.detach().float()
             self._term_steps += 1
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
@@ -52,50 +49,25 @@ class AutoencoderTrainer(Trainer):
             self._term_sums, self._term_steps = {}, 0
         super().log(logs, start_time)
 
-    @torch.no_grad()
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Every loss term averaged over the evaluation set (weighted by batch size), and for a VQ-VAE the codebook
-        perplexity and usage of the whole set's code histogram.
+    def evaluate(
+        self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", num_importance_samples: int = 0
+    ) -> dict[str, float]:
+        """The metrics of `hf_autoencoders.evaluation.evaluate` over the evaluation set, prefixed, logged and passed
+        to the callbacks. `num_importance_samples` K > 0 adds the ELBO and IWAE bounds of a VAE.
 
         Exact under several processes: the processes' last batches are left uneven instead of being padded with
-        repeated images, and the sums (fixed-size tensors, so every process joins the same collectives even with
-        no batch at all) are added across processes."""
+        repeated images, and the sums are added across processes."""
         dataloader = self.get_eval_dataloader(eval_dataset)
         if isinstance(getattr(dataloader, "batch_sampler", None), BatchSamplerShard):
             dataloader.batch_sampler.even_batches = False
         model = self.accelerator.unwrap_model(self.model)
-        was_training = model.training
-        model.eval()
-        names = ("loss",) + LOSS_TERMS[:4]
-        device = self.args.device
-        sums = torch.zeros(len(names), device=device, dtype=torch.float64)
-        present = torch.zeros(len(names), device=device)
-        count = torch.zeros((), device=device, dtype=torch.float64)
-        num_embeddings = getattr(model.config, "num_embeddings", None)
-        histogram = torch.zeros(num_embeddings, device=device, dtype=torch.long) if num_embeddings else None
-        for inputs in dataloader:
-            inputs = self._prepare_inputs(inputs)
-            with self.compute_loss_context_manager():
-                outputs = model(**inputs)
-            batch_size = inputs["pixel_values"].shape[0]
-            count += batch_size
-            for k, name in enumerate(names):
-                value = getattr(outputs, name, None)
-                if value is not None:
-                    sums[k] += value.double() * batch_size
-                    present[k] = 1
-            if histogram is not None and outputs.indices is not None:
-                histogram += torch.bincount(outputs.indices.flatten(), minlength=num_embeddings)
-        model.train(was_training)
-        sums, present, count = (self.accelerator.reduce(t, reduction="sum") for t in (sums, present, count))
-        means = sums / count.clamp(min=1)
-        metrics = {f"{metric_key_prefix}_{name}": round(means[k].item(), 6)
-                   for k, name in enumerate(names) if present[k] > 0}
-        if histogram is not None and (histogram := self.accelerator.reduce(histogram, reduction="sum")).sum() > 0:
-            probs = histogram.double() / histogram.sum()
-            entropy = -(probs * probs.clamp(min=1e-12).log()).sum()
-            metrics[f"{metric_key_prefix}_perplexity"] = round(math.exp(entropy.item()), 4)
-            metrics[f"{metric_key_prefix}_codebook_usage"] = round((histogram > 0).double().mean().item(), 6)
+        results = evaluate(
+            model, dataloader, num_importance_samples=num_importance_samples, seed=self.args.seed,
+            accelerator=self.accelerator, forward_context=self.compute_loss_context_manager,
+            progress=not self.args.disable_tqdm,
+        )
+        metrics = {f"{metric_key_prefix}_{name}": value if isinstance(value, int) else round(value, 6)
+                   for name, value in results.items()}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics

@@ -1,22 +1,14 @@
-"""The classic autoencoder experiments, one command each, answered with numbers and pictures.
-
-    hf-autoencoders experiment compare --output-dir studies/compare --quick
-    hf-autoencoders experiment kl-weight --output-dir studies/kl --dataset_name /work/shared/data/mnist
-
-    from hf_autoencoders.experiments import run_experiment
-    results = run_experiment("latent-size", "studies/latent", quick=True)
+"""What every experiment shares: the budget, a trained run, and the `Study` that trains and evaluates runs on one
+dataset and writes the report (`report.md`, `results.json` and figures).
 
 Every experiment trains a handful of models on the same data with the same backbone and budget (`Budget`), evaluates
-them the same way (`Study.evaluate`) and writes into its output folder `report.md` (tables, figures and what the
-numbers show), `results.json` (every number) and the PNGs. The experiments themselves live in
-`experiments_studies.py`; this module holds the shared runner, the report writer and the command line.
+them the same way (`Study.evaluate`, on top of `hf_autoencoders.evaluation.evaluate`) and states what the numbers
+show. The experiments themselves are one module each in this package.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import inspect
 import json
 import math
 import re
@@ -28,33 +20,23 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 from transformers import set_seed
 from transformers.trainer_callback import PrinterCallback
 
-from .data import ImageCollator, ImageTensorDataset, load_image_dataset
-from .metrics import (
-    CodebookUsage,
+from ..data import ImageCollator, ImageTensorDataset
+from ..evaluation import (
     classifier_accuracy,
-    elbo,
-    importance_sampled_nll,
+    evaluate,
     interpolate_latents,
     linear_probe_accuracy,
-    mse,
-    psnr,
     representations,
     sample_quality,
-    ssim,
     train_classifier,
 )
-from .models import AEConfig, AEModel, VAEConfig, VAEModel, VQVAEConfig, VQVAEModel
-from .plots import plot_interpolations, plot_loss_curves, plot_reconstructions, plot_samples, save_image_grid
-from .reports import generate_samples
-from .trainer import AutoencoderTrainer
-from .training import AutoencoderTrainingArguments
+from ..models import autoencoder_classes
+from ..plots import plot_interpolations, plot_loss_curves, plot_reconstructions, plot_samples, save_image_grid
+from ..training import AutoencoderTrainer, AutoencoderTrainingArguments
 
-FAMILIES = {"ae": (AEConfig, AEModel), "vae": (VAEConfig, VAEModel), "vqvae": (VQVAEConfig, VQVAEModel)}
-FAMILY_NAMES = {"ae": "AE", "vae": "VAE", "vqvae": "VQ-VAE"}
 PROBE_MAX_ITER = 300  # L-BFGS iterations of the linear probe
 
 
@@ -136,6 +118,11 @@ class Run:
         return re.sub(r"[^a-z0-9]+", "_", self.label.lower()).strip("_")
 
 
+def display_name(family: str) -> str:
+    """"VQ-VAE" for "vqvae": the family's own display name."""
+    return autoencoder_classes(family)[0].display_name
+
+
 def as_float_images(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float in [0, 1] (what `ImageCollator` does to a batch)."""
     return images.float() / 255 if images.dtype == torch.uint8 else images.float()
@@ -212,13 +199,12 @@ class Study:
     def config(self, family: str, **fields):
         """A config of `family` with the budget's backbone and sizes, shaped for the data; `fields` override."""
         b = self.budget
+        config_class = autoencoder_classes(family)[0]
         values = dict(image_size=self.data.image_size, num_channels=self.data.num_channels, backbone=b.backbone,
-                      hidden_size=b.hidden_size, num_hidden_layers=b.num_hidden_layers)
-        if family == "vqvae":
-            values.update(num_embeddings=b.num_embeddings, embedding_dim=b.embedding_dim)
-        else:
-            values["latent_dim"] = b.latent_dim
-        return FAMILIES[family][0](**{**values, **fields})
+                      hidden_size=b.hidden_size, num_hidden_layers=b.num_hidden_layers, latent_dim=b.latent_dim,
+                      num_embeddings=b.num_embeddings, embedding_dim=b.embedding_dim)
+        values = {k: v for k, v in values.items() if k in config_class.__dataclass_fields__}
+        return config_class(**{**values, **fields})
 
     def train(self, label: str, family: str, test_noise_std: float = 0.0, **fields) -> Run:
         """Train a `family` model (config `fields` override the budget's) and evaluate it on the test images, with
@@ -226,7 +212,7 @@ class Study:
         if label in self.runs:
             raise ValueError(f"a run named {label!r} exists already in this study")
         set_seed(self.seed)
-        model = FAMILIES[family][1](self.config(family, **fields))
+        model = autoencoder_classes(family)[1](self.config(family, **fields))
         start = time.time()
         log_history = train_quietly(AutoencoderTrainer, model, self.train_set, ImageCollator(),
                                     steps=self.budget.max_steps, batch_size=self.budget.batch_size,
@@ -238,6 +224,8 @@ class Study:
 
     def train_all(self, specs: list[tuple]) -> list[Run]:
         """Train (label, family, config-fields[, test_noise_std]) specs in order, with a progress bar."""
+        from tqdm.auto import tqdm
+
         runs = []
         bar = tqdm(specs, desc=f"{self.name}: runs", unit="run", disable=not self.progress)
         for label, family, fields, *noise in bar:
@@ -247,53 +235,43 @@ class Study:
 
     @torch.no_grad()
     def fidelity(self, model, noise_std: float = 0.0) -> tuple[dict, torch.Tensor]:
-        """Per-image MSE / PSNR / SSIM of the reconstructions of the test images, given with `noise_std` Gaussian
-        noise on the input and compared with the clean images, plus every loss term and the codebook usage of a
-        VQ-VAE. Returns (metrics, reconstructions)."""
-        x = self.test_x
-        inputs = self.noisy(x, noise_std)
-        vq = model.config.model_type == "hf_autoencoders_vqvae"
-        losses: dict[str, float] = {}
-        reconstructions, codebook = [], CodebookUsage(model.config.num_embeddings) if vq else None
-        for xb, ib in zip(x.split(500), inputs.split(500)):
-            out = model(ib.to(model.device), target_pixel_values=xb.to(model.device))
-            for name in ("loss", "reconstruction_loss", "kl_loss", "codebook_loss", "commitment_loss"):
-                if getattr(out, name, None) is not None:
-                    losses[name] = losses.get(name, 0.0) + getattr(out, name).item() * len(xb)
-            reconstructions.append(out.reconstruction.clamp(0, 1).cpu())
-            if codebook is not None:
-                codebook.update(out.indices)
+        """`hf_autoencoders.evaluation.evaluate` on the test images, given with `noise_std` Gaussian noise on the
+        input and compared with the clean images (MSE / PSNR / SSIM, every loss term, the codebook usage of a
+        VQ-VAE), plus the summed squared error and the reference classifier's accuracy on the reconstructions.
+        Returns (metrics, reconstructions)."""
+        reconstructions = []
+        metrics = evaluate(model, self.test_x, batch_size=500, noise_std=noise_std, seed=self.seed + 1,
+                           progress=False,
+                           on_batch=lambda x, out: reconstructions.append(out.reconstruction.clamp(0, 1).cpu()))
         recon = torch.cat(reconstructions)
-        metrics = {"num_test_examples": len(x), "noise_std": noise_std, "mse": mse(x, recon), "psnr": psnr(x, recon),
-                   "ssim": ssim(x, recon), "sse": mse(x, recon) * x[0].numel()}
-        metrics.update({name: total / len(x) for name, total in losses.items()})
-        if noise_std > 0:
-            metrics.update(input_psnr=psnr(x, inputs.clamp(0, 1)), input_ssim=ssim(x, inputs.clamp(0, 1)))
-        if codebook is not None:
-            stats = codebook.compute()
-            metrics.update(codebook_usage=stats["usage"], codebook_perplexity=stats["perplexity"])
+        metrics = {"num_test_examples": metrics.pop("num_examples"), "noise_std": noise_std, **metrics,
+                   "sse": metrics["mse"] * self.test_x[0].numel()}
         if self.labelled:
             metrics["downstream_accuracy"] = classifier_accuracy(self.classifier, recon, self.test_y)
         return metrics, recon
 
+    def samples(self, model, prior=None) -> torch.Tensor:
+        """The budget's number (at least 32) of samples of `model` (codes from `prior` for a VQ-VAE), in [0, 1]."""
+        generator = torch.Generator(device=model.device).manual_seed(self.seed)
+        return model.sample(max(self.budget.num_samples, 32), generator=generator, prior=prior).clamp(0, 1).cpu()
+
     @torch.no_grad()
     def evaluate(self, run: Run, noise_std: float = 0.0, keep: int = 16) -> dict:
-        """Every applicable metric of a trained model: `fidelity` (inputs with `noise_std` noise, clean targets),
-        ELBO / IWAE NLL of the clean test images and active units (VAE), linear-probe accuracy on the latents of
-        clean images, and the classifier's judgement of samples. Keeps the first reconstructions and samples."""
+        """Every applicable metric of a trained model: `fidelity` (inputs with `noise_std` noise, clean targets);
+        for a model with a posterior (VAE) the ELBO / IWAE NLL of the first clean test images and its active units;
+        linear-probe accuracy on the representations of clean images, and the classifier's judgement of samples.
+        Keeps the first reconstructions and samples."""
         model, b = run.model, self.budget
         metrics, recon = self.fidelity(model, noise_std)
-        if run.family == "vae":
-            generator = torch.Generator(device=model.device).manual_seed(self.seed)
-            clean = self.test_x[: b.iwae_examples].to(model.device)
-            metrics["elbo"] = elbo(model, clean, generator=generator).mean().item()
-            iwae = importance_sampled_nll(model, clean, b.iwae_samples, generator=generator)
-            metrics["iwae_nll"] = iwae.mean().item()
-            metrics.update(iwae_samples=b.iwae_samples, bound_examples=len(clean))
+        if hasattr(model, "log_importance_weights"):
+            bounds = evaluate(model, self.test_x, max_examples=b.iwae_examples, num_importance_samples=b.iwae_samples,
+                              seed=self.seed, progress=False)
+            metrics.update(elbo=bounds["elbo"], iwae_nll=bounds["iwae_nll"], iwae_samples=b.iwae_samples,
+                           bound_examples=bounds["num_examples"])
             means = representations(model, self.test_x)
             metrics["active_units"] = int((means.var(0) > 0.01).sum())  # Burda et al. (2016): Var_x E_q[z_j] > 0.01
         run.reconstructions = recon[:keep]
-        run.samples = generate_samples(model, max(b.num_samples, 32), seed=self.seed).clamp(0, 1).cpu()
+        run.samples = self.samples(model)
         if self.labelled:
             probe_x, probe_y = self.train_images(b.probe_examples)
             with warnings.catch_warnings():  # an unconverged probe is still a probe: its budget is fixed
@@ -329,18 +307,13 @@ class Study:
 
     @torch.no_grad()
     def interpolation_figure(self, run: Run, pairs: int = 4, steps: int = 10) -> str:
-        """Decoded straight lines in latent space between test images i and i + pairs (posterior means for the VAE;
-        for the VQ-VAE the line runs between the encoder outputs z_e and every point is quantized before decoding)."""
+        """Decoded straight lines in latent space between test images i and i + pairs: between posterior means for a
+        VAE, between encoder outputs z_e for a VQ-VAE (whose `decode` quantizes every point)."""
         model, x = run.model, self.test_x[: 2 * pairs].to(run.model.device)
-        if run.family == "vqvae":
-            encode, decode = model.encode, lambda z: model.decode(model.quantize(z).quantized)
-        elif run.family == "vae":
-            encode, decode = (lambda images: model.encode(images).mean), model.decode
-        else:
-            encode, decode = model.encode, model.decode
-        z = encode(x)
+        encoded = model.encode(x)
+        z = encoded.latent_dist.mode() if hasattr(encoded, "latent_dist") else encoded.latents
         path = interpolate_latents(z[:pairs], z[pairs:], steps)
-        images = decode(path.flatten(0, 1).to(z.dtype)).clamp(0, 1).cpu()
+        images = model.decode(path.flatten(0, 1).to(z.dtype)).sample.clamp(0, 1).cpu()
         name = f"{run.slug}_interpolations.png"
         plot_interpolations(images.view(pairs, steps, *images.shape[1:]), self.path(name))
         return name
@@ -483,93 +456,3 @@ def _json_default(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-# ------------------------------------------------------------------------------------------------ the API
-
-
-def prepare_output_dir(output_dir, overwrite: bool) -> Path:
-    """Create `output_dir`, refusing one that already holds files unless `overwrite` (files are written over,
-    nothing is deleted)."""
-    path = Path(output_dir)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"output_dir {path} exists and is not a folder; choose another --output-dir")
-    existing = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
-    if existing and not overwrite:
-        shown = ", ".join(existing[:5]) + (" ..." if len(existing) > 5 else "")
-        raise ValueError(
-            f"output_dir {path} already holds files ({shown}). Nothing was changed. Choose a new --output-dir, or "
-            "pass --overwrite to write over the experiment's files (other files are left alone)."
-        )
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def check_request(name: str, output_dir, quick: bool, overwrite: bool, budget_overrides: dict) -> Budget:
-    """Refuse an unknown experiment, an unknown budget field or an output folder holding files, before any work;
-    return the budget."""
-    if name not in EXPERIMENTS:
-        raise ValueError(f"experiment {name!r} is not known; use one of {', '.join(EXPERIMENTS)}")
-    budget = (QUICK if quick else FULL).replace(**budget_overrides)
-    prepare_output_dir(output_dir, overwrite)
-    return budget
-
-
-def run_experiment(name: str, output_dir, quick: bool = False, dataset_name: str | None = None, seed: int = 0,
-                   overwrite: bool = False, progress: bool = True, **budget_overrides) -> dict:
-    """Run experiment `name` (one of `EXPERIMENTS`) and write report.md, results.json and PNGs into `output_dir`.
-
-    `quick` uses the `QUICK` budget (minutes on 2 CPU cores), otherwise `FULL`; `dataset_name` is a Hub id or local
-    folder (default: the embedded digits); `budget_overrides` replace `Budget` fields (e.g. `max_steps=5`).
-    A folder that already holds files is refused unless `overwrite`. Returns what results.json holds.
-    """
-    budget = check_request(name, output_dir, quick, overwrite, budget_overrides)
-    if name == "estimators":
-        from .estimators import run_estimator_study
-
-        accepted = inspect.signature(run_estimator_study).parameters
-        ignored = sorted(k for k in budget_overrides if k not in accepted)
-        if ignored:
-            warnings.warn(f"the estimators study takes no {ignored}; they are ignored", stacklevel=2)
-        optional = dict(budget_overrides, overwrite=True, progress=progress)  # the folder was checked above
-        optional = {k: v for k, v in optional.items() if k in accepted}
-        return run_estimator_study(output_dir, quick=quick, dataset_name=dataset_name, seed=seed, **optional)
-    from .experiments_studies import STUDIES
-
-    data = load_image_dataset(dataset_name)
-    title, question, body = STUDIES[name]
-    study = Study(name, title, question, Path(output_dir), data, budget, seed, progress)
-    if name == "latent-layout" and not study.labelled:
-        raise ValueError(f"the latent-layout experiment colours latents by label, but {data.name} has no labels")
-    body(study)
-    return study.write()
-
-
-EXPERIMENTS = ("compare", "latent-size", "kl-weight", "denoising", "latent-layout", "samples", "estimators")
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="hf-autoencoders experiment",
-        description="Run a classic autoencoder experiment and write report.md, results.json and PNGs.",
-    )
-    parser.add_argument("name", choices=EXPERIMENTS)
-    parser.add_argument("--output-dir", "--output_dir", dest="output_dir", required=True)
-    parser.add_argument("--quick", action="store_true", help="Small models and budgets: minutes on 2 CPU cores.")
-    parser.add_argument("--dataset_name", "--dataset-name", dest="dataset_name", default=None,
-                        help="Hub id or local folder (default: the embedded digits), e.g. /work/shared/data/mnist.")
-    parser.add_argument("--max_steps", "--max-steps", dest="max_steps", type=int, default=None,
-                        help="Training steps per model (overrides the budget).")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="Write into a folder that already holds files.")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
-    args = parser.parse_args(argv)
-    overrides = {} if args.max_steps is None else {"max_steps": args.max_steps}
-    try:
-        check_request(args.name, args.output_dir, args.quick, args.overwrite, overrides)
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
-    results = run_experiment(args.name, args.output_dir, quick=args.quick, dataset_name=args.dataset_name,
-                             seed=args.seed, overwrite=True, progress=args.progress, **overrides)
-    print(f"wrote {Path(args.output_dir) / 'report.md'} and results.json")
-    return results

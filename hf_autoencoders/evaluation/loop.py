@@ -1,0 +1,147 @@
+"""The one evaluation loop: every metric of an autoencoder over a dataset, exact over the whole set and across
+processes. `AutoencoderTrainer.evaluate`, `hf-autoencoders evaluate`, the studies and the benchmarks all call
+`evaluate`; what a model contributes comes from the model contract (`loss_terms`, `output.indices`,
+`log_importance_weights`), never from its family's name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data import iterate_batches, num_batches
+from ..models import code_statistics
+from .metrics import as_images, eval_mode, model_device, mse, nats_to_bits_per_dim, psnr, ssim
+
+
+def likelihood_bounds(model, pixel_values: torch.Tensor, num_samples: int, generator=None, max_pairs: int = 4096):
+    r"""The two bounds on log p(x) per image, in nats, from K = `num_samples` importance weights
+    w_k = p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x) (`model.log_importance_weights`):
+
+        ELBO(x) ~= (1/K) sum_k log w_k,      IWAE_K(x) = log (1/K) sum_k w_k   (Burda et al., 2016),
+
+    both <= log p(x) (the first in expectation), IWAE tightening as K grows. The weights are drawn in chunks of at
+    most `max_pairs` (sample, image) pairs. Returns (elbo, iwae), each of shape (batch,), float64."""
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples (K of the IWAE bound) must be a positive integer, got {num_samples!r}.")
+    chunk = max(1, max_pairs // len(pixel_values))
+    log_w = torch.cat([
+        model.log_importance_weights(pixel_values, min(chunk, num_samples - start), generator).double()
+        for start in range(0, num_samples, chunk)
+    ])
+    return log_w.mean(0), torch.logsumexp(log_w, 0) - math.log(num_samples)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device):
+    """Run a block with the global RNGs seeded (the VAE's posterior samples), restoring their state afterwards."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def evaluate(
+    model,
+    data,
+    *,
+    batch_size: int = 256,
+    num_importance_samples: int = 0,
+    noise_std: float = 0.0,
+    max_examples: int | None = None,
+    seed: int = 0,
+    accelerator=None,
+    forward_context=contextlib.nullcontext,
+    on_batch=None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """
+    Every metric of an autoencoder over `data` (anything `data.iterate_batches` reads: a dataset, a DataLoader, a
+    tensor, ...), as a dict of floats (and the integer counts `num_examples`, `iwae_num_samples`).
+
+    - Every model: `loss` and each of `model.loss_terms` (set averages of the per-image values), `mse` (per pixel),
+      `psnr` (dB) and `ssim`, per image on the reconstruction clamped to [0, 1], averaged over the set.
+    - A model whose output has a code map (`indices`): `codebook_perplexity`, `codebook_usage` (fraction of the
+      `config.num_embeddings` codes used) and `codebook_entropy` of the whole set's code histogram.
+    - With `num_importance_samples` K > 0 and a model with `log_importance_weights` (VAE): `elbo` and `iwae_nll`
+      (nats per image, `likelihood_bounds`) and `iwae_num_samples`; with a discrete likelihood
+      (`model.likelihood.discrete`) also `elbo_bits_per_dim` and `iwae_bits_per_dim` (of the negated bounds).
+    - With `noise_std` s > 0 the model reads x + s * eps (a fixed draw) and is scored against the clean x (a
+      denoising test); `input_psnr` and `input_ssim` score the noisy input itself.
+
+    Seeded (`seed`), so the same call gives the same numbers. With an `accelerate` `accelerator`, each process
+    evaluates its shard and the sums are added across processes (fixed-size tensors, so a process without a batch
+    still joins every collective); `forward_context` wraps each model call (e.g. the Trainer's autocast), and
+    `on_batch(pixel_values, output)` sees every batch's clean images and model output (e.g. to keep reconstructions).
+    """
+    if num_importance_samples < 0:
+        raise ValueError(f"num_importance_samples must be >= 0 (0 skips the IWAE bound), got {num_importance_samples}.")
+    device = model_device(model)
+    rank = accelerator.process_index if accelerator is not None else 0
+    bounds = num_importance_samples > 0 and hasattr(model, "log_importance_weights")
+    names = ["loss", *model.loss_terms, "mse", "psnr", "ssim"]
+    names += ["input_psnr", "input_ssim"] if noise_std > 0 else []
+    names += ["elbo", "iwae_nll"] if bounds else []
+    sums = torch.zeros(len(names), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.float64, device=device)
+    num_codes = getattr(model.config, "num_embeddings", None)
+    histogram = torch.zeros(num_codes or 0, dtype=torch.long, device=device)
+    generator = torch.Generator(device=device).manual_seed(seed + 1 + rank)
+    noise_generator = torch.Generator(device=device).manual_seed(seed + 2 + rank)
+    batches = iterate_batches(data, batch_size)
+    total = num_batches(data, batch_size)
+    bar = tqdm(batches, desc="evaluating", total=total, disable=not progress or rank != 0, leave=False)
+    with eval_mode(model), seeded(seed + rank, device):
+        for x, _ in bar:
+            if max_examples is not None:
+                if count >= max_examples:
+                    break
+                x = x[: max_examples - int(count)]
+            x = as_images(x, "pixel_values").to(device)
+            inputs = x + noise_std * torch.randn(x.shape, generator=noise_generator, device=device) if noise_std else x
+            with forward_context():
+                output = model(inputs, target_pixel_values=x if noise_std else None)
+            if on_batch is not None:
+                on_batch(x, output)
+            reconstruction = output.reconstruction.float().clamp(0, 1)
+            values = {name: getattr(output, name) * len(x) for name in ["loss", *model.loss_terms]}
+            values.update(
+                mse=mse(x, reconstruction, reduction="none").sum(),
+                psnr=psnr(x, reconstruction, reduction="none").sum(),
+                ssim=ssim(x, reconstruction, reduction="none").sum(),
+            )
+            if noise_std > 0:
+                noisy = inputs.clamp(0, 1)
+                values.update(input_psnr=psnr(x, noisy, reduction="none").sum(),
+                              input_ssim=ssim(x, noisy, reduction="none").sum())
+            if bounds:
+                elbo, iwae = likelihood_bounds(model, x, num_importance_samples, generator)
+                values.update(elbo=elbo.sum(), iwae_nll=-iwae.sum())
+            sums += torch.stack([torch.as_tensor(values[name], dtype=torch.float64, device=device) for name in names])
+            count += len(x)
+            indices = getattr(output, "indices", None)
+            if indices is not None and num_codes:
+                histogram += torch.bincount(indices.flatten(), minlength=num_codes)
+    if accelerator is not None:
+        sums, count = accelerator.reduce(sums, reduction="sum"), accelerator.reduce(count, reduction="sum")
+        if num_codes:
+            histogram = accelerator.reduce(histogram, reduction="sum")
+    if count == 0:
+        raise ValueError("The evaluation data yielded no images; pass a non-empty dataset.")
+    results: dict[str, float] = {"num_examples": int(count)}
+    results.update({name: (total / count).item() for name, total in zip(names, sums)})
+    if bounds:
+        results["iwae_num_samples"] = num_importance_samples
+        if getattr(model.likelihood, "discrete", False):
+            num_dims = model.config.num_pixels
+            results["elbo_bits_per_dim"] = nats_to_bits_per_dim(-results["elbo"], num_dims)
+            results["iwae_bits_per_dim"] = nats_to_bits_per_dim(results["iwae_nll"], num_dims)
+    if histogram.sum() > 0:
+        stats = code_statistics(histogram)
+        results.update(codebook_perplexity=stats["perplexity"].item(), codebook_usage=stats["usage"].item(),
+                       codebook_entropy=stats["entropy"].item() + 0.0)
+    return results

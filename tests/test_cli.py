@@ -1,0 +1,71 @@
+"""Every entry point as a new user meets it: `--help` of every command and example, `--version`, and a user error
+as one `error: ...` line rather than a traceback."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+COMMANDS = ["train", "train-prior", "evaluate", "sample", "push", "experiment"]
+EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py"))
+
+
+def run(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=120)
+
+
+def cli(*args, cwd=ROOT):
+    return run("-c", "from hf_autoencoders.cli import main; main()", *args, cwd=cwd)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_answers_help(command):
+    result = cli(command, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage:" in result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_every_example_answers_help(example):
+    result = run(f"examples/{example}", "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage:" in result.stdout and "--output_dir" in result.stdout
+
+
+def test_top_level_help_and_version():
+    result = cli("--help")
+    assert result.returncode == 0 and all(command in result.stdout for command in COMMANDS)
+    version = cli("--version")
+    from hf_autoencoders import __version__
+
+    assert version.returncode == 0 and version.stdout.strip() == f"hf-autoencoders {__version__}"
+
+
+def test_dash_and_underscore_spellings_are_both_accepted():
+    for flag in ("--output_dir", "--output-dir"):
+        result = cli("experiment", "nonsense", flag, "x")
+        assert "invalid choice" in result.stderr  # the flag was read; the experiment name was refused
+    result = cli("evaluate", "--help")
+    assert "--max_eval_samples" in result.stdout and "--max-eval-samples" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nonsense"], "unknown command"),
+    (["sample", "no/such/folder/here", "--output_file", "x.png"], "neither a model folder"),
+    (["sample", ".", "--num_samples", "-1"], "--num_samples must be a positive integer"),
+    (["evaluate", ".", "--max_eval_samples", "0"], "--max_eval_samples must be a positive integer"),
+    (["experiment", "compare", "--output_dir", "x", "--max_steps", "-1"], "--max_steps must be a positive integer"),
+    (["train", "--model_type", "gan", "--output_dir", "x"], "model type 'gan' is not known"),
+    (["push", "no-such-folder", "me/x"], "not a trained model folder"),
+])
+def test_a_user_error_is_one_line(args, message, tmp_path):
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr[-2000:]
+    assert not (tmp_path / "x").exists()
