@@ -29,8 +29,10 @@ from _common import TimeBudget, binarized, build_model, rounded, subset, time_co
 
 from hf_autoencoders.data import ImageCollator  # noqa: E402
 from hf_autoencoders.evaluation import likelihood_bounds, mse, psnr  # noqa: E402
-from hf_autoencoders.training import AutoencoderTrainer  # noqa: E402
-from hf_autoencoders.training import AutoencoderTrainingArguments  # noqa: E402
+from hf_autoencoders.training import (
+    AutoencoderTrainer,  # noqa: E402
+    AutoencoderTrainingArguments,  # noqa: E402
+)
 
 # The models, chosen for quality per CPU-minute (MLP backbones are ~4x faster per sample than conv on CPU).
 MODELS = {

@@ -50,8 +50,8 @@ from _common import (  # noqa: E402
 )
 
 from hf_autoencoders.data import ImageCollator  # noqa: E402
-from hf_autoencoders.training.trainer import AutoencoderTrainer, uses_channels_last  # noqa: E402
 from hf_autoencoders.training import AutoencoderTrainingArguments  # noqa: E402
+from hf_autoencoders.training.trainer import AutoencoderTrainer, uses_channels_last  # noqa: E402
 
 DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
 OVERHEAD_MODELS = [(f, b) for b in ("conv", "vit") for f in ("ae", "vae", "vqvae")]

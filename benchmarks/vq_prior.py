@@ -7,8 +7,9 @@ generate.
 Prints one JSON object (progress goes to stderr):
 - `vqvae.plain` / `vqvae.ema_kmeans_restart`: two conv VQ-VAEs with K = 512 codes, trained alike with
   `hf_autoencoders.training.fit`, one with the paper's plain codebook (learned by the codebook loss from a random
-  init), one with EMA updates, k-means initialisation and dead-code restarts. For each: codebook usage (fraction of the K codes used at least
-  once) and perplexity over the whole test set, and the test reconstruction PSNR (dB, mean over images).
+  init), one with EMA updates, k-means initialisation and dead-code restarts. For each: codebook usage (fraction
+  of the K codes used at least once) and perplexity over the whole test set, and the test reconstruction PSNR
+  (dB, mean over images).
 - `prior`: a gated PixelCNN prior trained on the training-set codes of the second VQ-VAE (codes extracted once);
   its test NLL per code (nats and bits), beside log K (uniform codes) and the cross entropy of the training-set
   code histogram (positions modelled independently).
@@ -83,8 +84,8 @@ def run(data_path: str, budget: dict, seed: int = 0) -> dict:
     from hf_autoencoders import PixelCNNPriorConfig, PixelCNNPriorModel, VQVAEConfig, VQVAEModel
     from hf_autoencoders.data import ImageTensorDataset, load_image_dataset
     from hf_autoencoders.evaluation import classifier_accuracy, sample_quality, train_classifier
-    from hf_autoencoders.training.prior import CodeDataset, code_nll, extract_codes, fit_prior
     from hf_autoencoders.training import fit
+    from hf_autoencoders.training.prior import CodeDataset, code_nll, extract_codes, fit_prior
 
     timings, start = {}, time.time()
     data = load_image_dataset(data_path)

@@ -36,8 +36,9 @@ def main(argv):
     out = Path(args.output_dir)
     dataset = ["--dataset_name", args.dataset_name] if args.dataset_name else []
     overwrite = ["--overwrite_output_dir"] if args.overwrite_output_dir else []
-    common = ["--do_train", "--do_eval", "--seed", str(args.seed), "--per_device_train_batch_size", str(args.batch_size),
-              "--logging_steps", "25", "--save_strategy", "no", *dataset, *overwrite]
+    common = ["--do_train", "--do_eval", "--seed", str(args.seed),
+              "--per_device_train_batch_size", str(args.batch_size), "--logging_steps", "25",
+              "--save_strategy", "no", *dataset, *overwrite]
 
     print("1/2 training the VQ-VAE")
     run_training(*parse_args(["--output_dir", str(out / "vqvae"), "--max_steps", str(args.vqvae_steps),

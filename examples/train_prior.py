@@ -1,15 +1,20 @@
-"""Train a gated PixelCNN prior over the codes of a trained VQ-VAE, so that the VQ-VAE can generate.
+"""Train a prior over the codes of a trained VQ-VAE, so that the VQ-VAE can generate: a gated PixelCNN (the default)
+or, with --prior_type transformer, a GPT-2 causal language model over the codes in raster order.
 
     python examples/train_vqvae.py --output_dir outputs/vqvae --do_train --do_eval      # embedded digits
     python examples/train_prior.py --vqvae outputs/vqvae --output_dir outputs/prior --do_train --do_eval
     hf-autoencoders sample outputs/vqvae --prior outputs/prior --output samples.png
 
     python examples/train_prior.py --vqvae outputs/vqvae-mnist --dataset_name ylecun/mnist --class_conditional \
-        --output_dir outputs/prior-mnist --do_train --do_eval --max_steps 3000
+        --prior_type transformer --output_dir outputs/prior-mnist --do_train --do_eval --max_steps 3000
+    hf-autoencoders sample outputs/vqvae-mnist --prior outputs/prior-mnist --top_k 100 --class_label 3
 
 The images are encoded once and their codes cached in <output_dir>/code_cache (or --code_cache_dir). Every
 `TrainingArguments` flag works (--max_steps, --learning_rate, --resume_from_checkpoint, ...); `--help` lists them
-with the prior's own flags (--hidden_size, --num_layers, --kernel_size, ...).
+with the prior's own flags (--prior_type, --hidden_size, --num_layers, --kernel_size for the PixelCNN, --num_heads
+for the transformer, ...). The transformer prior samples through `generate()` with the key/value cache (10x faster or
+more than the PixelCNN, benchmarks/README.md) and its folder loads with plain
+`transformers.AutoModelForCausalLM.from_pretrained`, no remote code; its config records the VQ-VAE it belongs to.
 """
 
 import sys

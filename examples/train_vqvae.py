@@ -1,6 +1,6 @@
 """Train a VQVAE on images, like transformers' run_mae.py.
 
-    python examples/train_vqvae.py --output_dir outputs/vqvae --do_train --do_eval                      # embedded digits
+    python examples/train_vqvae.py --output_dir outputs/vqvae --do_train --do_eval  # embedded digits
     python examples/train_vqvae.py --dataset_name ylecun/mnist --output_dir outputs/vqvae-mnist --do_train --do_eval
     accelerate launch examples/train_vqvae.py --dataset_name uoft-cs/cifar10 --output_dir outputs/vqvae-cifar --do_train
 

@@ -11,7 +11,7 @@ Layers, each importing only those below it:
     studies             the classic experiments, one file each
     training            the Trainer, a training run, the prior over codes
     evaluation, hub     the one evaluation loop and its metrics; model cards and uploads
-    data, plots         datasets and collators; figures
+    data, plots, results    datasets and collators; figures; strict JSON results files
     models              configs, models, image processor (torch + transformers only: travels with checkpoints)
 """
 
@@ -26,7 +26,7 @@ _MODEL_NAMES = (
     "VAEConfig", "VAEModel",
     "VQVAEConfig", "VQVAEModel", "autoencoder_classes",
 )
-_SUBMODULES = ("cli", "data", "evaluation", "hub", "models", "plots", "studies", "training")
+_SUBMODULES = ("cli", "data", "evaluation", "hub", "models", "plots", "results", "studies", "training")
 
 __all__ = [*_MODEL_NAMES, "__version__"]
 

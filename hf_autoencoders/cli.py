@@ -4,9 +4,10 @@
     hf-autoencoders train-prior --vqvae outputs/vqvae --output_dir outputs/prior --do_train
     hf-autoencoders evaluate outputs/vqvae [--dataset_name ylecun/mnist] [--downstream] [--linear_probe]
                              [--sample_quality 1000 [--prior outputs/prior]] [--output_file results.json]
+                             [--fid [--num_samples 10000] [--features domain inception] [--inception_weights PATH]]
     hf-autoencoders sample outputs/vqvae [--prior outputs/prior] --num_samples 64 --output_file samples.png
     hf-autoencoders push outputs/vqvae user/my-vqvae
-    hf-autoencoders experiment compare --output_dir studies/compare --quick
+    hf-autoencoders experiment compare --output_dir studies/compare --budget quick
 
 One convention for every command and example script: flags are spelled with underscores as in transformers'
 scripts, and each also answers to its dash spelling (--output_dir or --output-dir). A model is a local folder or a
@@ -14,7 +15,7 @@ Hub id. A user error prints one `error: ...` line saying what to do, and exits w
 """
 
 import argparse
-import json
+import errno
 import sys
 from pathlib import Path
 
@@ -46,10 +47,11 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
 
 
 def load_model(name_or_path: str, what: str = "model"):
-    """The model in a run folder or Hub repository, in eval mode, with a clear error for anything else."""
-    from transformers import AutoConfig, AutoModel
+    """The model in a run folder or Hub repository, in eval mode, with a clear error for anything else. A transformer
+    prior over VQ codes (a causal LM) loads with `AutoModelForCausalLM`, everything else with `AutoModel`."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-    import hf_autoencoders.models  # noqa: F401  (registers the Auto classes)
+    from .models.code_priors import is_transformer_prior_config  # importing models registers the Auto classes
 
     path = Path(name_or_path)
     if path.exists() and not (path / "config.json").is_file():
@@ -62,13 +64,15 @@ def load_model(name_or_path: str, what: str = "model"):
                                 f"({err}).") from None
     except ValueError as err:  # a model type this version does not know
         raise ValueError(f"{name_or_path} holds a model hf_autoencoders cannot load: {err}") from None
-    return AutoModel.from_pretrained(name_or_path, config=config).eval()
+    auto_class = AutoModelForCausalLM if is_transformer_prior_config(config) else AutoModel
+    return auto_class.from_pretrained(name_or_path, config=config).eval()
 
 
 def _load_prior(name_or_path: str, model, model_name: str):
     prior = load_model(name_or_path, "prior")
     if not hasattr(model, "check_prior"):
-        raise ValueError(f"--prior needs a VQ-VAE, but {model_name} is a {model.config.display_name}.")
+        name = getattr(model.config, "display_name", model.config.model_type)
+        raise ValueError(f"--prior needs a VQ-VAE, but {model_name} is a {name}.")
     model.check_prior(prior)
     return prior
 
@@ -90,9 +94,22 @@ def cmd_evaluate(argv: list[str]) -> None:
     parser.add_argument("--sample_quality", type=int, default=0, metavar="N",
                         help="Judge N generated samples with the classifier trained on real images (needs labels).")
     parser.add_argument("--prior", default=None, help="The prior to sample a VQ-VAE's codes with (folder or Hub id).")
+    parser.add_argument("--fid", action="store_true",
+                        help="Fréchet distance, KID, precision/recall/density/coverage of the reconstructions and of "
+                             "samples against the test images, on --features (see docs/metrics.md).")
+    parser.add_argument("--num_samples", type=int, default=None, metavar="N",
+                        help="Samples generated for --fid (default: as many as test images). FD is biased upwards "
+                             "by ~1/N: compare FDs at the same N.")
+    parser.add_argument("--features", nargs="+", choices=["domain", "inception"], default=None,
+                        help="Features of --fid: domain (a small CNN trained on the labelled training images, "
+                             "offline; default) and/or inception (InceptionV3 pool3: the FID of the literature; "
+                             "default as well when --inception_weights is given).")
+    parser.add_argument("--inception_weights", default=None, metavar="PATH",
+                        help="The FID InceptionV3 weights (pt_inception-2015-12-05-6726825d.pth); without it "
+                             "inception features download them once.")
     parser.add_argument("--classifier_epochs", type=int, default=5)
     parser.add_argument("--max_train_samples", type=int, default=10_000,
-                        help="Training images for the classifier and the probe.")
+                        help="Training images for the classifier, the probe and the domain features.")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0, help="Seeds every random draw: the same seed, the same numbers.")
     parser.add_argument("--output_file", "--output", default=None, help="Also write the metrics to this JSON file.")
@@ -105,6 +122,11 @@ def cmd_evaluate(argv: list[str]) -> None:
     for name in ("num_importance_samples", "sample_quality", "classifier_epochs"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if not args.fid and (args.num_samples is not None or args.features or args.inception_weights):
+        parser.error("--num_samples, --features and --inception_weights apply to --fid; add --fid")
+    if args.num_samples is not None and args.num_samples < 6:
+        parser.error(f"--num_samples must be at least 6 (density and coverage use 5 nearest neighbours), got "
+                     f"{args.num_samples}")
     if args.output_file:
         _refuse_existing(Path(args.output_file), args.overwrite_output_file)
 
@@ -124,7 +146,11 @@ def cmd_evaluate(argv: list[str]) -> None:
     if args.downstream or args.linear_probe or args.sample_quality:
         test_images = torch.cat([batch["pixel_values"] for batch in loader])
         metrics.update(_label_metrics(model, prior, data, args, collator, test_images))
-    text = json.dumps(metrics, indent=2)
+    if args.fid:
+        metrics.update(_quality_metrics(model, prior, data, args, collator, loader))
+    from .results import dumps
+
+    text = dumps(metrics)
     if args.output_file:
         Path(args.output_file).write_text(text + "\n")
     print(text)
@@ -136,7 +162,6 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
 
     import torch
 
-    from .data import load_image_dataset
     from .evaluation import (
         classifier_accuracy,
         linear_probe_accuracy,
@@ -146,17 +171,11 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
     )
 
     test_labels = data[args.split].labels
-    train_split = data.splits.get("train")
-    if train_split is None:
-        train_split = load_image_dataset(args.dataset_name, split="train", image_size=model.config.image_size,
-                                         num_channels=model.config.num_channels,
-                                         max_samples=args.max_train_samples)["train"]
-    if test_labels is None or train_split.labels is None:
-        raise ValueError("--downstream, --linear_probe and --sample_quality need class labels, but the dataset has "
-                         "none; pass a labelled dataset (or --label_column) or drop those flags.")
-    n = min(len(train_split), args.max_train_samples)
-    train_images = collator([train_split[i] for i in range(n)])["pixel_values"]
-    train_labels = train_split.labels[:n]
+    flags = "--downstream, --linear_probe and --sample_quality"
+    if test_labels is None:
+        raise ValueError(f"{flags} need class labels, but the dataset has none; pass a labelled dataset (or "
+                         "--label_column) or drop those flags.")
+    train_images, train_labels = _train_images(model, data, args, collator, flags)
     metrics = {}
     classifier = None
     if args.downstream or args.sample_quality:
@@ -182,12 +201,60 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
     return metrics
 
 
+def _train_images(model, data, args, collator, flags: str):
+    """The first --max_train_samples labelled training images, as pixel_values and labels: what the classifier, the
+    probe and the domain features learn from."""
+    from .data import load_image_dataset
+
+    train_split = data.splits.get("train")
+    if train_split is None:
+        train_split = load_image_dataset(args.dataset_name, split="train", image_size=model.config.image_size,
+                                         num_channels=model.config.num_channels,
+                                         max_samples=args.max_train_samples)["train"]
+    if train_split.labels is None:
+        raise ValueError(f"{flags} need class labels, but the dataset has none; pass a labelled dataset (or "
+                         "--label_column) or drop those flags.")
+    n = min(len(train_split), args.max_train_samples)
+    return collator([train_split[i] for i in range(n)])["pixel_values"], train_split.labels[:n]
+
+
+def _quality_metrics(model, prior, data, args, collator, loader) -> dict:
+    """--fid: Fréchet distance, KID, precision, recall, density and coverage of the reconstructions of the test
+    images and of --num_samples samples, on each kind of --features (keys end in _domain or _inception)."""
+    from .evaluation import domain_features, inception_features, quality_metrics
+
+    kinds = args.features or (["domain", "inception"] if args.inception_weights else ["domain"])
+    extractors = []
+    if "inception" in kinds:  # first: a missing weights file should stop the command before any training
+        extractors.append(inception_features(args.inception_weights, device=model.device))
+    if "domain" in kinds:
+        images, labels = _train_images(model, data, args, collator, "--fid with domain features")
+        extractors.insert(0, domain_features(images, labels, num_classes=data.num_labels, seed=args.seed,
+                                             epochs=args.classifier_epochs, device=model.device,
+                                             dataset_name=args.dataset_name or "the embedded digits"))
+    metrics, descriptions = {}, []
+    for features in extractors:
+        metrics.update(quality_metrics(model, loader, features=features, num_samples=args.num_samples, prior=prior,
+                                       seed=args.seed, batch_size=args.batch_size))
+        descriptions.append(metrics.pop("quality_features"))
+    metrics["quality_features"] = "; ".join(descriptions)
+    return metrics
+
+
 def cmd_sample(argv: list[str]) -> None:
     parser = ArgumentParser(prog="hf-autoencoders sample", description="Write a grid of generated images.")
     parser.add_argument("model", help="A trained AE, VAE or VQ-VAE: a run folder or a Hub id.")
     parser.add_argument("--prior", default=None, help="A prior over the VQ-VAE's codes (folder or Hub id).")
     parser.add_argument("--num_samples", type=int, default=64)
-    parser.add_argument("--temperature", type=float, default=1.0, help="Of the prior's sampling (VQ-VAE).")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="Of the prior's sampling: < 1 sharper, > 1 flatter, 0 the most likely code.")
+    parser.add_argument("--top_k", type=int, default=None,
+                        help="Transformer prior: sample among the k most likely codes at each position.")
+    parser.add_argument("--top_p", type=float, default=None,
+                        help="Transformer prior: sample within the smallest set of codes of probability >= p.")
+    parser.add_argument("--class_label", type=int, default=None,
+                        help="Class-conditional prior: draw every sample of this class (default: the classes in "
+                             "turn, class k in column k).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_file", "--output", default="samples.png", help="The PNG to write.")
     parser.add_argument("--overwrite_output_file", "--overwrite", action="store_true",
@@ -197,6 +264,12 @@ def cmd_sample(argv: list[str]) -> None:
         parser.error(f"--num_samples must be a positive integer, got {args.num_samples}")
     if not args.temperature >= 0:
         parser.error(f"--temperature must be >= 0 (0 = the most likely code), got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        parser.error(f"--top_k must be a positive integer, got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        parser.error(f"--top_p must lie in (0, 1], got {args.top_p}")
+    if args.prior is None and (args.top_k is not None or args.top_p is not None or args.class_label is not None):
+        parser.error("--top_k, --top_p and --class_label apply to sampling with a --prior")
     _refuse_existing(Path(args.output_file), args.overwrite_output_file)
 
     import torch
@@ -205,12 +278,20 @@ def cmd_sample(argv: list[str]) -> None:
 
     model = load_model(args.model)
     generator = torch.Generator().manual_seed(args.seed)
+    nrow = 8
     if args.prior is not None:
         prior = _load_prior(args.prior, model, args.model)
-        images = model.sample(args.num_samples, generator=generator, prior=prior, temperature=args.temperature)
+        num_classes, class_labels = prior.config.num_classes, args.class_label
+        if class_labels is None and num_classes > 0:
+            class_labels = torch.arange(args.num_samples) % num_classes
+            nrow = num_classes if num_classes <= 16 else 8
+        elif class_labels is not None and num_classes > 0 and not 0 <= class_labels < num_classes:
+            raise ValueError(f"--class_label must lie in [0, {num_classes}) for this prior, got {class_labels}.")
+        images = model.sample(args.num_samples, generator=generator, prior=prior, temperature=args.temperature,
+                              top_k=args.top_k, top_p=args.top_p, class_labels=class_labels)
     else:
         images = model.sample(args.num_samples, generator=generator)
-    path = plot_samples(images.clamp(0, 1), args.output_file)
+    path = plot_samples(images.clamp(0, 1), args.output_file, nrow=nrow)
     print(f"wrote {path}")
 
 
@@ -220,11 +301,15 @@ def cmd_push(argv: list[str]) -> None:
     parser.add_argument("repo_id", help="The Hub repository, e.g. your-name/vqvae-mnist.")
     parser.add_argument("--private", action="store_true")
     parser.add_argument("--token", default=None)
+    parser.add_argument("--include_checkpoints", action="store_true",
+                        help="Also upload each checkpoint-N's weights, config, code and trainer state (never the "
+                             "pickled optimizer, scheduler and RNG states).")
     args = parser.parse_args(argv)
 
     from .hub import push_to_hub
 
-    print(push_to_hub(args.folder, args.repo_id, token=args.token, private=args.private or None))
+    print(push_to_hub(args.folder, args.repo_id, token=args.token, private=args.private or None,
+                      include_checkpoints=args.include_checkpoints))
 
 
 def cmd_train(argv: list[str]) -> None:
@@ -254,22 +339,43 @@ def cmd_experiment(argv: list[str]) -> dict:
     )
     parser.add_argument("name", choices=list(EXPERIMENTS))
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--quick", action="store_true", help="Small models and budgets: minutes on 2 CPU cores.")
+    parser.add_argument("--budget", choices=["quick", "mlp", "seed"], default=None,
+                        help="quick: small MLPs, minutes on 2 CPU cores; mlp (default): MLPs, 800 steps; seed: conv "
+                             "models trained for epochs over 3 seeds, as the questions were posed (hours on 2 CPU "
+                             "cores, minutes on a GPU). See docs/experiments.md.")
+    parser.add_argument("--quick", action="store_true", help="The same as --budget quick.")
     parser.add_argument("--dataset_name", default=None,
-                        help="Hub id or local folder (default: the embedded digits), e.g. ../shared/data/mnist.")
-    parser.add_argument("--max_steps", type=int, default=None, help="Training steps per model (overrides the budget).")
-    parser.add_argument("--seed", type=int, default=0)
+                        help="Hub id or local folder (default: the embedded digits), e.g. ../shared/data/mnist or "
+                             "../shared/data/cifar10.")
+    parser.add_argument("--max_steps", type=int, default=None,
+                        help="Training steps per model (overrides the budget's steps or epochs).")
+    parser.add_argument("--seed", type=int, default=0, help="The first seed.")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="How many seeds (default: the budget's for compare, samples and linear-pca, else 1).")
+    parser.add_argument("--resume", action="store_true",
+                        help="Continue an interrupted experiment in --output_dir: finished runs are reloaded, not "
+                             "trained again.")
+    parser.add_argument("--runs_dir", default=None,
+                        help="Where trained models are kept (default: OUTPUT_DIR/runs); experiments that share it "
+                             "share identical runs (with --resume).")
     parser.add_argument("--overwrite_output_dir", "--overwrite", action="store_true",
                         help="Write into a folder that already holds files.")
     parser.add_argument("--no_progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
-    if args.max_steps is not None and args.max_steps < 1:
-        parser.error(f"--max_steps must be a positive integer, got {args.max_steps}")
+    if args.quick and args.budget not in (None, "quick"):
+        parser.error(f"--quick is --budget quick; it contradicts --budget {args.budget}")
+    budget = "quick" if args.quick else args.budget or "mlp"
+    for flag in ("max_steps", "seeds"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag} must be a positive integer, got {value}")
 
     overrides = {} if args.max_steps is None else {"max_steps": args.max_steps}
-    check_request(args.name, args.output_dir, args.quick, args.overwrite_output_dir, overrides)
-    results = run_experiment(args.name, args.output_dir, quick=args.quick, dataset_name=args.dataset_name,
-                             seed=args.seed, overwrite=True, progress=args.progress, **overrides)
+    check_request(args.name, args.output_dir, budget, overwrite=args.overwrite_output_dir, resume=args.resume,
+                  seeds=args.seeds, runs_dir=args.runs_dir, budget_overrides=overrides)
+    results = run_experiment(args.name, args.output_dir, budget=budget, dataset_name=args.dataset_name,
+                             seed=args.seed, seeds=args.seeds, overwrite=True, resume=args.resume,
+                             runs_dir=args.runs_dir, progress=args.progress, **overrides)
     print(f"wrote {Path(args.output_dir) / 'report.md'} and results.json")
     return results
 
@@ -296,6 +402,13 @@ def run_main(command, argv: list[str]) -> None:
         command(argv)
     except USER_ERRORS as err:
         fail(str(err).strip() or type(err).__name__)
+    except FloatingPointError as err:  # training diverged: stopped before the update, the last checkpoint is intact
+        fail(str(err), 1)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        fail(f"no space left on the device while writing {err.filename or 'a file'}. Free some space, or choose an "
+             "--output_dir on another disk; what was already written (checkpoints included) is intact.", 1)
     except KeyboardInterrupt:
         fail("interrupted", 130)
 

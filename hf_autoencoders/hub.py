@@ -1,18 +1,25 @@
-"""Sharing a trained model: a model card written from the run, and an upload of the whole folder.
+"""Sharing a trained model: a model card written from the run, and an upload of exactly what a model repo holds.
 
 A run folder holds everything the Hub needs: `model.safetensors`, `config.json` (with the `auto_map` that points at
-the model code saved beside it), `preprocessor_config.json`, the pictures and `README.md` (the card). Uploading it
-as is lets anyone load it with `AutoModel.from_pretrained(repo_id, trust_remote_code=True)`, no package needed.
+the model code saved beside it), `preprocessor_config.json`, the pictures and `README.md` (the card), so anyone can
+load it with `AutoModel.from_pretrained(repo_id, trust_remote_code=True)`, no package needed. It also holds what must
+never be uploaded: checkpoints with pickled optimizer states, `training_args.bin`, caches (a prior's `code_cache/`
+is the whole training set as codes), logs. Uploads therefore take an allow-list (`upload_files`), never the folder.
 """
 
+import ast
 import json
 from pathlib import Path
 
-from huggingface_hub import HfApi, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from transformers import TrainerCallback
 
-# Files of a run folder that are not part of the shared model.
-UPLOAD_IGNORE = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pt", "*.bin", "training_args.bin"]
+from .results import write_json
 
+# What a model repository holds, besides the model code that config.json's auto_map names (`model_code_files`).
+MODEL_FILES = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "config.json",
+               "generation_config.json", "preprocessor_config.json")
+CARD_FILES = ("README.md", "*.png")
 _ARCHITECTURE_FIELDS = (
     "backbone", "image_size", "num_channels", "hidden_size", "num_hidden_layers", "num_downsamples", "patch_size",
     "latent_dim", "likelihood", "gaussian_variance", "kl_weight", "quantizer", "num_embeddings", "embedding_dim",
@@ -20,9 +27,43 @@ _ARCHITECTURE_FIELDS = (
 )
 
 
-def _format(value) -> str:
-    value = getattr(value, "value", value)  # enums such as SchedulerType
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def model_code_files(folder: Path) -> list[str]:
+    """The Python files `save_pretrained` wrote beside the weights: the modules that the `auto_map` of config.json
+    and preprocessor_config.json name and, recursively, the siblings they import (`from .x import y`)."""
+    folder = Path(folder)
+    references = []
+    for name in ("config.json", "preprocessor_config.json"):
+        try:
+            references += json.loads((folder / name).read_text()).get("auto_map", {}).values()
+        except (OSError, ValueError, AttributeError):
+            continue
+    pending = {reference.split("--")[-1].rsplit(".", 1)[0] for reference in references if isinstance(reference, str)}
+    found = set()
+    while pending:
+        module = pending.pop()
+        path = folder / f"{module}.py"
+        if module in found or not path.is_file():
+            continue
+        found.add(module)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                pending.add(node.module)
+    return sorted(f"{module}.py" for module in found)
+
+
+def upload_files(folder, include_checkpoints: bool = False) -> list[str]:
+    """The files of a run folder that belong in a model repository, relative to it: weights, config, model code,
+    processor config, card and pictures. With `include_checkpoints`, each checkpoint-N/'s weights, config, code and
+    trainer state too, never its pickled optimizer, scheduler or RNG states."""
+    folder = Path(folder)
+    files = {p.name for pattern in MODEL_FILES + CARD_FILES for p in folder.glob(pattern) if p.is_file()}
+    files |= set(model_code_files(folder))
+    if include_checkpoints:
+        for checkpoint in sorted(folder.glob("checkpoint-*")):
+            files |= {f"{checkpoint.name}/{name}" for name in upload_files(checkpoint) if not name.endswith(".png")}
+            if (checkpoint / "trainer_state.json").is_file():
+                files.add(f"{checkpoint.name}/trainer_state.json")
+    return sorted(files)
 
 
 def autoencoder_usage(name: str) -> list[str]:
@@ -35,13 +76,25 @@ def autoencoder_usage(name: str) -> list[str]:
         f'processor = AutoImageProcessor.from_pretrained("{name}", trust_remote_code=True)',
         'pixel_values = processor(images, return_tensors="pt").pixel_values  # images: PIL images or arrays',
         "reconstruction = model(pixel_values).reconstruction",
-        "latents = model.encode(pixel_values)  # .latent_dist (VAE) or .latents (AE, VQ-VAE)",
-        "images = model.decode(latents.latents).sample  # AE and VQ-VAE; a VAE decodes latents.latent_dist.sample()",
+        "encoded = model.encode(pixel_values)  # .latent_dist (a VAE's q(z|x)) or .latents (AE, VQ-VAE)",
+        "samples = model.sample(16)",
         "```",
         "",
-        "`trust_remote_code=True` runs the model code saved in this repository; with `pip install hf-autoencoders` "
-        "and `import hf_autoencoders`, it is not needed.",
+        "`trust_remote_code=True` runs the model code saved in this repository; it needs `transformers>=5`. With "
+        "`pip install hf-autoencoders` and `import hf_autoencoders.models`, it is not needed.",
     ]
+
+
+def _format(value) -> str:
+    value = getattr(value, "value", value)  # enums such as SchedulerType
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _hub_id(name: str | None) -> str | None:
+    """`name` if it can be a Hub repository id (owner/name, not a local path), else None."""
+    if not name or Path(name).exists() or name.count("/") != 1 or name.startswith((".", "/")):
+        return None
+    return name
 
 
 def write_model_card(
@@ -53,54 +106,72 @@ def write_model_card(
     pictures: dict[str, str] | None = None,
     repo_id: str | None = None,
     usage=autoencoder_usage,
-    pipeline_tag: str | None = "image-to-image",
+    training_figures: dict | None = None,
+    license: str | None = None,
+    base_model: str | None = None,
+    task_type: str = "image-to-image",
 ) -> Path:
-    """Write `README.md` in `output_dir`: what the model is, how it was trained, the metrics measured on the test
-    split, pictures, and a usage snippet (`usage(repo_id)` gives its lines). Returns the card's path."""
+    """Write `README.md` in `output_dir` with huggingface_hub's `ModelCard`: metadata (library, tags, license, the
+    dataset and `base_model` where they are Hub ids, and a `model-index` holding the test metrics), then what the
+    model is, how to use it (`usage(repo_id)` gives the lines), its architecture, how it was trained (hyperparameters
+    and `training_figures`, kept apart from the test metrics), the test metrics and the pictures. Also writes the
+    test metrics to eval_results.json. Returns the card's path."""
+    output_dir = Path(output_dir)
     family = getattr(config, "display_name", config.model_type)
-    tag = family.lower().replace(" ", "-")
     backbone = getattr(config, "backbone", None)
-    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag=pipeline_tag,
-        tags=["hf-autoencoders", "autoencoder", tag, "image", *([backbone] if backbone else [])],
-        # Only Hub ids belong in the card's metadata, not local folders.
-        datasets=[dataset_name] if dataset_name and "/" in dataset_name and not Path(dataset_name).exists() else None,
-        license="apache-2.0",
-    )
-    name = repo_id or Path(output_dir).name
-    architecture = {f: getattr(config, f) for f in _ARCHITECTURE_FIELDS if getattr(config, f, None) is not None}
-    lines = [
-        f"# {name}",
-        "",
-        f"A {family} ({backbone or 'autoregressive'} backbone) trained with "
-        f"`hf_autoencoders` on `{dataset_name}`.",
-        "",
-        "## Usage",
-        "",
-        *usage(repo_id or "path/to/this/folder"),
-        "",
-        "## Architecture",
-        "",
-        "| field | value |",
-        "|---|---|",
-        *[f"| `{k}` | {_format(v)} |" for k, v in architecture.items()],
-        "",
+    numeric = {k: float(v) for k, v in metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")}
+    name = repo_id or output_dir.name
+    dataset_id = _hub_id(dataset_name)
+    eval_results = [
+        EvalResult(task_type=task_type, dataset_type=dataset_id or Path(str(dataset_name)).name,
+                   dataset_name=str(dataset_name), dataset_split="test", metric_type=key, metric_name=key,
+                   metric_value=value)
+        for key, value in sorted(numeric.items()) if key != "num_examples"
     ]
-    if hyperparameters:
-        lines += ["## Training", "", "| hyperparameter | value |", "|---|---|"]
-        lines += [f"| `{k}` | {_format(v)} |" for k, v in hyperparameters.items()] + [""]
+    card_data = ModelCardData(
+        model_name=name,
+        library_name="transformers",
+        pipeline_tag=None,  # transformers 5 has no pipeline for autoencoders; the usage snippet shows the calls
+        tags=["hf-autoencoders", "autoencoder", family.lower().replace(" ", "-"), "image",
+              *([backbone] if backbone else [])],
+        datasets=[dataset_id] if dataset_id else None,
+        base_model=_hub_id(base_model),
+        license=license,
+        eval_results=eval_results or None,
+    )
+    architecture = {f: getattr(config, f) for f in _ARCHITECTURE_FIELDS if getattr(config, f, None) is not None}
+    based_on = f" It models the codes of `{base_model}`." if base_model else ""
+    lines = [
+        f"# {name}", "",
+        f"A {family} ({backbone or 'autoregressive'} backbone) trained with `hf-autoencoders` on "
+        f"`{dataset_name}`.{based_on}", "",
+        "## Usage", "", *usage(repo_id or "path/to/this/folder"), "",
+        "## Requirements", "", "`transformers>=5` and `torch` (the model code in this repository is loaded with "
+        "`trust_remote_code=True`).", "",
+        "## Architecture", "", "| field | value |", "|---|---|",
+        *[f"| `{k}` | {_format(v)} |" for k, v in architecture.items()], "",
+    ]
+    if hyperparameters or training_figures:
+        lines += ["## Training", "", "Figures measured while training, on the training data (not test metrics).", "",
+                  "| | value |", "|---|---|"]
+        rows = {**(hyperparameters or {}), **(training_figures or {})}
+        lines += [f"| `{k}` | {_format(v)} |" for k, v in rows.items()] + [""]
     if numeric:
-        lines += ["## Results", "", f"Measured on the test split of `{dataset_name}`.", "",
-                  "| metric | value |", "|---|---|"]
+        lines += ["## Results", "", f"Measured on the test split of `{dataset_name}` "
+                  f"({int(numeric.get('num_examples', 0)) or 'all'} images).", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_format(v)} |" for k, v in sorted(numeric.items())] + [""]
+        if isinstance(metrics.get("quality_features"), str):
+            lines += [f"The `*_fd_*`, `*_kid_*`, precision, recall, density and coverage figures compare the test "
+                      f"images with their reconstructions and with as many samples, in {metrics['quality_features']}. "
+                      "FD is biased upwards at small N: compare FDs only at equal `quality_num_real` and "
+                      "`quality_num_samples`; KID is unbiased.", ""]
     for title, file in (pictures or {}).items():
         lines += [f"## {title}", "", f"![{title}]({file})", ""]
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
-    path = Path(output_dir) / "README.md"
+    path = output_dir / "README.md"
     card.save(path)
-    (Path(output_dir) / "eval_results.json").write_text(json.dumps(numeric, indent=2) + "\n")
+    write_json(output_dir / "eval_results.json", numeric)
     return path
 
 
@@ -111,18 +182,40 @@ def push_to_hub(
     private: bool | None = None,
     commit_message: str = "Upload autoencoder trained with hf_autoencoders",
     api: HfApi | None = None,
+    include_checkpoints: bool = False,
+    path_in_repo: str | None = None,
 ) -> str:
-    """Upload a run folder (weights, config, code, processor, card, pictures; no checkpoints) to `repo_id`.
-    Returns the commit URL."""
+    """Upload the model files of a run folder (`upload_files`) to `repo_id`. Returns the commit URL."""
     folder = Path(folder)
     missing = [f for f in ("config.json", "model.safetensors") if not (folder / f).is_file()]
     if missing:
-        raise ValueError(f"{folder} is not a trained model folder (missing {', '.join(missing)}); "
-                         "pass the --output_dir of a finished training run.")
+        raise FileNotFoundError(f"{folder} is not a trained model folder (missing {', '.join(missing)}); pass the "
+                                "--output_dir of a finished training run.")
     api = api or HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, token=token)
-    commit = api.upload_folder(
-        repo_id=repo_id, folder_path=folder, commit_message=commit_message, ignore_patterns=UPLOAD_IGNORE,
-        token=token,
-    )
+    commit = api.upload_folder(repo_id=repo_id, folder_path=folder, path_in_repo=path_in_repo,
+                               allow_patterns=upload_files(folder, include_checkpoints),
+                               commit_message=commit_message, token=token)
     return str(getattr(commit, "commit_url", commit))
+
+
+class HubPushCallback(TrainerCallback):
+    """Pushes while training, as `--hub_strategy` says (the finished folder, with its card, is pushed at the end):
+    "every_save" uploads each saved checkpoint's model to the repository's root, "checkpoint" also keeps it in
+    `last-checkpoint/`, "all_checkpoints" each one in its own `checkpoint-N/`. Only allow-listed files go up."""
+
+    def __init__(self, repo_id: str, strategy: str, token: str | None = None, private: bool | None = None, api=None):
+        self.repo_id, self.strategy = repo_id, str(getattr(strategy, "value", strategy))
+        self.token, self.private, self.api = token, private, api
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not (checkpoint / "model.safetensors").is_file():
+            return
+        targets = {"every_save": [None], "checkpoint": [None, "last-checkpoint"],
+                   "all_checkpoints": [None, checkpoint.name]}.get(self.strategy, [])
+        for path_in_repo in targets:
+            push_to_hub(checkpoint, self.repo_id, token=self.token, private=self.private, api=self.api,
+                        path_in_repo=path_in_repo, commit_message=f"Training in progress, step {state.global_step}")

@@ -47,9 +47,9 @@ def _to_uint8_images(images, name: str = "images") -> np.ndarray:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def save_image_grid(images, path, nrow: int = 8, padding: int = 2, pad_value: float = 1.0, scale: int = 1) -> Path:
-    """Tile ``images`` into a grid of ``nrow`` images per row with ``padding`` pixels of ``pad_value`` between and
-    around the tiles, upscaled ``scale`` times (nearest neighbour), and save it as a grayscale or RGB PNG."""
+def image_grid(images, nrow: int = 8, padding: int = 2, pad_value: float = 1.0, scale: int = 1) -> np.ndarray:
+    """Tile ``images`` into a uint8 grid (H, W, C) of ``nrow`` images per row with ``padding`` pixels of
+    ``pad_value`` between and around the tiles, upscaled ``scale`` times (nearest neighbour)."""
     if nrow < 1 or padding < 0 or scale < 1:
         raise ValueError(
             f"nrow and scale must be >= 1 and padding >= 0; got nrow={nrow}, padding={padding}, scale={scale}"
@@ -65,8 +65,14 @@ def save_image_grid(images, path, nrow: int = 8, padding: int = 2, pad_value: fl
         grid[top : top + h, left : left + w] = tile
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    return grid
+
+
+def save_image_grid(images, path, nrow: int = 8, padding: int = 2, pad_value: float = 1.0, scale: int = 1) -> Path:
+    """`image_grid` saved as a grayscale or RGB PNG."""
+    grid = image_grid(images, nrow, padding, pad_value, scale)
     path = _prepare_path(path)
-    Image.fromarray(grid[..., 0] if c == 1 else grid).save(path)  # 2-d uint8 -> "L", (H, W, 3) -> "RGB"
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)  # (H, W) -> "L", (H, W, 3) -> "RGB"
     return path
 
 

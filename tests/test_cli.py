@@ -69,3 +69,23 @@ def test_a_user_error_is_one_line(args, message, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr[-2000:]
     assert not (tmp_path / "x").exists()
+
+
+def test_evaluate_and_sample_take_hub_ids(tmp_path):
+    """A model given by its Hub id loads as `train --model_name_or_path` does: here from a local Hub cache, offline."""
+    import hf_autoencoders.models as M
+
+    snapshot = tmp_path / "hub" / "models--me--tiny-vae" / "snapshots" / ("0" * 40)
+    M.VAEModel(M.VAEConfig(backbone="mlp", hidden_size=8, latent_dim=2)).save_pretrained(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    env = {**ENV, "HF_HUB_CACHE": str(tmp_path / "hub")}
+    code = f"""
+from hf_autoencoders.cli import main
+main(["sample", "me/tiny-vae", "--num_samples", "4", "--output_file", {str(tmp_path / "s.png")!r}])
+main(["evaluate", "me/tiny-vae", "--max_eval_samples", "16", "--num_importance_samples", "2"])
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "s.png").is_file() and '"iwae_nll"' in result.stdout

@@ -197,7 +197,7 @@ def test_categorical_vae_save_load_sample_and_classify(tmp_path):
 
 
 def test_run_estimator_study_quick(tmp_path):
-    results = run_estimator_study(tmp_path, quick=True, seed=0, max_steps=60)
+    results = run_estimator_study(tmp_path, budget="quick", seed=0, max_steps=60)
     for name in ("report.md", "results.json", "gradient_variance.png", "log_px_vs_samples.png",
                  "ess_vs_samples.png"):
         assert (tmp_path / name).stat().st_size > 0
@@ -220,3 +220,11 @@ def test_run_estimator_study_quick(tmp_path):
     assert results["models"]["gaussian_vae"]["train_steps"] == results["settings"]["train_steps"] == 60
     report = (tmp_path / "report.md").read_text()
     assert "![gradient variance](gradient_variance.png)" in report and "What the numbers show" in report
+    claims = {c["key"]: c for c in saved["claims"]}
+    assert set(claims) == {"score_function_variance", "prior_sampling_wastes_samples"}
+    assert all(c["verdict"] in ("confirmed", "contradicted", "within noise") and c["rule"] for c in claims.values())
+    # the score function's variance is orders of magnitude above the pathwise one's even after 60 steps
+    assert claims["score_function_variance"]["verdict"] == "confirmed"
+    assert saved["experiment"] == "estimators" and saved["settings"]["budget"] == "quick"
+    with pytest.raises(ValueError, match="budget 'huge' is not known"):
+        run_estimator_study(tmp_path / "x", budget="huge")

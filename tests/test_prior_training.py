@@ -159,7 +159,7 @@ def test_evaluate_command_with_label_metrics(run, tmp_path, capsys):
 def test_second_run_reuses_codes_and_refuses_existing_output(run, monkeypatch):
     root, _ = run
     args = ["--vqvae", str(root / "vqvae"), "--output_dir", str(root / "prior"), "--do_train", *PRIOR_FLAGS]
-    with pytest.raises(ValueError, match="already holds files"):
+    with pytest.raises(FileExistsError, match="already holds files"):
         P.run_prior_training(*parse_prior_args(args))
     monkeypatch.setattr(P, "_encode_dataset", lambda *a, **k: pytest.fail("codes were extracted again"))
     args[args.index("--max_steps") + 1] = "1"

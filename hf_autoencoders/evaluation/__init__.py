@@ -1,8 +1,11 @@
 """Evaluation: the one loop over a dataset (`evaluate`), the metrics it reports, and the analyses built on them
-(a reference classifier, latent representations, gradient and likelihood estimators).
+(a reference classifier, latent representations, gradient and likelihood estimators, sample and reconstruction
+quality on fixed features: Fréchet distance, KID, precision/recall/density/coverage).
 
     from hf_autoencoders.evaluation import evaluate
     metrics = evaluate(model, data.test, num_importance_samples=100)   # psnr, ssim, loss terms, iwae_nll, ...
+    features = domain_features(train_images, train_labels)             # or inception_features(weights_path)
+    quality = quality_metrics(model, test_images, features=features)   # sample_fd_domain, reconstruction_kid_..., ...
 """
 
 from .classifier import (
@@ -14,6 +17,22 @@ from .classifier import (
     sample_quality,
     train_classifier,
 )
+from .features import (
+    FID_WEIGHTS_URL,
+    DomainFeatures,
+    FIDInceptionV3,
+    ImageFeatures,
+    InceptionFeatures,
+    domain_features,
+    inception_features,
+)
+from .frechet import (
+    feature_metrics,
+    frechet_distance,
+    kernel_inception_distance,
+    precision_recall_density_coverage,
+    quality_metrics,
+)
 from .latents import interpolate_latents, representations
 from .loop import evaluate, likelihood_bounds
 from .metrics import CodebookUsage, codebook_stats, mse, nats_to_bits_per_dim, psnr, ssim
@@ -22,4 +41,7 @@ __all__ = [
     "CodebookUsage", "SmallCNN", "classifier_accuracy", "codebook_stats", "downstream_accuracy", "evaluate",
     "interpolate_latents", "likelihood_bounds", "linear_probe_accuracy", "mse", "nats_to_bits_per_dim",
     "predict_proba", "psnr", "representations", "sample_quality", "ssim", "train_classifier",
+    "FID_WEIGHTS_URL", "DomainFeatures", "FIDInceptionV3", "ImageFeatures", "InceptionFeatures", "domain_features",
+    "feature_metrics", "frechet_distance", "inception_features", "kernel_inception_distance",
+    "precision_recall_density_coverage", "quality_metrics",
 ]

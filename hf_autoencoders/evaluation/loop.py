@@ -96,7 +96,10 @@ def evaluate(
     total = num_batches(data, batch_size)
     bar = tqdm(batches, desc="evaluating", total=total, disable=not progress or rank != 0, leave=False)
     with eval_mode(model), seeded(seed + rank, device):
-        for x, _ in bar:
+        for index, (x, _) in enumerate(bar):
+            # Reseeded per batch: a DataLoader draws from the global RNG when it starts, so the model's own draws
+            # (a VAE's posterior samples) must not depend on what delivers the images.
+            torch.manual_seed(seed + rank + 7919 * index)
             if max_examples is not None:
                 if count >= max_examples:
                     break

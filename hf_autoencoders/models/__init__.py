@@ -9,6 +9,7 @@ finds a family by the short name the command line uses. Importing this package r
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
+from .code_priors import log_prob_codes, sample_codes, transformer_prior_config
 from .configuration_autoencoders import AEConfig, AutoencoderConfig, VAEConfig, VQVAEConfig
 from .configuration_pixelcnn_prior import PixelCNNPriorConfig
 from .image_processing_autoencoders import AutoencoderImageProcessor
@@ -60,5 +61,6 @@ __all__ = [
     "AutoencoderOutput", "AutoencoderPreTrainedModel", "CategoricalGaussianPosterior", "DecoderOutput",
     "DiagonalGaussian", "EncoderOutput", "MODEL_CLASSES", "PixelCNNPriorConfig", "PixelCNNPriorModel",
     "PixelCNNPriorOutput", "PosteriorOutput", "VAEConfig", "VAEModel", "VQVAEConfig", "VQVAEModel",
-    "autoencoder_classes", "code_statistics",
+    "autoencoder_classes", "code_priors", "code_statistics", "log_prob_codes", "sample_codes",
+    "transformer_prior_config",
 ]

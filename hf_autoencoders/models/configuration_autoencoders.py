@@ -31,6 +31,16 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def check_model_type(config_class, config_dict: dict) -> None:
+    """Refuse to build a config of one model type from a saved config of another (transformers would only warn and
+    then make a randomly initialised model of the wrong kind)."""
+    saved = config_dict.get("model_type")
+    if saved and saved != config_class.model_type and config_class.model_type != "hf_autoencoders_base":
+        raise ValueError(f"The saved config is of model type {saved!r}, not {config_class.model_type!r} "
+                         f"({config_class.__name__}); load it with AutoModel.from_pretrained, or with the class of "
+                         "its own type.")
+
+
 def _check_types(config: PreTrainedConfig) -> None:
     """Refuse a value of the wrong type for any field the config classes declare (a float or string size, a
     non-finite float), naming the field: the errors torch would raise later are far from the cause."""
@@ -109,6 +119,11 @@ class AutoencoderConfig(PreTrainedConfig):
     likelihood: str = "gaussian"
     gaussian_variance: float = 0.5
     initializer_range: float = 0.02
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        check_model_type(cls, config_dict)
+        return super().from_dict(config_dict, **kwargs)
 
     def __post_init__(self, **kwargs):
         _check_types(self)

@@ -2,6 +2,8 @@
 
 from transformers import PreTrainedConfig
 
+from .configuration_autoencoders import check_model_type
+
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
@@ -40,6 +42,11 @@ class PixelCNNPriorConfig(PreTrainedConfig):
     kernel_size: int = 5
     num_classes: int = 0
     initializer_range: float = 0.02
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        check_model_type(cls, config_dict)
+        return super().from_dict(config_dict, **kwargs)
 
     def __post_init__(self, **kwargs):
         for name in ("num_embeddings", "grid_size", "hidden_size", "num_layers", "kernel_size", "num_classes"):

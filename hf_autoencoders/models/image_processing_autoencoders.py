@@ -1,10 +1,11 @@
 """Image processor of the autoencoders: any image -> pixel_values in [0, 1] on the 8-bit grid, and back.
 
-Every image is brought to a fixed mode ("L" or "RGB"), resized to `image_size x image_size` with PIL when its size
-differs, and kept as 8-bit integers k in {0, ..., 255} before it becomes pixel_values x = k / 255. So pixel_values
-always lie on the 1/255 grid that the discretized-logistic likelihood integrates over, and the training data (decoded
-once by `hf_autoencoders.data` with `image_to_uint8`, then divided by 255 in the collator) and this processor give the
-same tensors for the same image.
+Every image is brought to 8 bits (16-bit images k -> round(k / 257), float images x in [0, 1] -> round(255 x)), then
+to a fixed mode ("L" or "RGB"; alpha is dropped, palettes are applied), resized to `image_size x image_size` with PIL
+when its size differs, and kept as 8-bit integers k in {0, ..., 255} before it becomes pixel_values x = k / 255. So
+pixel_values always lie on the 1/255 grid that the discretized-logistic likelihood integrates over, and the training
+data (decoded by `hf_autoencoders.data` with `image_to_uint8`, then divided by 255 in the collator) and this processor
+give the same tensors for the same image.
 
 This file travels with saved checkpoints (remote code): it imports only numpy, PIL, torch and transformers.
 """
@@ -44,14 +45,52 @@ def _array_to_pil(array: np.ndarray, channels_first: bool) -> Image.Image:
             array = array[..., 0]
     elif array.ndim != 2:
         raise ValueError(f"has {array.ndim} dimensions (shape {tuple(array.shape)}); expected 2 or 3")
-    if array.dtype != np.uint8:
+    if array.dtype == np.uint16:
+        array = _sixteen_to_eight_bits(array)
+    elif array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.floating) and array.dtype != np.bool_:
-            raise ValueError(f"has dtype {array.dtype}; expected uint8 values in [0, 255] or floats in [0, 1]")
-        array = array.astype(np.float32)
-        if array.size and (array.min() < 0 or array.max() > 1):
-            raise ValueError(f"is a float array with values in [{array.min():g}, {array.max():g}]; expected [0, 1]")
-        array = np.rint(array * 255).astype(np.uint8)  # onto the 8-bit grid
+            raise ValueError(
+                f"has dtype {array.dtype}; expected uint8 values in [0, 255], uint16 in [0, 65535] or floats in [0, 1]"
+            )
+        array = _unit_to_eight_bits(array.astype(np.float32), "a float array")
     return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _sixteen_to_eight_bits(array: np.ndarray) -> np.ndarray:
+    """16-bit values k in [0, 65535] -> round(k / 257) in [0, 255] (65535 = 255 * 257, so white stays white)."""
+    return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def _unit_to_eight_bits(array: np.ndarray, what: str) -> np.ndarray:
+    """Floats x in [0, 1] -> round(255 x); NaN, infinities and values outside [0, 1] are refused."""
+    if not np.isfinite(array).all():
+        raise ValueError(f"is {what} with NaN or infinite values; replace them (e.g. np.nan_to_num) first")
+    if array.size and (array.min() < 0 or array.max() > 1):
+        raise ValueError(
+            f"is {what} with values in [{array.min():g}, {array.max():g}]; expected [0, 1] (divide 8-bit values "
+            "by 255 first)"
+        )
+    return np.rint(array * 255).astype(np.uint8)  # onto the 8-bit grid
+
+
+def to_eight_bits(image: Image.Image) -> Image.Image:
+    """
+    A PIL image with 8 bits per channel. 16-bit ("I;16", "I;16B", "I;16L") and 32-bit integer ("I", how PIL opens
+    16-bit files) images hold values k in [0, 65535] and become round(k / 257); float ("F") images hold x in [0, 1] and
+    become round(255 x). Other values, and NaN, are refused with a ValueError. PIL's own `convert("L")` would clip
+    them instead (16-bit images turn white, float images black).
+    """
+    if image.mode.startswith("I"):
+        array = np.asarray(image).astype(np.int64)
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise ValueError(
+                f"is a {image.mode!r} image with values in [{array.min()}, {array.max()}]; expected 16-bit values "
+                "in [0, 65535]"
+            )
+        return Image.fromarray(_sixteen_to_eight_bits(array))
+    if image.mode == "F":
+        return Image.fromarray(_unit_to_eight_bits(np.asarray(image, dtype=np.float32), "an 'F' (float) image"))
+    return image
 
 
 def to_pil_image(image) -> Image.Image:
@@ -85,18 +124,19 @@ def to_pil_image(image) -> Image.Image:
 
 def image_to_uint8(image, image_size: int, num_channels: int, resample: int = Image.Resampling.BILINEAR) -> np.ndarray:
     """
-    One image (anything `to_pil_image` accepts) as a uint8 array of shape (num_channels, image_size, image_size):
-    converted to "L" (num_channels=1) or "RGB" (num_channels=3), then resized with PIL's `resample` filter when its
-    size differs (non-square images are stretched, not cropped).
+    One image (anything `to_pil_image` accepts, in any PIL mode) as a uint8 array of shape (num_channels, image_size,
+    image_size): brought to 8 bits (`to_eight_bits`), converted to "L" (num_channels=1) or "RGB" (num_channels=3) with
+    PIL (alpha dropped, palette applied), then resized with PIL's `resample` filter when its size differs (non-square
+    images are stretched, not cropped). The training data and the image processor both go through this function.
     """
-    pil_image = to_pil_image(image)
+    pil_image = to_eight_bits(to_pil_image(image))
     mode = _MODES[num_channels]
     if pil_image.mode != mode:
         pil_image = pil_image.convert(mode)
     if pil_image.size != (image_size, image_size):
         pil_image = pil_image.resize((image_size, image_size), resample=resample)
-    array = np.asarray(pil_image, dtype=np.uint8)
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    array = np.array(pil_image, dtype=np.uint8)  # a writable copy
+    return array[None] if array.ndim == 2 else np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
 class AutoencoderImageProcessorKwargs(ImagesKwargs, total=False):
@@ -216,4 +256,6 @@ class AutoencoderImageProcessor(BaseImageProcessor):
         return [Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image) for image in uint8]
 
 
-__all__ = ["AutoencoderImageProcessor", "binarize", "image_to_uint8", "to_pil_image", "uint8_to_unit"]
+__all__ = [
+    "AutoencoderImageProcessor", "binarize", "image_to_uint8", "to_eight_bits", "to_pil_image", "uint8_to_unit",
+]

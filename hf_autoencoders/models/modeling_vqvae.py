@@ -3,6 +3,7 @@
 import torch
 
 from .backbones import build_decoder, build_encoder
+from .code_priors import check_prior_fits, sample_codes
 from .configuration_autoencoders import VQVAEConfig
 from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel, EncoderOutput
 from .quantizers import build_quantizer
@@ -77,20 +78,10 @@ class VQVAEModel(AutoencoderPreTrainedModel):
                              f"[{int(indices.min())}, {int(indices.max())}].")
         return self.decode(self.quantizer.embed(indices.to(self.device)), force_not_quantize=True).sample
 
-    def check_prior(self, prior) -> None:
-        """Refuse a prior trained for another codebook size K or code-map size."""
-        prior_config = getattr(prior, "config", None)
-        num_embeddings = getattr(prior_config, "num_embeddings", None)
-        grid_size = getattr(prior_config, "grid_size", None)
-        if num_embeddings is None or grid_size is None:
-            raise ValueError(f"prior must be a prior over VQ-VAE codes (a PixelCNNPriorModel), got "
-                             f"{type(prior).__name__}.")
-        ours = (self.config.num_embeddings, self.config.latent_grid_size)
-        if (num_embeddings, grid_size) != ours:
-            raise ValueError(
-                f"The prior models {grid_size}x{grid_size} maps of {num_embeddings} codes, but this VQ-VAE has "
-                f"{ours[1]}x{ours[1]} maps of K = {ours[0]} codes; train a prior on this VQ-VAE's codes."
-            )
+    def check_prior(self, prior) -> str:
+        """Refuse anything but a prior over this VQ-VAE's codes (a `PixelCNNPriorModel` or a transformer prior, see
+        `code_priors`), or one trained for another codebook size K or code-map size. Returns the prior's type."""
+        return check_prior_fits(self.config, prior)
 
     @torch.no_grad()
     def sample(
@@ -100,21 +91,25 @@ class VQVAEModel(AutoencoderPreTrainedModel):
         prior=None,
         temperature: float = 1.0,
         class_labels: torch.LongTensor | int | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
     ) -> torch.Tensor:
-        """Images from code maps drawn from `prior` (a `PixelCNNPriorModel`), or uniformly at random if None — the
+        """Images from code maps drawn from `prior` (a `PixelCNNPriorModel` or a transformer prior; `temperature`,
+        `top_k`, `top_p` and `class_labels` as in `code_priors.sample_codes`), or uniformly at random if None — the
         VQ-VAE's own training prior, which generates poorly: codes are strongly dependent in real images."""
         self._check_num_samples(num_samples)
         if prior is None:
-            if class_labels is not None:
-                raise ValueError("class_labels need a class-conditional prior; uniform codes have no classes.")
+            if class_labels is not None or top_k is not None or top_p is not None:
+                raise ValueError("class_labels, top_k and top_p need a prior; uniform codes have no classes and no "
+                                 "logits to cut.")
             grid = self.config.latent_grid_size
             device = generator.device if generator is not None else self.device
             indices = torch.randint(self.config.num_embeddings, (num_samples, grid, grid), generator=generator,
                                     device=device)
         else:
             self.check_prior(prior)
-            indices = prior.generate(num_samples, temperature=temperature, generator=generator,
-                                     class_labels=class_labels)
+            indices = sample_codes(prior, num_samples, generator=generator, temperature=temperature, top_k=top_k,
+                                   top_p=top_p, class_labels=class_labels)
         return self.decode_indices(indices)
 
     def forward(

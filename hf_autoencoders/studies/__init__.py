@@ -1,16 +1,19 @@
-"""The classic autoencoder experiments, one module each, answered with numbers and pictures.
+"""The classic autoencoder experiments, one module each, answered with numbers, pictures and verdicts.
 
-    hf-autoencoders experiment compare --output_dir studies/compare --quick
-    hf-autoencoders experiment kl-weight --output_dir studies/kl --dataset_name ../shared/data/mnist
+    hf-autoencoders experiment compare --output_dir studies/compare --budget quick
+    hf-autoencoders experiment compare --output_dir runs/compare --budget seed \
+        --dataset_name ../shared/data/cifar10 --resume
 
     from hf_autoencoders.studies import run_experiment
-    results = run_experiment("latent-size", "studies/latent", quick=True)
+    results = run_experiment("latent-size", "studies/latent", budget="quick")
 
 `EXPERIMENTS` is the registry: experiment name -> its module in this package, imported when it runs (so the
-command line lists the experiments without importing torch). A module holds its `TITLE` and `QUESTION` and either
-`run(study)`, which trains and evaluates its runs through a `Study` (see `study.py`), or
-`run_standalone(output_dir, ...)` for an experiment that is not about trained autoencoders' reconstructions (the
-estimator study).
+command line lists the experiments without importing torch). A module holds its `TITLE`, `QUESTION` and `REPLICATED`
+(trained over the budget's seeds, or one seed per setting), optionally `MEASURES_QUALITY = False` (no Frechet
+distances) and `NEEDS_LABELS`, and either `run(runner, report)` — it trains and
+evaluates groups of runs through a `Runner` (`runner.py`) and states what they show in a `Report` (`report.py`) —
+or `run_standalone(output_dir, ...)` for an experiment that is not about trained autoencoders' reconstructions (the
+estimator study). To add an experiment, add its module and one line here.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import inspect
 import warnings
 from pathlib import Path
 
+from ..training.checkpoints import check_output_dir
+
 EXPERIMENTS = {
     "compare": "compare",
     "latent-size": "latent_size",
@@ -27,6 +32,7 @@ EXPERIMENTS = {
     "denoising": "denoising",
     "latent-layout": "latent_layout",
     "samples": "samples",
+    "linear-pca": "linear_pca",
     "estimators": "estimators",
 }
 
@@ -38,60 +44,76 @@ def experiment_module(name: str):
     return importlib.import_module(f".{EXPERIMENTS[name]}", __name__)
 
 
-def prepare_output_dir(output_dir, overwrite: bool) -> Path:
-    """Create `output_dir`, refusing one that already holds files unless `overwrite` (files are written over,
-    nothing is deleted)."""
+def prepare_output_dir(output_dir, overwrite: bool, resume: bool = False) -> Path:
+    """Create `output_dir` after `check_output_dir`: one that already holds files is refused unless `overwrite`
+    (files are written over, nothing else is deleted) or `resume` (an interrupted experiment continues there)."""
+    check_output_dir(output_dir, overwrite, resume,
+                     how_to_resume="pass --resume to continue an interrupted experiment there from its finished runs")
     path = Path(output_dir)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"output_dir {path} exists and is not a folder; choose another --output_dir")
-    existing = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
-    if existing and not overwrite:
-        shown = ", ".join(existing[:5]) + (" ..." if len(existing) > 5 else "")
-        raise ValueError(
-            f"output_dir {path} already holds files ({shown}). Nothing was changed. Choose a new --output_dir, or "
-            "pass --overwrite_output_dir to write over the experiment's files (other files are left alone)."
-        )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def check_request(name: str, output_dir, quick: bool, overwrite: bool, budget_overrides: dict):
-    """Refuse an unknown experiment, an unknown or invalid budget field or an output folder holding files, before
-    any work; return the budget."""
-    from .study import FULL, QUICK
+def check_request(name: str, output_dir, budget: str = "quick", *, overwrite: bool = False, resume: bool = False,
+                  seeds: int | None = None, runs_dir=None, budget_overrides: dict | None = None):
+    """Refuse an unknown experiment or budget, an invalid budget field or value, or an output folder holding files
+    (see `prepare_output_dir`), before any work; return the (grayscale) budget."""
+    from .budgets import budget_named
 
     experiment_module(name)
-    budget = (QUICK if quick else FULL).replace(**budget_overrides)
-    prepare_output_dir(output_dir, overwrite)
-    return budget
+    if seeds is not None and (not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1):
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    resolved = budget_named(budget, **(budget_overrides or {}))
+    if runs_dir is not None:
+        runs = Path(runs_dir)
+        if runs.exists() and not runs.is_dir():
+            raise ValueError(f"runs_dir {runs} exists and is not a folder; choose another --runs_dir")
+        if runs.is_dir() and any(runs.iterdir()) and not (resume or overwrite):
+            raise ValueError(f"runs_dir {runs} already holds trained runs. Pass --resume to reuse the finished ones, "
+                             "or --overwrite_output_dir to train them again.")
+    prepare_output_dir(output_dir, overwrite, resume)
+    return resolved
 
 
-def run_experiment(name: str, output_dir, quick: bool = False, dataset_name: str | None = None, seed: int = 0,
-                   overwrite: bool = False, progress: bool = True, **budget_overrides) -> dict:
+def run_experiment(name: str, output_dir, budget: str = "mlp", dataset_name: str | None = None, seed: int = 0,
+                   seeds: int | None = None, overwrite: bool = False, resume: bool = False, runs_dir=None,
+                   progress: bool = True, quick: bool | None = None, **budget_overrides) -> dict:
     """Run experiment `name` (one of `EXPERIMENTS`) and write report.md, results.json and PNGs into `output_dir`.
 
-    `quick` uses the `QUICK` budget (minutes on 2 CPU cores), otherwise `FULL`; `dataset_name` is a Hub id or local
-    folder (default: the embedded digits); `budget_overrides` replace `Budget` fields (e.g. `max_steps=5`).
-    A folder that already holds files is refused unless `overwrite`. Returns what results.json holds.
+    `budget`: "quick" (minutes on 2 CPU cores), "mlp" or "seed" (see `budgets.py`; `quick=True` is
+    `budget="quick"`); `dataset_name` a Hub id or local folder (default: the embedded digits); `seed` the first seed
+    and `seeds` how many (default: the budget's for a replicated experiment, else 1); `budget_overrides` replace
+    `Budget` fields (e.g. `max_steps=5`). Trained runs are kept in `runs_dir` (default `output_dir/runs`); `resume`
+    reloads the finished ones instead of training them again. A folder that already holds files is refused unless
+    `overwrite` or `resume`. Returns what results.json holds.
     """
     from ..data import load_image_dataset
-    from .study import Study
+    from .budgets import budget_named
+    from .report import Report
+    from .runner import Runner
 
-    budget = check_request(name, output_dir, quick, overwrite, budget_overrides)
+    if quick:
+        budget = "quick"
+    check_request(name, output_dir, budget, overwrite=overwrite, resume=resume, seeds=seeds, runs_dir=runs_dir,
+                  budget_overrides=budget_overrides)
     module = experiment_module(name)
     if not hasattr(module, "run"):
         accepted = inspect.signature(module.run_standalone).parameters
         ignored = sorted(k for k in budget_overrides if k not in accepted)
         if ignored:
             warnings.warn(f"the {name} experiment takes no {ignored}; they are ignored", stacklevel=2)
-        optional = {k: v for k, v in dict(budget_overrides, progress=progress).items() if k in accepted}
-        return module.run_standalone(output_dir, quick=quick, dataset_name=dataset_name, seed=seed, **optional)
+        optional = {k: v for k, v in budget_overrides.items() if k in accepted}
+        return module.run_standalone(output_dir, budget=budget, dataset_name=dataset_name, seed=seed, **optional)
     data = load_image_dataset(dataset_name)
-    study = Study(name, module.TITLE, module.QUESTION, Path(output_dir), data, budget, seed, progress)
-    if getattr(module, "NEEDS_LABELS", False) and not study.labelled:
+    resolved = budget_named(budget, data.num_channels, **budget_overrides)
+    if getattr(module, "NEEDS_LABELS", False) and (data.num_labels is None or data.train.labels is None):
         raise ValueError(f"the {name} experiment needs class labels, but {data.name} has none")
-    module.run(study)
-    return study.write()
+    count = seeds or (resolved.num_seeds if module.REPLICATED else 1)
+    runner = Runner(name, data, resolved, list(range(seed, seed + count)), output_dir, runs_dir=runs_dir,
+                    resume=resume, progress=progress, measure_quality=getattr(module, "MEASURES_QUALITY", True))
+    report = Report(name, module.TITLE, module.QUESTION, output_dir)
+    module.run(runner, report)
+    return report.write(runner)
 
 
 __all__ = ["EXPERIMENTS", "check_request", "experiment_module", "prepare_output_dir", "run_experiment"]

@@ -1,95 +1,92 @@
-"""The samples experiment (`hf-autoencoders experiment samples`): Which generator makes recognisable, diverse
-images: an AE decoding N(0, I), a VAE, a VQ-VAE with uniform codes, or a VQ-VAE with a learned PixelCNN prior?"""
+"""The samples experiment (`hf-autoencoders experiment samples`): which generator makes images closest to the real
+ones — an AE decoding N(0, I), a VAE, a VQ-VAE with uniform codes, or a VQ-VAE with a learned PixelCNN prior — judged
+by the Frechet distance to the test images, over several seeds (guide sections 2.4.4 and 3.2.4)."""
 
 from __future__ import annotations
 
 import math
 
-import torch
-
-from ..data import ImageTensorDataset
-from ..evaluation import sample_quality
-from ..models import PixelCNNPriorConfig, PixelCNNPriorModel
-from .study import FIDELITY, SAMPLE_QUALITY, Run, Study, display_name, train_quietly
-from .verdicts import claim, metric, sample_claim
+from .report import FIDELITY, SAMPLE_QUALITY, Report
+from .runner import Group, Run, Runner, display_name
+from .verdicts import FLOORS, Claim, difference
 
 TITLE = "Experiment: samples"
 QUESTION = (
-    'Which generator makes recognisable, diverse images: an AE decoding N(0, I), a VAE, a VQ-VAE with '
-    'uniform codes, or a VQ-VAE with a learned PixelCNN prior?'
+    "Which generator makes images closest to the real ones: an AE decoding N(0, I), a VAE, a VQ-VAE with uniform "
+    "codes, or a VQ-VAE with a learned PixelCNN prior?"
 )
+REPLICATED = True
+PRIOR_LABEL = "VQ-VAE + PixelCNN prior"
 
 
-def train_prior(study: Study, vqvae) -> tuple[PixelCNNPriorModel, dict]:
-    """A PixelCNN prior over the VQ-VAE's code maps of the training images; returns it and its test NLL."""
-    from ..training.prior import CodeDataset, PriorTrainer, code_nll, collate_codes, extract_codes
-
-    b = study.budget
-    train_codes, _ = extract_codes(vqvae, study.train_set, progress=False)
-    test_images = (study.test_x * 255).round().to(torch.uint8)
-    test_codes, _ = extract_codes(vqvae, ImageTensorDataset(test_images), progress=False)
-    config = PixelCNNPriorConfig(num_embeddings=vqvae.config.num_embeddings, grid_size=vqvae.config.latent_grid_size,
-                                 hidden_size=b.prior_hidden_size, num_layers=b.prior_layers)
-    torch.manual_seed(study.seed)
-    prior = PixelCNNPriorModel(config)
-    history = train_quietly(PriorTrainer, prior, CodeDataset(train_codes), collate_codes, steps=b.prior_steps,
-                            batch_size=b.batch_size, learning_rate=b.learning_rate, seed=study.seed)
-    nll = code_nll(prior.eval(), CodeDataset(test_codes))
-    return prior, {"prior_test_nll_nats_per_code": nll, "prior_test_bits_per_code": nll / math.log(2),
-                   "uniform_bits_per_code": math.log2(config.num_embeddings), "prior_steps": b.prior_steps,
-                   "prior_config": {"hidden_size": config.hidden_size, "num_layers": config.num_layers,
-                                    "grid_size": config.grid_size}, "prior_loss_curve":
-                   [[e["step"], e["loss"]] for e in history if "loss" in e]}
-
-
-def run(study: Study) -> None:
-    runs = study.train_all([(display_name(f), f, {}) for f in ("ae", "vae", "vqvae")])
-    ae, vae, vq = runs
-    prior, prior_stats = train_prior(study, vq.model)
-    prior_samples = study.samples(vq.model, prior=prior)
-    scalars = {k: v for k, v in prior_stats.items() if not isinstance(v, (dict, list))}
-    with_prior = Run("VQ-VAE + PixelCNN prior", "vqvae", vq.model, scalars, samples=prior_samples.clamp(0, 1).cpu())
-    if study.labelled:
-        quality = sample_quality(study.classifier, with_prior.samples)
-        with_prior.metrics.update({f"sample_{k}": v for k, v in quality.items()})
-    study.runs[with_prior.label] = with_prior
-    study.summary = prior_stats
+def run(runner: Runner, report: Report) -> None:
+    ae, vae, vq = runner.train_all([(display_name(f), f, {}) for f in ("ae", "vae", "vqvae")],
+                                   epochs=runner.budget.sample_epochs)
+    prior_runs, stats = [], []
+    for vq_run in vq.runs:
+        prior, prior_stats = runner.train_prior(vq_run)
+        scalars = {k: v for k, v in prior_stats.items() if not isinstance(v, (dict, list))}
+        scalars.update(runner.quality(vq_run.model, prior=prior, reconstructions=False))
+        prior_runs.append(Run(PRIOR_LABEL, vq_run.family, vq_run.seed, vq_run.model, scalars,
+                              samples=runner.samples(vq_run.model, prior=prior)))
+        stats.append(prior_stats)
+    with_prior = Group(PRIOR_LABEL, vq.family, prior_runs)
+    runner.groups[PRIOR_LABEL] = with_prior
+    report.summary = {"priors": stats}
     generators = [ae, vae, vq, with_prior]
     labels = ["AE, z ~ N(0, I)", "VAE, z ~ N(0, I)", "VQ-VAE, uniform codes", "VQ-VAE, PixelCNN prior"]
-    study.section(
+    first = stats[0]
+    report.section(
         "Sample quality",
-        f"{len(prior_samples)} samples per generator, judged by the reference classifier. The PixelCNN prior "
-        f"({prior_stats['prior_config']['num_layers']} gated layers, {prior_stats['prior_steps']} steps) models the "
-        f"VQ-VAE's {vq.model.config.latent_grid_size}x{vq.model.config.latent_grid_size} code maps of the training "
-        f"images: {prior_stats['prior_test_bits_per_code']:.2f} bits per code on the test images, against "
-        f"{prior_stats['uniform_bits_per_code']:.2f} for uniform codes.",
-        study.table(generators, SAMPLE_QUALITY, first="generator", labels=labels),
-        [(label, study.samples_figure(r, name=f"{r.slug}_samples.png")) for label, r in zip(labels, generators)],
+        f"{runner.budget.num_samples} samples per generator and seed against the test images. The PixelCNN prior "
+        f"({first['prior_config']['num_layers']} gated layers of {first['prior_config']['hidden_size']} channels, "
+        f"{first['prior_steps']} steps) models the VQ-VAE's {vq.config.latent_grid_size}x"
+        f"{vq.config.latent_grid_size} code maps of the training images: "
+        f"{with_prior.mean('prior_test_bits_per_code'):.2f} ± {with_prior.std('prior_test_bits_per_code'):.2f} bits "
+        "per code on the test images, against "
+        f"{first['uniform_bits_per_code']:.2f} for uniform codes. Sample grids: first seed.",
+        report.table(generators, SAMPLE_QUALITY + ["prior_test_bits_per_code"], first="generator", labels=labels),
+        [(label, report.samples_figure(g.first.samples, f"{g.slug}_samples.png"))
+         for label, g in zip(labels, generators)],
     )
-    study.section(
+    report.section(
         "The autoencoders behind the samples",
         "Test reconstructions of the three models (the prior does not change the VQ-VAE's reconstructions).",
-        study.table(runs, FIDELITY + ["kl_loss", "codebook_usage", "codebook_perplexity"]),
-        [(f"{r.label} reconstructions", study.reconstruction_figure(r)) for r in runs]
-        + [("Training loss of each model", study.loss_figure(runs))],
+        report.table([ae, vae, vq], FIDELITY + ["kl_loss", "codebook_usage", "codebook_perplexity",
+                                                "reconstruction_fd_domain"]),
+        [(f"{g.label} reconstructions", report.reconstruction_figure(runner.test_x, g)) for g in (ae, vae, vq)]
+        + [("Training loss of each model (first seed)", report.loss_figure([ae, vae, vq]))],
     )
 
-    study.findings.append(claim(
-        prior_stats["prior_test_bits_per_code"] < prior_stats["uniform_bits_per_code"],
-        "the codes of real images are far from uniform, so a learned prior needs fewer bits per code",
-        f"the PixelCNN needs {prior_stats['prior_test_bits_per_code']:.2f} bits per code on test images against "
-        f"log2 K = {prior_stats['uniform_bits_per_code']:.2f}"))
-    if study.labelled:
-        study.findings.append(sample_claim(with_prior, vq, "a VQ-VAE generates only with a learned prior over its "
-                                           "codes", "PixelCNN codes", "uniform codes"))
-        study.findings.append(sample_claim(vae, ae, "decoding z ~ N(0, I) works for a VAE but not for an AE", "VAE",
-                                           "AE"))
-        def ranking(key: str, digits: int) -> str:
-            ranked = sorted(zip(generators, labels), key=lambda pair: -metric(pair[0], key))
-            return " > ".join(f"{label} ({metric(run, key):.{digits}f})" for run, label in ranked)
-
-        study.findings.append(
-            "By the Inception-like score, which needs samples both recognisable and spread over the classes, the "
-            f"generators rank {ranking('sample_inception_score', 2)} (1: a single class or no confidence; 10: "
-            f"confident and every digit equally frequent). Confidence alone ranks them "
-            f"{ranking('sample_mean_max_prob', 3)}: a small classifier can be sure about blobs.")
+    fd = "sample_fd_domain"
+    d_vae = difference(ae.values(fd), vae.values(fd), relative_floor=FLOORS["relative"])
+    report.claim(Claim(
+        "vae_samples_beat_ae",
+        "decoding z ~ N(0, I) gives better samples for a VAE than for an AE, whose latents need not lie where "
+        "N(0, I) puts its mass",
+        d_vae.verdict(+1),
+        f"sample Frechet distance AE vs VAE {d_vae.text()}",
+        rule="the AE's FD minus the VAE's against max(2 SE, 5% of the larger)",
+    ))
+    d_prior = difference(vq.values(fd), with_prior.values(fd), relative_floor=FLOORS["relative"])
+    report.claim(Claim(
+        "prior_beats_uniform_codes",
+        "a VQ-VAE generates well only with a learned prior over its codes: PixelCNN codes beat uniformly drawn codes",
+        d_prior.verdict(+1),
+        f"sample Frechet distance uniform vs PixelCNN codes {d_prior.text()}; the prior needs "
+        f"{with_prior.mean('prior_test_bits_per_code'):.2f} bits per code against log2 K = "
+        f"{first['uniform_bits_per_code']:.2f}",
+        rule="uniform codes' FD minus the prior's against max(2 SE, 5% of the larger)",
+    ))
+    measured = [(g, label) for g, label in zip(generators, labels) if g.values(fd)]
+    if measured:
+        ranked = sorted(measured, key=lambda pair: pair[0].mean(fd))
+        report.findings.append("By the Frechet distance to the test images (lower is better) the generators rank "
+                               + " < ".join(f"{label} ({g.mean(fd):.3g})" for g, label in ranked) + ".")
+    bits = [s["prior_test_bits_per_code"] for s in stats]
+    report.findings.append(
+        f"The codes of real images are far from uniform: the PixelCNN needs {sum(bits) / len(bits):.2f} bits per "
+        f"code on the test images against log2 K = {first['uniform_bits_per_code']:.2f}, i.e. a code map carries "
+        f"about {sum(bits) / len(bits) * vq.config.latent_grid_size**2:.0f} bits where uniform codes would spend "
+        f"{first['uniform_bits_per_code'] * vq.config.latent_grid_size**2:.0f}."
+        if all(math.isfinite(b) for b in bits) else "The prior's test NLL is not finite.")

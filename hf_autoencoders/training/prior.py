@@ -1,16 +1,20 @@
-"""Training a PixelCNN prior over the codes of a trained VQ-VAE: what `examples/train_prior.py` and
-`hf-autoencoders train-prior` call.
+"""Training a prior over the codes of a trained VQ-VAE: what `examples/train_prior.py` and `hf-autoencoders
+train-prior` call. The prior is a gated PixelCNN (`--prior_type pixelcnn`, the default) or a GPT-2 causal language
+model over code tokens (`--prior_type transformer`, `models/code_priors.py`).
 
 The VQ-VAE is frozen: every image is encoded once into its (h, w) code map, and the code maps are kept on disk
 (`extract_codes`), so a second run with the same VQ-VAE and images reads them back instead of encoding again. The
 prior p(c) = prod_{i,j} p(c[i, j] | c[< (i, j)]) is then trained with the transformers `Trainer` on those maps; its
 loss is the mean negative log-likelihood per code in nats (log K for the uniform prior the VQ-VAE was trained with).
+Both kinds are scored the same way on the test codes (`prior_test_metrics`): nats and bits per code, and bits per
+dimension of the image through the VQ-VAE's decoder where its likelihood is discrete.
 
     prior_args, training_args = parse_prior_args(["--vqvae", "outputs/vqvae", "--output_dir", "outputs/prior",
                                                   "--do_train", "--do_eval"])
     metrics = run_prior_training(prior_args, training_args)
 """
 
+import copy
 import hashlib
 import json
 import logging
@@ -23,14 +27,15 @@ import transformers
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, PreTrainedConfig, Trainer, set_seed
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedConfig, Trainer, set_seed
 
 from ..data import ImageCollator, ImageTensorDataset, load_image_dataset
 from ..hub import write_model_card
-from ..models import PixelCNNPriorConfig, PixelCNNPriorModel, VQVAEConfig
+from ..models import PixelCNNPriorConfig, PixelCNNPriorModel, VQVAEConfig, code_priors
 from ..plots import plot_loss_curves, plot_samples
+from ..results import write_json
 from .arguments import CODE_CACHE_FOLDER, AutoencoderTrainingArguments, PriorArguments
-from .checkpoints import check_output_dir
+from .checkpoints import check_output_dir, resolve_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -151,9 +156,13 @@ def extract_codes(
         key = hashlib.sha1(key.encode()).hexdigest()[:20]
         path = Path(cache_dir) / f"codes-{key}.safetensors"
         if path.is_file():
-            tensors = load_file(path)
-            logger.info("Read %d code maps from %s", len(tensors["codes"]), path)
-            return tensors["codes"], tensors.get("labels")
+            try:
+                tensors = load_file(path)
+                if len(tensors["codes"]) == len(dataset):
+                    logger.info("Read %d code maps from %s", len(tensors["codes"]), path)
+                    return tensors["codes"], tensors.get("labels")
+            except Exception as err:  # a truncated or corrupt cache (safetensors raises its own error type)
+                logger.warning("The code cache %s is unreadable (%s); extracting the codes again.", path, err)
 
     was_training = vqvae.training
     vqvae.eval()
@@ -202,6 +211,24 @@ def collate_codes(features: list[dict]) -> dict[str, torch.Tensor]:
     return batch
 
 
+class CodeTokenCollator:
+    """Stack `CodeDataset` items into a transformer prior's inputs: the token sequences [BOS, (class), codes] and the
+    `labels` of the causal LM's loss (the same tokens, the prefix ignored), see `code_priors.code_tokens`."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = collate_codes(features)
+        tokens = code_priors.code_tokens(self.config, batch["input_ids"], batch.get("class_labels"))
+        return {"input_ids": tokens, "labels": code_priors.language_model_labels(self.config, tokens)}
+
+
+def prior_collator(prior):
+    """The data collator that turns `CodeDataset` items into `prior`'s training inputs."""
+    return collate_codes if code_priors.prior_type(prior) == "pixelcnn" else CodeTokenCollator(prior.config)
+
+
 class PriorTrainer(Trainer):
     """The `Trainer`, evaluating the prior's loss only: the targets are the inputs themselves, so there are no
     "labels" for the Trainer to find, and the (N, h, w, K) logits of a test set are never gathered."""
@@ -214,28 +241,73 @@ class PriorTrainer(Trainer):
 
 
 def fit_prior(prior, train_dataset, eval_dataset=None, *, output_dir, **training_kwargs) -> PriorTrainer:
-    """Train a `PixelCNNPriorModel` on a `CodeDataset` and return the trainer, for use from Python (benchmarks,
+    """Train a prior of either kind on a `CodeDataset` and return the trainer, for use from Python (benchmarks,
     notebooks). `training_kwargs` are `TrainingArguments` fields; nothing is checkpointed unless asked."""
     defaults = dict(save_strategy="no", logging_steps=50, disable_tqdm=True, report_to="none")
     args = AutoencoderTrainingArguments(output_dir=str(output_dir), **{**defaults, **training_kwargs})
-    trainer = PriorTrainer(model=prior, args=args, data_collator=collate_codes, train_dataset=train_dataset,
+    trainer = PriorTrainer(model=prior, args=args, data_collator=prior_collator(prior), train_dataset=train_dataset,
                            eval_dataset=eval_dataset)
     trainer.train()
     return trainer
 
 
 @torch.no_grad()
-def code_nll(prior, dataset: CodeDataset, batch_size: int = 256) -> float:
-    """Mean negative log-likelihood per code in nats, -(1 / (N h w)) sum_n log p(c_n), over a `CodeDataset`."""
+def code_map_nlls(prior, dataset: CodeDataset, batch_size: int = 256) -> torch.Tensor:
+    """-log p(c_n | y_n) in nats of every code map of a `CodeDataset`, shape (N,) float64, under a prior of either
+    kind (`code_priors.log_prob_codes`)."""
     was_training = prior.training
     prior.eval()
-    total, count = 0.0, 0
-    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_codes):
-        batch = {k: v.to(prior.device) for k, v in batch.items()}
-        total -= prior.log_prob(**batch).double().sum().item()
-        count += batch["input_ids"][0].numel() * len(batch["input_ids"])
-    prior.train(was_training)
-    return total / count
+    nlls = []
+    try:
+        for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_codes):
+            labels = batch.get("class_labels")
+            log_prob = code_priors.log_prob_codes(prior, batch["input_ids"].to(prior.device),
+                                                  None if labels is None else labels.to(prior.device))
+            nlls.append(-log_prob.double().cpu())
+    finally:
+        prior.train(was_training)
+    return torch.cat(nlls)
+
+
+def code_nll(prior, dataset: CodeDataset, batch_size: int = 256) -> float:
+    """Mean negative log-likelihood per code in nats, -(1 / (N h w)) sum_n log p(c_n), over a `CodeDataset`."""
+    return code_map_nlls(prior, dataset, batch_size).mean().item() / dataset.codes[0].numel()
+
+
+@torch.no_grad()
+def prior_test_metrics(prior, codes: CodeDataset, vqvae=None, images=None, collator=None,
+                       batch_size: int = 256) -> dict[str, float]:
+    """A prior's test NLL, the same way for both kinds (`code_priors.prior_nll_metrics`): nats and bits per code,
+    and, given the VQ-VAE and the `images` the `codes` were extracted from (same order, same `collator`) and where
+    the VQ-VAE's likelihood is discrete, bits per dimension of the images, -log p(x | c(x)) - log p(c(x)) over
+    D ln 2, with the uniform-prior figure beside it."""
+    decoder = None
+    if vqvae is not None and images is not None and getattr(vqvae.likelihood, "discrete", False):
+        loader = DataLoader(images, batch_size=batch_size, shuffle=False, collate_fn=collator or ImageCollator())
+        was_training = vqvae.training
+        vqvae.eval()
+        try:
+            decoder = torch.cat([code_priors.decoder_nll(vqvae, batch["pixel_values"].to(vqvae.device)).double().cpu()
+                                 for batch in loader])
+        finally:
+            vqvae.train(was_training)
+    return code_priors.prior_nll_metrics(code_map_nlls(prior, codes, batch_size), prior.config, decoder,
+                                         num_pixels=vqvae.config.num_pixels if decoder is not None else None)
+
+
+def build_prior(prior_args: PriorArguments, vqvae_config, num_classes: int):
+    """A new prior of `--prior_type` for the codes of the VQ-VAE with `vqvae_config`: a `PixelCNNPriorModel`, or a
+    GPT-2 causal LM whose config records the VQ-VAE (`--vqvae`, K, grid size)."""
+    sizes = {k: getattr(prior_args, k) for k in ("hidden_size", "num_layers", "kernel_size", "num_heads")}
+    sizes = {k: v for k, v in sizes.items() if v is not None}
+    layout = dict(num_embeddings=vqvae_config.num_embeddings, grid_size=vqvae_config.latent_grid_size,
+                  num_classes=num_classes)
+    if prior_args.prior_type == "pixelcnn":
+        return PixelCNNPriorModel(PixelCNNPriorConfig(**layout, **sizes))
+    vqvae = prior_args.vqvae
+    recorded = str(Path(vqvae).resolve()) if Path(vqvae).exists() else vqvae  # a folder, absolute; or a Hub id
+    config = code_priors.transformer_prior_config(**layout, vqvae_name_or_path=recorded, **sizes)
+    return AutoModelForCausalLM.from_config(config)
 
 
 # ------------------------------------------------------------------------------------------------- command line
@@ -246,7 +318,11 @@ def load_vqvae(name_or_path: str):
     if Path(name_or_path).exists() and not (Path(name_or_path) / "config.json").is_file():
         raise ValueError(f"--vqvae {name_or_path} is not a model folder (no config.json); pass the --output_dir of "
                          "a VQ-VAE training run (hf-autoencoders train --model_type vqvae).")
-    config = AutoConfig.from_pretrained(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except OSError as err:
+        raise FileNotFoundError(f"--vqvae {name_or_path} is neither a model folder nor a model on the Hub that can be "
+                                f"reached ({err}).") from None
     if config.model_type != VQVAEConfig.model_type:
         raise ValueError(f"--vqvae {name_or_path} holds a {config.model_type!r} model, but a prior needs a VQ-VAE "
                          f"({VQVAEConfig.model_type!r}); pass the folder of a model trained with --model_type vqvae.")
@@ -263,18 +339,16 @@ def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
     uniform_samples.png, loss_curves.png, all_results.json and a model card. Returns the metrics."""
     transformers.utils.logging.set_verbosity_warning()
     vqvae = load_vqvae(prior_args.vqvae)
-    check_output_dir(training_args.output_dir, prior_args.overwrite_output_dir, training_args.resume_from_checkpoint)
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    check_output_dir(training_args.output_dir, prior_args.overwrite_output_dir, resume=checkpoint is not None)
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
     vqvae.to(training_args.device)
 
     config = vqvae.config
-    data = load_image_dataset(prior_args.dataset_name, image_size=config.image_size, num_channels=config.num_channels)
+    data = load_image_dataset(prior_args.dataset_name, image_size=config.image_size, num_channels=config.num_channels,
+                              max_samples={"train": prior_args.max_train_samples, "test": prior_args.max_eval_samples})
     train_set, test_set = data.train, data.test
-    if prior_args.max_train_samples:
-        train_set = ImageTensorDataset(*_head(train_set, prior_args.max_train_samples))
-    if prior_args.max_eval_samples:
-        test_set = ImageTensorDataset(*_head(test_set, prior_args.max_eval_samples))
     if prior_args.class_conditional and data.num_labels is None:
         raise ValueError(f"--class_conditional needs labels, but {data.name} has no label column.")
 
@@ -288,31 +362,20 @@ def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
     train_codes = CodeDataset(train_codes, train_labels if conditional else None)
     test_codes = CodeDataset(test_codes, test_labels if conditional else None)
 
-    overrides = {k: getattr(prior_args, k) for k in ("hidden_size", "num_layers", "kernel_size")}
-    prior_config = PixelCNNPriorConfig(
-        num_embeddings=config.num_embeddings,
-        grid_size=config.latent_grid_size,
-        num_classes=data.num_labels if conditional else 0,
-        **{k: v for k, v in overrides.items() if v is not None},
-    )
-    prior = PixelCNNPriorModel(prior_config)
+    prior = build_prior(prior_args, config, data.num_labels if conditional else 0)
     training_args.remove_unused_columns = False
-    trainer = PriorTrainer(model=prior, args=training_args, data_collator=collate_codes,
+    trainer = PriorTrainer(model=prior, args=training_args, data_collator=prior_collator(prior),
                            train_dataset=train_codes, eval_dataset=test_codes)
 
     metrics = {}
     if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or None)
+        result = trainer.train(resume_from_checkpoint=checkpoint)
         metrics.update(result.metrics)
     if training_args.do_eval:
         metrics.update(trainer.evaluate())
-    test_nll = code_nll(prior, test_codes, batch_size)
-    test_metrics = {
-        "test_nll_per_code_nats": test_nll,
-        "test_bits_per_code": test_nll / math.log(2),
-        "test_nll_per_image_nats": test_nll * config.latent_grid_size**2,
-        "uniform_nll_per_code_nats": math.log(config.num_embeddings),
-    }
+    test_metrics = {f"test_{k}": v for k, v in
+                    prior_test_metrics(prior, test_codes, vqvae, test_set, collator, batch_size).items()}
+    test_metrics["uniform_nll_per_code_nats"] = math.log(config.num_embeddings)
     metrics.update(test_metrics)
 
     trainer.save_model()
@@ -323,21 +386,22 @@ def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
         if any("loss" in entry for entry in trainer.state.log_history):
             plot_loss_curves(trainer.state.log_history, output_dir / "loss_curves.png")
             pictures["Loss curves"] = "loss_curves.png"
-        hyperparameters = {"vqvae": prior_args.vqvae, "class_conditional": conditional,
-                           "num_train_code_maps": len(train_codes)}
+        hyperparameters = {"vqvae": prior_args.vqvae, "prior_type": prior_args.prior_type,
+                           "class_conditional": conditional, "num_train_code_maps": len(train_codes)}
         hyperparameters.update({k: getattr(getattr(training_args, k), "value", getattr(training_args, k))
                                 for k in _HYPERPARAMETERS})  # enums (lr_scheduler_type) as their value
         card_metrics = {**test_metrics, **{k: v for k, v in metrics.items() if k == "eval_loss"}}
-        write_model_card(output_dir, prior.config, card_metrics, data.name, hyperparameters, pictures,
-                         repo_id=getattr(training_args, "hub_model_id", None), usage=prior_usage, pipeline_tag=None)
-        results = {**metrics, "vqvae": prior_args.vqvae, "dataset": data.name}
-        (output_dir / "all_results.json").write_text(json.dumps(results, indent=2) + "\n")
+        card_config, usage = prior.config, prior_usage
+        if prior_args.prior_type == "transformer":  # a GPT2Config: the card's name and backbone, not saved with it
+            card_config = copy.deepcopy(prior.config)
+            card_config.display_name, card_config.backbone = "transformer prior", "GPT-2"
+            usage = transformer_prior_usage
+        write_model_card(output_dir, card_config, card_metrics, data.name, hyperparameters, pictures,
+                         repo_id=getattr(training_args, "hub_model_id", None), usage=usage,
+                         license=training_args.hub_license, base_model=prior_args.vqvae,
+                         task_type="unconditional-image-generation")
+        write_json(output_dir / "all_results.json", {**metrics, "vqvae": prior_args.vqvae, "dataset": data.name})
     return metrics
-
-
-def _head(dataset: ImageTensorDataset, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    labels = None if dataset.labels is None else dataset.labels[:n]
-    return dataset.images[:n], labels
 
 
 @torch.no_grad()
@@ -369,4 +433,21 @@ def prior_usage(name: str) -> list[str]:
         'vqvae = AutoModel.from_pretrained("path/to/the/vqvae", trust_remote_code=True)  # the one it was trained on',
         "images = vqvae.sample(16, generator=torch.Generator().manual_seed(0), prior=prior)",
         "```",
+    ]
+
+
+def transformer_prior_usage(name: str) -> list[str]:
+    """The card's usage snippet for a transformer prior repository `name` (plain transformers loads it)."""
+    return [
+        "```python",
+        "import torch",
+        "from transformers import AutoModel, AutoModelForCausalLM",
+        "",
+        f'prior = AutoModelForCausalLM.from_pretrained("{name}")  # a GPT-2 over code tokens: no remote code',
+        "vqvae = AutoModel.from_pretrained(prior.config.vqvae_name_or_path, trust_remote_code=True)",
+        "images = vqvae.sample(16, generator=torch.Generator().manual_seed(0), prior=prior, top_k=100)",
+        "```",
+        "",
+        "Tokens 0 .. K-1 are the VQ-VAE's codes in raster order, K is the start token and K+1+y the token of class y "
+        "(`hf_autoencoders.models.code_priors`).",
     ]

@@ -6,12 +6,21 @@ Gradients are clipped to `max_grad_norm` (1.0 by default, as in `TrainingArgumen
 keep their weights in channels-last memory order (`channels_last`), which only changes speed.
 """
 
+from pathlib import Path
+
 import torch
 from accelerate.data_loader import BatchSamplerShard
 from transformers import Trainer, TrainerCallback
-from transformers.integrations import TensorBoardCallback
 
 from ..evaluation import evaluate
+from ..plots import image_grid
+from .checkpoints import checkpoint_problems
+
+MAX_CONSECUTIVE_SKIPS = 10  # with --skip_nonfinite_steps, this many skipped steps in a row still stop the run
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss or the gradients became NaN or infinite: training stopped before applying the update."""
 
 
 class AutoencoderTrainer(Trainer):
@@ -19,8 +28,13 @@ class AutoencoderTrainer(Trainer):
     the last log) and whose `evaluate` is the library's one evaluation loop (`hf_autoencoders.evaluation.evaluate`:
     every loss term, PSNR, SSIM and, for a VQ-VAE, the codebook usage of the whole set, exact across processes).
 
-    `image_log_pixel_values`: a few images whose reconstructions go to TensorBoard at every evaluation
-    (when `report_to` includes tensorboard).
+    A non-finite loss or gradient norm never reaches the weights: before each optimizer step the gradients are
+    checked, and training stops with `TrainingDivergedError` (the last checkpoint stays finite), or, with
+    `args.skip_nonfinite_steps`, that step is skipped (no parameter or optimizer state changes) and counted in the
+    logs as `skipped_steps`.
+
+    `image_log_pixel_values`: a few images whose reconstructions, and samples of the model, go to the trackers
+    `report_to` names (TensorBoard, Weights & Biases, Trackio) at every evaluation.
     """
 
     def __init__(self, model=None, args=None, *rest, image_log_pixel_values: torch.Tensor | None = None, **kwargs):
@@ -28,9 +42,17 @@ class AutoencoderTrainer(Trainer):
             model.to(memory_format=torch.channels_last)
         super().__init__(model, args, *rest, **kwargs)
         if image_log_pixel_values is not None:
-            self.add_callback(ReconstructionImagesCallback(image_log_pixel_values, self.callback_handler))
+            self.add_callback(ImagesCallback(image_log_pixel_values, self.callback_handler))
+        self.add_callback(NonFiniteGuard(self))
         self._term_sums: dict[str, torch.Tensor] = {}
         self._term_steps = 0
+        self.nonfinite_loss = False  # since the last optimizer step
+        self.skipped_steps = 0
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.nonfinite_loss = self.nonfinite_loss or not torch.isfinite(loss).all()
+        return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -47,6 +69,8 @@ class AutoencoderTrainer(Trainer):
                 mean = self.accelerator.reduce(total / self._term_steps, reduction="mean")
                 logs[name] = round(mean.item(), 6)
             self._term_sums, self._term_steps = {}, 0
+            if self.skipped_steps:
+                logs["skipped_steps"] = self.skipped_steps
         super().log(logs, start_time)
 
     def evaluate(
@@ -82,8 +106,45 @@ def uses_channels_last(model, args) -> bool:
     return getattr(model.config, "backbone", None) == "conv" and args.device.type == "cpu"
 
 
-class ReconstructionImagesCallback(TrainerCallback):
-    """Writes a grid of originals (top) over reconstructions (bottom) to TensorBoard at every evaluation."""
+class NonFiniteGuard(TrainerCallback):
+    """Before each optimizer step: stop (or skip the step) when the loss or a gradient is NaN or infinite."""
+
+    def __init__(self, trainer: AutoencoderTrainer):
+        self.trainer = trainer
+        self.consecutive_skips = 0
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        trainer = self.trainer
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        bad_grads = bool(grads) and not torch.isfinite(torch.nn.utils.get_total_norm(grads))
+        bad_loss, trainer.nonfinite_loss = trainer.nonfinite_loss, False
+        if not (bad_loss or bad_grads):
+            self.consecutive_skips = 0
+            return
+        what = "the loss" if bad_loss else "the gradient norm"
+        if getattr(args, "skip_nonfinite_steps", False) and self.consecutive_skips < MAX_CONSECUTIVE_SKIPS:
+            for p in model.parameters():
+                p.grad = None  # the optimizer skips parameters without a gradient: no update, no state change
+            trainer.skipped_steps += 1
+            self.consecutive_skips += 1
+            return
+        raise TrainingDivergedError(self.message(args, state, what))
+
+    def message(self, args, state, what: str) -> str:
+        checkpoints = sorted((c for c in Path(args.output_dir).glob("checkpoint-*") if c.name[11:].isdigit()),
+                             key=lambda c: int(c.name[11:]), reverse=True)
+        last = next((c for c in checkpoints if not checkpoint_problems(c)), None)
+        kept = (f"the last checkpoint, {last}, holds finite weights; after fixing the cause, continue with "
+                "--resume_from_checkpoint latest" if last else "no checkpoint was saved before it")
+        skips = (f" after {self.consecutive_skips} skipped steps in a row" if self.consecutive_skips else "")
+        return (f"training diverged at step {state.global_step + 1}{skips}: {what} is NaN or infinite, so that "
+                f"step was not applied and the run stopped. {kept[0].upper()}{kept[1:]}. Lower --learning_rate "
+                f"(it is {args.learning_rate:g}), or pass --skip_nonfinite_steps to skip such steps.")
+
+
+class ImagesCallback(TrainerCallback):
+    """At every evaluation, a grid of originals (top) over reconstructions (bottom), and a grid of samples, logged
+    as images to every tracker of `report_to` that takes them: TensorBoard, Weights & Biases and Trackio."""
 
     def __init__(self, pixel_values: torch.Tensor, callback_handler):
         self.pixel_values = pixel_values
@@ -92,15 +153,21 @@ class ReconstructionImagesCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, model=None, **kwargs):
         if not state.is_world_process_zero or model is None:
             return
-        writer = next(
-            (cb.tb_writer for cb in self.callback_handler.callbacks if isinstance(cb, TensorBoardCallback)), None
-        )
-        if writer is None:
-            return
         was_training = model.training
         model.eval()
         with torch.no_grad():
             images = self.pixel_values.to(model.device)
             reconstruction = model(images, return_loss=False).reconstruction.clamp(0, 1)
+            generator = torch.Generator(device=model.device).manual_seed(args.seed)
+            samples = model.sample(len(images), generator=generator).clamp(0, 1)
         model.train(was_training)
-        writer.add_images("reconstructions", torch.cat([images, reconstruction]).float().cpu(), state.global_step)
+        grids = {"reconstructions": image_grid(torch.cat([images, reconstruction]).float().cpu(), nrow=len(images)),
+                 "samples": image_grid(samples.float().cpu(), nrow=len(images))}
+        for callback in self.callback_handler.callbacks:
+            for name, grid in grids.items():
+                if getattr(callback, "tb_writer", None) is not None:  # TensorBoard
+                    callback.tb_writer.add_image(name, grid, state.global_step, dataformats="HWC")
+                elif getattr(callback, "_wandb", None) is not None and getattr(callback, "_initialized", False):
+                    callback._wandb.log({name: callback._wandb.Image(grid), "train/global_step": state.global_step})
+                elif getattr(callback, "_trackio", None) is not None and getattr(callback, "_initialized", False):
+                    callback._trackio.log({name: callback._trackio.Image(grid), "train/global_step": state.global_step})

@@ -1,0 +1,45 @@
+"""`ImageCollator`: dataset items -> the batch a model takes."""
+
+from dataclasses import dataclass
+
+import torch
+
+from ..models.image_processing_autoencoders import binarize, uint8_to_unit
+
+
+@dataclass
+class ImageCollator:
+    """
+    Stacks dataset items into `{"pixel_values": float32 (B, C, H, W)}`, x = k / 255 for uint8 pixels k
+    (float pixels are taken as already in [0, 1]); `binarize` maps x to 1[x > binarize_threshold], or, with
+    `stochastic_binarization`, draws a fresh x' ~ Bernoulli(x) for every batch (the dynamic binarization of MNIST used
+    by the IWAE paper and most VAE likelihood results). Items may be dicts with "pixel_values" or bare tensors.
+    "labels" (long (B,)) is emitted only with `return_labels=True`.
+    """
+
+    return_labels: bool = False
+    binarize: bool = False
+    binarize_threshold: float = 0.5
+    stochastic_binarization: bool = False
+
+    def __call__(self, features: list) -> dict[str, torch.Tensor]:
+        if len(features) == 0:
+            raise ValueError("Cannot collate an empty batch.")
+        images = [f["pixel_values"] if isinstance(f, dict) else f for f in features]
+        images = torch.stack([torch.as_tensor(image) for image in images])
+        pixel_values = uint8_to_unit(images) if images.dtype == torch.uint8 else images.float()
+        if self.binarize and self.stochastic_binarization:
+            pixel_values = torch.bernoulli(pixel_values)
+        elif self.binarize:
+            pixel_values = binarize(pixel_values, self.binarize_threshold)
+        batch = {"pixel_values": pixel_values}
+        if self.return_labels:
+            if not all(isinstance(f, dict) and "labels" in f for f in features):
+                raise ValueError("return_labels=True, but some items have no 'labels' (the dataset has no labels).")
+            batch["labels"] = torch.stack([torch.as_tensor(f["labels"]) for f in features]).long()
+        return batch
+
+
+def collate_fn(features: list) -> dict[str, torch.Tensor]:
+    """`ImageCollator()` as a plain function: uint8 items -> {"pixel_values": float in [0, 1]}."""
+    return ImageCollator()(features)

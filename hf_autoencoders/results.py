@@ -1,0 +1,41 @@
+"""Results files: JSON that every reader can parse, written so that a crash never leaves half a file.
+
+Python's `json` writes NaN and Infinity as bare tokens that are not JSON; here a non-finite float becomes `null`
+(a metric that could not be measured), tensors and numpy numbers become plain numbers, and paths strings.
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+
+
+def jsonable(value):
+    """`value` with every non-finite float replaced by None and tensors, numpy values and paths made plain."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # torch tensors, numpy arrays and scalars
+        return jsonable(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    return getattr(value, "value", str(value))  # enums such as SchedulerType by their value
+
+
+def dumps(value, indent: int | None = 2) -> str:
+    """Strict JSON text of `value` (see `jsonable`)."""
+    return json.dumps(jsonable(value), indent=indent, allow_nan=False)
+
+
+def write_json(path, value) -> Path:
+    """Write `value` as strict JSON to `path` atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(dumps(value) + "\n")
+    os.replace(partial, path)
+    return path

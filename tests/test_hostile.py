@@ -1,0 +1,165 @@
+"""Bad inputs, as a new or careless user gives them, across the model API, the configs, the image processor and the
+command line. Each case asserts its outcome: either a clear error that names the problem and the way out, raised by
+this library (never a raw traceback from torch, transformers or safetensors), or correct handling. No case may
+change a user's file."""
+
+import re
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import hf_autoencoders.models as M
+from hf_autoencoders.cli import main as cli_main
+
+PACKAGE = str(Path(M.__file__).resolve().parents[1])
+
+
+def ae():
+    return M.AEModel(M.AEConfig(backbone="mlp", hidden_size=16, latent_dim=4))
+
+
+def vqvae():
+    torch.manual_seed(0)
+    return M.VQVAEModel(M.VQVAEConfig(hidden_size=8, num_embeddings=16, embedding_dim=4, num_residual_blocks=1))
+
+
+x = torch.rand(2, 1, 28, 28)
+MODEL_CASES = [  # (id, call, expected message pattern); None = handled correctly
+    ("float64 input", lambda: ae()(x.double()).loss, None),
+    ("float16 input", lambda: ae()(x.half()).loss, None),
+    ("empty batch", lambda: ae()(x[:0]), "empty batch.*at least one image"),
+    ("NaN pixels", lambda: ae()(x * torch.nan), "NaN or infinite"),
+    ("0..255 floats", lambda: ae()(x * 255), r"\[0, 1\].*divide by 255"),
+    ("[-1, 1] pixels", lambda: ae()(x * 2 - 1), r"\(x \+ 1\) / 2"),
+    ("uint8 pixels", lambda: ae()((x * 255).to(torch.uint8)), "floating point.*divide uint8 images by 255"),
+    ("wrong channels", lambda: ae()(torch.rand(2, 3, 28, 28)), "num_channels is 1"),
+    ("wrong size", lambda: ae()(torch.rand(2, 1, 32, 32)), "image_size is 28.*image processor"),
+    ("one image without batch", lambda: ae()(x[0]), "add the batch dimension"),
+    ("a list of images", lambda: ae()([x[0], x[1]]), "must be a torch.Tensor"),
+    ("meta tensor", lambda: ae()(torch.empty(2, 1, 28, 28, device="meta")), "meta device"),
+    ("sample(-1)", lambda: ae().sample(-1), "num_samples must be a positive integer"),
+    ("sample(0)", lambda: vqvae().sample(0), "num_samples must be a positive integer"),
+    ("sample(2.5)", lambda: ae().sample(2.5), "num_samples must be a positive integer"),
+    ("decode a wrong latent", lambda: ae().decode(torch.zeros(2, 5)), r"latents must be .* shape \(batch, 4\)"),
+    ("codes out of range", lambda: vqvae().decode_indices(torch.full((1, 7, 7), 99)), r"\[0, 16\)"),
+    ("float codes", lambda: vqvae().decode_indices(torch.zeros(1, 7, 7)), "integer tensor"),
+    ("prior of another K", lambda: vqvae().sample(1, prior=M.PixelCNNPriorModel(M.PixelCNNPriorConfig(
+        num_embeddings=8, grid_size=7, hidden_size=8, num_layers=1))), "train a prior on this VQ-VAE"),
+    ("a VAE as a prior", lambda: vqvae().sample(1, prior=M.VAEModel(M.VAEConfig(hidden_size=8))), "prior"),
+    ("a prior for an AE", lambda: ae().sample(1, prior=object()), "Pass prior=None"),
+    ("huge FSQ codebook", lambda: M.VQVAEConfig(quantizer="fsq", fsq_levels=(100,) * 4), r"2\*\*20.*fewer"),
+    ("FSQ levels as a string", lambda: M.VQVAEConfig(quantizer="fsq", fsq_levels="8555"), r"\(8, 5, 5, 5\)"),
+    ("infinite variance", lambda: M.VAEConfig(gaussian_variance=float("inf")), "gaussian_variance must be a finite"),
+    ("a string size", lambda: M.AEConfig(latent_dim="16"), "latent_dim must be an integer"),
+    ("a float size", lambda: M.AEConfig(hidden_size=3.5), "hidden_size must be an integer"),
+    ("no attention heads", lambda: M.AEConfig(backbone="vit", num_attention_heads=0), "num_attention_heads must be"),
+    ("unknown backbone", lambda: M.AEConfig(backbone="resnet"), "use one of"),
+    ("negative KL weight", lambda: M.VAEConfig(kl_weight=-1.0), "kl_weight must be >= 0"),
+    ("indivisible size", lambda: M.AEConfig(image_size=30), "not divisible by 2\\*\\*num_downsamples"),
+    ("processor: floats above 1", lambda: M.AutoencoderImageProcessor()(np.full((28, 28), 7.0)), r"expected \[0, 1\]"),
+    ("processor: no images", lambda: M.AutoencoderImageProcessor()([]), "images is empty"),
+    ("processor: not an image", lambda: M.AutoencoderImageProcessor()(b"not a png"), r"images\[0\] cannot be read"),
+]
+
+
+@pytest.mark.parametrize("call, pattern", [case[1:] for case in MODEL_CASES], ids=[case[0] for case in MODEL_CASES])
+def test_model_api(call, pattern):
+    if pattern is None:
+        result = call()
+        assert torch.isfinite(result).all()
+        return
+    with pytest.raises(ValueError) as info:
+        call()
+    assert info.match(pattern)
+    innermost = traceback.extract_tb(info.tb)[-1].filename
+    assert innermost.startswith(PACKAGE), f"raised from {innermost}, not by hf_autoencoders"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """A user's folder with files the commands must never touch, a VAE and a VQ-VAE folder."""
+    root = tmp_path_factory.mktemp("hostile")
+    (root / "mine").mkdir()
+    (root / "mine" / "notes.txt").write_text("user work")
+    (root / "image.png").write_bytes(b"\x89PNG not really")
+    (root / "afile").write_text("a file, not a folder")
+    M.VAEModel(M.VAEConfig(hidden_size=8)).save_pretrained(root / "vae")
+    vqvae().save_pretrained(root / "vqvae")
+    return root
+
+
+CLI_CASES = [  # (id, arguments ({root} is the sandbox), pattern of the one error line)
+    ("unknown command", ["fit"], "unknown command 'fit'"),
+    ("unknown model type", ["train", "--model_type", "gan", "--output_dir", "{root}/o"], "use one of ae, vae, vqvae"),
+    ("zero training images", ["train", "--max_train_samples", "0", "--output_dir", "{root}/o"],
+     "--max_train_samples must be a positive number"),
+    ("eval without a model", ["train", "--do_eval", "--output_dir", "{root}/o"], "untrained, random model"),
+    ("override without =", ["train", "--config_overrides", "latent_dim", "--output_dir", "{root}/o"],
+     "not of the form key=value"),
+    ("override of another family", ["train", "--config_overrides", "latent_dim=3", "--output_dir", "{root}/o"],
+     "not a field of VQVAEConfig"),
+    ("override of a bad value", ["train", "--config_overrides", "num_embeddings=1", "--output_dir", "{root}/o"],
+     "num_embeddings \\(K\\) must be >= 2"),
+    ("a flag of another family", ["train", "--latent_dim", "3", "--output_dir", "{root}/o"],
+     "--latent_dim does not apply to --model_type vqvae"),
+    ("an existing folder", ["train", "--do_train", "--output_dir", "{root}/mine"], "already holds files"),
+    ("resume false into a folder", ["train", "--do_train", "--resume_from_checkpoint", "false", "--output_dir",
+                                    "{root}/mine"], "already holds files"),
+    ("output under a file", ["train", "--do_train", "--output_dir", "{root}/afile/run"], "is a file, not a folder"),
+    ("resume without checkpoints", ["train", "--do_train", "--resume_from_checkpoint", "latest", "--output_dir",
+                                    "{root}/o"], "no complete checkpoint"),
+    ("resume another run", ["train", "--do_train", "--resume_from_checkpoint", "{root}/vae", "--output_dir",
+                            "{root}/o"], "not a complete checkpoint|belongs to the run"),
+    ("a dataset that is not there", ["train", "--do_train", "--dataset_name", "no-such/dataset", "--output_dir",
+                                     "{root}/o"], "neither a local folder nor reachable"),
+    ("dynamic binarization alone", ["train", "--stochastic_binarization", "--output_dir", "{root}/o"],
+     "only applies with --binarize"),
+    ("a string where a number goes", ["train", "--max_steps", "many", "--output_dir", "{root}/o"], "invalid int"),
+    ("evaluate a missing folder", ["evaluate", "{root}/nothing"], "neither a model folder"),
+    ("evaluate a plain folder", ["evaluate", "{root}/mine"], "has no config.json"),
+    ("evaluate negative K", ["evaluate", "{root}/vae", "--num_importance_samples", "-3"],
+     "--num_importance_samples must be >= 0"),
+    ("evaluate zero images", ["evaluate", "{root}/vae", "--max_eval_samples", "0"], "must be a positive integer"),
+    ("evaluate over a user's file", ["evaluate", "{root}/vae", "--output_file", "{root}/mine/notes.txt"],
+     "already exists.*--overwrite_output_file"),
+    ("evaluate into a missing folder", ["evaluate", "{root}/vae", "--output_file", "{root}/no/dir/m.json"],
+     "does not exist"),
+    ("sample -1 images", ["sample", "{root}/vae", "--num_samples", "-1"], "--num_samples must be a positive"),
+    ("sample a negative temperature", ["sample", "{root}/vqvae", "--temperature", "-1"], "--temperature must be"),
+    ("sample over a user's file", ["sample", "{root}/vae", "--output_file", "{root}/image.png"], "already exists"),
+    ("sample with a VAE as prior", ["sample", "{root}/vqvae", "--prior", "{root}/vae", "--output_file", "{root}/s.png"],
+     "prior"),
+    ("a prior for a VAE", ["sample", "{root}/vae", "--prior", "{root}/vqvae", "--output_file", "{root}/s.png"],
+     "--prior needs a VQ-VAE"),
+    ("push a plain folder", ["push", "{root}/mine", "me/x"], "not a trained model folder"),
+    ("push without a repo", ["push", "{root}/vae"], "the following arguments are required: repo_id"),
+    ("experiment -1 steps", ["experiment", "compare", "--output_dir", "{root}/o", "--max_steps", "-1"],
+     "--max_steps must be a positive integer"),
+    ("an unknown experiment", ["experiment", "gan", "--output_dir", "{root}/o"], "invalid choice"),
+    ("experiment into a user's folder", ["experiment", "compare", "--output_dir", "{root}/mine"], "already holds"),
+    ("a prior on a VAE", ["train-prior", "--vqvae", "{root}/vae", "--output_dir", "{root}/o"], "needs a VQ-VAE"),
+    ("a prior on nothing", ["train-prior", "--vqvae", "{root}/nothing", "--output_dir", "{root}/o"],
+     "neither|not a model folder|no config.json|not found|does not"),
+]
+
+
+@pytest.mark.parametrize("arguments, pattern", [case[1:] for case in CLI_CASES], ids=[case[0] for case in CLI_CASES])
+def test_command_line(folders, arguments, pattern, capsys):
+    before = {p: p.read_bytes() for p in folders.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as info:
+        cli_main([a.replace("{root}", str(folders)) for a in arguments])
+    assert info.value.code != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: "), err[-2000:]
+    assert re.search(pattern, last), last
+    assert {p: p.read_bytes() for p in folders.rglob("*") if p.is_file() and p in before} == before
+    assert not (folders / "o").exists()
+
+
+def test_there_are_at_least_forty_hostile_cases():
+    assert len(MODEL_CASES) + len(CLI_CASES) >= 40
