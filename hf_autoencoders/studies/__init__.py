@@ -34,6 +34,7 @@ EXPERIMENTS = {
     "samples": "samples",
     "linear-pca": "linear_pca",
     "estimators": "estimators",
+    "backbones": "backbones",
 }
 
 

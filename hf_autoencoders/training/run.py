@@ -57,22 +57,25 @@ def fit(model, train_dataset, eval_dataset=None, *, output_dir, collator=None, *
     return trainer
 
 
-def run_training(model_args: ModelArguments, data_args: DataArguments, training_args) -> dict:
-    """Train, evaluate and save a model with its image processor, pictures, metrics and model card."""
-    transformers.utils.logging.set_verbosity_warning()
+def check_request(model_args: ModelArguments, data_args: DataArguments, training_args) -> str | None:
+    """Refuse, before any data is loaded, a run that would write over a user's files, resume from an incomplete or
+    foreign checkpoint or with other settings, or evaluate a random model; return the checkpoint to resume from."""
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     check_output_dir(training_args.output_dir, data_args.overwrite_output_dir, resume=checkpoint is not None)
     if training_args.do_eval and not training_args.do_train and model_args.model_name_or_path is None:
         raise ValueError("--do_eval without --do_train evaluates an untrained, random model. Add --do_train, or pass "
                          "--model_name_or_path with a trained model to evaluate it.")
-    config_class, model_class = autoencoder_classes(model_args.model_type)
     if checkpoint is not None:
+        config_class, _ = autoencoder_classes(model_args.model_type)
         check_resume_settings(checkpoint, config_class.model_type, requested_settings(model_args))
-    set_seed(training_args.seed)
-
     if data_args.streaming and training_args.do_train and training_args.max_steps <= 0:
         raise ValueError("--streaming needs --max_steps: a stream has no length to count epochs by.")
-    # The main process of each machine decodes (into the decoded cache) while the others wait, then map its file.
+    return checkpoint
+
+
+def load_training_data(data_args: DataArguments, training_args):
+    """The train and test splits the arguments name. The main process of each machine decodes (into the decoded
+    cache) while the others wait, then they map its file."""
     with training_args.main_process_first(local=True, desc="loading and decoding the images"):
         data = load_image_dataset(
             data_args.dataset_name,
@@ -91,10 +94,15 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
             cache=data_args.decoded_cache,
             cache_dir=data_args.decoded_cache_dir,
         )
-    train_set, eval_set = data.train, data.test
-    if isinstance(train_set, torch.utils.data.IterableDataset):
+    if isinstance(data.train, torch.utils.data.IterableDataset):
         _read_streams_per_process(training_args)
+    return data
 
+
+def build_model(model_args: ModelArguments, data, checkpoint: str | None):
+    """The model to train: the one a checkpoint holds (resuming), a pretrained one, or a new one of the arguments'
+    family and size for the data's image shape."""
+    _, model_class = autoencoder_classes(model_args.model_type)
     config = build_config(model_args, data.image_size, data.num_channels)
     if checkpoint is not None:  # the run continues with the model its checkpoint holds
         config = AutoConfig.from_pretrained(checkpoint)
@@ -105,9 +113,18 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
             f"--num_channels {config.num_channels}."
         )
     if model_args.model_name_or_path is not None and checkpoint is None:
-        model = AutoModel.from_pretrained(model_args.model_name_or_path)
-    else:
-        model = model_class(config)
+        return AutoModel.from_pretrained(model_args.model_name_or_path)
+    return model_class(config)
+
+
+def run_training(model_args: ModelArguments, data_args: DataArguments, training_args) -> dict:
+    """Train, evaluate and save a model with its image processor, pictures, metrics and model card."""
+    transformers.utils.logging.set_verbosity_warning()
+    checkpoint = check_request(model_args, data_args, training_args)
+    set_seed(training_args.seed)
+    data = load_training_data(data_args, training_args)
+    train_set, eval_set = data.train, data.test
+    model = build_model(model_args, data, checkpoint)
     processor = data.image_processor(do_binarize=data_args.binarize)
     collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization)
 
