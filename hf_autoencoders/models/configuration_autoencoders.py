@@ -17,6 +17,12 @@ QUANTIZERS = ("vq", "fsq")
 GRADIENT_ESTIMATORS = ("reparameterization", "score_function")
 SCORE_FUNCTION_BASELINES = ("none", "moving_average", "leave_one_out")
 CATEGORICAL_ESTIMATORS = ("score_function", "gumbel_softmax")
+VIT_POSITION_ENCODINGS = ("learned", "rope2d")
+VIT_PATCH_STEMS = ("linear", "conv")
+VIT_OUTPUT_HEADS = ("linear", "pixel_shuffle")
+# The ViT we recommend for 28x28 and 32x32 images (see the ViT options in `AutoencoderConfig`'s docstring and
+# docs/models.md): AutoencoderConfig subclasses take it as `VQVAEConfig(backbone="vit", **RECOMMENDED_VIT_SETTINGS)`.
+RECOMMENDED_VIT_SETTINGS = {"hidden_size": 64, "num_hidden_layers": 2, "vit_output_head": "pixel_shuffle"}
 
 # Per-backbone defaults for fields left as None.
 _DEFAULT_HIDDEN_SIZE = {"mlp": 512, "conv": 64, "vit": 128}
@@ -78,7 +84,8 @@ class AutoencoderConfig(PreTrainedConfig):
             `"conv"`: strided 4x4 convolutions followed by residual blocks (3x3 conv, ReLU, 1x1 conv), mirrored by
             transposed convolutions in the decoder, as in the VQ-VAE paper (van den Oord et al., 2017).
             `"vit"`: patch embedding, pre-norm transformer blocks, and a transformer decoder whose tokens are
-            un-embedded back into patches (Dosovitskiy et al., 2021; He et al., 2022).
+            un-embedded back into patches (Dosovitskiy et al., 2021; He et al., 2022); attention through
+            `torch.nn.functional.scaled_dot_product_attention`. Its design options are the `vit_*` fields below.
         hidden_size (`int`, *optional*): width of the backbone (units of an MLP layer, channels of the conv
             backbone, token width of the ViT). Defaults to 512 / 64 / 128 for mlp / conv / vit.
         num_hidden_layers (`int`, *optional*): hidden layers of the MLP, or transformer blocks of the ViT encoder
@@ -88,6 +95,46 @@ class AutoencoderConfig(PreTrainedConfig):
         num_residual_blocks (`int`, defaults to 2): residual blocks of the conv backbone.
         patch_size (`int`, defaults to 4): ViT patch size; the ViT latent grid is `image_size / patch_size`.
         num_attention_heads (`int`, defaults to 4): attention heads of the ViT blocks.
+
+    ViT options (backbone="vit" only; every default reproduces the ViT as it was before these options, so its
+    checkpoints, whose config.json has none of these fields, load and give the same outputs; options left at their
+    defaults are not written to config.json):
+        vit_position_encoding (`str`, defaults to `"learned"`): how tokens know where they are.
+            `"learned"`: a learned embedding per grid position added to the tokens (Dosovitskiy et al., 2021).
+            `"rope2d"`: axial 2D rotary embedding of the queries and keys in every attention layer, half the rotated
+            channel pairs by row and half by column, so attention scores depend on relative 2D offsets (Su et al.,
+            2021, "RoFormer"; Heo et al., 2024, "Rotary Position Embedding for Vision Transformer"); no
+            parameters. The decoder of a vector latent (AE, VAE) keeps its learned embedding as well: its position
+            queries are all given the same latent, and only that embedding tells them apart. Needs a head dimension
+            (width / num_attention_heads) divisible by 4.
+        vit_rope_theta (`float`, defaults to 100.0): base of the rotary frequencies theta^(-j / (head_dim / 4)); 100
+            as Heo et al. (2024) use for short 2D axes.
+        vit_patch_stem (`str`, defaults to `"linear"`): how pixels become tokens. `"linear"`: one p x p convolution
+            with stride p (a linear map of each patch). `"conv"`: log2(p) stride-2 4x4 convolutions with GELU, then
+            a 1x1 convolution (Xiao et al., 2021, "Early Convolutions Help Transformers See Better", with the conv
+            backbone's 4x4 kernels so that each token stays centred on its patch); needs a power-of-2 patch_size.
+        vit_output_head (`str`, defaults to `"linear"`): how decoder tokens become pixels. `"linear"`: each token is
+            linearly un-embedded into its own patch, which never sees its neighbours' pixels (seams at patch
+            borders). `"pixel_shuffle"`: each token is un-embedded into a vit_conv_channels x p x p block, the blocks
+            are tiled into a full-resolution feature map (pixel shuffle, Shi et al., 2016), then GELU and a 3x3
+            convolution across patch borders give the output.
+        vit_conv_channels (`int`, *optional*): channels of the "pixel_shuffle" head's full-resolution map and of the
+            first stage of the "conv" stem (later stages double it). Defaults to half the token width.
+        vit_mlp_ratio (`float`, defaults to 4.0): hidden width of the transformer MLPs, as a multiple of the token
+            width (4 in ViT, MAE and ViT-VQGAN).
+        vit_decoder_hidden_size (`int`, *optional*): token width of the decoder; defaults to hidden_size. MAE's
+            decoder is narrower than its encoder (He et al., 2022).
+        vit_decoder_num_layers (`int`, *optional*): transformer blocks of the decoder; defaults to num_hidden_layers
+            (which then counts the encoder's blocks only). Reconstruction quality is decided in the decoder.
+
+    The recommended ViT (`RECOMMENDED_VIT_SETTINGS`, for 28x28 and 32x32 images): hidden_size=64,
+    num_hidden_layers=2, vit_output_head="pixel_shuffle". On CIFAR-10 (VQ-VAE, K=512, d=64, batch 128, 500 steps)
+    the pixel-shuffle head gave 21.98 dB test PSNR against 21.12 dB for the linear head of the same ViT and 21.60 dB
+    for the conv backbone: the only ViT design to beat conv per step. Each step takes about 1.4x the linear head's
+    time, so conv still wins at equal CPU time; a narrower, shallower ViT than the default (128 wide, 4 blocks) is
+    5.6x faster per step. Also measured, each alone, at 500 steps: a decoder-heavy split (num_hidden_layers=1,
+    vit_decoder_num_layers=3) +0.28 dB at the same cost, rope2d +0.15 dB at 1.1x the time; a conv head, two heads
+    instead of four and learning rate 2e-3 changed nothing. docs/models.md has the table.
         linear (`bool`, defaults to `False`): no nonlinearity anywhere (MLP backbone only). A linear AE trained on
             squared error spans the same subspace as PCA (Baldi & Hornik, 1989).
 
@@ -115,6 +162,14 @@ class AutoencoderConfig(PreTrainedConfig):
     num_residual_blocks: int = 2
     patch_size: int = 4
     num_attention_heads: int = 4
+    vit_position_encoding: str = "learned"
+    vit_rope_theta: float = 100.0
+    vit_patch_stem: str = "linear"
+    vit_output_head: str = "linear"
+    vit_conv_channels: int | None = None
+    vit_mlp_ratio: float = 4.0
+    vit_decoder_hidden_size: int | None = None
+    vit_decoder_num_layers: int | None = None
     linear: bool = False
     likelihood: str = "gaussian"
     gaussian_variance: float = 0.5
@@ -162,7 +217,51 @@ class AutoencoderConfig(PreTrainedConfig):
                 f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}.",
             )
             _require(not self.linear, "linear=True needs backbone='mlp' or 'conv' (attention is not linear).")
+            self._check_vit_options()
+        else:
+            fields = type(self).__dataclass_fields__
+            changed = [name for name, field in fields.items()
+                       if name.startswith("vit_") and getattr(self, name) != field.default]
+            _require(not changed, f"{', '.join(changed)} apply to backbone='vit' only, but backbone={self.backbone!r}; "
+                                  "pass backbone='vit' or leave them at their defaults.")
         super().__post_init__(**kwargs)
+
+    def to_diff_dict(self) -> dict:
+        """What config.json holds: transformers' difference from the defaults, less the `vit_*` options left at their
+        defaults. Those are written only when set, so the config of a model that does not use them reads as it did
+        before they existed (and so do the run keys the studies derive from configs)."""
+        fields = type(self).__dataclass_fields__
+        return {key: value for key, value in super().to_diff_dict().items()
+                if not (key.startswith("vit_") and key in fields and value == fields[key].default)}
+
+    def _check_vit_options(self) -> None:
+        _require(self.vit_position_encoding in VIT_POSITION_ENCODINGS,
+                 f"vit_position_encoding={self.vit_position_encoding!r} is not known; use one of "
+                 f"{VIT_POSITION_ENCODINGS}.")
+        _require(self.vit_patch_stem in VIT_PATCH_STEMS,
+                 f"vit_patch_stem={self.vit_patch_stem!r} is not known; use one of {VIT_PATCH_STEMS}.")
+        _require(self.vit_output_head in VIT_OUTPUT_HEADS,
+                 f"vit_output_head={self.vit_output_head!r} is not known; use one of {VIT_OUTPUT_HEADS}.")
+        _require(self.vit_patch_stem != "conv" or self.patch_size & (self.patch_size - 1) == 0,
+                 f"vit_patch_stem='conv' halves the resolution log2(patch_size) times and needs a power-of-2 "
+                 f"patch_size, got {self.patch_size}; use patch_size 2, 4 or 8, or vit_patch_stem='linear'.")
+        _require(self.vit_rope_theta > 0, f"vit_rope_theta must be > 0, got {self.vit_rope_theta}.")
+        _require(self.vit_mlp_ratio > 0, f"vit_mlp_ratio must be > 0, got {self.vit_mlp_ratio}.")
+        _require(self.vit_conv_channels is None or self.vit_conv_channels >= 1,
+                 f"vit_conv_channels must be >= 1 or None, got {self.vit_conv_channels}.")
+        _require(self.vit_decoder_num_layers is None or self.vit_decoder_num_layers >= 0,
+                 f"vit_decoder_num_layers must be >= 0 or None, got {self.vit_decoder_num_layers}.")
+        decoder_width = self.vit_decoder_hidden_size
+        _require(decoder_width is None or (decoder_width >= 1 and decoder_width % self.num_attention_heads == 0),
+                 f"vit_decoder_hidden_size={decoder_width} must be >= 1 and divisible by "
+                 f"num_attention_heads={self.num_attention_heads}.")
+        if self.vit_position_encoding == "rope2d":
+            for name, width in (("hidden_size", self.hidden_size), ("vit_decoder_hidden_size", decoder_width)):
+                head_dim = None if width is None else width // self.num_attention_heads
+                _require(head_dim is None or head_dim % 4 == 0,
+                         f"vit_position_encoding='rope2d' rotates channel pairs by row and by column and needs a head "
+                         f"dimension divisible by 4; {name}={width} / num_attention_heads={self.num_attention_heads} "
+                         f"= {head_dim}. Change {name} or num_attention_heads.")
 
     @property
     def latent_grid_size(self) -> int:

@@ -29,8 +29,12 @@ class ModelArguments:
     )
     backbone: str | None = field(
         default=None,
-        metadata={"help": "mlp, conv or vit (default: conv, for every family: on 28x28 and 32x32 images it "
-                          "reconstructs best per second of training, docs/results.md)."},
+        metadata={"help": "mlp, conv or vit. Default: conv, for every family (AE, VAE, VQ-VAE) and image size: on a "
+                          "CPU it reconstructs best per second of training (CIFAR-10 VQ-VAE, 10 min: conv 24.36 dB "
+                          "test PSNR, ViT 22.83 dB) and its cost grows only linearly with the pixels, while an MLP's "
+                          "weights grow with them. vit is for those who want a transformer: it scales on GPUs and "
+                          "gives patch tokens to token-based pipelines; its recommended settings are in "
+                          "docs/models.md (The ViT backbone)."},
     )
     latent_dim: int | None = field(default=None, metadata={"help": "AE/VAE latent size."})
     hidden_size: int | None = field(default=None, metadata={"help": "Backbone width."})
