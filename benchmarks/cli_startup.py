@@ -40,6 +40,9 @@ def main() -> None:
     for example in sorted((ROOT / "examples").glob("*.py")):
         results[f"examples/{example.name} --help"] = seconds([sys.executable, str(example), "--help"], args.repeats)
     results["python -c 'import torch' (floor)"] = seconds([sys.executable, "-c", "import torch"], args.repeats)
+    # The training commands' flags include transformers' TrainingArguments: their --help cannot import less than this.
+    results["python -c 'from transformers import TrainingArguments' (floor)"] = seconds(
+        [sys.executable, "-c", "from transformers import TrainingArguments"], args.repeats)
     print(json.dumps({
         "seconds": {k: round(v, 3) for k, v in results.items()},
         "target_seconds": TARGET_SECONDS,

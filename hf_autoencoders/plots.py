@@ -244,3 +244,31 @@ def plot_loss_curves(log_history, path, keys: list[str] | None = None, title: st
     path = _prepare_path(path)
     fig.savefig(path, dpi=120)
     return path
+
+
+def plot_bars(panels, path, ylabel: str = "") -> Path:
+    """Grouped bar charts side by side, one per panel. Each panel is ``(title, group names, {series: (values,
+    errors)})``: one cluster of bars per group name, one bar per series (its ``values`` one per group, each written
+    above its bar), with error bars of ``errors`` (None, or one per group; e.g. standard deviations over seeds).
+    Missing values are NaN."""
+    if not panels:
+        raise ValueError("panels is empty; give at least one (title, groups, series) panel")
+    fig = _figure(figsize=((1.5 + 0.45 * max(len(p[1]) * len(p[2]) for p in panels)) * len(panels), 3.8))
+    for ax, (title, groups, series) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        width = 0.8 / max(1, len(series))
+        for k, (name, (values, errors)) in enumerate(series.items()):
+            if len(values) != len(groups) or (errors is not None and len(errors) != len(groups)):
+                raise ValueError(f"series {name!r} of panel {title!r} needs one value (and error) per group "
+                                 f"({len(groups)}); got {len(values)}")
+            xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(groups))]
+            bars = ax.bar(xs, values, width, yerr=errors, capsize=3, label=name)
+            ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)
+        ax.set_xticks(range(len(groups)), groups)
+        ax.set(title=title, ylabel=ylabel)
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.15)  # room for the legend above the bars
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize="small", loc="upper center", ncols=len(series))
+    fig.tight_layout()
+    path = _prepare_path(path)
+    fig.savefig(path, dpi=120)
+    return path

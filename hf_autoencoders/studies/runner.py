@@ -167,16 +167,18 @@ class RunStore:
 
 
 def train_quietly(trainer_class, model, dataset, collator, *, steps: int, batch_size: int, learning_rate: float,
-                  seed: int, progress: bool = False, description: str = "") -> list[dict]:
+                  seed: int, progress: bool = False, description: str = "", callbacks=None) -> list[dict]:
     """Train `model` with a transformers Trainer of `trainer_class` for `steps` steps and return its log history.
-    Nothing is written to disk; with `progress`, the Trainer's step bar is shown."""
+    Nothing is written to disk; with `progress`, the Trainer's step bar is shown; `callbacks` are added to the
+    Trainer's (e.g. a step timer)."""
     with tempfile.TemporaryDirectory() as scratch:
         args = AutoencoderTrainingArguments(
             output_dir=scratch, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
             logging_steps=max(1, steps // 25), save_strategy="no", report_to="none", disable_tqdm=not progress,
             seed=seed, dataloader_pin_memory=torch.cuda.is_available(), run_name=description or None,
         )
-        trainer = trainer_class(model=model, args=args, data_collator=collator, train_dataset=dataset)
+        trainer = trainer_class(model=model, args=args, data_collator=collator, train_dataset=dataset,
+                                callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)
         trainer.train()
     return trainer.state.log_history
@@ -264,12 +266,14 @@ class Runner:
         values = {k: v for k, v in values.items() if k in config_class.__dataclass_fields__}
         return config_class(**{**values, **fields})
 
-    def fit(self, label: str, family: str, fields: dict, seed: int, epochs: float | None = None):
-        """The model of (`family`, `fields`, `seed`) trained under the budget: loaded from the store when it is
-        finished there (and resuming), else trained and saved. Returns (model read back from disk, record)."""
+    def fit(self, label: str, family: str, fields: dict, seed: int, epochs: float | None = None,
+            steps: int | None = None):
+        """The model of (`family`, `fields`, `seed`) trained under the budget (or for `steps` steps where given):
+        loaded from the store when it is finished there (and resuming), else trained and saved. Returns (model read
+        back from disk, record)."""
         b = self.budget
         config = self.config(family, **fields)
-        steps = b.train_steps(len(self.train_set), epochs)
+        steps = steps or b.train_steps(len(self.train_set), epochs)
         spec = {"dataset": self.data.name, "train_examples": len(self.train_set), "family": family,
                 "config": _config_dict(config), "steps": steps, "batch_size": b.batch_size,
                 "learning_rate": b.learning_rate, "seed": seed}
@@ -309,16 +313,18 @@ class Runner:
         return model.to(self.device).eval(), record
 
     def train(self, label: str, family: str, fields: dict | None = None, *, test_noise_std: float = 0.0,
-              seeds: list[int] | None = None, epochs: float | None = None, bar=None) -> Group:
-        """Train (or reload) `family` with config `fields` for each seed and evaluate each run on the test images,
-        given with Gaussian noise of `test_noise_std` on the input (clean targets). Returns the group."""
+              seeds: list[int] | None = None, epochs: float | None = None, steps: int | None = None,
+              bar=None) -> Group:
+        """Train (or reload) `family` with config `fields` for each seed (for `steps` steps where given, else the
+        budget's length) and evaluate each run on the test images, given with Gaussian noise of `test_noise_std` on
+        the input (clean targets). Returns the group."""
         if label in self.groups:
             raise ValueError(f"a group named {label!r} exists already in this experiment")
         runs = []
         for seed in seeds or self.seeds:
             if bar is not None:
                 bar.set_postfix_str(f"{label}, seed {seed}")
-            model, record = self.fit(label, family, fields or {}, seed, epochs)
+            model, record = self.fit(label, family, fields or {}, seed, epochs, steps)
             run = Run(label, family, seed, model, {}, record["log_history"], record["train_seconds"],
                       record["spec"]["steps"])
             run.metrics = self.evaluate(run, test_noise_std)
