@@ -64,6 +64,43 @@ def test_quality_budget_script_prints_only_json(tmp_path):
         assert result[name]["test_nll_nats"] <= result[name]["test_neg_elbo_nats"] + 1.0
 
 
+@pytest.mark.slow
+def test_backbones_cifar_smoke_trains_each_model_for_its_calibrated_steps(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from hf_autoencoders.data import load_image_dataset
+
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/backbones_cifar.py", "--smoke", "--models", "conv,vit", "--seeds", "0,1",
+         "--figures_dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    calibration, summary = result["calibration"], result["summary"]
+    assert [(row["model"], row["seed"]) for row in result["runs"]] == [("conv", 0), ("vit", 0), ("conv", 1),
+                                                                         ("vit", 1)]
+    for row in result["runs"]:
+        # every model trains for its share of the same budget: steps = budget / calibrated step time
+        step_seconds = calibration[row["model"]]["step_seconds"]
+        assert row["steps"] == max(1, round(result["budget_seconds"] / step_seconds))
+        assert _finite(row["test_psnr_db"]) and row["test_psnr_db"] > 0 and row["test_images"] == 64
+        assert 0 < row["codebook_usage"] <= 1 and 1 <= row["codebook_perplexity"] <= 32
+    assert calibration["conv"]["ratio_to_reference"] == pytest.approx(1.0)
+    psnrs = [row["test_psnr_db"] for row in result["runs"] if row["model"] == "vit"]
+    assert summary["vit"]["test_psnr_db"]["mean"] == pytest.approx(sum(psnrs) / 2, abs=1e-3)
+    assert summary["vit"]["test_psnr_db"]["std"] == pytest.approx(abs(psnrs[0] - psnrs[1]) / 2**0.5, abs=1e-3)
+    gap = summary["vit"]["test_psnr_db"]["mean"] - summary["conv"]["test_psnr_db"]["mean"]
+    usage_gap = summary["vit"]["codebook_usage"]["mean"] - summary["conv"]["codebook_usage"]["mean"]
+    assert result["target"]["vit"]["met"] == (gap >= -0.3 and usage_gap >= 0)
+    # the picture: the first 8 test images on top, then one row of reconstructions per model (28x28 digits, x3)
+    picture = np.asarray(Image.open(tmp_path / "reconstructions.png"))
+    assert picture.shape == ((3 * 30 + 2) * 3, (8 * 30 + 2) * 3)
+    first = load_image_dataset(None).test.images[0, 0].numpy()
+    assert np.array_equal(picture[6:6 + 84:3, 6:6 + 84:3], first)
+
+
 def test_time_budget_stops_training_and_drives_a_cosine_schedule(monkeypatch):
     import time
 
