@@ -27,6 +27,15 @@ RESULTS = DOCS / "results"
 # The claims in the order of the guide (docs/experiments.md names its sections), with the section they come from.
 CLAIMS = [
     ("linear_ae_is_pca", "1.1"),
+    ("conv_best_equal_time_ae", "1.2"),
+    ("conv_best_equal_time_vae", "1.2"),
+    ("conv_best_equal_time_vq_vae", "1.2"),
+    ("conv_best_equal_params_ae", "1.2"),
+    ("conv_best_equal_params_vae", "1.2"),
+    ("conv_best_equal_params_vq_vae", "1.2"),
+    ("mlp_parameter_growth", "1.2"),
+    ("conv_locality", "1.2"),
+    ("vit_patch_seams", "1.2"),
     ("ae_vs_vae_reconstruction", "2.4.1"),
     ("latent_size_ae", "2.4.1"),
     ("latent_size_vae", "2.4.1"),
@@ -44,7 +53,8 @@ CLAIMS = [
     ("prior_sampling_wastes_samples", "estimators"),
     ("score_function_variance", "estimators"),
 ]
-ORDER = ["linear-pca", "compare", "latent-size", "kl-weight", "latent-layout", "denoising", "samples", "estimators"]
+ORDER = ["linear-pca", "backbones", "compare", "latent-size", "kl-weight", "latent-layout", "denoising", "samples",
+         "estimators"]
 # The figures each experiment's section shows (the rest are in its report.md).
 FIGURES = {
     "linear-pca": ["pca_vs_linear_ae.png"],
@@ -56,6 +66,7 @@ FIGURES = {
     "denoising": ["denoising.png", "vae_denoising.png"],
     "samples": ["ae_samples.png", "vae_samples.png", "vq_vae_samples.png", "vq_vae_pixelcnn_prior_samples.png"],
     "estimators": ["gradient_variance.png", "log_px_vs_samples.png"],
+    "backbones": ["psnr_by_backbone.png", "patch_seam_crops.png", "patch_error_maps.png", "receptive_fields.png"],
 }
 
 
@@ -144,7 +155,7 @@ def build() -> str:
     lines = [
         "# Results",
         "The classic questions of the autoencoder guide (`../shared/reference/autoencoders-conceptual-guide.txt`, "
-        "sections 1.1, 2.4 and 3.3), answered at the budget they were posed for: convolutional models trained for "
+        "sections 1.1, 1.2, 2.4 and 3.3), answered at the budget they were posed for: convolutional models trained for "
         "epochs on MNIST (5, and 25 for samples), and the VQ-VAE questions on CIFAR-10. Every number comes from "
         "the results.json files under [results/](results/) (" + ", ".join(f"`{b}`" for b in budgets) + " budget), "
         "each next to its report.md and figures; this page is built from them by `python docs/make_results.py`. "
@@ -170,8 +181,8 @@ def build() -> str:
         + "\n".join(wall_clock_rows(entries)),
         "## Reproduce",
         "```bash\nexport OMP_NUM_THREADS=1\nfor data in mnist cifar10; do\n"
-        "  names=\"linear-pca compare latent-size kl-weight latent-layout denoising samples estimators\"\n"
-        "  [ $data = cifar10 ] && names=\"compare samples\"\n"
+        "  names=\"linear-pca backbones compare latent-size kl-weight latent-layout denoising samples estimators\"\n"
+        "  [ $data = cifar10 ] && names=\"backbones compare samples\"\n"
         "  for name in $names; do\n"
         "    hf-autoencoders experiment $name --budget seed --dataset_name ../shared/data/$data \\\n"
         "      --output_dir runs/seed/$data/$name --runs_dir runs/seed/$data/runs --resume\n"
