@@ -312,22 +312,81 @@ def cmd_push(argv: list[str]) -> None:
                       include_checkpoints=args.include_checkpoints))
 
 
-def cmd_train(argv: list[str]) -> None:
-    from .training.arguments import parse_args
+def help_cache_file(command: str) -> Path:
+    """Where the `--help` text of a training command is kept. Its flags include transformers' `TrainingArguments`,
+    whose import alone takes seconds, so the text is rendered once for each version of this package's code, of
+    transformers, of the program name and of the terminal width, and read from this file afterwards."""
+    import hashlib
+    import importlib.metadata
+    import os
+    import shutil
 
-    arguments = parse_args(argv)  # --help answers here, before the models are imported
+    key = hashlib.sha256()
+    for part in (command, Path(sys.argv[0]).name, importlib.metadata.version("transformers"),
+                 str(shutil.get_terminal_size().columns)):
+        key.update(part.encode() + b"\0")
+    for source in sorted(Path(__file__).resolve().parent.rglob("*.py")):
+        key.update(source.read_bytes())
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hf_autoencoders" / "help"
+    return root / f"{command}-{key.hexdigest()[:24]}.txt"
+
+
+def parse_with_cached_help(command: str, parse, argv: list[str]):
+    """`parse(argv)`, except that `--help` prints the text kept by `help_cache_file` when there is one (else it is
+    rendered by `parse` and kept)."""
+    asks_help = any(arg in ("-h", "--help") for arg in argv[:argv.index("--") if "--" in argv else None])
+    if not asks_help:
+        return parse(argv)
+    import contextlib
+    import io
+    import os
+
+    cached = help_cache_file(command)
+    if cached.is_file():
+        print(cached.read_text(), end="")
+        raise SystemExit(0)
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        try:
+            parse(argv)
+        except SystemExit as exit:
+            if exit.code not in (0, None):
+                raise
+    print(text.getvalue(), end="")
+    try:  # written whole under a temporary name, then renamed: a reader never sees part of it
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+        partial.write_text(text.getvalue())
+        partial.replace(cached)
+    except OSError:
+        pass  # a read-only home: the help is rendered every time
+    raise SystemExit(0)
+
+
+def cmd_train(argv: list[str]) -> None:
+    arguments = parse_with_cached_help("train", _parse_train, argv)
     from .training.run import run_training
 
     run_training(*arguments)
 
 
 def cmd_train_prior(argv: list[str]) -> None:
-    from .training.arguments import parse_prior_args
-
-    arguments = parse_prior_args(argv)  # --help answers here, before the models are imported
+    arguments = parse_with_cached_help("train-prior", _parse_prior, argv)
     from .training.prior import run_prior_training
 
     run_prior_training(*arguments)
+
+
+def _parse_train(argv: list[str]):
+    from .training.arguments import parse_args
+
+    return parse_args(argv)
+
+
+def _parse_prior(argv: list[str]):
+    from .training.arguments import parse_prior_args
+
+    return parse_prior_args(argv)
 
 
 def cmd_experiment(argv: list[str]) -> dict:

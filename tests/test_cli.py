@@ -4,12 +4,14 @@ as one `error: ...` line rather than a traceback."""
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+# A fresh cache of --help texts (see `cli.help_cache_file`), so that every test renders them.
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "XDG_CACHE_HOME": tempfile.mkdtemp()}
 COMMANDS = ["train", "train-prior", "evaluate", "sample", "push", "experiment"]
 EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py"))
 
@@ -34,6 +36,30 @@ def test_every_example_answers_help(example):
     result = run(f"examples/{example}", "--help")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage:" in result.stdout and "--output_dir" in result.stdout
+
+
+@pytest.mark.parametrize("entry", [("cli", "train"), ("cli", "train-prior"), ("run", "examples/train_vae.py")])
+def test_training_help_is_kept_and_read_back(entry, tmp_path):
+    """The training commands' --help (seconds to render: it imports transformers) is kept in the cache folder once,
+    then read back: the same text, from the file of this program, code version and terminal width."""
+    env = {**ENV, "XDG_CACHE_HOME": str(tmp_path), "COLUMNS": "100"}
+    how, target = entry
+    command = ([sys.executable, "-c", "from hf_autoencoders.cli import main; main()", target] if how == "cli"
+               else [sys.executable, target])
+
+    def help_text(**extra):
+        result = subprocess.run([*command, "--help"], capture_output=True, text=True, env={**env, **extra}, cwd=ROOT,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    first = help_text()
+    kept = list((tmp_path / "hf_autoencoders" / "help").glob("*.txt"))
+    assert len(kept) == 1 and kept[0].read_text() == first and "--output_dir" in first
+    kept[0].write_text(first + "read from the cache\n")
+    assert help_text() == first + "read from the cache\n"
+    narrow = help_text(COLUMNS="60")  # another terminal width: rendered again, into its own file
+    assert "read from the cache" not in narrow and len(list(kept[0].parent.glob("*.txt"))) == 2
 
 
 def test_top_level_help_and_version():
