@@ -19,13 +19,14 @@ Prints one JSON object (progress goes to stderr):
 """
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from hf_autoencoders.results import dumps, write_json
 
 
 def log(message: str) -> None:
@@ -131,10 +132,9 @@ def main(argv=None) -> dict:
                                      progress=False)
             result["models"][name] = {"run": path, "display_name": model.config.display_name, **metrics,
                                       "seconds": seconds}
-    text = json.dumps(result, indent=2)
     if args.output:
-        Path(args.output).write_text(text + "\n")
-    print(text)
+        write_json(args.output, result)
+    print(dumps(result))
     return result
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from hf_autoencoders.results import dumps, write_json
+
 BUDGETS = {
     # full: ~20 minutes on 2 contended CPU cores (conv VQ-VAE step ~0.3 s, prior step ~0.9 s at batch 128).
     "full": dict(train_images=None, test_images=None, vq_steps=800, vq_hidden=32, dead_code_threshold=20,
@@ -207,10 +209,9 @@ def main(argv=None) -> dict:
         with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout carries only the JSON
             result = run(args.data, BUDGETS["quick" if args.quick else "full"], args.seed)
         result["mode"] = "quick" if args.quick else "full"
-    text = json.dumps(result, indent=2)
     if args.output:
-        Path(args.output).write_text(text + "\n")
-    print(text)
+        write_json(args.output, result)
+    print(dumps(result))
     return result
 
 

@@ -69,9 +69,18 @@ def image_items(column) -> list:
     return column.to_pylist()
 
 
-def _skipped(decoder: Decoder, error: UnreadableImageError, count: int) -> None:
-    logger.warning("Skipped an unreadable image (%d so far in split %r of %s, in this process): %s", count,
-                   decoder.split, decoder.name, error)
+def _decode_or_skip(owner, item, where: str) -> np.ndarray | None:
+    """`owner.decoder(item, where)`; for an unreadable image, None when `owner.skip_bad_images` (counted in
+    `owner.num_skipped` and logged), else the error."""
+    try:
+        return owner.decoder(item, where)
+    except UnreadableImageError as err:
+        if not owner.skip_bad_images:
+            raise
+        owner.num_skipped += 1
+        logger.warning("Skipped an unreadable image (%d so far in split %r of %s, in this process): %s",
+                       owner.num_skipped, owner.decoder.split, owner.decoder.name, err)
+        return None
 
 
 # ------------------------------------------------------------------------------------------------- in memory
@@ -150,15 +159,10 @@ class LazyImageDataset(Dataset):
         images, labels = self.read(indices)
         kept, arrays = [], []
         for position, (index, item) in enumerate(zip(indices, images)):
-            try:
-                arrays.append(self.decoder(item, f"row {self.row(index)}"))
-            except UnreadableImageError as err:
-                if not self.skip_bad_images:
-                    raise
-                self.num_skipped += 1
-                _skipped(self.decoder, err, self.num_skipped)
-                continue
-            kept.append(position)
+            array = _decode_or_skip(self, item, f"row {self.row(index)}")
+            if array is not None:
+                arrays.append(array)
+                kept.append(position)
         return [indices[p] for p in kept], arrays, None if labels is None else [labels[p] for p in kept]
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
@@ -257,14 +261,10 @@ class _DecodeBatch:
         for position, (item, index) in enumerate(zip(batch[self.image_column], indices)):
             where = f"example {index} of the stream read by this process" + (
                 f" ({item['path']})" if isinstance(item, dict) and item.get("path") else "")
-            try:
-                pixel_values.append(self.decoder(item, where))
-            except UnreadableImageError as err:
-                if not self.skip_bad_images:
-                    raise
-                self.num_skipped += 1
-                _skipped(self.decoder, err, self.num_skipped)
+            array = _decode_or_skip(self, item, where)
+            if array is None:
                 continue
+            pixel_values.append(array)
             if self.label_column is not None:
                 labels.append(batch[self.label_column][position])
         return {"pixel_values": pixel_values, **({"labels": labels} if self.label_column is not None else {})}
