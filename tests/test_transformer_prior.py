@@ -202,6 +202,16 @@ def test_only_code_tokens_are_generated():
         handle.remove()
 
 
+def test_inverse_cdf_draw_never_lands_on_an_impossible_token(monkeypatch):
+    """Even a uniform draw of exactly 1 (curand's uniforms lie in (0, 1]) gives a token of positive probability (the
+    last one), never the -inf tail of non-code tokens or an index past the vocabulary."""
+    scores = torch.tensor([[0.3, 1.7, -0.2, -float("inf"), -float("inf")]] * 4)
+    monkeypatch.setattr(torch, "rand", lambda *shape, generator=None, device=None, dtype=None:
+                        torch.ones(shape, dtype=dtype, device=device))
+    out = C.GeneratorSampling(torch.Generator().manual_seed(0))(None, scores.clone())
+    assert (out.argmax(-1) == 2).all() and (out == 0).sum() == 4
+
+
 def test_samples_follow_the_model_distribution():
     """Empirical frequencies of 20,000 generated maps match exp(log_prob) over all 3^4 maps of a 2 x 2 grid."""
     model = tiny_prior(1, num_embeddings=3, grid_size=2)
@@ -454,4 +464,5 @@ def test_prior_speed_benchmark_smoke_run(tmp_path):
         assert result[kind]["steps"] >= 1 and result[kind]["sampling"]["maps_per_second"] > 0
         assert 0 < result[kind]["nll_per_code_nats"] < 2 * math.log(16)
         assert result[kind]["bits_per_dim"] > result[kind]["decoder_bits_per_dim"] > 0
-    assert result["speedup"] > 0 and (tmp_path / result["samples_png"]).is_file()
+    assert result["speedup"] > 0 and result["speedup_cpu_seconds"] > 0
+    assert (tmp_path / result["samples_png"]).is_file()

@@ -197,14 +197,14 @@ class PriorArguments:
         metadata={"help": "pixelcnn (a gated PixelCNN) or transformer (a GPT-2 causal LM over code tokens, sampled "
                           "by generate() with the key/value cache; loads with plain AutoModelForCausalLM). The "
                           "transformer is the better prior: trained for the same 10 minutes it reaches a lower test "
-                          "NLL and samples 9-13x faster (benchmarks/README.md). pixelcnn stays the default so that "
+                          "NLL and samples 13-15x faster (benchmarks/README.md). pixelcnn stays the default so that "
                           "existing commands, scripts and their flags (--kernel_size) keep training what they did."},
     )
     hidden_size: int | None = field(
         default=None, metadata={"help": "Prior width: PixelCNN channels (default 64) or transformer n_embd (128)."}
     )
     num_layers: int | None = field(
-        default=None, metadata={"help": "Gated PixelCNN layers (default 8) or transformer blocks (default 4)."}
+        default=None, metadata={"help": "Gated PixelCNN layers (default 8) or transformer blocks (default 3)."}
     )
     kernel_size: int | None = field(default=None, metadata={"help": "PixelCNN only: odd kernel width (default 5)."})
     num_heads: int | None = field(
