@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from hf_autoencoders.models import RECOMMENDED_VIT_SETTINGS, autoencoder_classes
 from hf_autoencoders.studies.verdicts import FLOORS
 
 DOCS = Path(__file__).resolve().parent
@@ -114,6 +115,23 @@ def claim_rows(entries: list[dict]) -> list[str]:
     return rows
 
 
+def vit_note(r: dict) -> str:
+    """Where a study's ViT runs (at their usual width) used other settings than today's `RECOMMENDED_VIT_SETTINGS`,
+    say so."""
+    used = set()
+    for name, group in r.get("groups", {}).items():
+        if group.get("config", {}).get("backbone") == "vit" and "equal params" not in name:
+            config = autoencoder_classes(group["family"])[0](**group["config"])
+            used.add(tuple((k, getattr(config, k)) for k in RECOMMENDED_VIT_SETTINGS))
+    current = tuple(RECOMMENDED_VIT_SETTINGS.items())
+    if not used or used == {current}:
+        return ""
+    settings = "; ".join(", ".join(f"{k}={v}" for k, v in u) for u in sorted(used))
+    return (f"*These ViT runs used {settings}: the recommended ViT when they ran. `RECOMMENDED_VIT_SETTINGS` is "
+            f"now {', '.join(f'{k}={v}' for k, v in current)} (docs/models.md); rerunning the experiment with "
+            "`--resume` retrains only the ViT runs.*")
+
+
 def experiment_section(e: dict) -> str:
     r = e["results"]
     folder = f"results/{e['budget']}/{e['dataset']}/{e['name']}"
@@ -129,7 +147,7 @@ def experiment_section(e: dict) -> str:
     shown = [name for name in FIGURES.get(e["name"], []) if (e["path"] / name).is_file()]
     figures = "\n".join(f"![{name}]({folder}/{name})" for name in shown)
     link = f"Full report: [{folder}/report.md]({folder}/report.md)."
-    parts = [title, question, claims, findings, table, figures, link]
+    parts = [title, question, vit_note(r), claims, findings, table, figures, link]
     return "\n\n".join(p for p in parts if p)
 
 
