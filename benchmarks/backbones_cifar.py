@@ -8,8 +8,9 @@ wall-clock, over several seeds.
 Models: VQ-VAEs with K = 512 codes of d = 64 on an 8x8 code map, the library's defaults otherwise (EMA codebook,
 k-means initialisation, dead-code restarts, commitment 0.25, Gaussian likelihood):
 - `conv`: the default conv backbone (hidden 64, two stride-2 stages, two residual blocks);
-- `vit`: `backbone="vit"` with `RECOMMENDED_VIT_SETTINGS` (hidden 64, 2 encoder + 2 decoder blocks, 4 heads,
-  pixel-shuffle output head), patch 4;
+- `vit`: `backbone="vit"` with `RECOMMENDED_VIT_SETTINGS` (hidden 64, 1 encoder + 1 decoder block, 2 heads, MLPs
+  2x wide, a 16-channel pixel-shuffle output head), patch 4;
+- `vit_2x2`: the ViT recommended before (hidden 64, 2 + 2 blocks, 4 heads, 4x MLPs, a 32-channel pixel-shuffle head);
 - `vit_legacy`: the ViT as it was before its design options (linear patch stem and output head, learned positions)
   at the same width and depth (hidden 64, 2 + 2 blocks).
 
@@ -70,6 +71,8 @@ def model_settings() -> dict[str, dict]:
         "conv": {"backbone": "conv"},
         "vit": {"backbone": "vit", **RECOMMENDED_VIT_SETTINGS},
         "vit_legacy": {"backbone": "vit", "hidden_size": 64, "num_hidden_layers": 2},
+        # recommended until 2026-12-02: 2 + 2 blocks with 4-wide MLPs and a 32-channel pixel-shuffle head
+        "vit_2x2": {"backbone": "vit", "hidden_size": 64, "num_hidden_layers": 2, "vit_output_head": "pixel_shuffle"},
     }
 
 
@@ -245,8 +248,9 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset_name", default=str(SHARED / "cifar10"),
                         help="A local dataset folder or a Hub id (e.g. uoft-cs/cifar10), read by load_image_dataset.")
-    parser.add_argument("--models", default="conv,vit,vit_legacy",
-                        help="Comma-separated, from conv, vit, vit_legacy; the first is the reference of the target.")
+    parser.add_argument("--models", default="conv,vit,vit_2x2,vit_legacy",
+                        help="Comma-separated, from conv, vit, vit_2x2, vit_legacy; the first is the reference of "
+                             "the target.")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--budget", type=float, default=420.0, help="Calibrated training seconds per run.")
     parser.add_argument("--batch_size", type=int, default=128)

@@ -22,7 +22,8 @@ VIT_PATCH_STEMS = ("linear", "conv")
 VIT_OUTPUT_HEADS = ("linear", "pixel_shuffle")
 # The ViT we recommend for 28x28 and 32x32 images (see the ViT options in `AutoencoderConfig`'s docstring and
 # docs/models.md): AutoencoderConfig subclasses take it as `VQVAEConfig(backbone="vit", **RECOMMENDED_VIT_SETTINGS)`.
-RECOMMENDED_VIT_SETTINGS = {"hidden_size": 64, "num_hidden_layers": 2, "vit_output_head": "pixel_shuffle"}
+RECOMMENDED_VIT_SETTINGS = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "vit_mlp_ratio": 2.0,
+                            "vit_output_head": "pixel_shuffle", "vit_conv_channels": 16}
 
 # Per-backbone defaults for fields left as None.
 _DEFAULT_HIDDEN_SIZE = {"mlp": 512, "conv": 64, "vit": 128}

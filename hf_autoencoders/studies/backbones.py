@@ -27,10 +27,12 @@ reconstruction error on patch-border pixels over that on patch interiors, agains
 Expected wall-clock of `--budget seed` with one thread on this 2-core machine, from the step times calibrated in a
 100-step run of the seed budget on MNIST with a second training process busy on the other core (batch 128):
 conv 58 ms (AE, VAE) and 70 ms (VQ-VAE) per step, MLP 31-60 ms, ViT 430-460 ms; at equal parameters MLP 11-22 ms,
-ViT 180-200 ms. MNIST (5 epochs = 2,345 conv steps): 27 equal-wall-clock models of 2.3-2.7 min (66 min), 6
-equal-parameter models (25 min, nearly all of it the three ViTs), about a minute of evaluation per model (35-45
-min): about 2-2.5 hours. CIFAR-10 (`SEED_RGB`: conv 32 wide, 3 epochs = 1,173 steps): about 2 hours. A GPU runs it
-in minutes, with its own calibration (the step-time ratios differ there: attention is cheap on a GPU).
+ViT 180-200 ms (that ViT was the one recommended before 2026-12-02, 2 + 2 blocks with 4-wide MLPs; the current
+`RECOMMENDED_VIT_SETTINGS`, 1 + 1 blocks, steps 2-3x faster on CIFAR-10, so its runs are shorter). MNIST (5
+epochs = 2,345 conv steps): 27 equal-wall-clock models of 2.3-2.7 min (66 min), 6 equal-parameter models (25 min,
+nearly all of it the three ViTs), about a minute of evaluation per model (35-45 min): about 2-2.5 hours. CIFAR-10
+(`SEED_RGB`: conv 32 wide, 3 epochs = 1,173 steps): about 2 hours. A GPU runs it in minutes, with its own
+calibration (the step-time ratios differ there: attention is cheap on a GPU).
 """
 
 from __future__ import annotations
@@ -80,9 +82,9 @@ SHAPES = {
     "quick": {"mlp": {"hidden_size": 128, "num_hidden_layers": 2}, "conv": {"hidden_size": 8, "num_hidden_layers": 0},
               "vit": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "patch_size": 4}},
     "mlp": {"mlp": {"hidden_size": 256, "num_hidden_layers": 2}, "conv": {"hidden_size": 16, "num_hidden_layers": 0},
-            "vit": {**RECOMMENDED_VIT_SETTINGS, "num_attention_heads": 4, "patch_size": 4}},
+            "vit": {**RECOMMENDED_VIT_SETTINGS, "patch_size": 4}},
     "seed": {"mlp": {"hidden_size": 512, "num_hidden_layers": 2}, "conv": {"hidden_size": 16, "num_hidden_layers": 0},
-             "vit": {**RECOMMENDED_VIT_SETTINGS, "num_attention_heads": 4, "patch_size": 4}},
+             "vit": {**RECOMMENDED_VIT_SETTINGS, "patch_size": 4}},
 }
 
 
