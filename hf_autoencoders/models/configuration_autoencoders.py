@@ -129,13 +129,15 @@ class AutoencoderConfig(PreTrainedConfig):
             (which then counts the encoder's blocks only). Reconstruction quality is decided in the decoder.
 
     The recommended ViT (`RECOMMENDED_VIT_SETTINGS`, for 28x28 and 32x32 images): hidden_size=64,
-    num_hidden_layers=2, vit_output_head="pixel_shuffle". On CIFAR-10 (VQ-VAE, K=512, d=64, batch 128, 500 steps)
-    the pixel-shuffle head gave 21.98 dB test PSNR against 21.12 dB for the linear head of the same ViT and 21.60 dB
-    for the conv backbone: the only ViT design to beat conv per step. Each step takes about 1.4x the linear head's
-    time, so conv still wins at equal CPU time; a narrower, shallower ViT than the default (128 wide, 4 blocks) is
-    5.6x faster per step. Also measured, each alone, at 500 steps: a decoder-heavy split (num_hidden_layers=1,
-    vit_decoder_num_layers=3) +0.28 dB at the same cost, rope2d +0.15 dB at 1.1x the time; a conv head, two heads
-    instead of four and learning rate 2e-3 changed nothing. docs/models.md has the table.
+    num_hidden_layers=1 (one encoder and one decoder block), num_attention_heads=2, vit_mlp_ratio=2.0,
+    vit_output_head="pixel_shuffle", vit_conv_channels=16. As a CIFAR-10 VQ-VAE (K=512, d=64) it has 104k parameters
+    and a training step costs 1.17x the conv backbone's on CPU. At equal training time on CIFAR-10 (3 seeds,
+    benchmarks/README.md) it is within 0.11 dB of conv after 2.3 conv epochs and 0.63 dB behind after 5.9. The
+    pixel-shuffle head is what beats conv per step (21.98 vs 21.60 dB at 500 steps, 2+2 blocks); on CPU, cutting
+    depth and MLP width bought more steps than it lost per step (the 2+2-block, 4x-MLP ViT recommended before
+    stepped 2.5x slower than conv and ended 1.24 dB behind). Also measured at 500 steps: a decoder-heavy split
+    +0.28 dB at the same cost, rope2d +0.15 dB at 1.1x the time; at equal time neither paid. docs/models.md has the
+    tables.
         linear (`bool`, defaults to `False`): no nonlinearity anywhere (MLP backbone only). A linear AE trained on
             squared error spans the same subspace as PCA (Baldi & Hornik, 1989).
 
