@@ -339,7 +339,8 @@ def parse_with_cached_help(command: str, parse, argv: list[str]):
         return parse(argv)
     import contextlib
     import io
-    import os
+
+    from .results import write_text
 
     cached = help_cache_file(command)
     if cached.is_file():
@@ -353,11 +354,9 @@ def parse_with_cached_help(command: str, parse, argv: list[str]):
             if exit.code not in (0, None):
                 raise
     print(text.getvalue(), end="")
-    try:  # written whole under a temporary name, then renamed: a reader never sees part of it
+    try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_name(f".{cached.name}.{os.getpid()}")
-        partial.write_text(text.getvalue())
-        partial.replace(cached)
+        write_text(cached, text.getvalue())
     except OSError:
         pass  # a read-only home: the help is rendered every time
     raise SystemExit(0)

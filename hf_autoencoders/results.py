@@ -32,10 +32,15 @@ def dumps(value, indent: int | None = 2) -> str:
     return json.dumps(jsonable(value), indent=indent, allow_nan=False)
 
 
-def write_json(path, value) -> Path:
-    """Write `value` as strict JSON to `path` atomically (a temporary file, then a rename)."""
+def write_text(path, text: str) -> Path:
+    """Write `text` to `path` atomically: a temporary file, then a rename, so a reader sees all of it or none."""
     path = Path(path)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(dumps(value) + "\n")
+    partial.write_text(text)
     os.replace(partial, path)
     return path
+
+
+def write_json(path, value) -> Path:
+    """Write `value` as strict JSON to `path` atomically (`write_text`)."""
+    return write_text(path, dumps(value) + "\n")
