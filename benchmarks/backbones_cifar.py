@@ -3,6 +3,8 @@ wall-clock, over several seeds.
 
     OMP_NUM_THREADS=1 python benchmarks/backbones_cifar.py --budget 420 --seeds 0,1,2 \
         > benchmarks/results/backbones_cifar.json
+    OMP_NUM_THREADS=1 python benchmarks/backbones_cifar.py --reference_steps 2344 --seeds 0,1,2 --models conv,vit \
+        > benchmarks/results/backbones_cifar_6epochs.json
     python benchmarks/backbones_cifar.py --smoke      # seconds: the embedded digits, tiny budgets
 
 Models: VQ-VAEs with K = 512 codes of d = 64 on an 8x8 code map, the library's defaults otherwise (EMA codebook,
@@ -20,8 +22,10 @@ which every model in turn (the order reversed every other round) takes `--calibr
 (batch 128, Adam); t_m is the median of all its timed steps (wall-clock, `time.perf_counter`; the CPU time of the
 process is recorded beside it). Because the models alternate within seconds, a busy period of the machine slows all
 of them alike. Then every model trains, for each seed, for n_m = round(budget / t_m) steps: the same budget of
-calibrated time for each, whatever the load at the time of the run. The wall-clock and CPU seconds each run actually
-took are recorded, and the load averages before it.
+calibrated time for each, whatever the load at the time of the run. `--budget` is seconds of this machine, so how far
+the models train depends on its speed and load; `--reference_steps n` fixes that horizon instead: the reference (the
+first of --models) trains n steps and every other model n_m = round(n t_ref / t_m), the same calibrated time. The
+wall-clock and CPU seconds each run actually took are recorded, and the load averages before it.
 
 Training: Adam (lr 1e-3, no weight decay), batch 128 drawn without replacement from a fresh permutation of the
 training images every epoch (a generator seeded by the seed), and transformers' `get_cosine_schedule_with_warmup`
@@ -139,6 +143,7 @@ def calibrate(names, train_images, image_shape, codes, args) -> dict:
                 wall[name].append(time.perf_counter() - start_wall)
                 cpu[name].append(time.process_time() - start_cpu)
     reference = statistics.median(wall[names[0]])
+    budget = args.budget if args.reference_steps is None else args.reference_steps * reference
     reference_cpu = statistics.median(cpu[names[0]])
     result = {}
     for name in names:
@@ -151,7 +156,7 @@ def calibrate(names, train_images, image_shape, codes, args) -> dict:
             "round_median_step_seconds": per_round,
             "ratio_to_reference": step_seconds / reference,
             "cpu_ratio_to_reference": cpu_step_seconds / reference_cpu,
-            "steps": max(1, round(args.budget / step_seconds)),
+            "steps": max(1, round(budget / step_seconds)),
         }
         log(f"calibrated {name}: {step_seconds:.3f} s/step wall ({cpu_step_seconds:.3f} CPU), "
             f"{result[name]['ratio_to_reference']:.2f}x {names[0]} -> {result[name]['steps']} steps")
@@ -253,6 +258,10 @@ def main(argv=None) -> dict:
                              "the target.")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--budget", type=float, default=420.0, help="Calibrated training seconds per run.")
+    parser.add_argument("--reference_steps", type=int, default=None,
+                        help="Instead of --budget: the first model of --models trains this many steps, the others "
+                             "as many as fit in the same calibrated time (a horizon that does not depend on the "
+                             "machine's speed or load; CIFAR-10 has 391 steps of 128 per epoch).")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--warmup_steps", type=int, default=100)
@@ -273,6 +282,8 @@ def main(argv=None) -> dict:
     if unknown or len(names) < 2 or len(set(names)) != len(names):
         parser.error(f"--models needs at least two distinct names from {', '.join(known)}; got {args.models!r}")
     seeds = [int(seed) for seed in args.seeds.split(",")]
+    if args.reference_steps is not None and args.reference_steps < 1:
+        parser.error(f"--reference_steps must be at least 1, got {args.reference_steps}")
     torch.set_num_threads(args.threads)
     command = "python benchmarks/backbones_cifar.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
@@ -282,6 +293,7 @@ def main(argv=None) -> dict:
     with contextlib.redirect_stdout(sys.stderr), tempfile.TemporaryDirectory() as tmp:
         if args.smoke:
             args.budget, args.batch_size, args.warmup_steps = 1.0, 32, 2
+            args.reference_steps = args.reference_steps and min(args.reference_steps, 4)
             args.calibration_warmup, args.calibration_rounds, args.calibration_steps = 1, 2, 1
             args.max_eval_samples = args.max_eval_samples or 64
             seeds, codes = seeds[:2], {"num_embeddings": 32, "embedding_dim": 8}
@@ -301,7 +313,9 @@ def main(argv=None) -> dict:
 
         results = {
             "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "dataset": dataset,
-            "train_images": len(train_images), "test_images": len(test_images), "budget_seconds": args.budget,
+            "train_images": len(train_images), "test_images": len(test_images),
+            "budget_seconds": args.budget if args.reference_steps is None else None,
+            "reference_steps": args.reference_steps,
             "seeds": seeds, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
             "optimizer": "Adam (no weight decay)",
             "schedule": f"get_cosine_schedule_with_warmup: linear warm-up {args.warmup_steps} steps, cosine to 0",

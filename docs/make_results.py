@@ -128,8 +128,9 @@ def vit_note(r: dict) -> str:
         return ""
     settings = "; ".join(", ".join(f"{k}={v}" for k, v in u) for u in sorted(used))
     return (f"*These ViT runs used {settings}: the recommended ViT when they ran. `RECOMMENDED_VIT_SETTINGS` is "
-            f"now {', '.join(f'{k}={v}' for k, v in current)} (docs/models.md); rerunning the experiment with "
-            "`--resume` retrains only the ViT runs.*")
+            f"now {', '.join(f'{k}={v}' for k, v in current)} (docs/models.md). Rerunning the experiment with "
+            "`--resume` retrains the ViT runs and every equal-time run, since the step times of all backbones are "
+            "calibrated together.*")
 
 
 def experiment_section(e: dict) -> str:

@@ -116,6 +116,36 @@ def test_every_option_keeps_the_encode_decode_contract(option, family):
     assert not no_gradient, f"parameters without a gradient: {no_gradient}"
 
 
+@pytest.mark.parametrize("head", ["linear", "pixel_shuffle"])
+def test_fast_paths_compute_what_the_plain_layers_compute(head):
+    """The ViT's patch embedding as a matmul and its channels-last output head, and the conv backbone's channels-last
+    activations, give the numbers of the plain layers, in ordinary contiguous tensors."""
+    import torch.nn.functional as F
+
+    model = build("vqvae", {"vit_output_head": head})
+    x = torch.rand(3, 3, 8, 8)
+    encoder, decoder = model.encoder, model.decoder
+    with torch.no_grad():
+        tokens = encoder.embed_patches(x)
+        torch.testing.assert_close(tokens, encoder.patch_embedding(x).flatten(2).transpose(1, 2), rtol=0, atol=1e-6)
+        hidden = torch.randn(3, model.config.embedding_dim, 4, 4)
+        out = decoder(hidden)
+        patches = decoder.patch_unembedding(decoder.run_stack(decoder.latent_projection(hidden.flatten(2).mT)))
+        c, p = patches.shape[-1] // 4, 2
+        image = patches.view(3, 4, 4, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(3, c, 8, 8)
+        expected = image if decoder.output_conv is None else decoder.output_conv(F.gelu(image))
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    assert out.is_contiguous() and tokens.shape == (3, 16, TINY["hidden_size"])
+
+    config_class, model_class = autoencoder_classes("vqvae")
+    conv = model_class(config_class(num_channels=3, image_size=8, hidden_size=8, num_embeddings=4, embedding_dim=4))
+    with torch.no_grad():
+        z = conv.encoder(x)
+        torch.testing.assert_close(z, conv.encoder.layers(x.contiguous()), rtol=0, atol=1e-6)
+        torch.testing.assert_close(conv.decoder(z), conv.decoder.layers(z), rtol=0, atol=1e-6)
+    assert z.is_contiguous() and conv.decoder(z).is_contiguous()
+
+
 def test_options_change_the_parameters_they_name():
     default = build("vqvae", {})
     names = {option: set(build("vqvae", OPTIONS[option]).state_dict()) for option in OPTIONS}
