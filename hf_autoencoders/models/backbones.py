@@ -59,14 +59,6 @@ class MLPDecoder(nn.Module):
 # --------------------------------------------------------------------------------------------------------------- conv
 
 
-def channels_last(hidden: torch.Tensor) -> torch.Tensor:
-    """A (batch, C, H, W) map in channels-last memory on the CPU, where convolutions run faster on it (its values and
-    shape unchanged); the tensor itself elsewhere, and when it is not 4-dimensional (an MLP-style vector latent)."""
-    if hidden.device.type != "cpu" or hidden.dim() != 4:
-        return hidden
-    return hidden.contiguous(memory_format=torch.channels_last)
-
-
 class ResidualBlock(nn.Module):
     """x + conv1x1(act(conv3x3(act(x)))), the residual block of the VQ-VAE paper."""
 
@@ -106,7 +98,7 @@ class ConvEncoder(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.layers(channels_last(pixel_values)).contiguous()
+        return self.layers(pixel_values)
 
 
 class ConvDecoder(nn.Module):
@@ -135,7 +127,7 @@ class ConvDecoder(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.layers(channels_last(latents)).contiguous()
+        return self.layers(latents)
 
 
 # ---------------------------------------------------------------------------------------------------------------- ViT
