@@ -131,8 +131,8 @@ class AutoencoderConfig(PreTrainedConfig):
     The recommended ViT (`RECOMMENDED_VIT_SETTINGS`, for 28x28 and 32x32 images): hidden_size=64,
     num_hidden_layers=1 (one encoder and one decoder block), num_attention_heads=2, vit_mlp_ratio=2.0,
     vit_output_head="pixel_shuffle", vit_conv_channels=16. As a CIFAR-10 VQ-VAE (K=512, d=64) it has 104k parameters
-    and a training step costs 1.17x the conv backbone's on CPU. At equal training time on CIFAR-10 (3 seeds,
-    benchmarks/README.md) it is within 0.11 dB of conv after 2.3 conv epochs and 0.63 dB behind after 5.9. The
+    and a training step costs 1.08x the conv backbone's on CPU. At equal training time on CIFAR-10 (3 seeds,
+    benchmarks/README.md) it is within 0.11 dB of conv after 2.3 conv epochs and 0.50 dB behind after 6. The
     pixel-shuffle head is what beats conv per step (21.98 vs 21.60 dB at 500 steps, 2+2 blocks); on CPU, cutting
     depth and MLP width bought more steps than it lost per step (the 2+2-block, 4x-MLP ViT recommended before
     stepped 2.5x slower than conv and ended 1.24 dB behind). Also measured at 500 steps: a decoder-heavy split

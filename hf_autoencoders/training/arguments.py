@@ -30,10 +30,9 @@ class ModelArguments:
     backbone: str | None = field(
         default=None,
         metadata={"help": "mlp, conv or vit. Default: conv, for every family (AE, VAE, VQ-VAE) and image size: on a "
-                          "CPU it reconstructs best per second of training (CIFAR-10 VQ-VAE at equal time, 3 seeds, ~6 "
-                          "epochs: conv 24.02 dB test PSNR, the recommended ViT 23.39 dB; benchmarks/README.md) and "
-                          "its cost "
-                          "grows only linearly with the pixels, while an MLP's "
+                          "CPU it reconstructs best per second of training (CIFAR-10 VQ-VAE at equal time, 3 seeds, 6 "
+                          "epochs: conv 23.97 dB test PSNR, the recommended ViT 23.47 dB; benchmarks/README.md) and "
+                          "its cost grows only linearly with the pixels, while an MLP's "
                           "weights grow with them. vit is for those who want a transformer: it scales on GPUs and "
                           "gives patch tokens to token-based pipelines; its recommended settings are in "
                           "docs/models.md (The ViT backbone)."},
