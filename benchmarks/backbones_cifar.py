@@ -7,6 +7,9 @@ wall-clock, over several seeds.
         > benchmarks/results/backbones_cifar_6epochs.json
     python benchmarks/backbones_cifar.py --smoke      # seconds: the embedded digits, tiny budgets
 
+With a GPU the models train and are timed on it (`--device`); there attention and matmuls are cheap next to small
+convolutions, so the equal-time verdict need not be the CPU's.
+
 Models: VQ-VAEs with K = 512 codes of d = 64 on an 8x8 code map, the library's defaults otherwise (EMA codebook,
 k-means initialisation, dead-code restarts, commitment 0.25, Gaussian likelihood):
 - `conv`: the default conv backbone (hidden 64, two stride-2 stages, two residual blocks), with channels-last
@@ -86,9 +89,10 @@ def log(message: str) -> None:
     print(f"[backbones_cifar {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def build_model(name: str, image_shape: tuple[int, int], seed: int, codes: dict):
-    """A freshly initialised VQ-VAE `name` (see `model_settings`) for images of (channels, size), in the memory
-    layout the library's Trainer gives it on CPU (`uses_channels_last`: channels-last weights for the conv backbone)."""
+def build_model(name: str, image_shape: tuple[int, int], seed: int, codes: dict, device: str = "cpu"):
+    """A freshly initialised VQ-VAE `name` (see `model_settings`) for images of (channels, size) on `device`, in the
+    memory layout the library's Trainer gives it there (`uses_channels_last`: channels-last weights for the conv
+    backbone on CPU)."""
     from types import SimpleNamespace
 
     import hf_autoencoders as H
@@ -97,8 +101,8 @@ def build_model(name: str, image_shape: tuple[int, int], seed: int, codes: dict)
     num_channels, image_size = image_shape
     torch.manual_seed(seed)
     config = H.VQVAEConfig(image_size=image_size, num_channels=num_channels, **codes, **model_settings()[name])
-    model = H.VQVAEModel(config).train()
-    if uses_channels_last(model, SimpleNamespace(channels_last=None, device=torch.device("cpu"))):
+    model = H.VQVAEModel(config).train().to(device)
+    if uses_channels_last(model, SimpleNamespace(channels_last=None, device=torch.device(device))):
         model.to(memory_format=torch.channels_last)
     return model
 
@@ -135,7 +139,7 @@ def train_step(model, optimizer, pixel_values: torch.Tensor, scheduler=None) -> 
 
 def calibrate(names, train_images, image_shape, codes, args) -> dict:
     """Step seconds of each model: the median of its timed steps, the models alternating round by round."""
-    models = {name: build_model(name, image_shape, 0, codes) for name in names}
+    models = {name: build_model(name, image_shape, 0, codes, args.device) for name in names}
     optimizers = {name: torch.optim.Adam(model.parameters(), lr=args.learning_rate) for name, model in models.items()}
     batches = Batches(train_images, args.batch_size, seed=12345)
     wall = {name: [] for name in names}
@@ -180,7 +184,7 @@ def train_and_evaluate(name, seed, steps, train_images, test_images, image_shape
 
     from hf_autoencoders.evaluation import evaluate
 
-    model = build_model(name, image_shape, seed, codes)
+    model = build_model(name, image_shape, seed, codes, args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
     scheduler = get_cosine_schedule_with_warmup(optimizer, min(args.warmup_steps, steps // 2), steps)
     batches = Batches(train_images, args.batch_size, seed)
@@ -199,7 +203,7 @@ def train_and_evaluate(name, seed, steps, train_images, test_images, image_shape
 
     def keep_first(pixel_values, output):
         if not kept:
-            kept.append(output.reconstruction[:PICTURE_IMAGES].float().clamp(0, 1))
+            kept.append(output.reconstruction[:PICTURE_IMAGES].float().clamp(0, 1).cpu())
 
     start = time.perf_counter()
     metrics = evaluate(model, test_images, batch_size=500, on_batch=keep_first, progress=False)
@@ -284,6 +288,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--smoke", action="store_true",
                         help="The embedded digits, a small codebook, 1 s budgets, 2 seeds: checks the script runs.")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default=None,
+                        help="cpu or cuda (default: cuda when there is one). The step times, and so the steps each "
+                             "model gets, are calibrated on it; the loss's .item() every step waits for the GPU.")
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.models.split(",") if name.strip()]
     known = model_settings()
@@ -294,6 +301,9 @@ def main(argv=None) -> dict:
     if args.reference_steps is not None and args.reference_steps < 1:
         parser.error(f"--reference_steps must be at least 1, got {args.reference_steps}")
     torch.set_num_threads(args.threads)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA GPU here; leave --device out to run on the CPU.")
     command = "python benchmarks/backbones_cifar.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
     from hf_autoencoders.data import load_image_dataset
@@ -315,7 +325,7 @@ def main(argv=None) -> dict:
         if not all(hasattr(split, "images") for split in (data.train, data.test)):
             raise ValueError(f"{dataset} was not loaded into memory (too large, or streamed); this benchmark indexes "
                              "uint8 image tensors: pass --max_train_samples or a smaller dataset.")
-        train_images = data.train.images[:args.max_train_samples]
+        train_images = data.train.images[:args.max_train_samples].to(args.device)  # uint8; batches index it there
         test_images = data.test.images[:args.max_eval_samples]
         image_shape = (train_images.shape[1], train_images.shape[2])
         log(f"{dataset}: {len(train_images)} train / {len(test_images)} test images of {tuple(train_images.shape[1:])}")
@@ -328,7 +338,7 @@ def main(argv=None) -> dict:
             "seeds": seeds, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
             "optimizer": "Adam (no weight decay)",
             "schedule": f"get_cosine_schedule_with_warmup: linear warm-up {args.warmup_steps} steps, cosine to 0",
-            "machine": machine_info(), "models": {},
+            "machine": machine_info(), "device": args.device, "models": {},
         }
         for name in names:
             model = build_model(name, image_shape, 0, codes)

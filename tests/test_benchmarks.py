@@ -101,6 +101,23 @@ def test_backbones_cifar_smoke_trains_each_model_for_its_calibrated_steps(tmp_pa
     assert np.array_equal(picture[6:6 + 84:3, 6:6 + 84:3], first)
 
 
+@pytest.mark.slow
+def test_backbones_cifar_reference_steps_fix_the_horizon_in_reference_steps(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/backbones_cifar.py", "--smoke", "--models", "vit,conv", "--seeds", "0",
+         "--reference_steps", "4", "--device", "cpu", "--figures_dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    calibration = result["calibration"]
+    assert result["reference_steps"] == 4 and result["budget_seconds"] is None and result["device"] == "cpu"
+    assert calibration["vit"]["steps"] == 4  # the first of --models is the reference
+    expected = max(1, round(4 * calibration["vit"]["step_seconds"] / calibration["conv"]["step_seconds"]))
+    assert calibration["conv"]["steps"] == expected
+    assert {row["model"]: row["steps"] for row in result["runs"]} == {"vit": 4, "conv": expected}
+
+
 def test_time_budget_stops_training_and_drives_a_cosine_schedule(monkeypatch):
     import time
 
