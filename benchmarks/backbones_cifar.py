@@ -91,18 +91,16 @@ def log(message: str) -> None:
 
 def build_model(name: str, image_shape: tuple[int, int], seed: int, codes: dict, device: str = "cpu"):
     """A freshly initialised VQ-VAE `name` (see `model_settings`) for images of (channels, size) on `device`, in the
-    memory layout the library's Trainer gives it there (`uses_channels_last`: channels-last weights for the conv
-    backbone on CPU)."""
-    from types import SimpleNamespace
-
+    memory layout the library's Trainer gives it there (`channels_last_by_default`: channels-last weights for the
+    conv backbone on CPU)."""
     import hf_autoencoders as H
-    from hf_autoencoders.training.trainer import uses_channels_last
+    from hf_autoencoders.training.trainer import channels_last_by_default
 
     num_channels, image_size = image_shape
     torch.manual_seed(seed)
     config = H.VQVAEConfig(image_size=image_size, num_channels=num_channels, **codes, **model_settings()[name])
     model = H.VQVAEModel(config).train().to(device)
-    if uses_channels_last(model, SimpleNamespace(channels_last=None, device=torch.device(device))):
+    if channels_last_by_default(model, torch.device(device)):
         model.to(memory_format=torch.channels_last)
     return model
 

@@ -98,12 +98,15 @@ class AutoencoderTrainer(Trainer):
 
 
 def uses_channels_last(model, args) -> bool:
-    """`args.channels_last` if set; otherwise True for a conv backbone trained on CPU (oneDNN's convolutions are
-    8-12% faster in that layout there; see benchmarks/README.md)."""
+    """`args.channels_last` if set; otherwise `channels_last_by_default(model, args.device)`."""
     choice = getattr(args, "channels_last", None)
-    if choice is not None:
-        return choice
-    return getattr(model.config, "backbone", None) == "conv" and args.device.type == "cpu"
+    return channels_last_by_default(model, args.device) if choice is None else choice
+
+
+def channels_last_by_default(model, device: torch.device) -> bool:
+    """True for a conv backbone trained on CPU: oneDNN's convolutions are 8-12% faster in that layout there (see
+    benchmarks/README.md)."""
+    return getattr(model.config, "backbone", None) == "conv" and device.type == "cpu"
 
 
 class NonFiniteGuard(TrainerCallback):
