@@ -71,6 +71,7 @@ def _numbers(value):
 def short_calibration(monkeypatch):
     monkeypatch.setattr(backbones, "WARMUP_STEPS", 1)
     monkeypatch.setattr(backbones, "TIMED_STEPS", 2)
+    monkeypatch.setattr(backbones, "CALIBRATION_ROUNDS", 2)
 
 
 def test_quick_budget_end_to_end_and_resume(tmp_path, short_calibration):
@@ -79,7 +80,7 @@ def test_quick_budget_end_to_end_and_resume(tmp_path, short_calibration):
     summary = results["summary"]
     assert set(summary) >= {"calibration", "equal_time", "equal_params", "parameter_growth", "shapes"}
     assert summary["reference_steps"] == 4 and results["seeds"] == [0]
-    assert summary["calibration"]["timed_steps"] == 2
+    assert summary["calibration"]["timed_steps"] == 2 and summary["calibration"]["rounds"] == 2
     assert len(results["groups"]) == 15  # 3 families x (3 at equal time + 2 at equal parameters)
     assert {c["key"] for c in results["claims"]} == CLAIMS
     assert all(c["verdict"] in {CONFIRMED, CONTRADICTED, WITHIN_NOISE, NOT_MEASURED} for c in results["claims"])
@@ -169,24 +170,44 @@ def test_calibration_gives_steps_inversely_proportional_to_step_time(tmp_path, m
     runner = Runner("backbones", load_image_dataset(None), budget, [0], tmp_path, progress=False)
     costs = {"mlp": 0.01, "conv": 0.04, "vit": 0.16}
     seconds = {}
-    for bk, cost in costs.items():  # two slow warm-up steps, then the timed steps, whose median is the step time
+    for bk, cost in costs.items():  # two slow warm-up steps, then the timed steps
         clock = FakeClock([5.0, 5.0, cost, 3 * cost, cost / 2])
-        seconds[bk] = backbones.step_seconds(runner, "ae", backbones.backbone_fields(budget, bk), timer=clock)
+        timed = backbones.step_intervals(runner, "ae", backbones.backbone_fields(budget, bk), timer=clock)
         assert clock.calls == 2 + 3 + 1  # read once at the end of every step
-        assert seconds[bk] == pytest.approx(cost)
+        assert timed == pytest.approx([cost, 3 * cost, cost / 2])
+        seconds[bk] = cost
     assert backbones.equal_time_steps(seconds, 40) == {"mlp": 160, "conv": 40, "vit": 10}
     assert backbones.equal_time_steps({"conv": 1.0, "vit": 1000.0}, 40)["vit"] == 1  # at least one step
 
+
+def test_calibration_alternates_rounds_pools_their_steps_and_is_kept(tmp_path, monkeypatch):
+    budget = budgets.budget_named("quick", max_steps=40, batch_size=16, max_train_examples=64, max_test_examples=16)
+    runner = Runner("backbones", load_image_dataset(None), budget, [0], tmp_path, progress=False)
+    monkeypatch.setattr(backbones, "CALIBRATION_ROUNDS", 3)
+    specs = {name: ("ae", backbones.backbone_fields(budget, name)) for name in ("conv", "vit")}
+    # a busy spell in the second round slows both models alike; one model timed only then would look slow
+    rounds = {"conv": [[0.1, 0.1], [0.5, 0.5], [0.1, 0.12]], "vit": [[0.2, 0.2], [1.0, 1.0], [0.2, 0.22]]}
+    order = []
+
+    def fake_intervals(runner_, family, fields, timer):
+        name = fields["backbone"]
+        order.append(name)
+        return rounds[name][order.count(name) - 1]
+
+    monkeypatch.setattr(backbones, "step_intervals", fake_intervals)
+    seconds = backbones.calibrate(runner, specs)
+    assert order == ["conv", "vit", "vit", "conv", "conv", "vit"]  # the order reversed every other round
+    assert seconds == {"conv": pytest.approx(0.11), "vit": pytest.approx(0.21)}  # the median of all 6 steps
+    assert backbones.equal_time_steps(seconds, 40)["vit"] == round(40 * 0.11 / 0.21)
+
     # kept with the runs: a resumed experiment reads the step times back instead of timing again
-    specs = {"ae/conv": ("ae", backbones.backbone_fields(budget, "conv"))}
-    first = backbones.calibrate(runner, specs, timer=FakeClock([1.0] * 2 + [0.25] * 4))
-    assert first == {"ae/conv": pytest.approx(0.25)}
     runner.store.resume = True
 
-    def no_clock():
+    def no_timing(*args):
         raise AssertionError("a resumed calibration must not time again")
 
-    assert backbones.calibrate(runner, specs, timer=no_clock) == first
+    monkeypatch.setattr(backbones, "step_intervals", no_timing)
+    assert backbones.calibrate(runner, specs) == seconds
     assert len(list((runner.store.dir / "calibration").iterdir())) == 1
 
 

@@ -5,9 +5,11 @@ linear, convolutional and transformer layers suit, and their drawbacks).
 Two comparisons, each saying what it holds equal:
 
 - **equal training wall-clock** (the headline, over the budget's seeds). Each backbone has its usual width at the
-  budget (`SHAPES`). Each first trains `WARMUP_STEPS + TIMED_STEPS + 1` steps through the same Trainer that trains
-  the runs, a clock read at the end of every step (`step_seconds`); its step time t_b is the median of the last
-  `TIMED_STEPS` intervals (data loading, forward, backward, optimizer step, logging). The conv model is the reference:
+  budget (`SHAPES`). Its step time t_b is calibrated first, in `CALIBRATION_ROUNDS` rounds in which every model in
+  turn (the order reversed every other round) trains `WARMUP_STEPS + TIMED_STEPS + 1` steps through the same
+  Trainer that trains the runs, a clock read at the end of every step (`step_intervals`): t_b is the median of all
+  its rounds' last `TIMED_STEPS` intervals (data loading, forward, backward, optimizer step, logging). Because the
+  models alternate, a busy spell of a shared machine slows them alike. The conv model is the reference:
   it trains for the budget's n steps, every other backbone for as many as fit in the conv run's time,
   n_b = round(n t_conv / t_b) (`equal_time_steps`). The calibration is kept with the runs, so `--resume` trains
   the same numbers of steps and reuses the finished runs.
@@ -66,6 +68,7 @@ BACKBONES = ("mlp", "conv", "vit")
 NAMES = {"mlp": "MLP", "conv": "conv", "vit": "ViT"}
 REFERENCE = "conv"  # the backbone whose training time the others get, and whose parameter count they match
 WARMUP_STEPS, TIMED_STEPS = 3, 10  # calibration: intervals dropped, then timed (the median is the step time)
+CALIBRATION_ROUNDS = 3  # the models alternate round by round (a model timed once sees only one moment's load)
 LARGE_IMAGE = (3, 64)  # channels, size of the images the parameter counts are extrapolated to
 ERF_IMAGES = 64  # test images the receptive fields are averaged over
 SHARE_FLOOR = 0.05  # the smallest difference of gradient-mass shares read as real (a fraction of the mass)
@@ -142,10 +145,10 @@ class StepTimer(TrainerCallback):
         self.times.append(self.timer())
 
 
-def step_seconds(runner: Runner, family: str, fields: dict, timer=time.perf_counter) -> float:
-    """Seconds per training step of the `family` model with config `fields` under the runner's budget (batch size,
-    learning rate, device), trained through the Trainer that trains the runs: the median of the intervals between
-    the ends of consecutive steps, after `WARMUP_STEPS` of them."""
+def step_intervals(runner: Runner, family: str, fields: dict, timer=time.perf_counter) -> list[float]:
+    """Seconds of the timed training steps of the `family` model with config `fields` under the runner's budget
+    (batch size, learning rate, device), trained through the Trainer that trains the runs: the intervals between the
+    ends of consecutive steps, after `WARMUP_STEPS` of them."""
     b = runner.budget
     set_seed(runner.seed)
     model = autoencoder_classes(family)[1](runner.config(family, **fields))
@@ -153,7 +156,7 @@ def step_seconds(runner: Runner, family: str, fields: dict, timer=time.perf_coun
     train_quietly(AutoencoderTrainer, model, runner.train_set, ImageCollator(), steps=WARMUP_STEPS + TIMED_STEPS + 1,
                   batch_size=b.batch_size, learning_rate=b.learning_rate, seed=runner.seed, callbacks=[clock])
     intervals = [later - earlier for earlier, later in zip(clock.times, clock.times[1:])]
-    return statistics.median(intervals[WARMUP_STEPS:])
+    return intervals[WARMUP_STEPS:]
 
 
 def equal_time_steps(seconds: dict, reference_steps: int, reference=REFERENCE) -> dict:
@@ -164,24 +167,31 @@ def equal_time_steps(seconds: dict, reference_steps: int, reference=REFERENCE) -
 
 
 def calibrate(runner: Runner, specs: dict, timer=time.perf_counter) -> dict:
-    """`step_seconds` of every {name: (family, fields)} in `specs`, kept in the run store
-    (`calibration/backbones-<key>.json`, the key a hash of what the runs depend on), so that a resumed experiment
-    reads the same step times instead of measuring again (and trains the same numbers of steps)."""
+    """Step seconds of every {name: (family, fields)} in `specs`: the median of its `step_intervals` over
+    `CALIBRATION_ROUNDS` rounds, the models taking turns (the order reversed every other round). Kept in the run
+    store (`calibration/backbones-<key>.json`, the key a hash of what the runs depend on), so that a resumed
+    experiment reads the same step times instead of measuring again (and trains the same numbers of steps)."""
     b = runner.budget
     described = {name: {"family": family, "config": runner.config(family, **fields).to_diff_dict()}
                  for name, (family, fields) in sorted(specs.items())}
     spec = {"dataset": runner.data.name, "train_examples": len(runner.train_set), "batch_size": b.batch_size,
             "learning_rate": b.learning_rate, "device": runner.device.type, "seed": runner.seed,
-            "warmup_steps": WARMUP_STEPS, "timed_steps": TIMED_STEPS, "models": described}
+            "warmup_steps": WARMUP_STEPS, "timed_steps": TIMED_STEPS, "rounds": CALIBRATION_ROUNDS,
+            "models": described}
     key = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
     path = runner.store.dir / "calibration" / f"backbones-{key}.json"
     if runner.store.resume and path.is_file():
         return json.loads(path.read_text())["step_seconds"]
     from tqdm.auto import tqdm
 
-    seconds = {name: step_seconds(runner, family, fields, timer)
-               for name, (family, fields) in tqdm(specs.items(), desc="backbones: timing steps", unit="model",
-                                                  disable=not runner.progress)}
+    names, intervals = list(specs), {name: [] for name in specs}
+    with tqdm(total=CALIBRATION_ROUNDS * len(names), desc="backbones: timing steps", unit="model",
+              disable=not runner.progress) as bar:
+        for round_index in range(CALIBRATION_ROUNDS):
+            for name in names if round_index % 2 == 0 else names[::-1]:
+                intervals[name] += step_intervals(runner, *specs[name], timer)
+                bar.update()
+    seconds = {name: statistics.median(times) for name, times in intervals.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"spec": spec, "step_seconds": seconds}, indent=1, default=str) + "\n")
     return seconds
@@ -393,8 +403,9 @@ def sections(runner: Runner, report: Report, timed: dict, matched: dict, targets
     report.section(
         "Equal training wall-clock",
         f"Each backbone trains for as long as the conv model's {n} steps take. The step times were measured first "
-        f"(median of {TIMED_STEPS} steps after {WARMUP_STEPS}, through the Trainer that trains the runs, on "
-        f"{runner.device.type}); a backbone with steps t_b times the conv's t_conv trains n t_conv / t_b steps. "
+        f"(median of {CALIBRATION_ROUNDS} rounds of {TIMED_STEPS} steps after {WARMUP_STEPS}, the models taking turns "
+        f"round by round, through the Trainer that trains the runs, on {runner.device.type}); a backbone with "
+        "steps t_b times the conv's t_conv trains n t_conv / t_b steps. "
         "*samples/s* is the batch over the calibrated step time, *samples/s (whole run)* and *train s* are over the "
         "whole training run (with the Trainer's start-up), which shows how equal the times came out. *Activation "
         "KiB / sample*: the bytes autograd keeps for the backward pass of a training step, per image (the part of "
@@ -624,7 +635,8 @@ def run(runner: Runner, report: Report) -> None:
     judge(runner, report, timed, matched, growth)
     report.summary = {
         "reference_backbone": REFERENCE, "reference_steps": n, "shapes": shapes,
-        "calibration": {"warmup_steps": WARMUP_STEPS, "timed_steps": TIMED_STEPS, "device": runner.device.type,
+        "calibration": {"warmup_steps": WARMUP_STEPS, "timed_steps": TIMED_STEPS, "rounds": CALIBRATION_ROUNDS,
+                        "device": runner.device.type,
                         "step_seconds": {groups[key].label: t for key, t in seconds.items()}},
         "equal_time": {display_name(f): {bk: summary(g, seconds[f, bk, "time"]) for bk, g in zip(BACKBONES, timed[f])}
                        for f in FAMILIES},
