@@ -5,6 +5,8 @@ wall-clock, over several seeds.
         > benchmarks/results/backbones_cifar.json
     OMP_NUM_THREADS=1 python benchmarks/backbones_cifar.py --reference_steps 2344 --seeds 0,1,2 --models conv,vit \
         > benchmarks/results/backbones_cifar_6epochs.json
+    OMP_NUM_THREADS=1 python benchmarks/backbones_cifar.py --reference_steps 2344 --seeds 0,1,2 --models conv,vit \
+        --learning_rate 3e-3 > benchmarks/results/backbones_cifar_6epochs_lr3e-3.json
     python benchmarks/backbones_cifar.py --smoke      # seconds: the embedded digits, tiny budgets
 
 With a GPU the models train and are timed on it (`--device`); there attention and matmuls are cheap next to small

@@ -126,18 +126,20 @@ class AutoencoderConfig(PreTrainedConfig):
         vit_decoder_hidden_size (`int`, *optional*): token width of the decoder; defaults to hidden_size. MAE's
             decoder is narrower than its encoder (He et al., 2022).
         vit_decoder_num_layers (`int`, *optional*): transformer blocks of the decoder; defaults to num_hidden_layers
-            (which then counts the encoder's blocks only). Reconstruction quality is decided in the decoder.
+            (which then counts the encoder's blocks only). A decoder-heavy split helped at 500 steps (1 + 3 against
+            2 + 2 blocks, +0.28 dB); moving the one encoder block of the recommended ViT into the decoder (0 + 2) did
+            not, at 6 epochs (-0.12 dB, one seed).
 
     The recommended ViT (`RECOMMENDED_VIT_SETTINGS`, for 28x28 and 32x32 images): hidden_size=64,
     num_hidden_layers=1 (one encoder and one decoder block), num_attention_heads=2, vit_mlp_ratio=2.0,
     vit_output_head="pixel_shuffle", vit_conv_channels=16. As a CIFAR-10 VQ-VAE (K=512, d=64) it has 104k parameters
-    and a training step costs 1.08x the conv backbone's on CPU. At equal training time on CIFAR-10 (3 seeds,
-    benchmarks/README.md) it is within 0.11 dB of conv after 2.3 conv epochs and 0.50 dB behind after 6. The
-    pixel-shuffle head is what beats conv per step (21.98 vs 21.60 dB at 500 steps, 2+2 blocks); on CPU, cutting
-    depth and MLP width bought more steps than it lost per step (the 2+2-block, 4x-MLP ViT recommended before
-    stepped 2.5x slower than conv and ended 1.24 dB behind). Also measured at 500 steps: a decoder-heavy split
-    +0.28 dB at the same cost, rope2d +0.15 dB at 1.1x the time; at equal time neither paid. docs/models.md has the
-    tables.
+    and a training step costs 1.03-1.08x the conv backbone's on CPU. At equal training time on CIFAR-10 (3 seeds,
+    benchmarks/README.md) it is within 0.11 dB of conv after 2.3 conv epochs and 0.50 dB behind after 6 (0.59 dB at
+    learning rate 3e-3, the ViT's best, where conv gains more). The pixel-shuffle head is what beats conv per step
+    (21.98 vs 21.60 dB at 500 steps, 2+2 blocks); on CPU, cutting depth and MLP width bought more steps than it
+    lost per step (the 2+2-block, 4x-MLP ViT recommended before stepped 2.5x slower than conv and ended 1.24 dB
+    behind). Also measured at 500 steps: a decoder-heavy split +0.28 dB at the same cost, rope2d +0.15 dB at 1.1x
+    the time; at equal time neither paid. docs/models.md has the tables.
         linear (`bool`, defaults to `False`): no nonlinearity anywhere (MLP backbone only). A linear AE trained on
             squared error spans the same subspace as PCA (Baldi & Hornik, 1989).
 
