@@ -454,8 +454,20 @@ def fail(message: str, status: int = 2):
     raise SystemExit(status)
 
 
+def close_process_group() -> None:
+    """Destroy torch.distributed's default process group if this process joined one (under `torchrun` or
+    `accelerate launch`). A process that exits with a gloo group alive can abort (SIGABRT, "terminate called
+    without an active exception") while the interpreter shuts down, after its work is done, and the launcher then
+    reports the whole run as failed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def run_main(command, argv: list[str]) -> None:
-    """Run `command(argv)`, turning a user error into one `error: ...` line and exit status 2."""
+    """Run `command(argv)`, turning a user error into one `error: ...` line and exit status 2; a process group it
+    joined is closed at the end (`close_process_group`)."""
     try:
         command(argv)
     except USER_ERRORS as err:
@@ -469,6 +481,8 @@ def run_main(command, argv: list[str]) -> None:
              "--output_dir on another disk; what was already written (checkpoints included) is intact.", 1)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    finally:
+        close_process_group()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -115,3 +115,30 @@ main(["evaluate", "me/tiny-vae", "--max_eval_samples", "16", "--num_importance_s
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "s.png").is_file() and '"iwae_nll"' in result.stdout
+
+
+@pytest.mark.parametrize("outcome", ["done", "user error"])
+def test_run_main_closes_the_process_group_the_command_joined(tmp_path, outcome):
+    """Under torchrun the commands join a gloo group; run_main destroys it at the end, whatever the outcome, so the
+    process cannot abort in gloo's threads at interpreter exit."""
+    import torch.distributed as dist
+
+    from hf_autoencoders.cli import run_main
+
+    def command(argv):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        assert dist.is_initialized()
+        if outcome == "user error":
+            raise ValueError("a bad flag")
+
+    try:
+        if outcome == "user error":
+            with pytest.raises(SystemExit) as exit_info:
+                run_main(command, [])
+            assert exit_info.value.code == 2
+        else:
+            run_main(command, [])
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

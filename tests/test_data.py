@@ -718,6 +718,7 @@ def test_help_states_the_threshold_and_the_cache():
 
 TWO_PROCESS_SCRIPT = """
 import json, os, sys
+import torch
 from pathlib import Path
 
 import hf_autoencoders.data.decoding as decoding
@@ -763,6 +764,8 @@ for path in ("stream", "memory"):
         ddp_backend="gloo")
     result["seen"][path] = collator.seen
 Path(out, f"result-{result['rank']}.json").write_text(json.dumps(result))  # a file per rank: no shared pipe
+if torch.distributed.is_initialized():  # a gloo group left alive can abort the process at exit
+    torch.distributed.destroy_process_group()
 """
 
 

@@ -179,6 +179,8 @@ trainer = AutoencoderTrainer(model=model, args=args, data_collator=ImageCollator
 metrics = trainer.evaluate()
 if trainer.is_world_process_zero():
     print("METRICS" + json.dumps(metrics))
+if torch.distributed.is_initialized():  # a gloo group left alive can abort the process at exit
+    torch.distributed.destroy_process_group()
 """
 
 
