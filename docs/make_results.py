@@ -133,6 +133,18 @@ def vit_note(r: dict) -> str:
             "calibrated together.*")
 
 
+def calibration_note(r: dict) -> str:
+    """Where a backbones study's equal-time step counts came from one timing per model (before the calibration took
+    alternating rounds), say so."""
+    calibration = r.get("summary", {}).get("calibration")
+    if r.get("experiment") != "backbones" or not calibration or "rounds" in calibration:
+        return ""
+    return ("*The step times of this study were calibrated once per model, one after another (before 2026-12-02, "
+            "when the calibration became rounds in which the models take turns): a busy spell of the machine "
+            "during one model's timing changes its equal-time step count. Rerunning it with `--resume` "
+            "recalibrates and retrains every equal-time run.*")
+
+
 def experiment_section(e: dict) -> str:
     r = e["results"]
     folder = f"results/{e['budget']}/{e['dataset']}/{e['name']}"
@@ -148,7 +160,7 @@ def experiment_section(e: dict) -> str:
     shown = [name for name in FIGURES.get(e["name"], []) if (e["path"] / name).is_file()]
     figures = "\n".join(f"![{name}]({folder}/{name})" for name in shown)
     link = f"Full report: [{folder}/report.md]({folder}/report.md)."
-    parts = [title, question, vit_note(r), claims, findings, table, figures, link]
+    parts = [title, question, vit_note(r), calibration_note(r), claims, findings, table, figures, link]
     return "\n\n".join(p for p in parts if p)
 
 
