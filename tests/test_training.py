@@ -104,7 +104,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
                                 str(killed), *common], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (killed / "checkpoint-4" / "trainer_state.json").is_file():
+
+    def first_checkpoint_written() -> bool:  # trainer_state.json comes last, and may be caught half-written
+        try:
+            return json.loads((killed / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+        except (OSError, ValueError, KeyError):
+            return False
+
+    while not first_checkpoint_written():
         assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
