@@ -185,7 +185,7 @@ def calibrate(runner: Runner, specs: dict, timer=time.perf_counter) -> dict:
     from tqdm.auto import tqdm
 
     names, intervals = list(specs), {name: [] for name in specs}
-    with tqdm(total=CALIBRATION_ROUNDS * len(names), desc="backbones: timing steps", unit="model",
+    with tqdm(total=CALIBRATION_ROUNDS * len(names), desc="backbones: timing steps", unit="timing",
               disable=not runner.progress) as bar:
         for round_index in range(CALIBRATION_ROUNDS):
             for name in names if round_index % 2 == 0 else names[::-1]:
