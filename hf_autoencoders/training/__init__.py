@@ -11,7 +11,8 @@ import importlib
 
 _NAMES = {
     "AutoencoderTrainingArguments": "arguments", "DataArguments": "arguments", "ModelArguments": "arguments",
-    "build_config": "arguments", "parse_args": "arguments", "check_output_dir": "checkpoints",
+    "build_config": "arguments", "parse_args": "arguments", "training_arguments": "arguments",
+    "check_output_dir": "checkpoints",
     "resolve_checkpoint": "checkpoints", "fit": "run", "run_training": "run", "write_run_outputs": "run",
     "AutoencoderTrainer": "trainer",
 }

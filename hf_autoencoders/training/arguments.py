@@ -177,6 +177,13 @@ class AutoencoderTrainingArguments(TrainingArguments):
             self.dataloader_pin_memory = False
 
 
+def training_arguments(output_dir, **fields) -> AutoencoderTrainingArguments:
+    """The `AutoencoderTrainingArguments` of a run made from Python (studies, benchmarks, `fit`, notebooks): no
+    checkpoints, no progress bar, no trackers, unless `fields` (any `TrainingArguments` field) say otherwise."""
+    defaults = dict(save_strategy="no", logging_steps=50, disable_tqdm=True, report_to="none")
+    return AutoencoderTrainingArguments(output_dir=str(output_dir), **{**defaults, **fields})
+
+
 @dataclass
 class PriorArguments:
     """Which VQ-VAE's codes to model, on which images, and the prior's size (other sizes: the config's defaults)."""

@@ -34,7 +34,7 @@ from ..hub import write_model_card
 from ..models import PixelCNNPriorConfig, PixelCNNPriorModel, VQVAEConfig, code_priors
 from ..plots import plot_loss_curves, plot_samples
 from ..results import write_json
-from .arguments import CODE_CACHE_FOLDER, AutoencoderTrainingArguments, PriorArguments
+from .arguments import CODE_CACHE_FOLDER, PriorArguments, training_arguments
 from .checkpoints import check_output_dir, resolve_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -243,9 +243,7 @@ class PriorTrainer(Trainer):
 def fit_prior(prior, train_dataset, eval_dataset=None, *, output_dir, **training_kwargs) -> PriorTrainer:
     """Train a prior of either kind on a `CodeDataset` and return the trainer, for use from Python (benchmarks,
     notebooks). `training_kwargs` are `TrainingArguments` fields; nothing is checkpointed unless asked."""
-    defaults = dict(save_strategy="no", logging_steps=50, disable_tqdm=True, report_to="none")
-    args = AutoencoderTrainingArguments(output_dir=str(output_dir), **{**defaults, **training_kwargs})
-    trainer = PriorTrainer(model=prior, args=args, data_collator=prior_collator(prior), train_dataset=train_dataset,
+    trainer = PriorTrainer(model=prior, args=training_arguments(output_dir, **training_kwargs), data_collator=prior_collator(prior), train_dataset=train_dataset,
                            eval_dataset=eval_dataset)
     trainer.train()
     return trainer

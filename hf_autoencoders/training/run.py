@@ -18,7 +18,7 @@ from ..hub import HubPushCallback, push_to_hub, write_model_card
 from ..models import autoencoder_classes
 from ..plots import plot_loss_curves, plot_reconstructions, plot_samples
 from ..results import write_json
-from .arguments import AutoencoderTrainingArguments, DataArguments, ModelArguments, build_config, requested_settings
+from .arguments import DataArguments, ModelArguments, build_config, requested_settings, training_arguments
 from .checkpoints import check_output_dir, check_resume_settings, resolve_checkpoint
 from .trainer import AutoencoderTrainer
 
@@ -45,10 +45,10 @@ def fit(model, train_dataset, eval_dataset=None, *, output_dir, collator=None, *
     size = (model.config.image_size, model.config.num_channels)
     train_dataset = as_image_split(train_dataset, "train", *size)
     eval_dataset = None if eval_dataset is None else as_image_split(eval_dataset, "test", *size)
-    defaults = dict(save_strategy="no", logging_steps=50, disable_tqdm=True, report_to="none")
+    defaults = {}
     if isinstance(train_dataset, torch.utils.data.IterableDataset):
         defaults["accelerator_config"] = {"dispatch_batches": False}  # see `_read_streams_per_process`
-    args = AutoencoderTrainingArguments(output_dir=str(output_dir), **{**defaults, **training_kwargs})
+    args = training_arguments(output_dir, **{**defaults, **training_kwargs})
     trainer = AutoencoderTrainer(
         model=model, args=args, data_collator=collator or ImageCollator(), train_dataset=train_dataset,
         eval_dataset=eval_dataset,
