@@ -76,14 +76,15 @@ PICTURE_IMAGES = 8
 
 def model_settings() -> dict[str, dict]:
     """The models under test, as `VQVAEConfig` fields on top of the shared ones (K, d, image shape)."""
-    from hf_autoencoders.models.configuration_autoencoders import RECOMMENDED_VIT_SETTINGS
 
     return {
         "conv": {"backbone": "conv"},
-        "vit": {"backbone": "vit", **RECOMMENDED_VIT_SETTINGS},
-        "vit_legacy": {"backbone": "vit", "hidden_size": 64, "num_hidden_layers": 2},
+        "vit": {"backbone": "vit"},
+        "vit_legacy": {"backbone": "vit", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                       "vit_mlp_ratio": 4.0, "vit_output_head": "linear"},
         # recommended until 2026-12-02: 2 + 2 blocks with 4-wide MLPs and a 32-channel pixel-shuffle head
-        "vit_2x2": {"backbone": "vit", "hidden_size": 64, "num_hidden_layers": 2, "vit_output_head": "pixel_shuffle"},
+        "vit_2x2": {"backbone": "vit", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                    "vit_mlp_ratio": 4.0, "vit_output_head": "pixel_shuffle", "vit_conv_channels": 32},
     }
 
 

@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from hf_autoencoders.models import RECOMMENDED_VIT_SETTINGS, autoencoder_classes
+from hf_autoencoders.models import autoencoder_classes
 from hf_autoencoders.studies.verdicts import FLOORS
 
 DOCS = Path(__file__).resolve().parent
@@ -115,19 +115,23 @@ def claim_rows(entries: list[dict]) -> list[str]:
     return rows
 
 
+VIT_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vit_mlp_ratio", "vit_output_head",
+              "vit_conv_channels")
+
+
 def vit_note(r: dict) -> str:
-    """Where a study's ViT runs (at their usual width) used other settings than today's `RECOMMENDED_VIT_SETTINGS`,
-    say so."""
+    """Where a study's ViT runs (at their usual width) used other settings than today's default ViT, say so."""
     used = set()
     for name, group in r.get("groups", {}).items():
         if group.get("config", {}).get("backbone") == "vit" and "equal params" not in name:
             config = autoencoder_classes(group["family"])[0](**group["config"])
-            used.add(tuple((k, getattr(config, k)) for k in RECOMMENDED_VIT_SETTINGS))
-    current = tuple(RECOMMENDED_VIT_SETTINGS.items())
+            used.add(tuple((k, getattr(config, k)) for k in VIT_FIELDS))
+    default = autoencoder_classes("vqvae")[0](backbone="vit")
+    current = tuple((k, getattr(default, k)) for k in VIT_FIELDS)
     if not used or used == {current}:
         return ""
     settings = "; ".join(", ".join(f"{k}={v}" for k, v in u) for u in sorted(used))
-    return (f"*These ViT runs used {settings}: the recommended ViT when they ran. `RECOMMENDED_VIT_SETTINGS` is "
+    return (f"*These ViT runs used {settings}: the default ViT when they ran. The default ViT is "
             f"now {', '.join(f'{k}={v}' for k, v in current)} (docs/models.md). Rerunning the experiment with "
             "`--resume` retrains the ViT runs and every equal-time run, since the step times of all backbones are "
             "calibrated together.*")

@@ -1,6 +1,6 @@
-"""The ViT backbone: checkpoints saved before its options existed load and give the same outputs, every option keeps
-the encode/decode contract for spatial (VQ-VAE) and vector (AE, VAE) latents and round-trips through
-`save_pretrained` and the remote-code load, and the config refuses options it cannot build."""
+"""The ViT backbone: checkpoints saved before its options existed (or before its defaults changed) load and give the
+same outputs, every option keeps the encode/decode contract for spatial (VQ-VAE) and vector (AE, VAE) latents and
+round-trips through `save_pretrained` and the remote-code load, and the config refuses options it cannot build."""
 
 import shutil
 from pathlib import Path
@@ -11,8 +11,6 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
 from hf_autoencoders.models import AutoencoderConfig, VQVAEConfig, autoencoder_classes
-from hf_autoencoders.models.backbones import apply_rotary, rotary_angles
-from hf_autoencoders.models.configuration_autoencoders import RECOMMENDED_VIT_SETTINGS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "legacy_vit"
 MODEL_CODE = Path(__file__).resolve().parents[1] / "hf_autoencoders" / "models"
@@ -21,18 +19,13 @@ TINY = {"backbone": "vit", "image_size": 8, "patch_size": 2, "hidden_size": 16, 
 SIZES = {"ae": {"latent_dim": 4}, "vae": {"latent_dim": 4}, "vqvae": {"num_embeddings": 16, "embedding_dim": 4}}
 OPTIONS = {
     "default": {},
-    "rope2d": {"vit_position_encoding": "rope2d"},
-    "rope2d_theta": {"vit_position_encoding": "rope2d", "vit_rope_theta": 10.0},
-    "conv_stem": {"vit_patch_stem": "conv"},
-    "pixel_shuffle": {"vit_output_head": "pixel_shuffle"},
-    "conv_channels": {"vit_patch_stem": "conv", "vit_output_head": "pixel_shuffle", "vit_conv_channels": 4},
+    "linear_head": {"vit_output_head": "linear"},
+    "conv_channels": {"vit_conv_channels": 4},
     "mlp_ratio": {"vit_mlp_ratio": 2.5},
-    "decoder_shape": {"vit_decoder_hidden_size": 32, "vit_decoder_num_layers": 2},
+    "decoder_layers": {"vit_decoder_num_layers": 2},
     "no_decoder_blocks": {"vit_decoder_num_layers": 0},
-    "all": {"vit_position_encoding": "rope2d", "vit_rope_theta": 50.0, "vit_patch_stem": "conv",
-            "vit_output_head": "pixel_shuffle", "vit_conv_channels": 6, "vit_mlp_ratio": 2.0,
-            "vit_decoder_hidden_size": 32, "vit_decoder_num_layers": 2},
-    "recommended": RECOMMENDED_VIT_SETTINGS,
+    "all": {"vit_output_head": "pixel_shuffle", "vit_conv_channels": 6, "vit_mlp_ratio": 4.0,
+            "vit_decoder_num_layers": 2},
 }
 VIT_FIELDS = sorted(name for name in AutoencoderConfig.__dataclass_fields__ if name.startswith("vit_"))
 
@@ -53,21 +46,38 @@ def test_every_vit_field_is_exercised():
     assert VIT_FIELDS, "the config has no vit_* fields"
     covered = {name for options in OPTIONS.values() for name in options}
     assert set(VIT_FIELDS) <= covered, f"not tested: {sorted(set(VIT_FIELDS) - covered)}"
-    defaults = VQVAEConfig(backbone="vit")
-    assert all(getattr(defaults, name) == AutoencoderConfig.__dataclass_fields__[name].default for name in VIT_FIELDS)
 
 
-def test_vit_options_are_written_only_when_set(tmp_path):
-    """A model that leaves the options at their defaults saves the config it saved before they existed (so do the
-    run keys the studies hash from configs); a set option is written and read back."""
-    for backbone in ("conv", "vit"):
-        assert not [key for key in VQVAEConfig(backbone=backbone).to_diff_dict() if key.startswith("vit_")]
-    config = VQVAEConfig(**TINY, vit_output_head="pixel_shuffle", vit_decoder_num_layers=0)
-    assert {key for key in config.to_diff_dict() if key.startswith("vit_")} == {"vit_output_head",
-                                                                                "vit_decoder_num_layers"}
+def test_the_default_vit_is_the_measured_best_and_says_so_in_its_config(tmp_path):
+    """`backbone="vit"` alone builds the ViT measured best per second (docs/models.md), and its config.json names
+    every ViT option, so that a later change of defaults cannot change what it loads as; other backbones write none."""
+    config = VQVAEConfig(backbone="vit")
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (64, 1, 2)
+    assert (config.vit_mlp_ratio, config.vit_output_head, config.vit_conv_channels) == (2.0, "pixel_shuffle", 16)
+    assert {"vit_output_head", "vit_mlp_ratio", "vit_conv_channels"} <= set(config.to_diff_dict())
+    assert not [key for key in VQVAEConfig(backbone="conv").to_diff_dict() if key.startswith("vit_")]
+    config = VQVAEConfig(**TINY, vit_output_head="linear", vit_decoder_num_layers=0)
     config.save_pretrained(tmp_path)
     reloaded = VQVAEConfig.from_pretrained(tmp_path)
-    assert reloaded.vit_output_head == "pixel_shuffle" and reloaded.vit_decoder_num_layers == 0
+    assert reloaded.vit_output_head == "linear" and reloaded.vit_decoder_num_layers == 0
+
+
+def test_configs_saved_with_the_old_defaults_read_as_they_were(tmp_path):
+    """A ViT config.json of before the options (no `vit_output_head`) reads as the old ViT: linear head, 4x MLPs;
+    one that named the pixel-shuffle head but not its channels gets the half-width head of that time."""
+    legacy = VQVAEConfig.from_pretrained(FIXTURES / "vqvae")
+    assert (legacy.vit_output_head, legacy.vit_mlp_ratio, legacy.num_attention_heads) == ("linear", 4.0, 4)
+    saved = VQVAEConfig(**TINY, vit_output_head="pixel_shuffle").to_dict()
+    del saved["vit_conv_channels"], saved["vit_mlp_ratio"]
+    old = VQVAEConfig.from_dict(saved)
+    assert (old.vit_conv_channels, old.vit_mlp_ratio) == (TINY["hidden_size"] // 2, 4.0)
+
+
+@pytest.mark.parametrize("field", ["vit_position_encoding", "vit_patch_stem", "vit_rope_theta",
+                                   "vit_decoder_hidden_size"])
+def test_options_that_were_removed_are_refused_by_name(field):
+    with pytest.raises(ValueError, match=f"{field}: ViT option"):
+        VQVAEConfig(**TINY, **{field: 1})
 
 
 @pytest.mark.parametrize("name", ["vqvae", "vae"])
@@ -80,8 +90,7 @@ def test_legacy_checkpoint_loads_and_gives_the_old_outputs(name):
     model, info = AutoModel.from_pretrained(folder, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     model.eval()
-    assert all(getattr(model.config, field) == AutoencoderConfig.__dataclass_fields__[field].default
-               for field in VIT_FIELDS)
+    assert (model.config.vit_output_head, model.config.vit_mlp_ratio) == ("linear", 4.0)
     saved = load_file(folder / "io.safetensors")
     with torch.no_grad():
         if name == "vqvae":
@@ -142,14 +151,12 @@ def test_fast_paths_compute_what_the_plain_layers_compute(head):
 def test_options_change_the_parameters_they_name():
     default = build("vqvae", {})
     names = {option: set(build("vqvae", OPTIONS[option]).state_dict()) for option in OPTIONS}
-    assert not any("position_embedding" in key for key in names["rope2d"])  # rotary: no parameters
-    assert any("decoder.position_embedding" == key for key in build("vae", OPTIONS["rope2d"]).state_dict())
-    assert any(key.startswith("encoder.patch_embedding.layers.") for key in names["conv_stem"])
-    assert "decoder.output_conv.weight" in names["pixel_shuffle"]
+    assert "decoder.output_conv.weight" in names["default"]
+    assert "decoder.output_conv.weight" not in names["linear_head"]
     assert build("vqvae", OPTIONS["conv_channels"]).decoder.output_conv.in_channels == 4
     assert build("vqvae", OPTIONS["mlp_ratio"]).encoder.blocks[0].mlp[0].out_features == 40
-    decoder = build("vqvae", OPTIONS["decoder_shape"]).decoder
-    assert len(decoder.blocks) == 2 and decoder.latent_projection.out_features == 32
+    decoder = build("vqvae", OPTIONS["decoder_layers"]).decoder
+    assert len(decoder.blocks) == 2 and len(build("vqvae", {}).encoder.blocks) == 1
     assert set(default.state_dict()) == names["default"]
 
 
@@ -217,36 +224,13 @@ def test_every_option_round_trips_through_save_pretrained_and_remote_code(tmp_pa
     assert f"REMOTE_OK {len(folders)}" in result.stdout, result.stderr[-3000:]
 
 
-def test_rope2d_scores_depend_only_on_the_2d_offset():
-    grid, head_dim = 5, 8
-    cos, sin = rotary_angles(grid, head_dim, 100.0)
-    query, key = torch.randn(head_dim), torch.randn(head_dim)
-    rotated_q = apply_rotary(query.expand(1, 1, grid * grid, head_dim), cos, sin)[0, 0]
-    rotated_k = apply_rotary(key.expand(1, 1, grid * grid, head_dim), cos, sin)[0, 0]
-
-    def score(row, col, d_row, d_col):
-        return rotated_q[row * grid + col] @ rotated_k[(row + d_row) * grid + col + d_col]
-
-    torch.testing.assert_close(score(0, 0, 1, 2), score(2, 1, 1, 2))
-    torch.testing.assert_close(score(0, 3, 2, -1), score(1, 4, 2, -1))
-    assert not torch.allclose(score(0, 0, 1, 2), score(0, 0, 2, 1))  # rows and columns are told apart
-    torch.testing.assert_close(rotated_q.norm(dim=-1), query.norm().expand(grid * grid))  # a rotation
-
-
 @pytest.mark.parametrize("overrides, message", [
-    ({"vit_position_encoding": "sincos2d"}, "vit_position_encoding='sincos2d' is not known"),
-    ({"vit_patch_stem": "pixel_unshuffle"}, "vit_patch_stem='pixel_unshuffle' is not known"),
     ({"vit_output_head": "conv"}, "vit_output_head='conv' is not known"),
-    ({"vit_patch_stem": "conv", "image_size": 9, "patch_size": 3}, "needs a power-of-2 patch_size"),
-    ({"vit_position_encoding": "rope2d", "hidden_size": 24}, "head dimension divisible by 4"),
-    ({"vit_position_encoding": "rope2d", "vit_decoder_hidden_size": 8}, "vit_decoder_hidden_size=8 / num_attention"),
-    ({"vit_decoder_hidden_size": 6}, "divisible by num_attention_heads=4"),
     ({"vit_mlp_ratio": 0.0}, "vit_mlp_ratio must be > 0"),
-    ({"vit_rope_theta": -1.0}, "vit_rope_theta must be > 0"),
     ({"vit_conv_channels": 0}, "vit_conv_channels must be >= 1"),
     ({"vit_decoder_num_layers": -1}, "vit_decoder_num_layers must be >= 0"),
     ({"vit_conv_channels": 8.5}, "vit_conv_channels must be an integer"),
-    ({"backbone": "conv", "vit_output_head": "pixel_shuffle"}, "apply to backbone='vit' only"),
+    ({"backbone": "conv", "vit_output_head": "linear"}, "apply to backbone='vit' only"),
 ])
 def test_config_refuses_vit_options_it_cannot_build(overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

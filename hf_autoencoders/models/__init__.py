@@ -10,7 +10,7 @@ finds a family by the short name the command line uses. Importing this package r
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from .code_priors import log_prob_codes, sample_codes, transformer_prior_config
-from .configuration_autoencoders import RECOMMENDED_VIT_SETTINGS, AEConfig, AutoencoderConfig, VAEConfig, VQVAEConfig
+from .configuration_autoencoders import AEConfig, AutoencoderConfig, VAEConfig, VQVAEConfig
 from .configuration_pixelcnn_prior import PixelCNNPriorConfig
 from .image_processing_autoencoders import AutoencoderImageProcessor
 from .modeling_ae import AEModel
@@ -60,7 +60,7 @@ __all__ = [
     "AEConfig", "AEModel", "AUTOENCODER_FAMILIES", "AutoencoderConfig", "AutoencoderImageProcessor",
     "AutoencoderOutput", "AutoencoderPreTrainedModel", "CategoricalGaussianPosterior", "DecoderOutput",
     "DiagonalGaussian", "EncoderOutput", "MODEL_CLASSES", "PixelCNNPriorConfig", "PixelCNNPriorModel",
-    "PixelCNNPriorOutput", "PosteriorOutput", "RECOMMENDED_VIT_SETTINGS", "VAEConfig", "VAEModel", "VQVAEConfig",
+    "PixelCNNPriorOutput", "PosteriorOutput", "VAEConfig", "VAEModel", "VQVAEConfig",
     "VQVAEModel",
     "autoencoder_classes", "code_priors", "code_statistics", "log_prob_codes", "sample_codes",
     "transformer_prior_config",

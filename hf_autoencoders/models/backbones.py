@@ -133,35 +133,12 @@ class ConvDecoder(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------- ViT
 
 
-def rotary_angles(grid: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the axial 2D rotary angles of a row-major grid x grid token sequence, each (grid², head_dim).
-
-    Channel i of a head is paired with channel i + head_dim/2 and the pair is rotated by an angle: the first
-    head_dim/4 pairs by row * f_j, the next head_dim/4 by column * f_j, with f_j = theta^(-j / (head_dim/4)). Since
-    <R(a) q, R(b) k> depends only on b - a, attention scores see relative 2D offsets (Heo et al., 2024). Computed on
-    the fly: a few thousand numbers, and nothing to save or to restore after a meta-device load."""
-    quarter = head_dim // 4
-    freqs = theta ** (-torch.arange(quarter, dtype=torch.float32, device=device) / quarter)
-    position = torch.arange(grid, dtype=torch.float32, device=device)
-    rows, cols = position.repeat_interleave(grid), position.repeat(grid)
-    angles = torch.cat([rows[:, None] * freqs, cols[:, None] * freqs], dim=1)  # (grid², head_dim / 2)
-    angles = torch.cat([angles, angles], dim=1)
-    return angles.cos(), angles.sin()
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair (x_i, x_{i + head_dim/2}) of x (batch, heads, tokens, head_dim) by its angle."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention, softmax(Q K^T / sqrt(head_dim)) V per head, through
     `F.scaled_dot_product_attention` (fused kernels on every device), with the parameters of
     `nn.MultiheadAttention(width, heads, batch_first=True)` under the same names and the same initialisation, so
     the old ViT's weights load as they are: `in_proj_weight` (3 width, width) = [W_q; W_k; W_v], `in_proj_bias`,
-    `out_proj`. With `rotary` = (cos, sin), Q and K are rotated first (2D RoPE)."""
+    `out_proj`."""
 
     def __init__(self, width: int, num_heads: int):
         super().__init__()
@@ -173,13 +150,11 @@ class SelfAttention(nn.Module):
         nn.init.zeros_(self.in_proj_bias)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         batch, tokens, width = hidden.shape
         qkv = F.linear(hidden, self.in_proj_weight, self.in_proj_bias)
         qkv = qkv.view(batch, tokens, 3, self.num_heads, width // self.num_heads).permute(2, 0, 3, 1, 4)
         query, key, value = qkv.unbind(0)  # each (batch, heads, tokens, head_dim)
-        if rotary is not None:
-            query, key = apply_rotary(query, *rotary), apply_rotary(key, *rotary)
         out = F.scaled_dot_product_attention(query, key, value)
         return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, width))
 
@@ -195,78 +170,45 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
-    def forward(self, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        hidden = hidden + self.attention(self.norm1(hidden), rotary)
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = hidden + self.attention(self.norm1(hidden))
         return hidden + self.mlp(self.norm2(hidden))
 
 
-class ConvStem(nn.Module):
-    """Pixels -> tokens by log2(p) stride-2 4x4 convolutions with GELU (channels c, 2c, ..., the last one `width`),
-    then a 1x1 convolution (Xiao et al., 2021, "Early Convolutions Help Transformers See Better"): (batch, C, H, W)
-    -> (batch, width, H/p, W/p). The 4x4 kernels with padding 1, as in the conv backbone, keep each token centred on
-    its patch (Xiao et al.'s 3x3 stride-2 kernels shift it by 1.5 pixels)."""
-
-    def __init__(self, in_channels: int, width: int, patch_size: int, channels: int):
-        super().__init__()
-        stages = patch_size.bit_length() - 1
-        layers, current = [], in_channels
-        for stage in range(stages):
-            out = width if stage == stages - 1 else min(width, channels * 2**stage)
-            layers += [nn.Conv2d(current, out, 4, stride=2, padding=1), nn.GELU()]
-            current = out
-        layers.append(nn.Conv2d(current, width, 1))
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.layers(pixel_values)
-
-
 class ViTStack(nn.Module):
-    """What the ViT encoder and decoder share: the position information, pre-norm transformer blocks and a final
-    LayerNorm over a row-major grid x grid sequence of tokens. Positions are a learned embedding added to the tokens
-    (`position_embedding`, (1, grid², width)) and/or 2D rotary angles inside every attention layer."""
+    """What the ViT encoder and decoder share: a learned position embedding added to a row-major grid x grid sequence
+    of tokens (`position_embedding`, (1, grid², width)), pre-norm transformer blocks and a final LayerNorm."""
 
-    def build_stack(self, config: AutoencoderConfig, width: int, num_layers: int, learned_positions: bool) -> None:
-        self.grid, self.head_dim = config.latent_grid_size, width // config.num_attention_heads
-        self.rope_theta = config.vit_rope_theta if config.vit_position_encoding == "rope2d" else None
-        self.position_embedding = nn.Parameter(torch.zeros(1, self.grid**2, width)) if learned_positions else None
+    def build_stack(self, config: AutoencoderConfig, width: int, num_layers: int) -> None:
+        self.grid = config.latent_grid_size
+        self.position_embedding = nn.Parameter(torch.zeros(1, self.grid**2, width))
         self.blocks = nn.ModuleList(
             TransformerBlock(width, config.num_attention_heads, config.vit_mlp_ratio) for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(width)
 
     def run_stack(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.position_embedding is not None:
-            tokens = tokens + self.position_embedding
-        rotary = None
-        if self.rope_theta is not None:
-            rotary = rotary_angles(self.grid, self.head_dim, self.rope_theta, tokens.device)
+        tokens = tokens + self.position_embedding
         for block in self.blocks:
-            tokens = block(tokens, rotary)
+            tokens = block(tokens)
         return self.norm(tokens)
 
 
 class ViTEncoder(ViTStack):
-    """Patch stem (`vit_patch_stem`: one stride-p convolution, or a `ConvStem`) -> position information -> transformer
-    blocks -> LayerNorm -> linear projection. Spatial output: one out_dim vector per patch, (batch, out_dim, grid,
-    grid). Vector output: the mean of the patch tokens, projected, (batch, out_dim)."""
+    """Patch embedding (one p x p convolution with stride p) -> position embedding -> transformer blocks -> LayerNorm
+    -> linear projection. Spatial output: one out_dim vector per patch, (batch, out_dim, grid, grid). Vector output:
+    the mean of the patch tokens, projected, (batch, out_dim)."""
 
     def __init__(self, config: AutoencoderConfig, out_dim: int, spatial: bool):
         super().__init__()
         self.spatial, self.patch_size = spatial, config.patch_size
         width, patch = config.hidden_size, config.patch_size
-        if config.vit_patch_stem == "conv":
-            channels = config.vit_conv_channels or max(1, width // 2)
-            self.patch_embedding = ConvStem(config.num_channels, width, patch, channels)
-        else:
-            self.patch_embedding = nn.Conv2d(config.num_channels, width, patch, stride=patch)
-        self.build_stack(config, width, config.num_hidden_layers, config.vit_position_encoding == "learned")
+        self.patch_embedding = nn.Conv2d(config.num_channels, width, patch, stride=patch)
+        self.build_stack(config, width, config.num_hidden_layers)
         self.projection = nn.Linear(width, out_dim)
 
     def embed_patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(batch, C, H, W) -> (batch, grid², width) tokens in row-major order."""
-        if isinstance(self.patch_embedding, ConvStem):
-            return self.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
         # The stride-p convolution as one matmul over the cut-out patches: the same numbers, without the CPU
         # convolution kernels' overhead and the layout change after them.
         batch, channels, grid, p = pixel_values.shape[0], pixel_values.shape[1], self.grid, self.patch_size
@@ -283,24 +225,23 @@ class ViTEncoder(ViTStack):
 
 
 class ViTDecoder(ViTStack):
-    """Transformer decoder, `vit_decoder_hidden_size` wide and `vit_decoder_num_layers` deep (the encoder's width and
-    depth by default). Spatial input: one token per latent vector. Vector input: every position query (a learned
-    position embedding, whatever `vit_position_encoding` says, since every query gets the same latent) receives the
-    projected latent. Output head (`vit_output_head`): `"linear"` un-embeds each token into its own p x p patch;
-    `"pixel_shuffle"` un-embeds it into a c x p x p block, tiles the blocks into a full-resolution c-channel map,
-    and applies GELU and a 3x3 convolution that mixes pixels across patch borders."""
+    """Transformer decoder as wide as the encoder, `vit_decoder_num_layers` deep (the encoder's depth by default).
+    Spatial input: one token per latent vector. Vector input: every position query (its learned position embedding)
+    receives the projected latent. Output head (`vit_output_head`): `"linear"` un-embeds each token into its own
+    p x p patch; `"pixel_shuffle"` un-embeds it into a c x p x p block, tiles the blocks into a full-resolution
+    c-channel map, and applies GELU and a 3x3 convolution that mixes pixels across patch borders."""
 
     def __init__(self, config: AutoencoderConfig, in_dim: int, spatial: bool, out_channels: int):
         super().__init__()
         self.spatial, self.patch_size, self.out_channels = spatial, config.patch_size, out_channels
-        width = config.vit_decoder_hidden_size or config.hidden_size
+        width = config.hidden_size
         num_layers = config.vit_decoder_num_layers
         num_layers = config.num_hidden_layers if num_layers is None else num_layers
         self.latent_projection = nn.Linear(in_dim, width)
-        self.build_stack(config, width, num_layers, config.vit_position_encoding == "learned" or not spatial)
+        self.build_stack(config, width, num_layers)
         patch_pixels = config.patch_size**2
         if config.vit_output_head == "pixel_shuffle":
-            channels = config.vit_conv_channels or max(1, width // 2)
+            channels = config.vit_conv_channels
             self.patch_unembedding = nn.Linear(width, channels * patch_pixels)
             self.output_conv = nn.Conv2d(channels, out_channels, 3, padding=1)
         else:
@@ -346,5 +287,5 @@ def init_weights(module: nn.Module, std: float) -> None:
     ViT position embeddings; used as `PreTrainedModel._init_weights`."""
     if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.LayerNorm)):
         module.reset_parameters()
-    elif isinstance(module, ViTStack) and module.position_embedding is not None:
+    elif isinstance(module, ViTStack):
         nn.init.trunc_normal_(module.position_embedding, std=std)

@@ -17,17 +17,14 @@ QUANTIZERS = ("vq", "fsq")
 GRADIENT_ESTIMATORS = ("reparameterization", "score_function")
 SCORE_FUNCTION_BASELINES = ("none", "moving_average", "leave_one_out")
 CATEGORICAL_ESTIMATORS = ("score_function", "gumbel_softmax")
-VIT_POSITION_ENCODINGS = ("learned", "rope2d")
-VIT_PATCH_STEMS = ("linear", "conv")
 VIT_OUTPUT_HEADS = ("linear", "pixel_shuffle")
-# The ViT we recommend for 28x28 and 32x32 images (see the ViT options in `AutoencoderConfig`'s docstring and
-# docs/models.md): AutoencoderConfig subclasses take it as `VQVAEConfig(backbone="vit", **RECOMMENDED_VIT_SETTINGS)`.
-RECOMMENDED_VIT_SETTINGS = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "vit_mlp_ratio": 2.0,
-                            "vit_output_head": "pixel_shuffle", "vit_conv_channels": 16}
+# Fields of the ViT that were dropped from the library (options measured not to pay): a config naming them is refused.
+REMOVED_VIT_FIELDS = ("vit_position_encoding", "vit_rope_theta", "vit_patch_stem", "vit_decoder_hidden_size")
 
 # Per-backbone defaults for fields left as None.
-_DEFAULT_HIDDEN_SIZE = {"mlp": 512, "conv": 64, "vit": 128}
-_DEFAULT_NUM_HIDDEN_LAYERS = {"mlp": 2, "conv": 0, "vit": 4}
+_DEFAULT_HIDDEN_SIZE = {"mlp": 512, "conv": 64, "vit": 64}
+_DEFAULT_NUM_HIDDEN_LAYERS = {"mlp": 2, "conv": 0, "vit": 1}
+_DEFAULT_NUM_ATTENTION_HEADS = {"mlp": 4, "conv": 4, "vit": 2}
 
 
 MAX_CODES = 2**20  # the largest codebook: code histograms and priors hold K entries per code map position
@@ -46,6 +43,21 @@ def check_model_type(config_class, config_dict: dict) -> None:
         raise ValueError(f"The saved config is of model type {saved!r}, not {config_class.model_type!r} "
                          f"({config_class.__name__}); load it with AutoModel.from_pretrained, or with the class of "
                          "its own type.")
+
+
+def legacy_vit_fields(config_dict: dict) -> dict:
+    """A saved ViT config completed with the values its ViT options had when it was saved: one naming no
+    `vit_output_head` predates the options (a linear head, 4x-wide MLPs); one naming a head but no
+    `vit_conv_channels` or `vit_mlp_ratio` was saved when those defaulted to half the token width and 4."""
+    if config_dict.get("backbone") != "vit":
+        return config_dict
+    completed = dict(config_dict)
+    completed.setdefault("vit_output_head", "linear")
+    completed.setdefault("vit_mlp_ratio", 4.0)
+    if "vit_conv_channels" not in completed or completed["vit_conv_channels"] is None:
+        completed["vit_conv_channels"] = max(1, completed.get("hidden_size", 128) // 2)
+    completed.setdefault("num_attention_heads", 4)
+    return completed
 
 
 def _check_types(config: PreTrainedConfig) -> None:
@@ -85,61 +97,36 @@ class AutoencoderConfig(PreTrainedConfig):
             `"conv"`: strided 4x4 convolutions followed by residual blocks (3x3 conv, ReLU, 1x1 conv), mirrored by
             transposed convolutions in the decoder, as in the VQ-VAE paper (van den Oord et al., 2017).
             `"vit"`: patch embedding, pre-norm transformer blocks, and a transformer decoder whose tokens are
-            un-embedded back into patches (Dosovitskiy et al., 2021; He et al., 2022); attention through
-            `torch.nn.functional.scaled_dot_product_attention`. Its design options are the `vit_*` fields below.
+            un-embedded back into pixels (Dosovitskiy et al., 2021; He et al., 2022), with learned position
+            embeddings; attention through `torch.nn.functional.scaled_dot_product_attention`. Its design options are
+            the `vit_*` fields below.
         hidden_size (`int`, *optional*): width of the backbone (units of an MLP layer, channels of the conv
-            backbone, token width of the ViT). Defaults to 512 / 64 / 128 for mlp / conv / vit.
+            backbone, token width of the ViT). Defaults to 512 / 64 / 64 for mlp / conv / vit.
         num_hidden_layers (`int`, *optional*): hidden layers of the MLP, or transformer blocks of the ViT encoder
-            and of its decoder. Defaults to 2 / 4 for mlp / vit (unused by conv).
+            and of its decoder. Defaults to 2 / 1 for mlp / vit (unused by conv).
         num_downsamples (`int`, defaults to 2): stride-2 stages of the conv backbone; the latent grid of a conv (and
             of an MLP VQ-VAE) is `image_size / 2**num_downsamples`.
         num_residual_blocks (`int`, defaults to 2): residual blocks of the conv backbone.
         patch_size (`int`, defaults to 4): ViT patch size; the ViT latent grid is `image_size / patch_size`.
-        num_attention_heads (`int`, defaults to 4): attention heads of the ViT blocks.
+        num_attention_heads (`int`, *optional*): attention heads of the ViT blocks. Defaults to 2 for the ViT (4,
+            unused, for the others).
 
-    ViT options (backbone="vit" only; every default reproduces the ViT as it was before these options, so its
-    checkpoints, whose config.json has none of these fields, load and give the same outputs; options left at their
-    defaults are not written to config.json):
-        vit_position_encoding (`str`, defaults to `"learned"`): how tokens know where they are.
-            `"learned"`: a learned embedding per grid position added to the tokens (Dosovitskiy et al., 2021).
-            `"rope2d"`: axial 2D rotary embedding of the queries and keys in every attention layer, half the rotated
-            channel pairs by row and half by column, so attention scores depend on relative 2D offsets (Su et al.,
-            2021, "RoFormer"; Heo et al., 2024, "Rotary Position Embedding for Vision Transformer"); no
-            parameters. The decoder of a vector latent (AE, VAE) keeps its learned embedding as well: its position
-            queries are all given the same latent, and only that embedding tells them apart. Needs a head dimension
-            (width / num_attention_heads) divisible by 4.
-        vit_rope_theta (`float`, defaults to 100.0): base of the rotary frequencies theta^(-j / (head_dim / 4)); 100
-            as Heo et al. (2024) use for short 2D axes.
-        vit_patch_stem (`str`, defaults to `"linear"`): how pixels become tokens. `"linear"`: one p x p convolution
-            with stride p (a linear map of each patch). `"conv"`: log2(p) stride-2 4x4 convolutions with GELU, then
-            a 1x1 convolution (Xiao et al., 2021, "Early Convolutions Help Transformers See Better", with the conv
-            backbone's 4x4 kernels so that each token stays centred on its patch); needs a power-of-2 patch_size.
-        vit_output_head (`str`, defaults to `"linear"`): how decoder tokens become pixels. `"linear"`: each token is
-            linearly un-embedded into its own patch, which never sees its neighbours' pixels (seams at patch
+    ViT options (backbone="vit" only, written to config.json for every ViT):
+        vit_output_head (`str`, defaults to `"pixel_shuffle"`): how decoder tokens become pixels. `"linear"`: each
+            token is linearly un-embedded into its own patch, which never sees its neighbours' pixels (seams at patch
             borders). `"pixel_shuffle"`: each token is un-embedded into a vit_conv_channels x p x p block, the blocks
             are tiled into a full-resolution feature map (pixel shuffle, Shi et al., 2016), then GELU and a 3x3
             convolution across patch borders give the output.
-        vit_conv_channels (`int`, *optional*): channels of the "pixel_shuffle" head's full-resolution map and of the
-            first stage of the "conv" stem (later stages double it). Defaults to half the token width.
-        vit_mlp_ratio (`float`, defaults to 4.0): hidden width of the transformer MLPs, as a multiple of the token
+        vit_conv_channels (`int`, defaults to 16): channels of the "pixel_shuffle" head's full-resolution map.
+        vit_mlp_ratio (`float`, defaults to 2.0): hidden width of the transformer MLPs, as a multiple of the token
             width (4 in ViT, MAE and ViT-VQGAN).
-        vit_decoder_hidden_size (`int`, *optional*): token width of the decoder; defaults to hidden_size. MAE's
-            decoder is narrower than its encoder (He et al., 2022).
         vit_decoder_num_layers (`int`, *optional*): transformer blocks of the decoder; defaults to num_hidden_layers
-            (which then counts the encoder's blocks only). A decoder-heavy split helped at 500 steps (1 + 3 against
-            2 + 2 blocks, +0.28 dB); moving the one encoder block of the recommended ViT into the decoder (0 + 2) did
-            not, at 6 epochs (-0.12 dB, one seed).
+            (which then counts the encoder's blocks only).
 
-    The recommended ViT (`RECOMMENDED_VIT_SETTINGS`, for 28x28 and 32x32 images): hidden_size=64,
-    num_hidden_layers=1 (one encoder and one decoder block), num_attention_heads=2, vit_mlp_ratio=2.0,
-    vit_output_head="pixel_shuffle", vit_conv_channels=16. As a CIFAR-10 VQ-VAE (K=512, d=64) it has 104k parameters
-    and a training step costs 1.03-1.08x the conv backbone's on CPU. At equal training time on CIFAR-10 (3 seeds,
-    benchmarks/README.md) it is within 0.11 dB of conv after 2.3 conv epochs and 0.50 dB behind after 6 (0.59 dB at
-    learning rate 3e-3, the ViT's best, where conv gains more). The pixel-shuffle head is what beats conv per step
-    (21.98 vs 21.60 dB at 500 steps, 2+2 blocks); on CPU, cutting depth and MLP width bought more steps than it
-    lost per step (the 2+2-block, 4x-MLP ViT recommended before stepped 2.5x slower than conv and ended 1.24 dB
-    behind). Also measured at 500 steps: a decoder-heavy split +0.28 dB at the same cost, rope2d +0.15 dB at 1.1x
-    the time; at equal time neither paid. docs/models.md has the tables.
+    The defaults are the ViT measured best per second of training on 28x28 and 32x32 images (docs/models.md): width
+    64, one encoder and one decoder block, 2 heads, 2x-wide MLPs and the pixel-shuffle head. A ViT config.json saved
+    before these options existed (it names no `vit_output_head`) is read with the values of that time: a linear head,
+    4x-wide MLPs, and a pixel-shuffle head half the token width, so those checkpoints give the same outputs.
         linear (`bool`, defaults to `False`): no nonlinearity anywhere (MLP backbone only). A linear AE trained on
             squared error spans the same subspace as PCA (Baldi & Hornik, 1989).
 
@@ -166,14 +153,10 @@ class AutoencoderConfig(PreTrainedConfig):
     num_downsamples: int = 2
     num_residual_blocks: int = 2
     patch_size: int = 4
-    num_attention_heads: int = 4
-    vit_position_encoding: str = "learned"
-    vit_rope_theta: float = 100.0
-    vit_patch_stem: str = "linear"
-    vit_output_head: str = "linear"
-    vit_conv_channels: int | None = None
-    vit_mlp_ratio: float = 4.0
-    vit_decoder_hidden_size: int | None = None
+    num_attention_heads: int | None = None
+    vit_output_head: str = "pixel_shuffle"
+    vit_conv_channels: int = 16
+    vit_mlp_ratio: float = 2.0
     vit_decoder_num_layers: int | None = None
     linear: bool = False
     likelihood: str = "gaussian"
@@ -183,9 +166,13 @@ class AutoencoderConfig(PreTrainedConfig):
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
         check_model_type(cls, config_dict)
-        return super().from_dict(config_dict, **kwargs)
+        return super().from_dict(legacy_vit_fields(config_dict), **kwargs)
 
     def __post_init__(self, **kwargs):
+        removed = [name for name in REMOVED_VIT_FIELDS if name in kwargs]
+        _require(not removed, f"{', '.join(removed)}: ViT option(s) no longer in hf_autoencoders (they did not pay "
+                              "when measured, docs/models.md); remove them from the config, or load the model with "
+                              "the hf_autoencoders version that saved it.")
         _check_types(self)
         _require(self.backbone in BACKBONES, f"backbone={self.backbone!r} is not known; use one of {BACKBONES}.")
         _require(
@@ -198,6 +185,8 @@ class AutoencoderConfig(PreTrainedConfig):
             self.hidden_size = _DEFAULT_HIDDEN_SIZE[self.backbone]
         if self.num_hidden_layers is None:
             self.num_hidden_layers = _DEFAULT_NUM_HIDDEN_LAYERS[self.backbone]
+        if self.num_attention_heads is None:
+            self.num_attention_heads = _DEFAULT_NUM_ATTENTION_HEADS[self.backbone]
         _require(self.hidden_size >= 1, f"hidden_size must be >= 1, got {self.hidden_size}.")
         _require(self.num_hidden_layers >= 0, f"num_hidden_layers must be >= 0, got {self.num_hidden_layers}.")
         _require(self.num_residual_blocks >= 0, f"num_residual_blocks must be >= 0, got {self.num_residual_blocks}.")
@@ -232,41 +221,19 @@ class AutoencoderConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     def to_diff_dict(self) -> dict:
-        """What config.json holds: transformers' difference from the defaults, less the `vit_*` options left at their
-        defaults. Those are written only when set, so the config of a model that does not use them reads as it did
-        before they existed (and so do the run keys the studies derive from configs)."""
-        fields = type(self).__dataclass_fields__
+        """What config.json holds: transformers' difference from the defaults, with every `vit_*` option of a ViT
+        (so that its config says which ViT it is, whatever the defaults become) and none of another backbone's."""
+        vit = self.backbone == "vit"
         return {key: value for key, value in super().to_diff_dict().items()
-                if not (key.startswith("vit_") and key in fields and value == fields[key].default)}
+                if not key.startswith("vit_") or (vit and value is not None)}
 
     def _check_vit_options(self) -> None:
-        _require(self.vit_position_encoding in VIT_POSITION_ENCODINGS,
-                 f"vit_position_encoding={self.vit_position_encoding!r} is not known; use one of "
-                 f"{VIT_POSITION_ENCODINGS}.")
-        _require(self.vit_patch_stem in VIT_PATCH_STEMS,
-                 f"vit_patch_stem={self.vit_patch_stem!r} is not known; use one of {VIT_PATCH_STEMS}.")
         _require(self.vit_output_head in VIT_OUTPUT_HEADS,
                  f"vit_output_head={self.vit_output_head!r} is not known; use one of {VIT_OUTPUT_HEADS}.")
-        _require(self.vit_patch_stem != "conv" or self.patch_size & (self.patch_size - 1) == 0,
-                 f"vit_patch_stem='conv' halves the resolution log2(patch_size) times and needs a power-of-2 "
-                 f"patch_size, got {self.patch_size}; use patch_size 2, 4 or 8, or vit_patch_stem='linear'.")
-        _require(self.vit_rope_theta > 0, f"vit_rope_theta must be > 0, got {self.vit_rope_theta}.")
         _require(self.vit_mlp_ratio > 0, f"vit_mlp_ratio must be > 0, got {self.vit_mlp_ratio}.")
-        _require(self.vit_conv_channels is None or self.vit_conv_channels >= 1,
-                 f"vit_conv_channels must be >= 1 or None, got {self.vit_conv_channels}.")
+        _require(self.vit_conv_channels >= 1, f"vit_conv_channels must be >= 1, got {self.vit_conv_channels}.")
         _require(self.vit_decoder_num_layers is None or self.vit_decoder_num_layers >= 0,
                  f"vit_decoder_num_layers must be >= 0 or None, got {self.vit_decoder_num_layers}.")
-        decoder_width = self.vit_decoder_hidden_size
-        _require(decoder_width is None or (decoder_width >= 1 and decoder_width % self.num_attention_heads == 0),
-                 f"vit_decoder_hidden_size={decoder_width} must be >= 1 and divisible by "
-                 f"num_attention_heads={self.num_attention_heads}.")
-        if self.vit_position_encoding == "rope2d":
-            for name, width in (("hidden_size", self.hidden_size), ("vit_decoder_hidden_size", decoder_width)):
-                head_dim = None if width is None else width // self.num_attention_heads
-                _require(head_dim is None or head_dim % 4 == 0,
-                         f"vit_position_encoding='rope2d' rotates channel pairs by row and by column and needs a head "
-                         f"dimension divisible by 4; {name}={width} / num_attention_heads={self.num_attention_heads} "
-                         f"= {head_dim}. Change {name} or num_attention_heads.")
 
     @property
     def latent_grid_size(self) -> int:

@@ -49,7 +49,7 @@ from transformers import TrainerCallback, set_seed
 
 from ..data import ImageCollator
 from ..evaluation import evaluate
-from ..models import RECOMMENDED_VIT_SETTINGS, autoencoder_classes
+from ..models import AutoencoderConfig, autoencoder_classes
 from ..plots import plot_bars, save_image_grid
 from ..training import AutoencoderTrainer
 from .report import Report, fmt, fmt_group, markdown_table
@@ -85,9 +85,9 @@ SHAPES = {
     "quick": {"mlp": {"hidden_size": 128, "num_hidden_layers": 2}, "conv": {"hidden_size": 8, "num_hidden_layers": 0},
               "vit": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "patch_size": 4}},
     "mlp": {"mlp": {"hidden_size": 256, "num_hidden_layers": 2}, "conv": {"hidden_size": 16, "num_hidden_layers": 0},
-            "vit": {**RECOMMENDED_VIT_SETTINGS, "patch_size": 4}},
+            "vit": {"patch_size": 4}},
     "seed": {"mlp": {"hidden_size": 512, "num_hidden_layers": 2}, "conv": {"hidden_size": 16, "num_hidden_layers": 0},
-             "vit": {**RECOMMENDED_VIT_SETTINGS, "patch_size": 4}},
+             "vit": {"patch_size": 4}},
 }
 
 
@@ -127,7 +127,9 @@ def matched_width(count, target: int, step: int = 1, limit: int = 4096) -> tuple
 
 def width_step(fields: dict) -> int:
     """The granularity of a backbone's width: a ViT's must divide into its attention heads."""
-    return fields.get("num_attention_heads", 1) if fields["backbone"] == "vit" else 1
+    if fields["backbone"] != "vit":
+        return 1
+    return fields.get("num_attention_heads") or AutoencoderConfig(backbone="vit").num_attention_heads
 
 
 # ----------------------------------------------------------------------------------------------------- calibration
