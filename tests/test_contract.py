@@ -183,3 +183,37 @@ def test_diffusers_helpers_accept_our_outputs():
         other_theirs = DiagonalGaussianDistribution(torch.cat([other.mean, other.logvar], 1)[:, :, None, None])
         torch.testing.assert_close(ours.kl(other), theirs.kl(other_theirs))
     assert diffusers.__version__
+
+
+def test_training_forwards_read_the_pixel_values_once(monkeypatch):
+    """Reading pixel values waits for the device: a training forward checks them on the first batch only, so the steps
+    after it run without a host sync; eval-mode forwards and encode always check them."""
+    model = build("vqvae", "conv").train()
+    x = torch.rand(2, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        model(x * 255)  # the first training batch is checked
+    model(x)
+    reads = []
+    original = torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda t: reads.append(1) or original(t))
+    model(x)
+    model(x, target_pixel_values=x)
+    assert not reads
+    model.eval()
+    with pytest.raises(ValueError, match="NaN"):
+        model(x * torch.nan)
+    with pytest.raises(ValueError, match="NaN"):
+        model.train().encode(x * torch.nan)
+
+
+def test_diagonal_gaussian_sums_over_the_whole_latent_of_any_shape():
+    """A vector latent (batch, d) and a latent map (batch, c, h, w) are both one event: log_prob, kl and nll sum over
+    every dimension after the batch, with leading sample dimensions kept."""
+    mean, logvar = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    spatial, flat = DiagonalGaussian(mean, logvar), DiagonalGaussian(mean.flatten(1), logvar.flatten(1))
+    z = spatial.sample(num_samples=5)
+    assert z.shape == (5, 3, 2, 4, 4)
+    torch.testing.assert_close(spatial.log_prob(z), flat.log_prob(z.flatten(2)))
+    torch.testing.assert_close(spatial.kl(), flat.kl())
+    reference = torch.distributions.Normal(mean, (0.5 * logvar).exp())
+    torch.testing.assert_close(spatial.log_prob(z), reference.log_prob(z).sum((-3, -2, -1)))

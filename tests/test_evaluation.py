@@ -447,3 +447,18 @@ def test_evaluate_vae_reports_bounds():
     assert results["iwae_bits_per_dim"] == pytest.approx(results["iwae_nll"] / (4 * math.log(2)))
     assert {"loss", "reconstruction_loss", "kl_loss", "mse", "psnr", "ssim"} <= set(results)
     json.dumps(results)
+
+
+def test_psnr_and_ssim_are_pinned_to_their_values():
+    """PSNR and SSIM come from torchmetrics; these are the values of the library's own implementation before it
+    (and of the reference SSIM above), so a change of either library's definition fails here, not in a study."""
+    expected = {
+        (1, 28): ([20.5270656184, 20.8980067459, 20.7478858], [0.9433418674, 0.9520238574, 0.9420244594]),
+        (3, 32): ([20.4275084027, 20.3939396944, 20.3845698753], [0.9451108472, 0.9456794716, 0.9436017181]),
+    }
+    for seed, ((channels, size), (psnrs, ssims)) in enumerate(expected.items()):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.rand(3, channels, size, size, generator=g)
+        y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+        assert psnr(x, y, reduction="none").tolist() == pytest.approx(psnrs, abs=1e-5)  # torchmetrics: float32 log
+        assert ssim(x, y, reduction="none").tolist() == pytest.approx(ssims, abs=1e-8)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models import DiagonalGaussian, VAEModel
+from ..models import DiagonalGaussian, VAEModel, standard_normal_log_prob
 
 # The estimators of the study, as VAEConfig fields; None = `enumerated_loss` (exact sum over the categories).
 SF, BASELINE = "score_function", "score_function_baseline"
@@ -227,7 +227,7 @@ class LinearGaussianModel:
         return torch.distributions.Normal(z @ self.W.T + self.b, self.noise).log_prob(x).sum(-1)
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        return (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return standard_normal_log_prob(z)
 
     def log_importance_weights(self, x: torch.Tensor, num_samples: int, generator=None) -> torch.Tensor:
         """log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x), shape (num_samples, batch), as a VAE's."""

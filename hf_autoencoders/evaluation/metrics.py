@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from ..models import code_statistics
 
@@ -67,70 +67,47 @@ def mse(x, y, reduction: str = "mean"):
 
 
 def psnr(x, y, data_range: float = 1.0, reduction: str = "mean"):
-    """Peak signal-to-noise ratio in dB, 10 log10(data_range^2 / MSE), computed per image and then averaged.
+    """Peak signal-to-noise ratio in dB, 10 log10(data_range^2 / MSE), computed per image (torchmetrics) and then
+    averaged.
 
     Averaging per-image PSNRs (rather than taking the PSNR of the pooled MSE) is the usual convention in image
     restoration papers. An image identical to its reference has MSE 0 and PSNR ``inf``; the mean is then ``inf``
     too, so a perfect reconstruction is visible rather than hidden behind an arbitrary cap.
     """
+    x, y = _check_pair(x, y)
     if data_range <= 0:
         raise ValueError(f"data_range must be positive; got {data_range}")
-    values = 10 * torch.log10(data_range**2 / mse(x, y, reduction="none"))  # MSE 0 -> inf
+    values = peak_signal_noise_ratio(y.double(), x.double(), data_range=data_range, reduction="none", dim=(1, 2, 3))
     return _reduce(values, reduction)
 
 
-def _gaussian_window(size: int, sigma: float, dtype, device) -> torch.Tensor:
-    coords = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
-    window = torch.exp(-(coords**2) / (2 * sigma**2))
-    return window / window.sum()
+SSIM_SIGMA = 1.5  # of the Gaussian window; torchmetrics truncates it at 3.5 sigma: an 11 x 11 window
+SSIM_BORDER = 5  # the window's radius
 
 
-def ssim(
-    x,
-    y,
-    data_range: float = 1.0,
-    window_size: int = 11,
-    sigma: float = 1.5,
-    k1: float = 0.01,
-    k2: float = 0.03,
-    reduction: str = "mean",
-):
-    """Structural similarity (Wang, Bovik, Sheikh & Simoncelli, 2004) with a Gaussian window.
-
-    With local statistics mu, sigma^2 and the covariance sigma_xy weighted by a normalised ``window_size`` x
-    ``window_size`` Gaussian of standard deviation ``sigma``,
+def ssim(x, y, data_range: float = 1.0, reduction: str = "mean"):
+    """Structural similarity (Wang, Bovik, Sheikh & Simoncelli, 2004) with an 11 x 11 Gaussian window of standard
+    deviation 1.5 (torchmetrics' map). With local statistics mu, sigma^2 and the covariance sigma_xy under the window,
 
         SSIM = (2 mu_x mu_y + C1)(2 sigma_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(sigma_x^2 + sigma_y^2 + C2)),
 
-    with C1 = (k1 L)^2, C2 = (k2 L)^2 and L = ``data_range``. The map is computed over valid window positions only
-    (no padding, as in the reference implementation), averaged over positions and then over channels, per image.
-    Images smaller than the window use a window as large as the image (the largest odd size that fits).
-    Values lie in [-1, 1]; SSIM(x, x) = 1.
+    with C1 = (0.01 L)^2, C2 = (0.03 L)^2 and L = ``data_range``. The map is averaged over the positions where the
+    window lies inside the image (as in the reference implementation; torchmetrics' own mean also counts the
+    reflect-padded border), then over channels, per image. An image smaller than the window uses a uniform window as
+    large as the image (the largest odd size that fits), averaged over the whole map. Values lie in [-1, 1];
+    SSIM(x, x) = 1.
     """
     x, y = _check_pair(x, y)
     if data_range <= 0:
         raise ValueError(f"data_range must be positive; got {data_range}")
-    if window_size < 1 or window_size % 2 == 0:
-        raise ValueError(f"window_size must be a positive odd integer; got {window_size}")
-    channels, height, width = x.shape[1:]
-    size = min(window_size, height, width)
-    size -= 1 - size % 2  # keep the window odd so it has a centre
-    x, y = x.double(), y.double()
-    g = _gaussian_window(size, sigma, x.dtype, x.device)
-    kernel_h = g.view(1, 1, size, 1).repeat(channels, 1, 1, 1)
-    kernel_w = g.view(1, 1, 1, size).repeat(channels, 1, 1, 1)
-
-    def blur(t):  # separable depthwise Gaussian filter, valid positions only
-        return F.conv2d(F.conv2d(t, kernel_h, groups=channels), kernel_w, groups=channels)
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov_xy = blur(x * y) - mu_x * mu_y
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return _reduce(ssim_map.flatten(2).mean(2).mean(1), reduction)
-
+    size = min(x.shape[-2:])
+    fits = size > 2 * SSIM_BORDER
+    window = {} if fits else {"gaussian_kernel": False, "kernel_size": size - 1 + size % 2}
+    _, ssim_map = structural_similarity_index_measure(y.double(), x.double(), sigma=SSIM_SIGMA, data_range=data_range,
+                                                      reduction="none", return_full_image=True, **window)
+    if fits:
+        ssim_map = ssim_map[..., SSIM_BORDER:-SSIM_BORDER, SSIM_BORDER:-SSIM_BORDER]
+    return _reduce(ssim_map.flatten(1).mean(1), reduction)
 
 
 def nats_to_bits_per_dim(nll, num_dims: int):

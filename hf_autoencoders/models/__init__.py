@@ -22,7 +22,7 @@ from .modeling_base import (
     PosteriorOutput,
 )
 from .modeling_pixelcnn_prior import PixelCNNPriorModel, PixelCNNPriorOutput
-from .modeling_vae import CategoricalGaussianPosterior, DiagonalGaussian, VAEModel
+from .modeling_vae import CategoricalGaussianPosterior, DiagonalGaussian, VAEModel, standard_normal_log_prob
 from .modeling_vqvae import VQVAEModel
 from .quantizers import code_statistics
 
@@ -62,6 +62,6 @@ __all__ = [
     "DiagonalGaussian", "EncoderOutput", "MODEL_CLASSES", "PixelCNNPriorConfig", "PixelCNNPriorModel",
     "PixelCNNPriorOutput", "PosteriorOutput", "VAEConfig", "VAEModel", "VQVAEConfig",
     "VQVAEModel",
-    "autoencoder_classes", "code_priors", "code_statistics", "log_prob_codes", "sample_codes",
+    "autoencoder_classes", "code_priors", "code_statistics", "log_prob_codes", "sample_codes", "standard_normal_log_prob",
     "transformer_prior_config",
 ]

@@ -90,8 +90,8 @@ def transformer_prior_config(
         vqvae_name_or_path (`str`, *optional*): folder or Hub id of the VQ-VAE whose codes the prior models.
         hidden_size (`int`, defaults to 128): width d of the blocks (`n_embd`); the MLP is 4 d wide.
         num_layers (`int`, defaults to 3): transformer blocks (`n_layer`). Sampling costs about one fixed step per
-            block and token on small maps, so 3 blocks sample about 20% faster than 4; trained for the same time
-            they reach a lower NLL on 7x7 and 8x8 maps (benchmarks/README.md).
+            block and token on small maps, so fewer blocks sample faster; the default is the depth that reached the
+            lowest NLL for its training time on 7x7 and 8x8 maps (benchmarks/README.md).
         num_heads (`int`, defaults to 4): attention heads (`n_head`); must divide `hidden_size`.
         dropout (`float`, defaults to 0.0): of the embeddings, attention and residual branches.
     """

@@ -159,10 +159,12 @@ class AutoencoderPreTrainedModel(CardPushMixin, PreTrainedModel):
     def _build_likelihood(self):
         self.likelihood = build_likelihood(self.config)
 
-    def check_pixel_values(self, pixel_values, name: str = "pixel_values", check_range: bool = True) -> torch.Tensor:
+    def check_pixel_values(self, pixel_values, name: str = "pixel_values", check_range: bool = True,
+                           check_values: bool = True) -> torch.Tensor:
         """Refuse input the model cannot take, saying what was expected; return it in the model's dtype and on its
         device. Pixels must be finite and, with `check_range`, in [0, 1] (an input corrupted on purpose, such as
-        the noisy input of a denoising autoencoder given with a clean target, is not range-checked)."""
+        the noisy input of a denoising autoencoder given with a clean target, is not range-checked). Reading the
+        values (`check_values`) waits for the device; shapes and dtypes are always checked."""
         config = self.config
         expected = (config.num_channels, config.image_size, config.image_size)
         shape = f"(batch, {', '.join(map(str, expected))})"
@@ -184,6 +186,8 @@ class AutoencoderPreTrainedModel(CardPushMixin, PreTrainedModel):
         if not pixel_values.is_floating_point():
             raise ValueError(f"{name} must be floating point in [0, 1], got dtype {pixel_values.dtype}; "
                              "divide uint8 images by 255 or use the model's image processor.")
+        if not check_values:
+            return pixel_values.to(device=self.device, dtype=self.dtype)
         if not torch.isfinite(pixel_values).all():
             raise ValueError(f"{name} contains NaN or infinite values; pixel values must be finite, in [0, 1].")
         if check_range:
@@ -199,13 +203,16 @@ class AutoencoderPreTrainedModel(CardPushMixin, PreTrainedModel):
         return pixel_values.to(device=self.device, dtype=self.dtype)
 
     def _inputs(self, pixel_values, target_pixel_values) -> tuple[torch.Tensor, torch.Tensor]:
-        """(input, target): the target defaults to the input; an input given with its own target may be corrupted
-        (out of [0, 1]), the target may not."""
+        """(input, target) of a forward: the target defaults to the input; an input given with its own target may be
+        corrupted (out of [0, 1]), the target may not. In training mode the values are read on the first batch only,
+        so that the steps after it run without a host sync (a non-finite loss is the Trainer's to catch)."""
+        values = not (self.training and getattr(self, "_checked_training_values", False))
+        self._checked_training_values = self.training
         if target_pixel_values is None:
-            pixel_values = self.check_pixel_values(pixel_values)
+            pixel_values = self.check_pixel_values(pixel_values, check_values=values)
             return pixel_values, pixel_values
-        target = self.check_pixel_values(target_pixel_values, "target_pixel_values")
-        pixel_values = self.check_pixel_values(pixel_values, check_range=False)
+        target = self.check_pixel_values(target_pixel_values, "target_pixel_values", check_values=values)
+        pixel_values = self.check_pixel_values(pixel_values, check_range=False, check_values=values)
         if pixel_values.shape[0] != target.shape[0]:
             raise ValueError(f"target_pixel_values has {target.shape[0]} images, pixel_values {pixel_values.shape[0]}.")
         return pixel_values, target

@@ -15,18 +15,28 @@ from .configuration_autoencoders import VAEConfig
 from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel, PosteriorOutput
 
 
+def standard_normal_log_prob(z: torch.Tensor, event_dims: int = 1) -> torch.Tensor:
+    """log N(z; 0, I), summed over the last `event_dims` dimensions (those of one latent)."""
+    return (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(tuple(range(-event_dims, 0)))
+
+
 class DiagonalGaussian:
     r"""q(z|x) = N(mean, diag(std^2)), with the closed-form KL to the standard normal prior (diffusers'
-    `DiagonalGaussianDistribution` for vector latents: `sample`, `mode`, `mean`, `std`, `var`, `logvar`, `kl`, `nll`).
+    `DiagonalGaussianDistribution`: `sample`, `mode`, `mean`, `std`, `var`, `logvar`, `kl`, `nll`).
 
-    `sample` returns one draw of shape (batch, latent_dim) when `num_samples` is None, else (num_samples, batch,
-    latent_dim); `log_prob` and `nll` accept any leading sample dimensions."""
+    One latent is everything after the batch dimension of `mean`: a vector (batch, latent_dim) or a map (batch, c, h,
+    w). `sample` returns one draw of the mean's shape when `num_samples` is None, else (num_samples, *mean.shape);
+    `log_prob`, `nll` and `kl` sum over the latent's dimensions and accept any leading sample dimensions."""
 
     def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
         self.mean = mean
         self.logvar = logvar.clamp(-30.0, 20.0)
         self.std = torch.exp(0.5 * self.logvar)
         self.var = self.std.pow(2)
+        self.event_dims = mean.ndim - 1
+
+    def _sum(self, values: torch.Tensor) -> torch.Tensor:
+        return values.sum(tuple(range(-self.event_dims, 0)))
 
     def sample(self, generator: torch.Generator | None = None, num_samples: int | None = None) -> torch.Tensor:
         r"""The reparameterization trick: z = mu + sigma * eps, eps ~ N(0, I), differentiable in mu and sigma.
@@ -41,8 +51,8 @@ class DiagonalGaussian:
         return self.mean
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log q(z|x), summed over latent dimensions."""
-        return (-0.5 * ((z - self.mean) / self.std).pow(2) - 0.5 * self.logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
+        """log q(z|x) = log N((z - mu) / sigma; 0, I) - sum log sigma, summed over the latent's dimensions."""
+        return standard_normal_log_prob((z - self.mean) / self.std, self.event_dims) - self._sum(0.5 * self.logvar)
 
     def nll(self, z: torch.Tensor) -> torch.Tensor:
         """-log q(z|x), summed over latent dimensions (diffusers' name)."""
@@ -52,9 +62,9 @@ class DiagonalGaussian:
         r"""KL(q || N(0, I)) = 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2) per sample, or with `other`
         KL(q || other) = 1/2 sum_j ((mu_j - m_j)^2 / s_j^2 + sigma_j^2 / s_j^2 - 1 - log sigma_j^2 + log s_j^2)."""
         if other is None:
-            return 0.5 * (self.mean.pow(2) + self.var - 1.0 - self.logvar).sum(-1)
-        return 0.5 * ((self.mean - other.mean).pow(2) / other.var + self.var / other.var - 1.0 - self.logvar
-                      + other.logvar).sum(-1)
+            return 0.5 * self._sum(self.mean.pow(2) + self.var - 1.0 - self.logvar)
+        return 0.5 * self._sum((self.mean - other.mean).pow(2) / other.var + self.var / other.var - 1.0 - self.logvar
+                               + other.logvar)
 
 
 class CategoricalGaussianPosterior:
@@ -140,11 +150,6 @@ class CategoricalGaussianPosterior:
     def kl(self) -> torch.Tensor:
         """KL(q(c, z|x) || p(c) p(z)) = KL(Cat(pi) || Uniform) + KL(N(mu, sigma^2) || N(0, I)), per sample."""
         return self.categorical_kl() + self.gaussian.kl()
-
-
-def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    """log N(z; 0, I), summed over the last dimension."""
-    return (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
 class VAEModel(AutoencoderPreTrainedModel):
@@ -334,8 +339,8 @@ class VAEModel(AutoencoderPreTrainedModel):
             baseline = (f.sum(0, keepdim=True) - f) / (f.shape[0] - 1)
         elif baseline_kind == "moving_average":
             baseline = self.score_baseline.clone()
-            first_step = bool(self.score_baseline == 0)
-            self.score_baseline.lerp_(f.mean(), 1.0 if first_step else 0.1)
+            weight = torch.where(self.score_baseline == 0, 1.0, 0.1)  # the first step sets it; no host sync
+            self.score_baseline.lerp_(f.mean(), weight)
         else:
             baseline = 0.0
         surrogate = ((f - baseline) * log_q).mean(0)

@@ -376,32 +376,41 @@ class FiniteScalarQuantizer(nn.Module):
         self.project_in = nn.Linear(self.embedding_dim, len(self.levels))
         self.project_out = nn.Linear(len(self.levels), self.embedding_dim)
 
-    def _grid(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Levels L_i, half widths floor(L_i / 2) and mixed-radix place values prod_{j<i} L_j (all long)."""
-        levels = torch.tensor(self.levels, device=device)
-        basis = torch.cumprod(torch.cat([levels.new_ones(1), levels[:-1]]), dim=0)
-        return levels, levels // 2, basis
+    def _grid(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """The constants of the level grid on `device`, made once per device: levels L_i, half widths floor(L_i / 2)
+        and mixed-radix place values prod_{j<i} L_j (long), and the float32 scale h, offset o and shift s of
+        `bound`. (Plain attributes rather than buffers: nothing to save, nothing to restore after a meta-device
+        load.)"""
+        cache = self.__dict__.setdefault("_grids", {})
+        if device not in cache:
+            levels = torch.tensor(self.levels, device=device)
+            float_levels = levels.float()
+            half = (float_levels - 1) * (1 + 1e-3) / 2
+            offset = torch.where(levels % 2 == 0, 0.5, 0.0).to(device)
+            cache[device] = {
+                "levels": levels, "half_width": levels // 2,
+                "basis": torch.cumprod(torch.cat([levels.new_ones(1), levels[:-1]]), dim=0),
+                "scale": half, "offset": offset, "shift": torch.atanh(offset / half),
+            }
+        return cache[device]
 
     def bound(self, z: torch.Tensor) -> torch.Tensor:
         """tanh-squash channel i onto [-floor(L_i/2), ceil(L_i/2) - 1] widened by a factor 1 + 1e-3 about its centre,
         so rounding gives exactly L_i values, and bound(0) = 0."""
-        levels = torch.tensor(self.levels, device=z.device, dtype=torch.float32)
-        half = (levels - 1) * (1 + 1e-3) / 2
-        offset = torch.where(levels % 2 == 0, 0.5, 0.0)
-        shift = torch.atanh(offset / half)
-        return torch.tanh(z + shift) * half - offset
+        grid = self._grid(z.device)
+        return torch.tanh(z + grid["shift"]) * grid["scale"] - grid["offset"]
 
     def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
         """Grid codes (..., C) with values k / floor(L/2) -> mixed-radix indices (...) in [0, prod(levels))."""
-        levels, half_width, basis = self._grid(codes.device)
-        digits = (codes * half_width).round().long() + half_width
-        return (digits * basis).sum(-1)
+        grid = self._grid(codes.device)
+        digits = (codes * grid["half_width"]).round().long() + grid["half_width"]
+        return (digits * grid["basis"]).sum(-1)
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """Mixed-radix indices (...) -> grid codes (..., C) in float32."""
-        levels, half_width, basis = self._grid(indices.device)
-        digits = (indices.long()[..., None] // basis) % levels
-        return (digits - half_width).float() / half_width
+        grid = self._grid(indices.device)
+        digits = (indices.long()[..., None] // grid["basis"]) % grid["levels"]
+        return (digits - grid["half_width"]).float() / grid["half_width"]
 
     def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
         """Quantize z_e of shape (batch, d, h, w); see the class docstring for the math."""
@@ -410,8 +419,7 @@ class FiniteScalarQuantizer(nn.Module):
         with torch.autocast(device_type=z_e.device.type, enabled=False):
             z = _linear_fp32(self.project_in, z_e.float().permute(0, 2, 3, 1))
             bounded = self.bound(z)
-            _, half_width, _ = self._grid(z.device)
-            codes = (bounded + (bounded.round() - bounded).detach()) / half_width
+            codes = (bounded + (bounded.round() - bounded).detach()) / self._grid(z.device)["half_width"]
             indices = self.codes_to_indices(codes.detach())
             quantized = _linear_fp32(self.project_out, codes).permute(0, 3, 1, 2).contiguous()
             perplexity, usage = _batch_statistics(indices, self.num_embeddings)
