@@ -207,12 +207,12 @@ class AutoencoderPreTrainedModel(CardPushMixin, PreTrainedModel):
         corrupted (out of [0, 1]), the target may not. In training mode the values are read on the first batch only,
         so that the steps after it run without a host sync (a non-finite loss is the Trainer's to catch)."""
         values = not (self.training and getattr(self, "_checked_training_values", False))
-        self._checked_training_values = self.training
         if target_pixel_values is None:
-            pixel_values = self.check_pixel_values(pixel_values, check_values=values)
-            return pixel_values, pixel_values
-        target = self.check_pixel_values(target_pixel_values, "target_pixel_values", check_values=values)
-        pixel_values = self.check_pixel_values(pixel_values, check_range=False, check_values=values)
+            pixel_values = target = self.check_pixel_values(pixel_values, check_values=values)
+        else:
+            target = self.check_pixel_values(target_pixel_values, "target_pixel_values", check_values=values)
+            pixel_values = self.check_pixel_values(pixel_values, check_range=False, check_values=values)
+        self._checked_training_values = self.training  # only once a batch has passed
         if pixel_values.shape[0] != target.shape[0]:
             raise ValueError(f"target_pixel_values has {target.shape[0]} images, pixel_values {pixel_values.shape[0]}.")
         return pixel_values, target
