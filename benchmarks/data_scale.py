@@ -138,7 +138,7 @@ def measure(spec: dict) -> dict:
     torch.set_num_threads(1)
     from hf_autoencoders.data import ImageCollator, load_image_dataset
     from hf_autoencoders.models import VQVAEConfig, VQVAEModel
-    from hf_autoencoders.training import AutoencoderTrainer, AutoencoderTrainingArguments
+    from hf_autoencoders.training import AutoencoderTrainer, training_arguments
 
     sampler = MemorySampler()
     sampler.sample()
@@ -167,9 +167,8 @@ def measure(spec: dict) -> dict:
 
     torch.manual_seed(0)
     model = VQVAEModel(VQVAEConfig(image_size=IMAGE_SIZE, num_channels=3))
-    args = AutoencoderTrainingArguments(
-        output_dir=spec["output_dir"], max_steps=spec["steps"], dataloader_num_workers=workers, save_strategy="no",
-        logging_steps=10_000, disable_tqdm=True, report_to="none", seed=0,
+    args = training_arguments(
+        spec["output_dir"], max_steps=spec["steps"], dataloader_num_workers=workers, logging_steps=10_000, seed=0,
         accelerator_config={"dispatch_batches": False} if path == "streaming" else None,
     )
     trainer = Timed(model=model, args=args, data_collator=ImageCollator(), train_dataset=data.train,

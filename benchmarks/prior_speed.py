@@ -60,16 +60,14 @@ def warmup_cosine(optimizer, budget: TimeBudget, warmup_steps: int):
 
 def train_for(prior, train_codes, seconds: float, batch_size: int, lr: float, seed: int) -> dict:
     """Train `prior` with the project's `PriorTrainer` until `seconds` of wall-clock time have passed."""
-    from hf_autoencoders.training import AutoencoderTrainingArguments
+    from hf_autoencoders.training import training_arguments
     from hf_autoencoders.training.prior import PriorTrainer, prior_collator
 
     budget = TimeBudget(seconds)
     optimizer = torch.optim.AdamW(prior.parameters(), lr=lr, weight_decay=0.0)
     with tempfile.TemporaryDirectory() as tmp:
-        args = AutoencoderTrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=batch_size, num_train_epochs=100_000, save_strategy="no",
-            logging_steps=200, disable_tqdm=True, report_to="none", seed=seed, use_cpu=True,
-        )
+        args = training_arguments(tmp, per_device_train_batch_size=batch_size, num_train_epochs=100_000,
+                                  logging_steps=200, seed=seed, use_cpu=True)
         trainer = PriorTrainer(model=prior, args=args, data_collator=prior_collator(prior),
                                train_dataset=train_codes, callbacks=[budget],
                                optimizers=(optimizer, warmup_cosine(optimizer, budget, WARMUP_STEPS)))

@@ -29,10 +29,7 @@ from _common import TimeBudget, binarized, build_model, rounded, subset, time_co
 
 from hf_autoencoders.data import ImageCollator  # noqa: E402
 from hf_autoencoders.evaluation import likelihood_bounds, mse, psnr  # noqa: E402
-from hf_autoencoders.training import (
-    AutoencoderTrainer,  # noqa: E402
-    AutoencoderTrainingArguments,  # noqa: E402
-)
+from hf_autoencoders.training import AutoencoderTrainer, training_arguments  # noqa: E402
 
 # The models, chosen for quality per CPU-minute (MLP backbones are ~4x faster per sample than conv on CPU).
 MODELS = {
@@ -54,11 +51,8 @@ def train_for(model, train, seconds: float, batch_size: int, lr: float, binarize
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)  # Adam
     scheduler = time_cosine_scheduler(optimizer, budget)
     with tempfile.TemporaryDirectory() as tmp:
-        args = AutoencoderTrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=batch_size, num_train_epochs=100_000, save_strategy="no",
-            logging_steps=500, disable_tqdm=True, report_to="none", seed=0, use_cpu=True,
-            max_grad_norm=max_grad_norm,
-        )
+        args = training_arguments(tmp, per_device_train_batch_size=batch_size, num_train_epochs=100_000,
+                                  logging_steps=500, seed=0, use_cpu=True, max_grad_norm=max_grad_norm)
         trainer = AutoencoderTrainer(model=model, args=args, data_collator=ImageCollator(
             binarize=binarize is not None, stochastic_binarization=binarize == "stochastic"),
                                      train_dataset=train, callbacks=[budget], optimizers=(optimizer, scheduler))
