@@ -22,14 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+from _common import TimeBudget, binarized, build_model, log, rounded, subset, time_cosine_scheduler, unit
 
-import torch  # noqa: E402
-from _common import TimeBudget, binarized, build_model, rounded, subset, time_cosine_scheduler, unit  # noqa: E402
-
-from hf_autoencoders.data import ImageCollator  # noqa: E402
-from hf_autoencoders.evaluation import likelihood_bounds, mse, psnr  # noqa: E402
-from hf_autoencoders.training import AutoencoderTrainer, training_arguments  # noqa: E402
+from hf_autoencoders.data import ImageCollator
+from hf_autoencoders.evaluation import likelihood_bounds, mse, psnr
+from hf_autoencoders.training import AutoencoderTrainer, training_arguments
 
 # The models, chosen for quality per CPU-minute (MLP backbones are ~4x faster per sample than conv on CPU).
 MODELS = {
@@ -105,6 +103,13 @@ def quality_per_budget(train, test, seconds: float, iwae_k: int = 1000, iwae_n: 
     return results
 
 
+def run(bench) -> dict:
+    """The quality section of `run.py`: the mode's models, budget and evaluation sizes."""
+    cfg = bench.cfg
+    return quality_per_budget(bench.train, bench.test, cfg["budget_s"], cfg["iwae_k"], cfg["iwae_n"], cfg["eval_n"],
+                              names=cfg["quality"], size="tiny" if bench.mode == "smoke" else None, log=log)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
@@ -120,7 +125,7 @@ def main(argv=None):
     train, test, _ = load_images(args.data)
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout carries only the JSON
         results = quality_per_budget(train, test, args.budget, args.iwae_k, args.iwae_n,
-                                     names=args.models.split(","), log=lambda *a: print(*a, file=sys.stderr))
+                                     names=args.models.split(","), log=log)
     print(json.dumps(rounded(results)))
 
 
