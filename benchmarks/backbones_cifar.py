@@ -139,42 +139,45 @@ def train_step(model, optimizer, pixel_values: torch.Tensor, scheduler=None) -> 
 
 
 def calibrate(names, train_images, image_shape, codes, args) -> dict:
-    """Step seconds of each model: the median of its timed steps, the models alternating round by round."""
+    """Step seconds of each model: the median of its timed steps, the models alternating round by round
+    (`alternate`), and the steps each gets (`equal_time_steps`: the budget, or the reference's steps' time)."""
+    from hf_autoencoders.evaluation.timing import alternate, equal_time_steps
+
     models = {name: build_model(name, image_shape, 0, codes, args.device) for name in names}
     optimizers = {name: torch.optim.Adam(model.parameters(), lr=args.learning_rate) for name, model in models.items()}
     batches = Batches(train_images, args.batch_size, seed=12345)
-    wall = {name: [] for name in names}
-    cpu = {name: [] for name in names}
     for name in names:
         for _ in range(args.calibration_warmup):
             train_step(models[name], optimizers[name], next(batches))
-    for round_index in tqdm(range(args.calibration_rounds), desc="calibrating", file=sys.stderr, leave=False):
-        for name in names if round_index % 2 == 0 else names[::-1]:
-            for _ in range(args.calibration_steps):
-                pixel_values = next(batches)
-                start_wall, start_cpu = time.perf_counter(), time.process_time()
-                train_step(models[name], optimizers[name], pixel_values)
-                wall[name].append(time.perf_counter() - start_wall)
-                cpu[name].append(time.process_time() - start_cpu)
-    reference = statistics.median(wall[names[0]])
-    budget = args.budget if args.reference_steps is None else args.reference_steps * reference
-    reference_cpu = statistics.median(cpu[names[0]])
+
+    def timed_steps(name) -> list[tuple[float, float]]:
+        """(wall, CPU) seconds of each of `calibration_steps` training steps of model `name`."""
+        times = []
+        for _ in range(args.calibration_steps):
+            pixel_values = next(batches)
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            train_step(models[name], optimizers[name], pixel_values)
+            times.append((time.perf_counter() - start_wall, time.process_time() - start_cpu))
+        return times
+
+    with tqdm(total=args.calibration_rounds * len(names), desc="calibrating", file=sys.stderr, leave=False) as bar:
+        rounds = alternate({name: lambda name=name: timed_steps(name) for name in names}, args.calibration_rounds, bar)
+    wall = {name: statistics.median(w for times in rounds[name] for w, _ in times) for name in names}
+    cpu = {name: statistics.median(c for times in rounds[name] for _, c in times) for name in names}
+    reference = names[0]
+    budget = args.budget if args.reference_steps is None else args.reference_steps * wall[reference]
+    steps = equal_time_steps(wall, budget)
     result = {}
     for name in names:
-        step_seconds, cpu_step_seconds = statistics.median(wall[name]), statistics.median(cpu[name])
-        per_round = [statistics.median(wall[name][i:i + args.calibration_steps])
-                     for i in range(0, len(wall[name]), args.calibration_steps)]
         result[name] = {
-            "step_seconds": step_seconds,
-            "cpu_step_seconds": cpu_step_seconds,
-            "round_median_step_seconds": per_round,
-            "ratio_to_reference": step_seconds / reference,
-            "cpu_ratio_to_reference": cpu_step_seconds / reference_cpu,
-            "steps": max(1, round(budget / step_seconds)),
+            "step_seconds": wall[name], "cpu_step_seconds": cpu[name],
+            "round_median_step_seconds": [statistics.median(w for w, _ in times) for times in rounds[name]],
+            "ratio_to_reference": wall[name] / wall[reference], "cpu_ratio_to_reference": cpu[name] / cpu[reference],
+            "steps": steps[name],
         }
-        log(f"calibrated {name}: {step_seconds:.3f} s/step wall ({cpu_step_seconds:.3f} CPU), "
-            f"{result[name]['ratio_to_reference']:.2f}x {names[0]} -> {result[name]['steps']} steps")
-    result["reference"] = names[0]
+        log(f"calibrated {name}: {wall[name]:.3f} s/step wall ({cpu[name]:.3f} CPU), "
+            f"{result[name]['ratio_to_reference']:.2f}x {reference} -> {steps[name]} steps")
+    result["reference"] = reference
     return result
 
 

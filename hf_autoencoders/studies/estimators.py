@@ -30,8 +30,8 @@ QUESTION = ("How much noisier is the score-function gradient than the pathwise o
 
 
 def _settings(budget: str) -> dict:
-    """The study's sizes for a budget name: `quick` about a minute on 2 CPU cores; `mlp` and `seed` (the same study:
-    its models are small MLP VAEs whichever the budget) the full one, about 7 minutes."""
+    """The study's sizes for a budget name: `quick` a short check; `mlp` and `seed` (the same study: its models are
+    small MLP VAEs whichever the budget) the full one."""
     if budget == "quick":
         return {"train_steps": 100, "hidden_size": 128, "batch_images": 8, "num_draws": 200, "num_latent_samples": 4,
                 "log_px_images": 4, "toy_points": 64, "sample_counts": [1, 10, 100, 1000, 10000]}
@@ -65,9 +65,8 @@ def run_standalone(output_dir, budget: str = "mlp", dataset_name: str | None = N
     """Train a small Gaussian VAE and a categorical (K = 10) VAE on `dataset_name` (default: the embedded digits),
     compare the gradient estimators on one test batch, and the prior-sampling and importance-sampling estimates of
     log p(x) on the trained VAE and on `LinearGaussianModel`. Writes report.md, results.json, gradient_variance.png,
-    log_px_vs_samples.png and ess_vs_samples.png into `output_dir`; returns the results. `budget` "quick" takes about
-    a minute on 2 CPU cores, "mlp" and "seed" the full study; `max_steps` overrides the training steps of both VAEs
-    (100 quick, 1500 otherwise)."""
+    log_px_vs_samples.png and ess_vs_samples.png into `output_dir`; returns the results. `budget` "quick" is a short
+    check, "mlp" and "seed" the full study (`_settings`); `max_steps` overrides the training steps of both VAEs."""
     from ..data import load_image_dataset
 
     output_dir = Path(output_dir)
