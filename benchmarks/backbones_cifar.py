@@ -15,13 +15,12 @@ convolutions, so the equal-time verdict need not be the CPU's.
 Models: VQ-VAEs with K = 512 codes of d = 64 on an 8x8 code map, the library's defaults otherwise (EMA codebook,
 k-means initialisation, dead-code restarts, commitment 0.25, Gaussian likelihood):
 - `conv`: the default conv backbone (hidden 64, two stride-2 stages, two residual blocks), with channels-last
-  weights as the library's Trainer trains it on CPU (before 2026-12-02 this benchmark left them contiguous, 8-12%
-  slower);
-- `vit`: `backbone="vit"` with `RECOMMENDED_VIT_SETTINGS` (hidden 64, 1 encoder + 1 decoder block, 2 heads, MLPs
-  2x wide, a 16-channel pixel-shuffle output head), patch 4;
-- `vit_2x2`: the ViT recommended before (hidden 64, 2 + 2 blocks, 4 heads, 4x MLPs, a 32-channel pixel-shuffle head);
-- `vit_legacy`: the ViT as it was before its design options (linear patch stem and output head, learned positions)
-  at the same width and depth (hidden 64, 2 + 2 blocks).
+  weights as the library's Trainer trains it on CPU;
+- `vit`: the default ViT, `backbone="vit"` (hidden 64, 1 encoder + 1 decoder block, 2 heads, MLPs 2x wide, a
+  16-channel pixel-shuffle output head), patch 4;
+- `vit_2x2`: the default ViT before it (hidden 64, 2 + 2 blocks, 4 heads, 4x MLPs, a 32-channel pixel-shuffle head);
+- `vit_legacy`: the ViT as it was before its design options (linear output head) at the same width and depth
+  (hidden 64, 2 + 2 blocks, 4 heads, 4x MLPs).
 
 Equal wall-clock on a shared machine. First the step time t_m of every model is calibrated in one process: each model
 takes `--calibration_warmup` untimed steps (k-means initialisation, allocator), then `--calibration_rounds` rounds in
@@ -76,13 +75,12 @@ PICTURE_IMAGES = 8
 
 def model_settings() -> dict[str, dict]:
     """The models under test, as `VQVAEConfig` fields on top of the shared ones (K, d, image shape)."""
-
     return {
         "conv": {"backbone": "conv"},
         "vit": {"backbone": "vit"},
         "vit_legacy": {"backbone": "vit", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
                        "vit_mlp_ratio": 4.0, "vit_output_head": "linear"},
-        # recommended until 2026-12-02: 2 + 2 blocks with 4-wide MLPs and a 32-channel pixel-shuffle head
+        # the default ViT before the current one: 2 + 2 blocks with 4-wide MLPs and a 32-channel pixel-shuffle head
         "vit_2x2": {"backbone": "vit", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
                     "vit_mlp_ratio": 4.0, "vit_output_head": "pixel_shuffle", "vit_conv_channels": 32},
     }

@@ -17,7 +17,9 @@ import torch
 from _common import WindowTimer, build_model, geomean, log, section_main, subset, sync, trainer_args, unit
 from overhead import loop_samples_per_second
 
+import hf_autoencoders as H
 from hf_autoencoders.data import ImageCollator
+from hf_autoencoders.models import standard_normal_log_prob
 from hf_autoencoders.training.trainer import AutoencoderTrainer, uses_channels_last
 
 HEADLINES = {"vs_pythae_ratio": "ratio", "vs_pythae_ceiling_ratio": "ceiling_ratio", "vs_pythae_skipped": "skipped"}
@@ -79,8 +81,6 @@ def pythae_comparison(train, test, cfg) -> dict:
             self.model = model
 
         def encode(self, x):
-            import hf_autoencoders as H
-
             out = self.model.encoder(x)
             return H.DiagonalGaussian(out.embedding, out.log_covariance)
 
@@ -94,8 +94,7 @@ def pythae_comparison(train, test, cfg) -> dict:
             """log p(x|z) + log N(z; 0, I) - log q(z|x), z ~ q(z|x), as `VAEModel.log_importance_weights`."""
             posterior = self.encode(x)
             z = posterior.sample(generator, num_samples)
-            log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
-            return self.log_likelihood(x, z) + log_prior - posterior.log_prob(z)
+            return self.log_likelihood(x, z) + standard_normal_log_prob(z) - posterior.log_prob(z)
 
     class StepTimer(TrainingCallback):
         def __init__(self, warmup, device):

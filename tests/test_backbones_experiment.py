@@ -5,16 +5,20 @@ measures on cases whose answer is known."""
 import json
 import math
 import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
-from hf_autoencoders.data import load_image_dataset
+from hf_autoencoders.data import ImageTensorDataset, load_image_dataset
 from hf_autoencoders.evaluation.timing import equal_time_steps
 from hf_autoencoders.models import autoencoder_classes
 from hf_autoencoders.studies import backbones, budgets, run_experiment
 from hf_autoencoders.studies.runner import Runner
 from hf_autoencoders.studies.verdicts import CONFIRMED, CONTRADICTED, NOT_MEASURED, WITHIN_NOISE
 
+ROOT = Path(__file__).resolve().parents[1]
 # Tiny models and evaluations: the quick budget's code paths in seconds (one seed: 30 Trainer runs already).
 SMALL = dict(
     max_steps=4, batch_size=32, latent_dim=4, num_embeddings=16, embedding_dim=4, max_train_examples=256,
@@ -236,3 +240,37 @@ def test_bar_chart(tmp_path):
         plot_bars([("t", ["AE", "VAE"], {"MLP": ([1.0], None)})], tmp_path / "bad.png")
     with pytest.raises(ValueError, match="empty"):
         plot_bars([], tmp_path / "none.png")
+
+
+# Run folders of the seed budget's models in docs/results/seed (results.md), named when the ViT's settings were
+# given explicitly (before they became the ViT's defaults): (dataset, label, steps, folder).
+SEED_RUN_FOLDERS = [
+    ("mnist", "VQ-VAE ViT (equal time)", 655, "vqvae_s0-60115805cc"),
+    ("mnist", "AE ViT (equal time)", 524, "ae_s0-5680082573"),
+    ("mnist", "VQ-VAE conv", 2345, "vqvae_s0-9c5ca51682"),
+    ("mnist", "VAE MLP (equal time)", 3225, "vae_s0-56f6b57315"),
+    ("cifar10", "VQ-VAE ViT (equal time)", 514, "vqvae_s0-7279f6a247"),
+]
+
+
+@pytest.mark.parametrize(("dataset", "label", "steps", "folder"), SEED_RUN_FOLDERS)
+def test_the_seed_runs_keep_their_keys(dataset, label, steps, folder):
+    """A run's key is a hash of what determines its weights: the same settings give the same key whether the study
+    names them or they are the config's defaults, so a `--resume` of the seed experiments reuses the runs behind
+    docs/results.md. Checked on the folders those runs were trained in, from the study's own fields and from the
+    config recorded in their results.json."""
+    recorded = json.loads((ROOT / "docs" / "results" / "seed" / dataset / "backbones" / "results.json").read_text())
+    shape = recorded["dataset"]
+    images = torch.zeros(1, shape["num_channels"], shape["image_size"], shape["image_size"], dtype=torch.uint8)
+    train = ImageTensorDataset(images.expand(shape["train_examples"], *images.shape[1:]), None)
+    data = SimpleNamespace(name=shape["name"], train=train, test=train, image_size=shape["image_size"],
+                           num_channels=shape["num_channels"], num_labels=None)
+    runner = Runner("backbones", data, budgets.budget_named("seed", shape["num_channels"]), [0], "unused",
+                    progress=False)
+    group = recorded["groups"][label]
+    assert group["runs"][0]["train_steps"] == steps
+    backbone = group["config"]["backbone"]
+    from_study = runner.config(group["family"], **backbones.backbone_fields(runner.budget, backbone))
+    from_record = runner.config(group["family"], **group["config"])
+    for config in (from_study, from_record):
+        assert runner.run_folder(group["family"], config, 0, steps)[0].name == folder

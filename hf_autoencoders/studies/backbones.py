@@ -76,15 +76,17 @@ MATCHED_SEEDS = 1
 
 # Each backbone's width and depth at each budget (the equal-wall-clock comparison); the budget's own backbone takes
 # the budget's `hidden_size` and `num_hidden_layers` instead (the conv models of `seed` are SEED's and SEED_RGB's:
-# 16 and 32 channels). The ViTs have 4x4 patches: their latent grid is the conv's (image / 4), so the VQ-VAEs have
-# the same code map. Other budgets (overrides keep the name) take the `seed` row.
+# 16 and 32 channels). Every other field is the config's default: the ViT's heads, MLPs and output head are those
+# of `backbone="vit"` (at `mlp` and `seed` its default width and depth as well). The ViTs have 4x4 patches: their
+# latent grid is the conv's (image / 4), so the VQ-VAEs have the same code map. Other budgets (overrides keep the
+# name) take the `seed` row.
 SHAPES = {
     "quick": {"mlp": {"hidden_size": 128, "num_hidden_layers": 2}, "conv": {"hidden_size": 8, "num_hidden_layers": 0},
-              "vit": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "patch_size": 4}},
+              "vit": {"hidden_size": 32, "num_hidden_layers": 1, "patch_size": 4}},
     "mlp": {"mlp": {"hidden_size": 256, "num_hidden_layers": 2}, "conv": {"hidden_size": 16, "num_hidden_layers": 0},
-            "vit": {"patch_size": 4}},
+            "vit": {"hidden_size": 64, "num_hidden_layers": 1, "patch_size": 4}},
     "seed": {"mlp": {"hidden_size": 512, "num_hidden_layers": 2}, "conv": {"hidden_size": 16, "num_hidden_layers": 0},
-             "vit": {"patch_size": 4}},
+             "vit": {"hidden_size": 64, "num_hidden_layers": 1, "patch_size": 4}},
 }
 
 
