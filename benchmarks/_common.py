@@ -114,6 +114,14 @@ def machine_info() -> dict:
     return info
 
 
+def wall_and_cpu_seconds(fn) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (of this process) of `fn()`. On a shared machine the CPU seconds show how much of a
+    wall-clock difference is the other processes' load."""
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start_wall, time.process_time() - start_cpu
+
+
 def sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()

@@ -64,7 +64,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from _common import load_average, machine_info, num_parameters, rounded, unit  # noqa: E402
+from _common import load_average, log, machine_info, num_parameters, rounded, unit, wall_and_cpu_seconds  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,10 +84,6 @@ def model_settings() -> dict[str, dict]:
         "vit_2x2": {"backbone": "vit", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
                     "vit_mlp_ratio": 4.0, "vit_output_head": "pixel_shuffle", "vit_conv_channels": 32},
     }
-
-
-def log(message: str) -> None:
-    print(f"[backbones_cifar {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def build_model(name: str, image_shape: tuple[int, int], seed: int, codes: dict, device: str = "cpu"):
@@ -152,10 +148,8 @@ def calibrate(names, train_images, image_shape, codes, args) -> dict:
         """(wall, CPU) seconds of each of `calibration_steps` training steps of model `name`."""
         times = []
         for _ in range(args.calibration_steps):
-            pixel_values = next(batches)
-            start_wall, start_cpu = time.perf_counter(), time.process_time()
-            train_step(models[name], optimizers[name], pixel_values)
-            times.append((time.perf_counter() - start_wall, time.process_time() - start_cpu))
+            x = next(batches)
+            times.append(wall_and_cpu_seconds(lambda: train_step(models[name], optimizers[name], x)))
         return times
 
     with tqdm(total=args.calibration_rounds * len(names), desc="calibrating", file=sys.stderr, leave=False) as bar:
