@@ -170,3 +170,18 @@ def test_helpers_round_and_average():
     assert rounded({"a": float("nan"), "b": [1.234567, float("inf")]}) == {"a": None, "b": [1.2346, None]}
     assert geomean([1.0, 4.0]) == pytest.approx(2.0)
     assert math.isnan(geomean([]))
+
+
+def test_studies_and_benchmarks_build_training_arguments_through_the_one_factory():
+    """`hf_autoencoders.training.training_arguments` is the one home of a Python run's TrainingArguments: no study
+    or benchmark calls a TrainingArguments class itself."""
+    import ast
+
+    files = sorted((ROOT / "benchmarks").glob("*.py")) + sorted((ROOT / "hf_autoencoders" / "studies").glob("*.py"))
+    calls = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = getattr(getattr(node, "func", None), "id", None) or getattr(getattr(node, "func", None), "attr", "")
+            if isinstance(node, ast.Call) and name.endswith("TrainingArguments"):
+                calls.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not calls, calls
