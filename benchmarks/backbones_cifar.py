@@ -61,11 +61,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import torch  # noqa: E402
-from _common import load_average, log, machine_info, num_parameters, rounded, unit, wall_and_cpu_seconds  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+import torch
+from _common import load_average, log, machine_info, num_parameters, rounded, unit, wall_and_cpu_seconds
+from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

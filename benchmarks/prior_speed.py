@@ -32,12 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from _common import TimeBudget, load_average, log, machine_info, rounded, wall_and_cpu_seconds  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from _common import TimeBudget, load_average, log, machine_info, rounded, wall_and_cpu_seconds
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
