@@ -1,22 +1,37 @@
-"""Shared pieces of the benchmarks: the models under test, the machine's description, timing and memory tools.
+"""Shared pieces of the benchmarks: the models under test, the modes and command line of the sections of
+`run.py` (each also runnable alone), the machine's description, timing and FLOP tools.
 
 Every benchmark trains on data held in memory as uint8 (N, C, H, W) tensors, the layout of `ImageTensorDataset`.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import importlib
+import json
 import math
 import os
 import platform
 import statistics
+import sys
 import time
+import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import torch
-from transformers import TrainerCallback
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import hf_autoencoders as H
-from hf_autoencoders.data import ImageTensorDataset, load_image_dataset
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+import hf_autoencoders as H  # noqa: E402
+from hf_autoencoders.data import ImageTensorDataset, load_image_dataset  # noqa: E402
+from hf_autoencoders.training import AutoencoderTrainer, training_arguments  # noqa: E402
 
 MiB = 2**20
 
@@ -99,6 +114,14 @@ def machine_info() -> dict:
     return info
 
 
+def wall_and_cpu_seconds(fn) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (of this process) of `fn()`. On a shared machine the CPU seconds show how much of a
+    wall-clock difference is the other processes' load."""
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start_wall, time.process_time() - start_cpu
+
+
 def sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -149,6 +172,21 @@ class WindowTimer(TrainerCallback):
     @property
     def seconds(self) -> float:
         return self.end - self.start
+
+
+class DataWaitTrainer(AutoencoderTrainer):
+    """`AutoencoderTrainer` that records how long each optimizer step waits for its batch (`waits`, seconds in
+    `get_batch_samples`: the DataLoader's sampler, dataset reads and collation)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.waits = []
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        start = time.perf_counter()
+        batches = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self.waits.append(time.perf_counter() - start)
+        return batches
 
 
 class TimeBudget(TrainerCallback):
@@ -226,31 +264,113 @@ def training_step_flops(model, pixel_values: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def peak_tensor_bytes(model, optimizer, pixel_values: torch.Tensor) -> int:
-    """Peak bytes held by live tensors (parameters, gradients, optimizer state, activations, temporaries) during
-    one training step, tracked storage by storage with `torch.distributed._tools.mem_tracker.MemTracker` (a
-    `TorchDispatchMode`): the CPU counterpart of `torch.cuda.max_memory_allocated`. The optimizer state exists
-    before the step (one step is taken first)."""
-    from torch.distributed._tools.mem_tracker import MemTracker
+def trainer_args(output_dir, batch_size: int, max_steps: int, device="cpu", **fields):
+    """`training_arguments` of a timed Trainer run: batch `batch_size` for `max_steps` steps on `device`, seed 0,
+    logging every 10 steps (so that the Trainer's logging falls inside the timed window); `fields` override."""
+    defaults = dict(per_device_train_batch_size=batch_size, max_steps=max_steps, logging_steps=10, seed=0,
+                    use_cpu=device == "cpu")
+    return training_arguments(output_dir, **{**defaults, **fields})
 
-    def step():
-        model(pixel_values).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
 
-    model.train()
-    step()
-    device = pixel_values.device
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated()
-    tracker = MemTracker()
-    tracker.track_external(model, optimizer)
-    with tracker:
-        step()
-    snapshot = tracker.get_tracker_snapshot("peak")
-    return int(snapshot[device]["Total"])
+def log(*args):
+    print(f"[{time.strftime('%H:%M:%S')}]", *args, file=sys.stderr, flush=True)
 
+
+def error_row(err: Exception) -> dict:
+    return {"error": f"{type(err).__name__}: {str(err)[:300]}"}
+
+
+# ------------------------------------------------------------------------------------- the sections of run.py
+
+DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
+OVERHEAD_MODELS = [(f, b) for b in ("conv", "vit") for f in ("ae", "vae", "vqvae")]
+
+# Settings per mode: model size, batch size, measured steps, warm-up steps, repeats, ...
+MODES = {
+    "smoke": dict(size="tiny", batch=32, steps=3, warmup=1, repeats=1, models=[("vae", "conv"), ("vqvae", "vit")],
+                  pythae_steps=3, pythae_size="tiny", pythae_iwae=(20, 32), budget_s=1.0, iwae_k=20, iwae_n=32,
+                  eval_n=64, quality=("vae", "ae", "vqvae"), matmul_size=512, wait_steps=3),
+    "quick": dict(size="quick", batch=64, steps=6, warmup=2, repeats=2, models=OVERHEAD_MODELS,
+                  pythae_steps=10, pythae_size="small", pythae_iwae=(20, 200), budget_s=15.0, iwae_k=1000,
+                  iwae_n=100, eval_n=1000, quality=("vae",), matmul_size=1024, wait_steps=15),
+    "full": dict(size="default", batch=128, steps=20, warmup=3, repeats=5, models=OVERHEAD_MODELS,
+                 pythae_steps=None, pythae_size="small", pythae_iwae=(100, 1000), budget_s=900.0, iwae_k=1000,
+                 iwae_n=None, eval_n=None, quality=("vae", "vae_thresholded", "ae", "vqvae"), matmul_size=2048,
+                 wait_steps=60),
+}
+
+# The sections, in the order `run.py` runs them: name -> the module holding its `run(bench) -> dict`. A module's
+# `HEADLINES` ({top-level key: key of its result}) are the figures lifted into the top level of the JSON.
+SECTIONS = {"overhead": "overhead", "overhead_breakdown": "overhead_breakdown", "vs_pythae": "vs_pythae",
+            "compute_utilisation": "mfu", "memory": "memory", "data_pipeline": "data_wait",
+            "quality": "quality_budget", "speedups": "speedups", "quantizer_distances": "quantizer_distances",
+            "gpu": "gpu"}
+ALIASES = {"mfu": "compute_utilisation", "pythae": "vs_pythae", "data_wait": "data_pipeline"}
+
+
+@dataclass
+class Bench:
+    """What a section measures on: the mode and its settings, the data, and the results of the sections before."""
+
+    mode: str  # smoke, quick or full
+    cfg: dict
+    train: ImageTensorDataset
+    test: ImageTensorDataset
+    data_path: str | None  # MNIST's folder, None for the embedded digits
+    threads: int = 1
+    compile: bool = False  # torch.compile in the speed-ups section outside full mode too
+    results: dict = field(default_factory=dict)
+
+
+def mode_parser(description: str) -> argparse.ArgumentParser:
+    """The flags every section takes: the mode, the data and the threads."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="Small models, few steps, 15 s budgets.")
+    mode.add_argument("--smoke", action="store_true", help="Tiny models on the embedded digits (seconds).")
+    parser.add_argument("--data", default=DEFAULT_DATA, help="MNIST in the Hub parquet layout.")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a shared machine threads that fight over cores are "
+                             "slower than one; the speed-ups section measures it).")
+    return parser
+
+
+def measure(args, sections, argv=None, script: str = "run.py", **cfg_overrides) -> dict:
+    """Run `sections` (names of `SECTIONS`) in this process under the flags `args` of `mode_parser` and return one
+    result: the mode, command, machine and data, each section's result (with its `seconds`; a section that fails
+    gives its error and does not stop the others) and their `HEADLINES`."""
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    torch.set_num_threads(args.threads)
+    transformers.utils.logging.set_verbosity_error()
+    started = time.perf_counter()
+    command = f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = {"mode": mode, "command": command.strip(), "machine": machine_info()}
+    train, test, result["data"] = load_images(args.data, smoke=args.smoke)
+    bench = Bench(mode, {**MODES[mode], **cfg_overrides}, train, test, None if args.smoke else args.data,
+                  args.threads, getattr(args, "compile", False), result)
+    for name in sections:
+        module = importlib.import_module(SECTIONS[name])
+        log(f"section {name} ...")
+        start = time.perf_counter()
+        try:
+            value = module.run(bench)
+        except Exception as err:  # noqa: BLE001 - one failing section must not hide the others
+            traceback.print_exc(file=sys.stderr)
+            value = {"error": f"{type(err).__name__}: {err}"}
+        value["seconds"] = time.perf_counter() - start
+        result[name] = value
+        for key, inner in getattr(module, "HEADLINES", {}).items():
+            result[key] = value.get(inner)
+    result["machine"]["load_average_end"] = load_average()
+    result["elapsed_s"] = time.perf_counter() - started
+    return rounded(result)
+
+
+def section_main(name: str, description: str, argv=None) -> dict:
+    """`python benchmarks/<section>.py [--quick | --smoke] [--data PATH] [--threads N]`: the section `name` alone,
+    printed as the JSON `run.py --only name` prints (stdout; progress and the Trainer's logs go to stderr)."""
+    args = mode_parser(description).parse_args(argv)
+    with contextlib.redirect_stdout(sys.stderr):
+        result = measure(args, [name], argv, f"{SECTIONS[name]}.py")
+    print(json.dumps(result, indent=1))
+    return result

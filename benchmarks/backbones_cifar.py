@@ -15,13 +15,12 @@ convolutions, so the equal-time verdict need not be the CPU's.
 Models: VQ-VAEs with K = 512 codes of d = 64 on an 8x8 code map, the library's defaults otherwise (EMA codebook,
 k-means initialisation, dead-code restarts, commitment 0.25, Gaussian likelihood):
 - `conv`: the default conv backbone (hidden 64, two stride-2 stages, two residual blocks), with channels-last
-  weights as the library's Trainer trains it on CPU (before 2026-12-02 this benchmark left them contiguous, 8-12%
-  slower);
-- `vit`: `backbone="vit"` with `RECOMMENDED_VIT_SETTINGS` (hidden 64, 1 encoder + 1 decoder block, 2 heads, MLPs
-  2x wide, a 16-channel pixel-shuffle output head), patch 4;
-- `vit_2x2`: the ViT recommended before (hidden 64, 2 + 2 blocks, 4 heads, 4x MLPs, a 32-channel pixel-shuffle head);
-- `vit_legacy`: the ViT as it was before its design options (linear patch stem and output head, learned positions)
-  at the same width and depth (hidden 64, 2 + 2 blocks).
+  weights as the library's Trainer trains it on CPU;
+- `vit`: the default ViT, `backbone="vit"` (hidden 64, 1 encoder + 1 decoder block, 2 heads, MLPs 2x wide, a
+  16-channel pixel-shuffle output head), patch 4;
+- `vit_2x2`: the default ViT before it (hidden 64, 2 + 2 blocks, 4 heads, 4x MLPs, a 32-channel pixel-shuffle head);
+- `vit_legacy`: the ViT as it was before its design options (linear output head) at the same width and depth
+  (hidden 64, 2 + 2 blocks, 4 heads, 4x MLPs).
 
 Equal wall-clock on a shared machine. First the step time t_m of every model is calibrated in one process: each model
 takes `--calibration_warmup` untimed steps (k-means initialisation, allocator), then `--calibration_rounds` rounds in
@@ -62,11 +61,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import torch  # noqa: E402
-from _common import load_average, machine_info, num_parameters, rounded, unit  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+import torch
+from _common import load_average, log, machine_info, num_parameters, rounded, unit, wall_and_cpu_seconds
+from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -76,20 +73,15 @@ PICTURE_IMAGES = 8
 
 def model_settings() -> dict[str, dict]:
     """The models under test, as `VQVAEConfig` fields on top of the shared ones (K, d, image shape)."""
-
     return {
         "conv": {"backbone": "conv"},
         "vit": {"backbone": "vit"},
         "vit_legacy": {"backbone": "vit", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
                        "vit_mlp_ratio": 4.0, "vit_output_head": "linear"},
-        # recommended until 2026-12-02: 2 + 2 blocks with 4-wide MLPs and a 32-channel pixel-shuffle head
+        # the default ViT before the current one: 2 + 2 blocks with 4-wide MLPs and a 32-channel pixel-shuffle head
         "vit_2x2": {"backbone": "vit", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
                     "vit_mlp_ratio": 4.0, "vit_output_head": "pixel_shuffle", "vit_conv_channels": 32},
     }
-
-
-def log(message: str) -> None:
-    print(f"[backbones_cifar {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def build_model(name: str, image_shape: tuple[int, int], seed: int, codes: dict, device: str = "cpu"):
@@ -139,42 +131,43 @@ def train_step(model, optimizer, pixel_values: torch.Tensor, scheduler=None) -> 
 
 
 def calibrate(names, train_images, image_shape, codes, args) -> dict:
-    """Step seconds of each model: the median of its timed steps, the models alternating round by round."""
+    """Step seconds of each model: the median of its timed steps, the models alternating round by round
+    (`alternate`), and the steps each gets (`equal_time_steps`: the budget, or the reference's steps' time)."""
+    from hf_autoencoders.evaluation.timing import alternate, equal_time_steps
+
     models = {name: build_model(name, image_shape, 0, codes, args.device) for name in names}
     optimizers = {name: torch.optim.Adam(model.parameters(), lr=args.learning_rate) for name, model in models.items()}
     batches = Batches(train_images, args.batch_size, seed=12345)
-    wall = {name: [] for name in names}
-    cpu = {name: [] for name in names}
     for name in names:
         for _ in range(args.calibration_warmup):
             train_step(models[name], optimizers[name], next(batches))
-    for round_index in tqdm(range(args.calibration_rounds), desc="calibrating", file=sys.stderr, leave=False):
-        for name in names if round_index % 2 == 0 else names[::-1]:
-            for _ in range(args.calibration_steps):
-                pixel_values = next(batches)
-                start_wall, start_cpu = time.perf_counter(), time.process_time()
-                train_step(models[name], optimizers[name], pixel_values)
-                wall[name].append(time.perf_counter() - start_wall)
-                cpu[name].append(time.process_time() - start_cpu)
-    reference = statistics.median(wall[names[0]])
-    budget = args.budget if args.reference_steps is None else args.reference_steps * reference
-    reference_cpu = statistics.median(cpu[names[0]])
+
+    def timed_steps(name) -> list[tuple[float, float]]:
+        """(wall, CPU) seconds of each of `calibration_steps` training steps of model `name`."""
+        times = []
+        for _ in range(args.calibration_steps):
+            x = next(batches)
+            times.append(wall_and_cpu_seconds(lambda: train_step(models[name], optimizers[name], x)))
+        return times
+
+    with tqdm(total=args.calibration_rounds * len(names), desc="calibrating", file=sys.stderr, leave=False) as bar:
+        rounds = alternate({name: lambda name=name: timed_steps(name) for name in names}, args.calibration_rounds, bar)
+    wall = {name: statistics.median(w for times in rounds[name] for w, _ in times) for name in names}
+    cpu = {name: statistics.median(c for times in rounds[name] for _, c in times) for name in names}
+    reference = names[0]
+    budget = args.budget if args.reference_steps is None else args.reference_steps * wall[reference]
+    steps = equal_time_steps(wall, budget)
     result = {}
     for name in names:
-        step_seconds, cpu_step_seconds = statistics.median(wall[name]), statistics.median(cpu[name])
-        per_round = [statistics.median(wall[name][i:i + args.calibration_steps])
-                     for i in range(0, len(wall[name]), args.calibration_steps)]
         result[name] = {
-            "step_seconds": step_seconds,
-            "cpu_step_seconds": cpu_step_seconds,
-            "round_median_step_seconds": per_round,
-            "ratio_to_reference": step_seconds / reference,
-            "cpu_ratio_to_reference": cpu_step_seconds / reference_cpu,
-            "steps": max(1, round(budget / step_seconds)),
+            "step_seconds": wall[name], "cpu_step_seconds": cpu[name],
+            "round_median_step_seconds": [statistics.median(w for w, _ in times) for times in rounds[name]],
+            "ratio_to_reference": wall[name] / wall[reference], "cpu_ratio_to_reference": cpu[name] / cpu[reference],
+            "steps": steps[name],
         }
-        log(f"calibrated {name}: {step_seconds:.3f} s/step wall ({cpu_step_seconds:.3f} CPU), "
-            f"{result[name]['ratio_to_reference']:.2f}x {names[0]} -> {result[name]['steps']} steps")
-    result["reference"] = names[0]
+        log(f"calibrated {name}: {wall[name]:.3f} s/step wall ({cpu[name]:.3f} CPU), "
+            f"{result[name]['ratio_to_reference']:.2f}x {reference} -> {steps[name]} steps")
+    result["reference"] = reference
     return result
 
 

@@ -133,12 +133,14 @@ class MemorySampler(threading.Thread):
 def measure(spec: dict) -> dict:
     """Train `spec["steps"]` steps on `spec["path"]` of `spec["folder"]`, in this (fresh) process."""
     import torch
-    from transformers import TrainerCallback
 
     torch.set_num_threads(1)
+    from _common import DataWaitTrainer
+
     from hf_autoencoders.data import ImageCollator, load_image_dataset
+    from hf_autoencoders.evaluation.timing import StepTimer
     from hf_autoencoders.models import VQVAEConfig, VQVAEModel
-    from hf_autoencoders.training import AutoencoderTrainer, AutoencoderTrainingArguments
+    from hf_autoencoders.training import training_arguments
 
     sampler = MemorySampler()
     sampler.sample()
@@ -152,29 +154,17 @@ def measure(spec: dict) -> dict:
         progress=False,
     )
     loaded = time.perf_counter() - start
-    waits, ends = [], []
-
-    class Timed(AutoencoderTrainer):
-        def get_batch_samples(self, epoch_iterator, num_batches, device):
-            begin = time.perf_counter()
-            batches = super().get_batch_samples(epoch_iterator, num_batches, device)
-            waits.append(time.perf_counter() - begin)
-            return batches
-
-    class StepEnds(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            ends.append(time.perf_counter())
-
+    clock = StepTimer()
     torch.manual_seed(0)
     model = VQVAEModel(VQVAEConfig(image_size=IMAGE_SIZE, num_channels=3))
-    args = AutoencoderTrainingArguments(
-        output_dir=spec["output_dir"], max_steps=spec["steps"], dataloader_num_workers=workers, save_strategy="no",
-        logging_steps=10_000, disable_tqdm=True, report_to="none", seed=0,
+    args = training_arguments(
+        spec["output_dir"], max_steps=spec["steps"], dataloader_num_workers=workers, logging_steps=10_000, seed=0,
         accelerator_config={"dispatch_batches": False} if path == "streaming" else None,
     )
-    trainer = Timed(model=model, args=args, data_collator=ImageCollator(), train_dataset=data.train,
-                    callbacks=[StepEnds()])
+    trainer = DataWaitTrainer(model=model, args=args, data_collator=ImageCollator(), train_dataset=data.train,
+                              callbacks=[clock])
     trainer.train()
+    waits, ends = trainer.waits, clock.times
     sampler.running = False
     sampler.join()
     sampler.sample()

@@ -32,21 +32,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from _common import TimeBudget, load_average, machine_info, rounded  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from _common import TimeBudget, load_average, log, machine_info, rounded, wall_and_cpu_seconds
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 PRIOR_TYPES = ("pixelcnn", "transformer")
 WARMUP_STEPS = 100
-
-
-def log(message: str) -> None:
-    print(f"[prior_speed {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def warmup_cosine(optimizer, budget: TimeBudget, warmup_steps: int):
@@ -60,16 +54,14 @@ def warmup_cosine(optimizer, budget: TimeBudget, warmup_steps: int):
 
 def train_for(prior, train_codes, seconds: float, batch_size: int, lr: float, seed: int) -> dict:
     """Train `prior` with the project's `PriorTrainer` until `seconds` of wall-clock time have passed."""
-    from hf_autoencoders.training import AutoencoderTrainingArguments
+    from hf_autoencoders.training import training_arguments
     from hf_autoencoders.training.prior import PriorTrainer, prior_collator
 
     budget = TimeBudget(seconds)
     optimizer = torch.optim.AdamW(prior.parameters(), lr=lr, weight_decay=0.0)
     with tempfile.TemporaryDirectory() as tmp:
-        args = AutoencoderTrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=batch_size, num_train_epochs=100_000, save_strategy="no",
-            logging_steps=200, disable_tqdm=True, report_to="none", seed=seed, use_cpu=True,
-        )
+        args = training_arguments(tmp, per_device_train_batch_size=batch_size, num_train_epochs=100_000,
+                                  logging_steps=200, seed=seed, use_cpu=True)
         trainer = PriorTrainer(model=prior, args=args, data_collator=prior_collator(prior),
                                train_dataset=train_codes, callbacks=[budget],
                                optimizers=(optimizer, warmup_cosine(optimizer, budget, WARMUP_STEPS)))
@@ -84,19 +76,18 @@ def time_sampling(priors: dict, batch: int, repeats: int) -> tuple[dict, dict, d
     """Wall-clock and CPU seconds (this process) per `sample_codes(prior, batch)` for each prior, alternating priors,
     after one warm-up draw each; also returns the warm-up draws (seed 0), for the pictures. On a shared machine the
     CPU seconds show how much of a wall-clock difference is the other processes' load."""
+    from hf_autoencoders.evaluation.timing import alternate
     from hf_autoencoders.models import sample_codes
 
-    first = {name: sample_codes(prior, batch, generator=torch.Generator().manual_seed(0), progress=False)
-             for name, prior in priors.items()}
-    seconds, cpu_seconds = {name: [] for name in priors}, {name: [] for name in priors}
-    for repeat in range(repeats):
-        order = list(priors) if repeat % 2 == 0 else list(reversed(priors))
-        for name in order:
-            start, cpu_start = time.perf_counter(), time.process_time()
-            sample_codes(priors[name], batch, generator=torch.Generator().manual_seed(1 + repeat), progress=False)
-            seconds[name].append(time.perf_counter() - start)
-            cpu_seconds[name].append(time.process_time() - cpu_start)
-    return seconds, cpu_seconds, first
+    def draw(prior, seed):
+        return sample_codes(prior, batch, generator=torch.Generator().manual_seed(seed), progress=False)
+
+    first = {name: draw(prior, 0) for name, prior in priors.items()}
+    seeds = {name: iter(range(1, repeats + 1)) for name in priors}  # draw r of every prior has seed r
+    rounds = alternate({name: lambda name=name: wall_and_cpu_seconds(lambda: draw(priors[name], next(seeds[name])))
+                        for name in priors}, repeats)
+    seconds = {name: [wall for wall, _ in times] for name, times in rounds.items()}
+    return seconds, {name: [cpu for _, cpu in times] for name, times in rounds.items()}, first
 
 
 def side_by_side(left: torch.Tensor, right: torch.Tensor, path: Path, gap: int = 12) -> Path:

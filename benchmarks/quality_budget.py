@@ -22,17 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+from _common import TimeBudget, binarized, build_model, log, rounded, subset, time_cosine_scheduler, unit
 
-import torch  # noqa: E402
-from _common import TimeBudget, binarized, build_model, rounded, subset, time_cosine_scheduler, unit  # noqa: E402
-
-from hf_autoencoders.data import ImageCollator  # noqa: E402
-from hf_autoencoders.evaluation import likelihood_bounds, mse, psnr  # noqa: E402
-from hf_autoencoders.training import (
-    AutoencoderTrainer,  # noqa: E402
-    AutoencoderTrainingArguments,  # noqa: E402
-)
+from hf_autoencoders.data import ImageCollator
+from hf_autoencoders.evaluation import likelihood_bounds, mse, psnr
+from hf_autoencoders.training import AutoencoderTrainer, training_arguments
 
 # The models, chosen for quality per CPU-minute (MLP backbones are ~4x faster per sample than conv on CPU).
 MODELS = {
@@ -54,11 +49,8 @@ def train_for(model, train, seconds: float, batch_size: int, lr: float, binarize
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)  # Adam
     scheduler = time_cosine_scheduler(optimizer, budget)
     with tempfile.TemporaryDirectory() as tmp:
-        args = AutoencoderTrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=batch_size, num_train_epochs=100_000, save_strategy="no",
-            logging_steps=500, disable_tqdm=True, report_to="none", seed=0, use_cpu=True,
-            max_grad_norm=max_grad_norm,
-        )
+        args = training_arguments(tmp, per_device_train_batch_size=batch_size, num_train_epochs=100_000,
+                                  logging_steps=500, seed=0, use_cpu=True, max_grad_norm=max_grad_norm)
         trainer = AutoencoderTrainer(model=model, args=args, data_collator=ImageCollator(
             binarize=binarize is not None, stochastic_binarization=binarize == "stochastic"),
                                      train_dataset=train, callbacks=[budget], optimizers=(optimizer, scheduler))
@@ -111,6 +103,13 @@ def quality_per_budget(train, test, seconds: float, iwae_k: int = 1000, iwae_n: 
     return results
 
 
+def run(bench) -> dict:
+    """The quality section of `run.py`: the mode's models, budget and evaluation sizes."""
+    cfg = bench.cfg
+    return quality_per_budget(bench.train, bench.test, cfg["budget_s"], cfg["iwae_k"], cfg["iwae_n"], cfg["eval_n"],
+                              names=cfg["quality"], size="tiny" if bench.mode == "smoke" else None, log=log)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
@@ -126,7 +125,7 @@ def main(argv=None):
     train, test, _ = load_images(args.data)
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout carries only the JSON
         results = quality_per_budget(train, test, args.budget, args.iwae_k, args.iwae_n,
-                                     names=args.models.split(","), log=lambda *a: print(*a, file=sys.stderr))
+                                     names=args.models.split(","), log=log)
     print(json.dumps(rounded(results)))
 
 

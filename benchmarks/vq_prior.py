@@ -48,30 +48,18 @@ def log(message: str) -> None:
     print(f"[vq_prior {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def pixel_values(dataset, batch_size: int = 500):
-    """Float images in [0, 1], batch by batch, from an `ImageTensorDataset`."""
-    for start in range(0, len(dataset), batch_size):
-        yield dataset.images[start:start + batch_size].float() / 255
-
-
-@torch.no_grad()
 def evaluate_vqvae(model, test_set) -> tuple[dict, torch.Tensor]:
-    """Codebook usage/perplexity over the whole test set, reconstruction PSNR, and the test code maps."""
-    from hf_autoencoders.evaluation import CodebookUsage, psnr
+    """Codebook usage/perplexity over the whole test set, reconstruction PSNR (`evaluate`), and the test code maps."""
+    from hf_autoencoders.evaluation import evaluate
 
-    model.eval()
-    usage, psnrs, codes = CodebookUsage(model.config.num_embeddings), [], []
-    for x in pixel_values(test_set):
-        output = model(x, return_loss=False)
-        usage.update(output.indices)
-        codes.append(output.indices)
-        psnrs.append(psnr(x, output.reconstruction.clamp(0, 1), reduction="none"))
-    stats = usage.compute()
+    codes = []
+    metrics = evaluate(model, test_set, batch_size=500, progress=False,
+                       on_batch=lambda x, output: codes.append(output.indices.cpu()))
     return {
-        "codebook_usage": stats["usage"],
-        "codes_used": stats["num_used"],
-        "codebook_perplexity": stats["perplexity"],
-        "test_psnr_db": torch.cat(psnrs).mean().item(),
+        "codebook_usage": metrics["codebook_usage"],
+        "codes_used": round(metrics["codebook_usage"] * model.config.num_embeddings),
+        "codebook_perplexity": metrics["codebook_perplexity"],
+        "test_psnr_db": metrics["psnr"],
     }, torch.cat(codes)
 
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 
-def _figure(**kwargs):
+def figure(**kwargs):
     """A matplotlib Figure drawn by the Agg canvas, without pyplot: no global state, no backend switch."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -157,7 +157,7 @@ def plot_latent_layout(
 
     from matplotlib import colormaps
 
-    fig = _figure(figsize=(6, 5.5))
+    fig = figure(figsize=(6, 5.5))
     ax = fig.subplots()
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.7)
@@ -219,7 +219,7 @@ def plot_loss_curves(log_history, path, keys: list[str] | None = None, title: st
     terms = sorted(series, key=lambda t: (t != "loss", t))  # the total loss first
     ncols = min(3, len(terms))
     nrows = math.ceil(len(terms) / ncols)
-    fig = _figure(figsize=(4.5 * ncols, 3.5 * nrows))
+    fig = figure(figsize=(4.5 * ncols, 3.5 * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, term in zip(axes.flat, terms):
         all_values = []
@@ -253,7 +253,7 @@ def plot_bars(panels, path, ylabel: str = "") -> Path:
     Missing values are NaN."""
     if not panels:
         raise ValueError("panels is empty; give at least one (title, groups, series) panel")
-    fig = _figure(figsize=((1.5 + 0.45 * max(len(p[1]) * len(p[2]) for p in panels)) * len(panels), 3.8))
+    fig = figure(figsize=((1.5 + 0.45 * max(len(p[1]) * len(p[2]) for p in panels)) * len(panels), 3.8))
     for ax, (title, groups, series) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
         width = 0.8 / max(1, len(series))
         for k, (name, (values, errors)) in enumerate(series.items()):

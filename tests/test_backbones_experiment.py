@@ -5,16 +5,20 @@ measures on cases whose answer is known."""
 import json
 import math
 import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from hf_autoencoders.data import load_image_dataset
+from hf_autoencoders.data import ImageTensorDataset, load_image_dataset
+from hf_autoencoders.evaluation.timing import equal_time_steps
 from hf_autoencoders.models import autoencoder_classes
 from hf_autoencoders.studies import backbones, budgets, run_experiment
 from hf_autoencoders.studies.runner import Runner
 from hf_autoencoders.studies.verdicts import CONFIRMED, CONTRADICTED, NOT_MEASURED, WITHIN_NOISE
 
+ROOT = Path(__file__).resolve().parents[1]
 # Tiny models and evaluations: the quick budget's code paths in seconds (one seed: 30 Trainer runs already).
 SMALL = dict(
     max_steps=4, batch_size=32, latent_dim=4, num_embeddings=16, embedding_dim=4, max_train_examples=256,
@@ -176,8 +180,7 @@ def test_calibration_gives_steps_inversely_proportional_to_step_time(tmp_path, m
         assert clock.calls == 2 + 3 + 1  # read once at the end of every step
         assert timed == pytest.approx([cost, 3 * cost, cost / 2])
         seconds[bk] = cost
-    assert backbones.equal_time_steps(seconds, 40) == {"mlp": 160, "conv": 40, "vit": 10}
-    assert backbones.equal_time_steps({"conv": 1.0, "vit": 1000.0}, 40)["vit"] == 1  # at least one step
+    assert equal_time_steps(seconds, 40 * seconds["conv"]) == {"mlp": 160, "conv": 40, "vit": 10}
 
 
 def test_calibration_alternates_rounds_pools_their_steps_and_is_kept(tmp_path, monkeypatch):
@@ -198,7 +201,7 @@ def test_calibration_alternates_rounds_pools_their_steps_and_is_kept(tmp_path, m
     seconds = backbones.calibrate(runner, specs)
     assert order == ["conv", "vit", "vit", "conv", "conv", "vit"]  # the order reversed every other round
     assert seconds == {"conv": pytest.approx(0.11), "vit": pytest.approx(0.21)}  # the median of all 6 steps
-    assert backbones.equal_time_steps(seconds, 40)["vit"] == round(40 * 0.11 / 0.21)
+    assert equal_time_steps(seconds, 40 * seconds["conv"])["vit"] == round(40 * 0.11 / 0.21)
 
     # kept with the runs: a resumed experiment reads the step times back instead of timing again
     runner.store.resume = True
@@ -209,49 +212,6 @@ def test_calibration_alternates_rounds_pools_their_steps_and_is_kept(tmp_path, m
     monkeypatch.setattr(backbones, "step_intervals", no_timing)
     assert backbones.calibrate(runner, specs) == seconds
     assert len(list((runner.store.dir / "calibration").iterdir())) == 1
-
-
-def test_patch_border_ratio_on_known_errors():
-    mask = backbones.patch_border_mask(8, 4)
-    assert mask.sum() == 4 * 12 and not mask[1:3, 1:3].any() and mask[0].all()  # each 4x4 patch: a ring of 12
-    errors = torch.where(mask, 2.0, 0.5)
-    assert backbones.border_interior_ratio(errors, 4) == pytest.approx(4.0)
-    assert backbones.border_interior_ratio(torch.full((12, 12), 0.3), 3) == pytest.approx(1.0)
-    # images reconstructed with an error only on patch borders, measured through the squared errors
-    x = torch.rand(5, 1, 8, 8)
-    recon = x + 0.1 * mask
-    squared = ((recon - x) ** 2).sum((0, 1)) + 1e-4 * 5
-    assert backbones.border_interior_ratio(squared, 4) == pytest.approx((0.01 * 5 + 5e-4) / 5e-4)
-    with pytest.raises(ValueError, match="no interior"):
-        backbones.border_interior_ratio(errors, 2)
-    with pytest.raises(ValueError, match="does not tile"):
-        backbones.border_interior_ratio(torch.ones(10, 10), 4)
-
-
-def test_locality_and_memory_measures():
-    # a gradient wholly inside the 3x3 cells around the centre of a 7x7 grid on 28x28 pixels, then an even one
-    inside = torch.zeros(28, 28)
-    inside[8:20, 8:20] = 1.0
-    assert backbones.outside_share(inside, 7) == pytest.approx((0.0, 1 - 144 / 784))
-    share, area = backbones.outside_share(torch.ones(28, 28), 7)
-    assert share == pytest.approx(area)
-
-    # a conv VQ-VAE's latent cell depends on its neighbourhood only: none of the gradient beyond its receptive field
-    config_class, model_class = autoencoder_classes("vqvae")
-    torch.manual_seed(0)
-    conv = model_class(config_class(backbone="conv", hidden_size=8, num_residual_blocks=0, embedding_dim=4,
-                                    num_embeddings=8)).eval()
-    gradient = backbones.latent_cell_gradient(conv, torch.rand(4, 1, 28, 28))
-    assert gradient.shape == (28, 28) and gradient.sum() > 0
-    assert gradient[:, :4].sum() == 0 and gradient[:4].sum() == 0  # two 4x4 stride-2 convs + a 3x3 see 18 pixels
-    ae_class = autoencoder_classes("ae")
-    ae = ae_class[1](ae_class[0](backbone="mlp", hidden_size=16, latent_dim=4))
-    assert backbones.latent_cell_gradient(ae, torch.rand(2, 1, 28, 28)) is None  # a vector latent has no cells
-
-    # saved-for-backward bytes grow with the batch, and do not count the weights
-    ae.train()
-    small, large = (backbones.activation_bytes(ae, torch.rand(n, 1, 28, 28)) for n in (8, 16))
-    assert small > 0 and large == 2 * small
 
 
 @pytest.mark.slow
@@ -280,3 +240,37 @@ def test_bar_chart(tmp_path):
         plot_bars([("t", ["AE", "VAE"], {"MLP": ([1.0], None)})], tmp_path / "bad.png")
     with pytest.raises(ValueError, match="empty"):
         plot_bars([], tmp_path / "none.png")
+
+
+# Run folders of the seed budget's models in docs/results/seed (results.md), named when the ViT's settings were
+# given explicitly (before they became the ViT's defaults): (dataset, label, steps, folder).
+SEED_RUN_FOLDERS = [
+    ("mnist", "VQ-VAE ViT (equal time)", 655, "vqvae_s0-60115805cc"),
+    ("mnist", "AE ViT (equal time)", 524, "ae_s0-5680082573"),
+    ("mnist", "VQ-VAE conv", 2345, "vqvae_s0-9c5ca51682"),
+    ("mnist", "VAE MLP (equal time)", 3225, "vae_s0-56f6b57315"),
+    ("cifar10", "VQ-VAE ViT (equal time)", 514, "vqvae_s0-7279f6a247"),
+]
+
+
+@pytest.mark.parametrize(("dataset", "label", "steps", "folder"), SEED_RUN_FOLDERS)
+def test_the_seed_runs_keep_their_keys(dataset, label, steps, folder):
+    """A run's key is a hash of what determines its weights: the same settings give the same key whether the study
+    names them or they are the config's defaults, so a `--resume` of the seed experiments reuses the runs behind
+    docs/results.md. Checked on the folders those runs were trained in, from the study's own fields and from the
+    config recorded in their results.json."""
+    recorded = json.loads((ROOT / "docs" / "results" / "seed" / dataset / "backbones" / "results.json").read_text())
+    shape = recorded["dataset"]
+    images = torch.zeros(1, shape["num_channels"], shape["image_size"], shape["image_size"], dtype=torch.uint8)
+    train = ImageTensorDataset(images.expand(shape["train_examples"], *images.shape[1:]), None)
+    data = SimpleNamespace(name=shape["name"], train=train, test=train, image_size=shape["image_size"],
+                           num_channels=shape["num_channels"], num_labels=None)
+    runner = Runner("backbones", data, budgets.budget_named("seed", shape["num_channels"]), [0], "unused",
+                    progress=False)
+    group = recorded["groups"][label]
+    assert group["runs"][0]["train_steps"] == steps
+    backbone = group["config"]["backbone"]
+    from_study = runner.config(group["family"], **backbones.backbone_fields(runner.budget, backbone))
+    from_record = runner.config(group["family"], **group["config"])
+    for config in (from_study, from_record):
+        assert runner.run_folder(group["family"], config, 0, steps)[0].name == folder

@@ -1,4 +1,5 @@
-"""The benchmark script runs end to end (--smoke) and its helpers measure what they claim."""
+"""The benchmark scripts run end to end (--smoke), alone and through run.py, and their helpers measure what they
+claim."""
 
 import json
 import math
@@ -12,7 +13,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import TimeBudget, build_model, geomean, peak_tensor_bytes, rounded, time_cosine_scheduler  # noqa: E402
+from _common import SECTIONS, TimeBudget, geomean, rounded, time_cosine_scheduler  # noqa: E402
 
 
 def _finite(value) -> bool:
@@ -47,6 +48,20 @@ def test_smoke_run_prints_one_json_object_with_the_headline_figures():
     gpu = result["gpu"]
     assert "skipped" in gpu if not torch.cuda.is_available() else "throughput" in gpu
     assert not any(isinstance(v, dict) and "error" in v for v in result.values()), result
+
+
+def test_each_section_has_its_own_script_that_runs_alone():
+    assert {path.stem for path in (ROOT / "benchmarks").glob("*.py")} >= set(SECTIONS.values())
+    proc = subprocess.run([sys.executable, "benchmarks/quantizer_distances.py", "--smoke"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)  # the JSON `run.py --only quantizer_distances` prints
+    assert result["mode"] == "smoke" and result["command"] == "python benchmarks/quantizer_distances.py --smoke"
+    assert result["quantizer_distances"]["same_codes"] and result["quantizer_distances"]["seconds"] > 0
+    assert set(result) == {"mode", "command", "machine", "data", "quantizer_distances", "elapsed_s"}
+    refused = subprocess.run([sys.executable, "benchmarks/run.py", "--smoke", "--only", "overhead,speed"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "unknown section(s) speed" in refused.stderr
 
 
 def test_quality_budget_script_prints_only_json(tmp_path):
@@ -142,20 +157,8 @@ def test_time_budget_stops_training_and_drives_a_cosine_schedule(monkeypatch):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_peak_memory_grows_with_the_batch_and_counts_activations():
-    torch.manual_seed(0)
-    model = build_model("vae", "mlp", "tiny")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    small = peak_tensor_bytes(model, optimizer, torch.rand(8, 1, 28, 28))
-    large = peak_tensor_bytes(model, optimizer, torch.rand(64, 1, 28, 28))
-    weights = sum(p.numel() * 4 for p in model.parameters())
-    assert small > 3 * weights  # parameters, gradients and two Adam moments at least
-    per_sample = (large - small) / 56
-    assert per_sample > 784 * 4  # at least the decoder output of each image (the input existed before)
-
-
 def test_quantizer_distance_variants_pick_the_same_codes():
-    from run import quantizer_distances
+    from quantizer_distances import quantizer_distances
 
     result = quantizer_distances(quick=True, n=256, k=64, d=16)
     assert result["same_codes"]
@@ -167,3 +170,18 @@ def test_helpers_round_and_average():
     assert rounded({"a": float("nan"), "b": [1.234567, float("inf")]}) == {"a": None, "b": [1.2346, None]}
     assert geomean([1.0, 4.0]) == pytest.approx(2.0)
     assert math.isnan(geomean([]))
+
+
+def test_studies_and_benchmarks_build_training_arguments_through_the_one_factory():
+    """`hf_autoencoders.training.training_arguments` is the one home of a Python run's TrainingArguments: no study
+    or benchmark calls a TrainingArguments class itself."""
+    import ast
+
+    files = sorted((ROOT / "benchmarks").glob("*.py")) + sorted((ROOT / "hf_autoencoders" / "studies").glob("*.py"))
+    calls = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = getattr(getattr(node, "func", None), "id", None) or getattr(getattr(node, "func", None), "attr", "")
+            if isinstance(node, ast.Call) and name.endswith("TrainingArguments"):
+                calls.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not calls, calls

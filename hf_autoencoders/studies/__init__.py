@@ -81,7 +81,7 @@ def run_experiment(name: str, output_dir, budget: str = "mlp", dataset_name: str
                    progress: bool = True, quick: bool | None = None, **budget_overrides) -> dict:
     """Run experiment `name` (one of `EXPERIMENTS`) and write report.md, results.json and PNGs into `output_dir`.
 
-    `budget`: "quick" (minutes on 2 CPU cores), "mlp" or "seed" (see `budgets.py`; `quick=True` is
+    `budget`: "quick" (the shortest), "mlp" or "seed" (see `budgets.py`; `quick=True` is
     `budget="quick"`); `dataset_name` a Hub id or local folder (default: the embedded digits); `seed` the first seed
     and `seeds` how many (default: the budget's for a replicated experiment, else 1); `budget_overrides` replace
     `Budget` fields (e.g. `max_steps=5`). Trained runs are kept in `runs_dir` (default `output_dir/runs`); `resume`

@@ -6,35 +6,24 @@ Two comparisons, each saying what it holds equal:
 
 - **equal training wall-clock** (the headline, over the budget's seeds). Each backbone has its usual width at the
   budget (`SHAPES`). Its step time t_b is calibrated first, in `CALIBRATION_ROUNDS` rounds in which every model in
-  turn (the order reversed every other round) trains `WARMUP_STEPS + TIMED_STEPS + 1` steps through the same
-  Trainer that trains the runs, a clock read at the end of every step (`step_intervals`): t_b is the median of all
-  its rounds' last `TIMED_STEPS` intervals (data loading, forward, backward, optimizer step, logging). Because the
-  models alternate, a busy spell of a shared machine slows them alike. The conv model is the reference:
-  it trains for the budget's n steps, every other backbone for as many as fit in the conv run's time,
-  n_b = round(n t_conv / t_b) (`equal_time_steps`). The calibration is kept with the runs, so `--resume` trains
-  the same numbers of steps and reuses the finished runs.
+  turn (`alternate`: the order reversed every other round) trains `WARMUP_STEPS + TIMED_STEPS + 1` steps through
+  the same Trainer that trains the runs, a clock read at the end of every step (`step_intervals`): t_b is the median
+  of all its rounds' last `TIMED_STEPS` intervals (data loading, forward, backward, optimizer step, logging). The
+  conv model is the reference: it trains for the budget's n steps, every other backbone for as many as fit in the
+  conv run's time, n_b = round(n t_conv / t_b) (`equal_time_steps`). The calibration is kept with the runs, so
+  `--resume` trains the same numbers of steps and reuses the finished runs.
 - **equal parameter count**. Each other backbone keeps its depth and takes the `hidden_size` whose parameter count
   is closest to the conv model's (`matched_width`: counted on the meta device, nothing allocated or trained), and
   trains for the budget's n steps, with the first seed (`MATCHED_SEEDS`) against the conv models of every seed.
 
 Per run: test PSNR, SSIM and reconstruction Frechet distance (the `Runner`'s evaluation), training samples/s
 (batch / calibrated step time, and over the whole run), parameters, activation memory per sample
-(`activation_bytes`: the bytes autograd keeps for the backward pass, the part of training memory that grows with
-the batch; on CUDA also the slope of `torch.cuda.max_memory_allocated` over a training step between batch B/2 and B),
-VAE samples, VQ-VAE codebook usage and perplexity. The drawbacks, measured: MLP parameters at 64x64x3 against conv
-and ViT (counted, not trained); the locality of a conv latent (`outside_share`: the share of the input-gradient mass
-of one VQ-VAE latent cell outside the 3x3 block of cells around it); ViT patch seams (`border_interior_ratio`: the
-reconstruction error on patch-border pixels over that on patch interiors, against the conv's on the same pixels).
-
-Expected wall-clock of `--budget seed` with one thread on this 2-core machine, from the step times calibrated in a
-100-step run of the seed budget on MNIST with a second training process busy on the other core (batch 128):
-conv 58 ms (AE, VAE) and 70 ms (VQ-VAE) per step, MLP 31-60 ms, ViT 430-460 ms; at equal parameters MLP 11-22 ms,
-ViT 180-200 ms (that ViT was the one recommended before 2026-12-02, 2 + 2 blocks with 4-wide MLPs; the current
-`RECOMMENDED_VIT_SETTINGS`, 1 + 1 blocks, steps 2-3x faster on CIFAR-10, so its runs are shorter). MNIST (5
-epochs = 2,345 conv steps): 27 equal-wall-clock models of 2.3-2.7 min (66 min), 6 equal-parameter models (25 min,
-nearly all of it the three ViTs), about a minute of evaluation per model (35-45 min): about 2-2.5 hours. CIFAR-10
-(`SEED_RGB`: conv 32 wide, 3 epochs = 1,173 steps): about 2 hours. A GPU runs it in minutes, with its own
-calibration (the step-time ratios differ there: attention is cheap on a GPU).
+(`memory_per_sample`), VAE samples, VQ-VAE codebook usage and perplexity. The drawbacks, measured with
+`hf_autoencoders.evaluation.probes`: MLP parameters at 64x64x3 against conv and ViT (counted, not trained); the
+locality of a conv latent (`outside_share`: the share of the input-gradient mass of one VQ-VAE latent cell outside
+the 3x3 block of cells around it); ViT patch seams (`border_interior_ratio`: the reconstruction error on
+patch-border pixels over that on patch interiors, against the conv's on the same pixels). docs/experiments.md gives
+what the experiment costs at each budget.
 """
 
 from __future__ import annotations
@@ -45,10 +34,18 @@ import statistics
 import time
 
 import torch
-from transformers import TrainerCallback, set_seed
+from transformers import set_seed
 
 from ..data import ImageCollator
-from ..evaluation import evaluate
+from ..evaluation.probes import (
+    activation_bytes,
+    border_interior_ratio,
+    error_map,
+    latent_cell_gradient,
+    outside_share,
+    training_memory,
+)
+from ..evaluation.timing import StepTimer, alternate, equal_time_steps
 from ..models import AutoencoderConfig, autoencoder_classes
 from ..plots import plot_bars, save_image_grid
 from ..training import AutoencoderTrainer
@@ -79,15 +76,17 @@ MATCHED_SEEDS = 1
 
 # Each backbone's width and depth at each budget (the equal-wall-clock comparison); the budget's own backbone takes
 # the budget's `hidden_size` and `num_hidden_layers` instead (the conv models of `seed` are SEED's and SEED_RGB's:
-# 16 and 32 channels). The ViTs have 4x4 patches: their latent grid is the conv's (image / 4), so the VQ-VAEs have
-# the same code map. Other budgets (overrides keep the name) take the `seed` row.
+# 16 and 32 channels). Every other field is the config's default: the ViT's heads, MLPs and output head are those
+# of `backbone="vit"` (at `mlp` and `seed` its default width and depth as well). The ViTs have 4x4 patches: their
+# latent grid is the conv's (image / 4), so the VQ-VAEs have the same code map. Other budgets (overrides keep the
+# name) take the `seed` row.
 SHAPES = {
     "quick": {"mlp": {"hidden_size": 128, "num_hidden_layers": 2}, "conv": {"hidden_size": 8, "num_hidden_layers": 0},
-              "vit": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "patch_size": 4}},
+              "vit": {"hidden_size": 32, "num_hidden_layers": 1, "patch_size": 4}},
     "mlp": {"mlp": {"hidden_size": 256, "num_hidden_layers": 2}, "conv": {"hidden_size": 16, "num_hidden_layers": 0},
-            "vit": {"patch_size": 4}},
+            "vit": {"hidden_size": 64, "num_hidden_layers": 1, "patch_size": 4}},
     "seed": {"mlp": {"hidden_size": 512, "num_hidden_layers": 2}, "conv": {"hidden_size": 16, "num_hidden_layers": 0},
-             "vit": {"patch_size": 4}},
+             "vit": {"hidden_size": 64, "num_hidden_layers": 1, "patch_size": 4}},
 }
 
 
@@ -135,18 +134,6 @@ def width_step(fields: dict) -> int:
 # ----------------------------------------------------------------------------------------------------- calibration
 
 
-class StepTimer(TrainerCallback):
-    """Reads `timer` at the end of every training step (after the optimizer step; CUDA work finished first)."""
-
-    def __init__(self, timer=time.perf_counter):
-        self.timer, self.times = timer, []
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.times.append(self.timer())
-
-
 def step_intervals(runner: Runner, family: str, fields: dict, timer=time.perf_counter) -> list[float]:
     """Seconds of the timed training steps of the `family` model with config `fields` under the runner's budget
     (batch size, learning rate, device), trained through the Trainer that trains the runs: the intervals between the
@@ -157,22 +144,14 @@ def step_intervals(runner: Runner, family: str, fields: dict, timer=time.perf_co
     clock = StepTimer(timer)
     train_quietly(AutoencoderTrainer, model, runner.train_set, ImageCollator(), steps=WARMUP_STEPS + TIMED_STEPS + 1,
                   batch_size=b.batch_size, learning_rate=b.learning_rate, seed=runner.seed, callbacks=[clock])
-    intervals = [later - earlier for earlier, later in zip(clock.times, clock.times[1:])]
-    return intervals[WARMUP_STEPS:]
-
-
-def equal_time_steps(seconds: dict, reference_steps: int, reference=REFERENCE) -> dict:
-    """Steps that fit in the reference's training time: n_b = max(1, round(n_ref t_ref / t_b)) for step times
-    `seconds` = {backbone: t_b}."""
-    budget = reference_steps * seconds[reference]
-    return {name: max(1, round(budget / t)) for name, t in seconds.items()}
+    return clock.intervals(WARMUP_STEPS)
 
 
 def calibrate(runner: Runner, specs: dict, timer=time.perf_counter) -> dict:
     """Step seconds of every {name: (family, fields)} in `specs`: the median of its `step_intervals` over
-    `CALIBRATION_ROUNDS` rounds, the models taking turns (the order reversed every other round). Kept in the run
-    store (`calibration/backbones-<key>.json`, the key a hash of what the runs depend on), so that a resumed
-    experiment reads the same step times instead of measuring again (and trains the same numbers of steps)."""
+    `CALIBRATION_ROUNDS` rounds, the models taking turns (`alternate`). Kept in the run store
+    (`calibration/backbones-<key>.json`, the key a hash of what the runs depend on), so that a resumed experiment
+    reads the same step times instead of measuring again (and trains the same numbers of steps)."""
     b = runner.budget
     described = {name: {"family": family, "config": runner.config(family, **fields).to_diff_dict()}
                  for name, (family, fields) in sorted(specs.items())}
@@ -186,126 +165,28 @@ def calibrate(runner: Runner, specs: dict, timer=time.perf_counter) -> dict:
         return json.loads(path.read_text())["step_seconds"]
     from tqdm.auto import tqdm
 
-    names, intervals = list(specs), {name: [] for name in specs}
-    with tqdm(total=CALIBRATION_ROUNDS * len(names), desc="backbones: timing steps", unit="timing",
+    measures = {name: (lambda name=name: step_intervals(runner, *specs[name], timer)) for name in specs}
+    with tqdm(total=CALIBRATION_ROUNDS * len(specs), desc="backbones: timing steps", unit="timing",
               disable=not runner.progress) as bar:
-        for round_index in range(CALIBRATION_ROUNDS):
-            for name in names if round_index % 2 == 0 else names[::-1]:
-                intervals[name] += step_intervals(runner, *specs[name], timer)
-                bar.update()
-    seconds = {name: statistics.median(times) for name, times in intervals.items()}
+        rounds = alternate(measures, CALIBRATION_ROUNDS, bar)
+    seconds = {name: statistics.median(t for times in timings for t in times) for name, timings in rounds.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"spec": spec, "step_seconds": seconds}, indent=1, default=str) + "\n")
     return seconds
 
 
-# ---------------------------------------------------------------------------------------------------------- memory
-
-
-def activation_bytes(model, pixel_values: torch.Tensor) -> int:
-    """Bytes of the tensors autograd keeps for the backward pass of one training forward of `pixel_values` (each
-    storage counted once, the parameters left out): the memory of a training step that grows with the batch. It
-    is a lower bound of the step's peak, which adds the transient buffers of single operations."""
-    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    kept = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in parameters:
-            kept[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = model(pixel_values).loss
-    del loss
-    return sum(kept.values())
-
-
 def memory_per_sample(runner: Runner, family: str, fields: dict) -> dict:
     """Training memory per image of the `family` model with config `fields`, on a batch of the budget's size
     (a freshly initialised model: the sizes do not depend on the weights). `activation_kib_per_sample`:
-    `activation_bytes` / batch; on CUDA also `cuda_peak_kib_per_sample`, the growth of the peak allocated memory of
-    a forward + backward pass from batch B/2 to B, per image."""
-    b, device = runner.budget, runner.device
+    `activation_bytes` / batch; on CUDA also `cuda_peak_kib_per_sample`, the growth of the peak memory of a forward
+    + backward pass from batch B/2 to B, per image (`training_memory`)."""
     torch.manual_seed(runner.seed)
-    model = autoencoder_classes(family)[1](runner.config(family, **fields)).to(device).train()
-    x = as_float_images(runner.train_set.images[: b.batch_size]).to(device)
+    model = autoencoder_classes(family)[1](runner.config(family, **fields)).to(runner.device).train()
+    x = as_float_images(runner.train_set.images[: runner.budget.batch_size]).to(runner.device)
     result = {"activation_kib_per_sample": activation_bytes(model, x) / len(x) / 1024}
-    if device.type == "cuda" and len(x) >= 2:
-        peaks, sizes = [], (len(x) // 2, len(x))
-        for n in sizes:
-            model.zero_grad(set_to_none=True)
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            model(x[:n]).loss.backward()
-            torch.cuda.synchronize()
-            peaks.append(torch.cuda.max_memory_allocated() - base)
-        result["cuda_peak_kib_per_sample"] = (peaks[1] - peaks[0]) / (sizes[1] - sizes[0]) / 1024
-    del model
+    if runner.device.type == "cuda" and len(x) >= 2:
+        result["cuda_peak_kib_per_sample"] = training_memory(model, x)[1] / 1024
     return result
-
-
-# ------------------------------------------------------------------------------------------ locality and seams
-
-
-@torch.enable_grad()
-def latent_cell_gradient(model, images: torch.Tensor) -> torch.Tensor | None:
-    r"""The effective receptive field of the centre cell (i, j) of a spatial latent z_e (Luo et al., 2016):
-    E_x |d(sum_c z_e[c, i, j]) / dx| summed over input channels, an (H, W) map. None for a vector latent."""
-    x = images.to(model.device).clone().requires_grad_(True)
-    encoded = model.encode(x)
-    z = getattr(encoded, "latents", None)
-    if z is None or z.dim() != 4:
-        return None
-    i, j = z.shape[-2] // 2, z.shape[-1] // 2
-    (grad,) = torch.autograd.grad(z[:, :, i, j].sum(), x)
-    return grad.abs().sum(1).mean(0).cpu()
-
-
-def outside_share(gradient_map: torch.Tensor, grid: int, radius_cells: int = 1) -> tuple[float, float]:
-    """The share of `gradient_map`'s mass outside the (2 r + 1)^2 block of latent cells around the centre cell of a
-    `grid` x `grid` latent over the image, and the share of the image's area outside it (what a gradient spread
-    evenly would give). Returns (mass share, area share)."""
-    size = gradient_map.shape[-1]
-    cell = size // grid
-    i, j = grid // 2, grid // 2
-    rows = slice(max(0, (i - radius_cells) * cell), min(size, (i + radius_cells + 1) * cell))
-    cols = slice(max(0, (j - radius_cells) * cell), min(size, (j + radius_cells + 1) * cell))
-    inside = gradient_map[rows, cols]
-    mass = 1 - (inside.sum() / gradient_map.sum()).item()
-    area = 1 - inside.numel() / gradient_map.numel()
-    return mass, area
-
-
-def patch_border_mask(image_size: int, patch_size: int) -> torch.Tensor:
-    """(H, W) booleans: True on the pixels of the outer ring of each `patch_size` x `patch_size` patch."""
-    position = torch.arange(image_size) % patch_size
-    edge = (position == 0) | (position == patch_size - 1)
-    return edge[:, None] | edge[None, :]
-
-
-def border_interior_ratio(error_map: torch.Tensor, patch_size: int) -> float:
-    """Mean of a per-pixel error map (H, W) over patch-border pixels over its mean over patch-interior pixels: 1 when
-    the error does not care where a pixel sits in its patch, above 1 when it piles up at patch borders (seams)."""
-    if patch_size < 3:
-        raise ValueError(f"a patch of size {patch_size} has no interior pixels; the ratio needs patch_size >= 3")
-    if error_map.shape[-1] % patch_size or error_map.shape[-2] % patch_size:
-        raise ValueError(f"the error map {tuple(error_map.shape)} does not tile into {patch_size}x{patch_size} patches")
-    mask = patch_border_mask(error_map.shape[-1], patch_size)[: error_map.shape[-2]]
-    return (error_map[mask].mean() / error_map[~mask].mean()).item()
-
-
-def error_map(runner: Runner, model) -> torch.Tensor:
-    """Squared reconstruction error per pixel position (H, W), summed over channels and averaged over the test
-    images, through `hf_autoencoders.evaluation.evaluate` (seeded as the runner's evaluation)."""
-    total = torch.zeros(runner.test_x.shape[-2:], dtype=torch.float64)
-
-    def on_batch(x, out):
-        total.add_(((out.reconstruction.float().clamp(0, 1) - x) ** 2).sum((0, 1)).double().cpu())
-
-    evaluate(model, runner.test_x, batch_size=500, seed=runner.seed + 1, progress=False, on_batch=on_batch)
-    return total / len(runner.test_x)
 
 
 def add_measures(runner: Runner, group: Group, seconds: float, memory: dict, parameters: int, patch: int) -> dict:
@@ -319,7 +200,7 @@ def add_measures(runner: Runner, group: Group, seconds: float, memory: dict, par
         m.update(parameters=parameters, calibrated_step_ms=1000 * seconds, samples_per_second=b.batch_size / seconds,
                  train_seconds=run.train_seconds,
                  train_samples_per_second=run.train_steps * b.batch_size / max(run.train_seconds, 1e-9), **memory)
-        errors = error_map(runner, run.model)
+        errors = error_map(run.model, runner.test_x, seed=runner.seed + 1)
         if patch >= 3:
             m["patch_border_ratio"] = border_interior_ratio(errors, patch)
         gradient = latent_cell_gradient(run.model, runner.test_x[:ERF_IMAGES])
@@ -613,7 +494,8 @@ def run(runner: Runner, report: Report) -> None:
     seconds = {tuple(name.split("/")): t for name, t in seconds.items()}
     steps = {}
     for f in FAMILIES:
-        fitting = equal_time_steps({bk: seconds[f, bk, "time"] for bk in BACKBONES}, n)
+        times = {bk: seconds[f, bk, "time"] for bk in BACKBONES}
+        fitting = equal_time_steps(times, n * times[REFERENCE])
         steps.update({(f, bk, "time"): fitting[bk] for bk in BACKBONES})
         steps.update({(f, bk, "params"): n for bk in others})
 

@@ -1,6 +1,6 @@
 """How much data, model and compute the runs of an experiment get: the `Budget`, and the named budgets.
 
-    quick   MLP models, 300 steps of batch 64: every experiment in about a minute on 2 CPU cores (the tests' path).
+    quick   MLP models, 300 steps of batch 64: every experiment quickly on a CPU (the tests' path).
     mlp     MLP models, 800 steps of batch 128 (1.7 epochs of MNIST): the budget of the first MNIST results.
     seed    the budget the questions were written for: conv models trained for epochs (5 on MNIST, 25 for the
             samples experiment), compare / samples / linear-pca over 3 seeds. On 3-channel data (CIFAR-10) the
@@ -112,8 +112,8 @@ MLP = Budget(
     classifier_epochs=3, classifier_width=16, num_samples=1000, tsne_points=2000, prior_steps=400,
     prior_hidden_size=32, prior_layers=4, latent_sizes=(512, 256, 128, 16, 2), name="mlp",
 )
-# Conv models of 16 channels (a step of batch 128 takes about 60 ms on one core), so that the MNIST set (about a
-# hundred 5-epoch model trainings counting the 25-epoch ones) fits in hours on 2 CPU cores; a GPU runs it in minutes.
+# Conv models of 16 channels: narrow enough that the MNIST set (about a hundred 5-epoch model trainings counting the
+# 25-epoch ones) runs on a CPU (docs/experiments.md gives the times).
 SEED = Budget(
     max_train_examples=None, max_test_examples=10_000, backbone="conv", hidden_size=16, num_hidden_layers=0,
     latent_dim=16, num_embeddings=512, embedding_dim=16, max_steps=None, epochs=5, sample_epochs=25,

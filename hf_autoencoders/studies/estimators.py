@@ -6,7 +6,6 @@ log p(x) is estimated by sampling the prior vs importance sampling the posterior
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
@@ -20,6 +19,8 @@ from ..evaluation.estimators import (
     compare_log_marginal_estimators,
 )
 from ..models import VAEConfig, VAEModel
+from ..plots import figure
+from ..results import write_json, write_text
 from .verdicts import CONFIRMED, WITHIN_NOISE, Claim, Difference
 
 TITLE = "Experiment: gradient and likelihood estimators"
@@ -30,8 +31,8 @@ QUESTION = ("How much noisier is the score-function gradient than the pathwise o
 
 
 def _settings(budget: str) -> dict:
-    """The study's sizes for a budget name: `quick` about a minute on 2 CPU cores; `mlp` and `seed` (the same study:
-    its models are small MLP VAEs whichever the budget) the full one, about 7 minutes."""
+    """The study's sizes for a budget name: `quick` a short check; `mlp` and `seed` (the same study: its models are
+    small MLP VAEs whichever the budget) the full one."""
     if budget == "quick":
         return {"train_steps": 100, "hidden_size": 128, "batch_images": 8, "num_draws": 200, "num_latent_samples": 4,
                 "log_px_images": 4, "toy_points": 64, "sample_counts": [1, 10, 100, 1000, 10000]}
@@ -65,9 +66,8 @@ def run_standalone(output_dir, budget: str = "mlp", dataset_name: str | None = N
     """Train a small Gaussian VAE and a categorical (K = 10) VAE on `dataset_name` (default: the embedded digits),
     compare the gradient estimators on one test batch, and the prior-sampling and importance-sampling estimates of
     log p(x) on the trained VAE and on `LinearGaussianModel`. Writes report.md, results.json, gradient_variance.png,
-    log_px_vs_samples.png and ess_vs_samples.png into `output_dir`; returns the results. `budget` "quick" takes about
-    a minute on 2 CPU cores, "mlp" and "seed" the full study; `max_steps` overrides the training steps of both VAEs
-    (100 quick, 1500 otherwise)."""
+    log_px_vs_samples.png and ess_vs_samples.png into `output_dir`; returns the results. `budget` "quick" is a short
+    check, "mlp" and "seed" the full study (`_settings`); `max_steps` overrides the training steps of both VAEs."""
     from ..data import load_image_dataset
 
     output_dir = Path(output_dir)
@@ -125,8 +125,8 @@ def run_standalone(output_dir, budget: str = "mlp", dataset_name: str | None = N
     results["claims"] = [claim.to_dict() for claim in _claims(results)]
     results["runtime_seconds"] = round(time.time() - start, 1)
     figures = _plot(results, output_dir)
-    (output_dir / "results.json").write_text(json.dumps(_finite_or_none(results), indent=2) + "\n")
-    (output_dir / "report.md").write_text(_report(results, figures))
+    write_json(output_dir / "results.json", results)
+    write_text(output_dir / "report.md", _report(results, figures))
     return results
 
 
@@ -134,16 +134,6 @@ def _config_summary(config: VAEConfig) -> dict:
     keys = ("backbone", "hidden_size", "num_hidden_layers", "latent_dim", "num_categories", "likelihood",
             "gaussian_variance", "categorical_estimator", "gumbel_temperature")
     return {key: getattr(config, key) for key in keys}
-
-
-def _finite_or_none(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
-    return value
 
 
 # ------------------------------------------------------------------------------------------ findings and report
@@ -291,18 +281,9 @@ def _findings(results: dict) -> list[str]:
     return findings
 
 
-def _figure(**kwargs):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(**kwargs)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _plot(results: dict, output_dir: Path) -> dict[str, str]:
     figures = {}
-    fig = _figure(figsize=(11, 4), constrained_layout=True)
+    fig = figure(figsize=(11, 4), constrained_layout=True)
     for ax, (name, title) in zip(
         fig.subplots(1, 2), (("gaussian_vae", "Gaussian VAE"), ("categorical_vae", "categorical VAE (K = 10)"))
     ):
@@ -317,7 +298,7 @@ def _plot(results: dict, output_dir: Path) -> dict[str, str]:
 
     for key, ylabel, filename in (("estimate", "log p(x) estimate (nats)", "log_px_vs_samples.png"),
                                   ("ess", "effective sample size", "ess_vs_samples.png")):
-        fig = _figure(figsize=(11, 4), constrained_layout=True)
+        fig = figure(figsize=(11, 4), constrained_layout=True)
         for ax, (name, title) in zip(fig.subplots(1, 2), (("linear_gaussian", "linear-Gaussian toy"),
                                                           ("vae", "trained VAE"))):
             entry = results["log_px"][name]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..plots import plot_interpolations, plot_loss_curves, plot_reconstructions, plot_samples, save_image_grid
+from ..plots import figure, plot_interpolations, plot_loss_curves, plot_reconstructions, plot_samples, save_image_grid
 from ..results import write_json
 from .runner import Group, Runner
 from .verdicts import RULE, Claim
@@ -157,11 +157,7 @@ class Report:
     def line_figure(self, name: str, panels: list[tuple[str, dict]], xlabel: str, logx: bool = False) -> str:
         """One panel per (y label, {series name: (xs, ys[, errors])}), drawn as lines with markers (and error bars
         of one standard deviation where given)."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(4.2 * len(panels), 3.6))
-        FigureCanvasAgg(fig)
+        fig = figure(figsize=(4.2 * len(panels), 3.6))
         for ax, (ylabel, series) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
             for label, (xs, ys, *errors) in series.items():
                 ax.errorbar(xs, ys, yerr=errors[0] if errors and any(errors[0]) else None, marker="o", ms=4,

@@ -43,7 +43,7 @@ from ..evaluation import (
     train_classifier,
 )
 from ..models import PixelCNNPriorConfig, PixelCNNPriorModel, autoencoder_classes
-from ..training import AutoencoderTrainer, AutoencoderTrainingArguments
+from ..training import AutoencoderTrainer, training_arguments
 from .budgets import Budget
 
 PROBE_MAX_ITER = 300  # L-BFGS iterations of the linear probe
@@ -172,10 +172,10 @@ def train_quietly(trainer_class, model, dataset, collator, *, steps: int, batch_
     Nothing is written to disk; with `progress`, the Trainer's step bar is shown; `callbacks` are added to the
     Trainer's (e.g. a step timer)."""
     with tempfile.TemporaryDirectory() as scratch:
-        args = AutoencoderTrainingArguments(
-            output_dir=scratch, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
-            logging_steps=max(1, steps // 25), save_strategy="no", report_to="none", disable_tqdm=not progress,
-            seed=seed, dataloader_pin_memory=torch.cuda.is_available(), run_name=description or None,
+        args = training_arguments(
+            scratch, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
+            logging_steps=max(1, steps // 25), disable_tqdm=not progress, seed=seed,
+            dataloader_pin_memory=torch.cuda.is_available(), run_name=description or None,
         )
         trainer = trainer_class(model=model, args=args, data_collator=collator, train_dataset=dataset,
                                 callbacks=callbacks)
@@ -274,10 +274,7 @@ class Runner:
         b = self.budget
         config = self.config(family, **fields)
         steps = steps or b.train_steps(len(self.train_set), epochs)
-        spec = {"dataset": self.data.name, "train_examples": len(self.train_set), "family": family,
-                "config": _config_dict(config), "steps": steps, "batch_size": b.batch_size,
-                "learning_rate": b.learning_rate, "seed": seed}
-        folder = self.store.folder(f"{family}_s{seed}", spec)  # named by what it is, not by its label
+        folder, spec = self.run_folder(family, config, seed, steps)
         model_class = autoencoder_classes(family)[1]
 
         def train(model):
@@ -287,6 +284,16 @@ class Runner:
 
         return self.trained(folder, lambda: model_class(copy.deepcopy(config)), train, seed,
                             {"label": label, "spec": spec})
+
+    def run_folder(self, family: str, config, seed: int, steps: int) -> tuple[Path, dict]:
+        """The store folder of the `family` model with `config` trained for `steps` steps from `seed` under the
+        budget, and what it is keyed on: everything that determines the weights, the config as config.json holds
+        it (`to_diff_dict`). Named by what it is, not by its label."""
+        b = self.budget
+        spec = {"dataset": self.data.name, "train_examples": len(self.train_set), "family": family,
+                "config": _config_dict(config), "steps": steps, "batch_size": b.batch_size,
+                "learning_rate": b.learning_rate, "seed": seed}
+        return self.store.folder(f"{family}_s{seed}", spec), spec
 
     def trained(self, folder: Path, build, train, seed: int, record: dict):
         """The model `build()` makes, trained by `train(model) -> log history` after seeding with `seed` and saved
