@@ -45,9 +45,9 @@ def test_example_script_on_the_embedded_default(tmp_path):
     model = AutoModel.from_pretrained(out)
     assert model.config.model_type == "hf_autoencoders_vqvae"
     results = json.loads((out / "all_results.json").read_text())
-    assert "eval_reconstruction_loss" in results and "psnr" in results and "eval_codebook_usage" in results
+    assert {"eval_reconstruction_loss", "eval_psnr", "eval_codebook_usage", "train_loss"} <= set(results)
     card = (out / "README.md").read_text()
-    assert "psnr" in card and "reconstructions.png" in card and "trust_remote_code" in card
+    assert "| psnr |" in card and "reconstructions.png" in card and "trust_remote_code" in card
 
 
 @pytest.mark.parametrize("model_type", ["ae", "vae"])
@@ -175,15 +175,18 @@ EVAL_SCRIPT = """
 import json, os, sys, torch
 import hf_autoencoders as H
 from hf_autoencoders.data import ImageCollator, ImageTensorDataset, load_image_dataset
-from hf_autoencoders.training import AutoencoderTrainer
-from hf_autoencoders.training import AutoencoderTrainingArguments
+from hf_autoencoders.evaluation import domain_features
+from hf_autoencoders.training import AutoencoderTrainer, training_arguments
 torch.manual_seed(0)
 model = H.VQVAEModel(H.VQVAEConfig(hidden_size=8, num_embeddings=16, embedding_dim=4, num_residual_blocks=1))
-eval_set = ImageTensorDataset(load_image_dataset("digits").test.images[:61])
-args = AutoencoderTrainingArguments(output_dir=sys.argv[1], per_device_eval_batch_size=8, use_cpu=True,
-                                    ddp_backend="gloo" if "WORLD_SIZE" in os.environ else None, report_to="none")
+digits = load_image_dataset("digits")
+eval_set = ImageTensorDataset(digits.test.images[:61])
+features = domain_features(digits.train.images[:200], digits.train.labels[:200], epochs=1, width=4,
+                           cache_dir=sys.argv[1], progress=False)
+args = training_arguments(sys.argv[1], per_device_eval_batch_size=8, use_cpu=True,
+                          ddp_backend="gloo" if "WORLD_SIZE" in os.environ else None)
 trainer = AutoencoderTrainer(model=model, args=args, data_collator=ImageCollator(), eval_dataset=eval_set)
-metrics = trainer.evaluate()
+metrics = trainer.evaluate(features=features)
 if trainer.is_world_process_zero():
     print("METRICS" + json.dumps(metrics))
 if torch.distributed.is_initialized():  # a gloo group left alive can abort the process at exit
@@ -192,7 +195,9 @@ if torch.distributed.is_initialized():  # a gloo group left alive can abort the 
 
 
 def test_evaluation_is_exact_under_two_processes(tmp_path):
-    """61 images over 2 processes in batches of 8: no image is counted twice, so the metrics equal one process's."""
+    """61 images over 2 processes in batches of 8: no image is counted twice, so the metrics equal one process's;
+    the Fréchet distance and its companions too, from the features each process extracted in the same pass (KID,
+    drawn on random subsets, depends on the order of the rows)."""
     (tmp_path / "evaluate.py").write_text(EVAL_SCRIPT)
     metrics = []
     for launcher in ([sys.executable], [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -203,9 +208,11 @@ def test_evaluation_is_exact_under_two_processes(tmp_path):
         line = next(x for x in result.stdout.splitlines() if x.startswith("METRICS"))
         metrics.append(json.loads(line.removeprefix("METRICS")))
     single, double = metrics
-    assert set(single) == set(double) and "eval_codebook_loss" in single and "eval_codebook_perplexity" in single
+    assert set(single) == set(double) and "eval_codebook_loss" in single and "eval_sample_fd_domain" in single
+    assert single["eval_quality_num_real"] == 61
     for key in single:
-        assert double[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
+        if "kid" not in key and key != "eval_quality_features":
+            assert double[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
 
 
 def test_push_to_hub_offline_then_load_in_a_fresh_process(tmp_path, run_without_package):
