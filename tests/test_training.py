@@ -1,4 +1,5 @@
-"""Training runs: the example scripts, resume after SIGKILL, output safety, multi-process, and sharing offline."""
+"""Training runs: the example scripts, resume after SIGKILL, output safety, multi-process, sharing offline, and one
+evaluation per run, only with --do_eval."""
 
 import json
 import os
@@ -10,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoModel
 
 import hf_autoencoders.models  # noqa: F401  (registers the Auto classes)
 from hf_autoencoders import VAEConfig, VAEModel
 from hf_autoencoders.data import DatasetNotFoundError
+from hf_autoencoders.evaluation import evaluate
 from hf_autoencoders.hub import push_to_hub
 from hf_autoencoders.training import parse_args, run_training
 
@@ -289,3 +292,73 @@ def test_quickstart_main_job_writes_models_and_pictures(tmp_path):
     assert AutoModel.from_pretrained(out / "prior").config.model_type == "hf_autoencoders_pixelcnn_prior"
     again = script("quickstart.py", "--output_dir", str(out), "--vqvae_steps", "3", "--prior_steps", "3")
     assert again.returncode != 0 and "already holds files" in again.stderr
+
+
+# ------------------------------------------------------------------------------------- one evaluation, if asked
+
+
+def test_a_run_without_do_eval_evaluates_nothing(tmp_path, monkeypatch):
+    """No pass over the test split, no classifier for the Fréchet distance, no eval_results.json; the card holds the
+    training figures and says that no test metrics were measured."""
+    import hf_autoencoders.training.run as run_module
+    import hf_autoencoders.training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "evaluate", lambda *a, **k: pytest.fail("the test split was evaluated"))
+    monkeypatch.setattr(run_module, "domain_features", lambda *a, **k: pytest.fail("a classifier was trained"))
+    out = tmp_path / "run"
+    metrics = train(["--output_dir", str(out), "--do_train", "--max_steps", "2", "--backbone", "mlp"], "vae")
+    assert "train_loss" in metrics and not any(name.startswith("eval_") for name in metrics)
+    assert not (out / "eval_results.json").exists()
+    assert set(json.loads((out / "all_results.json").read_text())) == set(metrics)
+    card = ModelCard.load(out / "README.md")
+    assert "No test metrics were measured" in card.text and "`train_loss`" in card.text
+    assert card.data.eval_results is None
+
+
+def test_do_eval_gives_the_card_and_the_results_files_one_evaluation(tmp_path, monkeypatch):
+    """--do_eval: one evaluation pass (IWAE bound and Fréchet distance included), whose numbers are the card's, and
+    those of all_results.json and eval_results.json."""
+    import hf_autoencoders.training.trainer as trainer_module
+
+    passes = []
+    monkeypatch.setattr(trainer_module, "evaluate", lambda *a, **k: passes.append(k) or evaluate(*a, **k))
+    out = tmp_path / "run"
+    metrics = train(["--output_dir", str(out), "--do_train", "--do_eval", "--max_steps", "2", "--backbone", "mlp"],
+                    "vae")
+    assert len(passes) == 1 and passes[0]["num_importance_samples"] == 64 and passes[0]["on_batch"] is not None
+    evaluation = {name: value for name, value in metrics.items() if name.startswith("eval_")}
+    assert {"eval_iwae_nll", "eval_psnr", "eval_sample_fd_domain", "eval_reconstruction_kid_domain"} <= set(evaluation)
+    assert json.loads((out / "eval_results.json").read_text()) == evaluation
+    assert json.loads((out / "all_results.json").read_text()) == metrics
+    card = ModelCard.load(out / "README.md")
+    on_card = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    numbers = {name.removeprefix("eval_"): value for name, value in evaluation.items() if not isinstance(value, str)}
+    assert on_card == {name: value for name, value in numbers.items() if name != "num_examples"}
+    assert f"| psnr | {evaluation['eval_psnr']:.4g} |" in card.text
+
+
+def test_the_command_and_the_example_make_the_same_run(tmp_path):
+    """`hf-autoencoders train` and examples/train_autoencoder.py take the same steps: the same weights, results
+    files and card."""
+    import importlib.util
+
+    from hf_autoencoders.cli import main as cli_main
+
+    spec = importlib.util.spec_from_file_location("train_autoencoder", ROOT / "examples" / "train_autoencoder.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    flags = ["--do_train", "--do_eval", "--max_steps", "2", "--fid", "false", "--save_strategy", "no", *TINY]
+    cli_main(["train", "--model_type", "ae", "--output_dir", str(tmp_path / "cli" / "run"), *flags])
+    example.main(["--output_dir", str(tmp_path / "example" / "run"), *flags], model_type="ae")
+    cli, ours = tmp_path / "cli" / "run", tmp_path / "example" / "run"
+    assert sorted(p.name for p in cli.iterdir()) == sorted(p.name for p in ours.iterdir())
+    assert load_file(cli / "model.safetensors").keys() == load_file(ours / "model.safetensors").keys()
+    for name, tensor in load_file(cli / "model.safetensors").items():
+        assert torch.equal(tensor, load_file(ours / "model.safetensors")[name]), name
+
+    def without_timings(path):
+        return [line for line in path.read_text().splitlines() if not any(
+            word in line for word in ("runtime", "per_second"))]
+
+    for name in ("README.md", "eval_results.json"):
+        assert without_timings(cli / name) == without_timings(ours / name), name

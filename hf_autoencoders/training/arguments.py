@@ -180,6 +180,10 @@ class AutoencoderTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        if not torch.accelerator.is_available():
+            # Say so to accelerate: without it, processes launched by torchrun on CPUs would each train alone
+            # (no DDP, no sharded evaluation).
+            self.use_cpu = True
         super().__post_init__()
         if not torch.cuda.is_available():  # pinned memory only helps host-to-GPU copies
             self.dataloader_pin_memory = False

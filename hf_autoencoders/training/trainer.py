@@ -161,16 +161,17 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
             on_batch=keep_features if features is not None else None, progress=not self.args.disable_tqdm,
         )
         if features is not None:
-            results.update(self._quality_metrics(model, features, *map(self._gather_rows, (real, reconstructed))))
+            real, reconstructed = (self._gather_rows(rows, features.num_features) for rows in (real, reconstructed))
+            results.update(self._quality_metrics(model, features, real, reconstructed))
         metrics = {f"{metric_key_prefix}_{name}": round(value, 6) if isinstance(value, float) else value
                    for name, value in results.items()}
         self.log({name: value for name, value in metrics.items() if not isinstance(value, str)})
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
-    def _gather_rows(self, chunks: list[torch.Tensor]) -> torch.Tensor:
-        """The rows of every process's `chunks` (as many as each has), concatenated in process order."""
-        rows = torch.cat(chunks)
+    def _gather_rows(self, chunks: list[torch.Tensor], width: int) -> torch.Tensor:
+        """The rows of every process's `chunks` (as many as each has, maybe none), concatenated in process order."""
+        rows = torch.cat(chunks) if chunks else torch.empty(0, width, dtype=torch.float64)
         if self.accelerator.num_processes == 1:
             return rows
         counts = self.accelerator.gather(torch.tensor([len(rows)], device=self.accelerator.device)).tolist()
