@@ -36,30 +36,10 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
         raise FileNotFoundError(f"the folder {path.parent} of --output_file does not exist; create it first.")
 
 
-def load_model(name_or_path: str, what: str = "model"):
-    """The model in a run folder or Hub repository, in eval mode, with a clear error for anything else. A transformer
-    prior over VQ codes (a causal LM) loads with `AutoModelForCausalLM`, everything else with `AutoModel`."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
-
-    from .models.code_priors import is_transformer_prior_config  # importing models registers the Auto classes
-
-    path = Path(name_or_path)
-    if path.exists() and not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{name_or_path} has no config.json: pass the --output_dir of a finished training run "
-                                f"(or a Hub id) as the {what}.")
-    try:
-        config = AutoConfig.from_pretrained(name_or_path)
-    except OSError as err:
-        raise FileNotFoundError(f"{name_or_path} is neither a model folder nor a model on the Hub that can be reached "
-                                f"({err}).") from None
-    except ValueError as err:  # a model type this version does not know
-        raise ValueError(f"{name_or_path} holds a model hf_autoencoders cannot load: {err}") from None
-    auto_class = AutoModelForCausalLM if is_transformer_prior_config(config) else AutoModel
-    return auto_class.from_pretrained(name_or_path, config=config).eval()
-
-
 def _load_prior(name_or_path: str, model, model_name: str):
-    prior = load_model(name_or_path, "prior")
+    from .hub import load_model
+
+    prior = load_model(name_or_path, "--prior")
     if not hasattr(model, "check_prior"):
         name = getattr(model.config, "display_name", model.config.model_type)
         raise ValueError(f"--prior needs a VQ-VAE, but {model_name} is a {name}.")
@@ -130,6 +110,7 @@ def cmd_evaluate(argv: list[str]) -> None:
 
     from .data import ImageCollator, load_image_dataset
     from .evaluation import evaluate
+    from .hub import load_model
 
     model = load_model(args.model)
     prior = _load_prior(args.prior, model, args.model) if args.prior else None
@@ -274,6 +255,7 @@ def cmd_sample(argv: list[str]) -> None:
 
     import torch
 
+    from .hub import load_model
     from .plots import plot_samples
 
     model = load_model(args.model)

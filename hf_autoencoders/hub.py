@@ -15,9 +15,9 @@ import math
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
-from transformers import TrainerCallback
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, TrainerCallback
 
-from .models.code_priors import is_transformer_prior_config
+from .models.code_priors import is_transformer_prior_config  # importing models registers the Auto classes
 
 # What a model repository holds, besides the model code that config.json's auto_map names (`model_code_files`).
 MODEL_FILES = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "config.json",
@@ -28,6 +28,24 @@ _ARCHITECTURE_FIELDS = (
     "latent_dim", "likelihood", "gaussian_variance", "kl_weight", "quantizer", "num_embeddings", "embedding_dim",
     "commitment_cost", "codebook_ema", "kmeans_init", "dead_code_threshold", "grid_size", "num_layers",
 )
+
+
+def load_model(name_or_path: str, what: str = "the model"):
+    """The model in a run folder or Hub repository, in eval mode, with an error that says what to pass for anything
+    else (`what` names the argument). A transformer prior over VQ codes (a causal LM) loads with
+    `AutoModelForCausalLM`, everything else with `AutoModel`."""
+    if Path(name_or_path).exists() and not (Path(name_or_path) / "config.json").is_file():
+        raise FileNotFoundError(f"{what} {name_or_path} is not a model folder (no config.json): pass the --output_dir "
+                                "of a finished training run, or a Hub id.")
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except OSError as err:
+        raise FileNotFoundError(f"{what} {name_or_path} is neither a model folder nor a model on the Hub that can be "
+                                f"reached ({err}).") from None
+    except ValueError as err:  # a model type this version does not know
+        raise ValueError(f"{what} {name_or_path} holds a model hf_autoencoders cannot load: {err}") from None
+    auto_class = AutoModelForCausalLM if is_transformer_prior_config(config) else AutoModel
+    return auto_class.from_pretrained(name_or_path, config=config).eval()
 
 
 def model_code_files(folder: Path) -> list[str]:
@@ -107,17 +125,14 @@ vqvae = AutoModel.from_pretrained(prior.config.vqvae_name_or_path, trust_remote_
 images = vqvae.sample(16, generator=torch.Generator().manual_seed(0), prior=prior, top_k=100)
 {%- endif %}
 ```
-{% if kind == "autoencoder" %}
-`trust_remote_code=True` runs the model code saved in this repository; it needs `transformers>=5`. With
-`pip install hf-autoencoders` and `import hf_autoencoders.models`, it is not needed.
-{% elif kind == "transformer" %}
+
+It needs `transformers>=5` and `torch`.
+{%- if kind != "transformer" %} `trust_remote_code=True` runs the model code saved in this repository; with
+`pip install hf-autoencoders` and `import hf_autoencoders.models`, it is not needed.{% endif %}
+{% if kind == "transformer" %}
 Tokens 0 .. K-1 are the VQ-VAE's codes in raster order, K is the start token and K+1+y the token of class y
 (`hf_autoencoders.models.code_priors`).
 {% endif %}
-## Requirements
-
-`transformers>=5` and `torch` (the model code in this repository is loaded with `trust_remote_code=True`).
-
 ## Architecture
 
 | field | value |

@@ -202,7 +202,8 @@ def quoted_figures(path: Path) -> list[str]:
         helps = [node.value] if isinstance(node, ast.keyword) and node.arg == "help" else []
         if isinstance(node, ast.Dict):
             helps += [v for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant) and k.value == "help"]
-        texts += [c.value for h in helps for c in ast.walk(h) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+        texts += [c.value for h in helps for c in ast.walk(h)
+                  if isinstance(c, ast.Constant) and isinstance(c.value, str)]
     return [match.group(0) for text in texts for match in FIGURE.finditer(text)]
 
 

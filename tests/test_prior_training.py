@@ -186,7 +186,7 @@ def test_vae_is_refused_with_its_model_type(tmp_path):
     args = parse_prior_args(["--vqvae", str(tmp_path / "vae"), "--output_dir", str(tmp_path / "out")])
     with pytest.raises(ValueError, match="hf_autoencoders_vae.*VQ-VAE"):
         P.run_prior_training(*args)
-    with pytest.raises(ValueError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
         P.run_prior_training(*parse_prior_args(["--vqvae", str(tmp_path), "--output_dir", str(tmp_path / "o")]))
     assert not (tmp_path / "out").exists()
 

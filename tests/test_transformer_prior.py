@@ -14,10 +14,10 @@ import torch
 from transformers import AutoModel, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 import hf_autoencoders as H
-from hf_autoencoders.cli import load_model
 from hf_autoencoders.cli import main as cli_main
 from hf_autoencoders.data import ImageCollator, load_image_dataset
 from hf_autoencoders.evaluation import priors as S
+from hf_autoencoders.hub import load_model
 from hf_autoencoders.models import code_priors as C
 from hf_autoencoders.training import parse_prior_args
 from hf_autoencoders.training import prior as P

@@ -180,7 +180,8 @@ class AutoencoderTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        if not torch.accelerator.is_available():
+        accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+        if not (accelerator.is_available() if accelerator else torch.cuda.is_available()):
             # Say so to accelerate: without it, processes launched by torchrun on CPUs would each train alone
             # (no DDP, no sharded evaluation).
             self.use_cpu = True

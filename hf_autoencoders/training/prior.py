@@ -22,15 +22,14 @@ import os
 from pathlib import Path
 
 import torch
-import transformers
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedConfig, Trainer, set_seed
+from transformers import AutoModelForCausalLM, PreTrainedConfig, Trainer, set_seed
 
 from ..data import ImageCollator, ImageTensorDataset, load_image_dataset
 from ..evaluation.priors import prior_test_metrics
-from ..hub import write_model_card
+from ..hub import load_model, write_model_card
 from ..models import PixelCNNPriorConfig, PixelCNNPriorModel, VQVAEConfig, code_priors
 from ..plots import plot_samples
 from ..results import fingerprint
@@ -248,19 +247,13 @@ def build_prior(prior_args: PriorArguments, vqvae_config, num_classes: int):
 
 
 def load_vqvae(name_or_path: str):
-    """The VQ-VAE at `name_or_path`, in eval mode; a clear ValueError for anything else."""
-    if Path(name_or_path).exists() and not (Path(name_or_path) / "config.json").is_file():
-        raise ValueError(f"--vqvae {name_or_path} is not a model folder (no config.json); pass the --output_dir of "
-                         "a VQ-VAE training run (hf-autoencoders train --model_type vqvae).")
-    try:
-        config = AutoConfig.from_pretrained(name_or_path)
-    except OSError as err:
-        raise FileNotFoundError(f"--vqvae {name_or_path} is neither a model folder nor a model on the Hub that can be "
-                                f"reached ({err}).") from None
-    if config.model_type != VQVAEConfig.model_type:
-        raise ValueError(f"--vqvae {name_or_path} holds a {config.model_type!r} model, but a prior needs a VQ-VAE "
-                         f"({VQVAEConfig.model_type!r}); pass the folder of a model trained with --model_type vqvae.")
-    return AutoModel.from_pretrained(name_or_path).eval()
+    """The VQ-VAE at `name_or_path`, in eval mode; a clear error for anything else."""
+    vqvae = load_model(name_or_path, "--vqvae")
+    if vqvae.config.model_type != VQVAEConfig.model_type:
+        raise ValueError(f"--vqvae {name_or_path} holds a {vqvae.config.model_type!r} model, but a prior needs a "
+                         f"VQ-VAE ({VQVAEConfig.model_type!r}); pass the folder of a model trained with --model_type "
+                         "vqvae.")
+    return vqvae
 
 
 def _saved_binarize(name_or_path: str) -> bool:
@@ -272,7 +265,6 @@ def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
     """Extract (cached) codes with the VQ-VAE, train the prior, evaluate it (with --do_eval: its loss and
     `prior_test_metrics` on the test codes), and save it with samples.png, uniform_samples.png, loss_curves.png, the
     results files and a model card. Returns the metrics."""
-    transformers.utils.logging.set_verbosity_warning()
     vqvae = load_vqvae(prior_args.vqvae)
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     check_output_dir(training_args.output_dir, prior_args.overwrite_output_dir, resume=checkpoint is not None)
