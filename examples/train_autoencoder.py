@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
     processor = data.image_processor(do_binarize=data_args.binarize)
     collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization)
 
-    # 6. The Trainer, taught to log each loss term, to refuse a NaN step and to evaluate with the library's loop; a
-    #    few test images go to the trackers of --report_to at every evaluation.
+    # 6. The Trainer, taught to log each loss term, to refuse a NaN step, to evaluate with the library's loop and,
+    #    with --push_to_hub, to push checkpoints as --hub_strategy says; a few test images go to the trackers of
+    #    --report_to at every evaluation.
     trainer = AutoencoderTrainer(
         model=model,
         args=training_args,
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
     #    log p(x) from 64 importance samples and, unless --fid false, the Fréchet distance and its companions in the
     #    features of a small classifier of the labelled training images. Without --do_eval nothing is evaluated.
     if training_args.do_eval:
-        features = fid_features(data, training_args.seed, training_args.device) if training_args.fid else None
+        features = fid_features(data, training_args) if training_args.fid else None
         metrics = trainer.evaluate(num_importance_samples=64, features=features)
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)

@@ -362,3 +362,31 @@ def test_the_command_and_the_example_make_the_same_run(tmp_path):
 
     for name in ("README.md", "eval_results.json"):
         assert without_timings(cli / name) == without_timings(ours / name), name
+
+
+def test_push_to_hub_while_training_and_at_the_end(tmp_path, monkeypatch):
+    """--push_to_hub: this library pushes (allow-listed files, its card), not the Trainer: each checkpoint as
+    --hub_strategy says, then the finished folder with its card."""
+    import hf_autoencoders.hub as hub
+
+    pushes = []
+
+    class RecordingHub:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            pass
+
+        def upload_folder(self, repo_id, folder_path, path_in_repo=None, allow_patterns=None, **kwargs):
+            pushes.append((repo_id, Path(folder_path).name, path_in_repo, set(allow_patterns)))
+            return f"https://hub/{repo_id}"
+
+    monkeypatch.setattr(hub, "HfApi", RecordingHub)
+    out = tmp_path / "run"
+    train(["--output_dir", str(out), "--do_train", "--max_steps", "2", "--save_steps", "2", "--push_to_hub",
+           "--hub_model_id", "me/tiny", "--hub_strategy", "checkpoint", "--backbone", "mlp"], "ae")
+    assert [(repo, folder, where) for repo, folder, where, _ in pushes] == [
+        ("me/tiny", "checkpoint-2", None), ("me/tiny", "checkpoint-2", "last-checkpoint"), ("me/tiny", "run", None)]
+    assert {"README.md", "model.safetensors", "samples.png"} <= pushes[-1][3]
+    assert not any(name.startswith("checkpoint-") for name in pushes[-1][3])

@@ -116,10 +116,10 @@ def build_model(model_args: ModelArguments, data, checkpoint: str | None):
     return model_class(config)
 
 
-def fid_features(data, seed: int, device=None):
+def fid_features(data, training_args):
     """The features a run's Fréchet distance and its companions are measured in: a SmallCNN trained on the first
-    `FID_TRAIN_IMAGES` labelled training images of `data` (trained once, then read from a cache:
-    `evaluation.domain_features`); None when the training images carry no labels."""
+    `FID_TRAIN_IMAGES` labelled training images of `data` (by the main process of each machine, then read from the
+    cache by the others: `evaluation.domain_features`); None when the training images carry no labels."""
     first = next(iter(data.train), None)
     if not (isinstance(first, dict) and "labels" in first):
         return None
@@ -130,8 +130,9 @@ def fid_features(data, seed: int, device=None):
         count += len(batch["labels"])
         if count >= FID_TRAIN_IMAGES:
             break
-    return domain_features(torch.cat(images)[:FID_TRAIN_IMAGES], torch.cat(labels)[:FID_TRAIN_IMAGES], seed=seed,
-                           dataset_name=data.name, device=device)
+    with training_args.main_process_first(local=True, desc="training the classifier of the Fréchet distance"):
+        return domain_features(torch.cat(images)[:FID_TRAIN_IMAGES], torch.cat(labels)[:FID_TRAIN_IMAGES],
+                               seed=training_args.seed, dataset_name=data.name, device=training_args.device)
 
 
 def write_pictures(model, test_set, collator, output_dir, log_history=None, seed: int = 0) -> dict[str, str]:
@@ -186,7 +187,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         trainer.save_state()
     trainer.save_model()
     if training_args.do_eval:
-        features = fid_features(data, training_args.seed, training_args.device) if training_args.fid else None
+        features = fid_features(data, training_args) if training_args.fid else None
         metrics = trainer.evaluate(num_importance_samples=64, features=features)
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)

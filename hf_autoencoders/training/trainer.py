@@ -86,14 +86,14 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
         self.nonfinite_loss = False  # since the last optimizer step
         self.skipped_steps = 0
 
-    def push_to_hub(self, commit_message: str | None = None, **kwargs) -> str:
+    def push_to_hub(self, commit_message: str = "Upload autoencoder trained with hf_autoencoders") -> str:
         """Upload the run folder, as it is now, to `hub_repo_id` (`hub.push_to_hub`: the model, its code, processor,
         card and pictures; with --hub_strategy all_checkpoints the checkpoints' weights too). Returns the commit's
         URL."""
-        return push_to_hub(self.args.output_dir, self.hub_repo_id or self.args.hub_model_id, token=self.args.hub_token,
-                           private=self.args.hub_private_repo,
+        repo_id = self.hub_repo_id or self.args.hub_model_id or Path(self.args.output_dir).name
+        return push_to_hub(self.args.output_dir, repo_id, token=self.args.hub_token, private=self.args.hub_private_repo,
                            include_checkpoints=self.args.hub_strategy == "all_checkpoints",
-                           **({"commit_message": commit_message} if commit_message else {}))
+                           commit_message=commit_message)
 
     def train(self, *args, **kwargs):
         try:
@@ -176,8 +176,8 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
             return rows
         counts = self.accelerator.gather(torch.tensor([len(rows)], device=self.accelerator.device)).tolist()
         padded = self.accelerator.gather(self.accelerator.pad_across_processes(rows.to(self.accelerator.device)))
-        width = len(padded) // len(counts)
-        return torch.cat([padded[i * width:i * width + n] for i, n in enumerate(counts)]).cpu()
+        stride = len(padded) // len(counts)
+        return torch.cat([padded[i * stride:i * stride + n] for i, n in enumerate(counts)]).cpu()
 
     def _quality_metrics(self, model, features, real: torch.Tensor, reconstructed: torch.Tensor) -> dict:
         """`evaluation.quality_metrics` from the features of the evaluation images and of their reconstructions,
