@@ -106,15 +106,9 @@ def side_by_side(left: torch.Tensor, right: torch.Tensor, path: Path, gap: int =
 
 def run_dataset(name: str, vqvae_path: str, data_path: str | None, args, figures_dir: Path) -> dict:
     from hf_autoencoders.data import ImageCollator, ImageTensorDataset, load_image_dataset
+    from hf_autoencoders.evaluation.priors import prior_test_metrics
     from hf_autoencoders.training.arguments import PriorArguments
-    from hf_autoencoders.training.prior import (
-        CodeDataset,
-        _saved_binarize,
-        build_prior,
-        extract_codes,
-        load_vqvae,
-        prior_test_metrics,
-    )
+    from hf_autoencoders.training.prior import CodeDataset, _saved_binarize, build_prior, extract_codes, load_vqvae
 
     vqvae = load_vqvae(vqvae_path)
     config = vqvae.config

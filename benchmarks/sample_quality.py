@@ -121,7 +121,7 @@ def main(argv=None) -> dict:
     }
 
     if args.models:
-        from hf_autoencoders.cli import load_model
+        from hf_autoencoders.hub import load_model
 
         result["models"] = {}
         for item in args.models:

@@ -74,8 +74,9 @@ def run(data_path: str, budget: dict, seed: int = 0) -> dict:
     from hf_autoencoders import PixelCNNPriorConfig, PixelCNNPriorModel, VQVAEConfig, VQVAEModel
     from hf_autoencoders.data import ImageTensorDataset, load_image_dataset
     from hf_autoencoders.evaluation import classifier_accuracy, sample_quality, train_classifier
+    from hf_autoencoders.evaluation.priors import code_nll
     from hf_autoencoders.training import fit
-    from hf_autoencoders.training.prior import CodeDataset, code_nll, extract_codes, fit_prior
+    from hf_autoencoders.training.prior import CodeDataset, extract_codes, fit_prior
 
     timings, start = {}, time.time()
     data = load_image_dataset(data_path)

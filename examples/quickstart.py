@@ -9,17 +9,17 @@ generate. Writes two trained models with their pictures:
     python examples/quickstart.py --dataset_name ../shared/data/mnist --output_dir outputs/mnist --vqvae_steps 2000
 """
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
-from hf_autoencoders.cli import ArgumentParser, run_main
+from hf_autoencoders.cli import run_main
+from hf_autoencoders.training import parse_args, parse_command, parse_prior_args
 
 
-def main(argv):
-    parser = ArgumentParser(prog="examples/quickstart.py", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def quickstart_parser():
+    from hf_autoencoders.training import ArgumentParser
+
+    parser = ArgumentParser(prog="examples/quickstart.py", description=__doc__)
     parser.add_argument("--output_dir", default="outputs/quickstart")
     parser.add_argument("--dataset_name", default=None, help="Hub id or local folder (default: embedded digits).")
     parser.add_argument("--vqvae_steps", type=int, default=250)
@@ -27,9 +27,12 @@ def main(argv):
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite_output_dir", action="store_true")
-    args = parser.parse_args(argv)
-    from hf_autoencoders.training import check_output_dir, parse_args, run_training
-    from hf_autoencoders.training.arguments import parse_prior_args
+    return parser
+
+
+def main(argv):
+    args = parse_command("quickstart", quickstart_parser, argv)
+    from hf_autoencoders.training import check_output_dir, run_training
     from hf_autoencoders.training.prior import run_prior_training
 
     check_output_dir(args.output_dir, args.overwrite_output_dir, None)
@@ -41,15 +44,15 @@ def main(argv):
               "--save_strategy", "no", *dataset, *overwrite]
 
     print("1/2 training the VQ-VAE")
-    run_training(*parse_args(["--output_dir", str(out / "vqvae"), "--max_steps", str(args.vqvae_steps),
+    vqvae_metrics = run_training(*parse_args(["--output_dir", str(out / "vqvae"), "--max_steps", str(args.vqvae_steps),
                               "--hidden_size", "32", "--embedding_dim", "16", "--num_embeddings", "128", *common],
                              model_type="vqvae"))
     print("2/2 training the PixelCNN prior over its codes")
     metrics = run_prior_training(*parse_prior_args([
         "--vqvae", str(out / "vqvae"), "--output_dir", str(out / "prior"), "--max_steps", str(args.prior_steps),
         "--hidden_size", "32", "--num_layers", "4", "--kernel_size", "3", "--learning_rate", "3e-3", *common]))
-    vqvae_metrics = json.loads((out / "vqvae" / "all_results.json").read_text())
-    print(f"\nVQ-VAE test PSNR {vqvae_metrics['psnr']:.2f} dB, codebook usage {vqvae_metrics['codebook_usage']:.0%}; "
+    print(f"\nVQ-VAE test PSNR {vqvae_metrics['eval_psnr']:.2f} dB, codebook usage "
+          f"{vqvae_metrics['eval_codebook_usage']:.0%}; "
           f"prior test NLL {metrics.get('eval_loss', float('nan')):.3f} nats/code")
     print(f"Pictures: {out / 'vqvae' / 'reconstructions.png'}, {out / 'prior' / 'samples.png'} "
           f"(vs uniform codes: {out / 'prior' / 'uniform_samples.png'})")

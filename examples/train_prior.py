@@ -12,14 +12,24 @@ or, with --prior_type transformer, a GPT-2 causal language model over the codes 
 The images are encoded once and their codes cached in <output_dir>/code_cache (or --code_cache_dir). Every
 `TrainingArguments` flag works (--max_steps, --learning_rate, --resume_from_checkpoint, ...); `--help` lists them
 with the prior's own flags (--prior_type, --hidden_size, --num_layers, --kernel_size for the PixelCNN, --num_heads
-for the transformer, ...). The transformer prior samples through `generate()` with the key/value cache (10x faster or
-more than the PixelCNN, benchmarks/README.md) and its folder loads with plain
-`transformers.AutoModelForCausalLM.from_pretrained`, no remote code; its config records the VQ-VAE it belongs to.
+for the transformer, ...). The transformer prior samples through `generate()` with the key/value cache and its folder
+loads with plain `transformers.AutoModelForCausalLM.from_pretrained`, no remote code; its config records the VQ-VAE it
+belongs to. The steps (extract the codes, train, evaluate with --do_eval, pictures, card) are those of
+`hf_autoencoders.training.prior.run_prior_training`, which `hf-autoencoders train-prior` runs too.
 """
 
 import sys
 
-from hf_autoencoders.cli import cmd_train_prior, run_main
+from hf_autoencoders.cli import run_main
+from hf_autoencoders.training import parse_prior_args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    prior_args, training_args = parse_prior_args(argv)  # `--help` is answered here, before torch is imported
+    from hf_autoencoders.training.prior import run_prior_training
+
+    return run_prior_training(prior_args, training_args)
+
 
 if __name__ == "__main__":
-    run_main(cmd_train_prior, sys.argv[1:])
+    run_main(main, sys.argv[1:])

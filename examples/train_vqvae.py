@@ -1,16 +1,16 @@
-"""Train a VQVAE on images, like transformers' run_mae.py.
+"""Train a VQ-VAE on images: examples/train_autoencoder.py with --model_type vqvae (read that script).
 
     python examples/train_vqvae.py --output_dir outputs/vqvae --do_train --do_eval  # embedded digits
     python examples/train_vqvae.py --dataset_name ylecun/mnist --output_dir outputs/vqvae-mnist --do_train --do_eval
     accelerate launch examples/train_vqvae.py --dataset_name uoft-cs/cifar10 --output_dir outputs/vqvae-cifar --do_train
-
-Every `TrainingArguments` flag works (--max_steps, --per_device_train_batch_size, --resume_from_checkpoint, ...);
-`--help` lists them with the model and data flags.
 """
 
+import functools
 import sys
 
-from hf_autoencoders.cli import cmd_train, run_main
+from train_autoencoder import main
+
+from hf_autoencoders.cli import run_main
 
 if __name__ == "__main__":
-    run_main(cmd_train, ["--model_type", "vqvae", *sys.argv[1:]])
+    run_main(functools.partial(main, model_type="vqvae"), sys.argv[1:])

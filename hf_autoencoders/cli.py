@@ -14,10 +14,11 @@ scripts, and each also answers to its dash spelling (--output_dir or --output-di
 Hub id. A user error prints one `error: ...` line saying what to do, and exits with status 2.
 """
 
-import argparse
 import errno
 import sys
 from pathlib import Path
+
+from .training.parsing import parse_args, parse_command, parse_prior_args
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, IsADirectoryError)
 
@@ -28,17 +29,6 @@ def _version() -> str:
     return __version__
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, with a dash spelling beside every underscore flag and errors as one `error: ...` line."""
-
-    def add_argument(self, *names, **kwargs):
-        dashed = [name.replace("_", "-") for name in names if name.startswith("--") and "_" in name]
-        return super().add_argument(*names, *dashed, **kwargs)
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
-
-
 def _refuse_existing(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another --output_file or pass --overwrite_output_file.")
@@ -46,30 +36,10 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
         raise FileNotFoundError(f"the folder {path.parent} of --output_file does not exist; create it first.")
 
 
-def load_model(name_or_path: str, what: str = "model"):
-    """The model in a run folder or Hub repository, in eval mode, with a clear error for anything else. A transformer
-    prior over VQ codes (a causal LM) loads with `AutoModelForCausalLM`, everything else with `AutoModel`."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
-
-    from .models.code_priors import is_transformer_prior_config  # importing models registers the Auto classes
-
-    path = Path(name_or_path)
-    if path.exists() and not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{name_or_path} has no config.json: pass the --output_dir of a finished training run "
-                                f"(or a Hub id) as the {what}.")
-    try:
-        config = AutoConfig.from_pretrained(name_or_path)
-    except OSError as err:
-        raise FileNotFoundError(f"{name_or_path} is neither a model folder nor a model on the Hub that can be reached "
-                                f"({err}).") from None
-    except ValueError as err:  # a model type this version does not know
-        raise ValueError(f"{name_or_path} holds a model hf_autoencoders cannot load: {err}") from None
-    auto_class = AutoModelForCausalLM if is_transformer_prior_config(config) else AutoModel
-    return auto_class.from_pretrained(name_or_path, config=config).eval()
-
-
 def _load_prior(name_or_path: str, model, model_name: str):
-    prior = load_model(name_or_path, "prior")
+    from .hub import load_model
+
+    prior = load_model(name_or_path, "--prior")
     if not hasattr(model, "check_prior"):
         name = getattr(model.config, "display_name", model.config.model_type)
         raise ValueError(f"--prior needs a VQ-VAE, but {model_name} is a {name}.")
@@ -77,7 +47,9 @@ def _load_prior(name_or_path: str, model, model_name: str):
     return prior
 
 
-def cmd_evaluate(argv: list[str]) -> None:
+def _evaluate_parser():
+    from .training.arguments import ArgumentParser
+
     parser = ArgumentParser(prog="hf-autoencoders evaluate", description="Test metrics of a trained model, as JSON.")
     parser.add_argument("model", help="A trained model: a run folder or a Hub id.")
     parser.add_argument("--dataset_name", default=None, help="Hub id or local folder (default: embedded digits).")
@@ -115,18 +87,22 @@ def cmd_evaluate(argv: list[str]) -> None:
     parser.add_argument("--output_file", "--output", default=None, help="Also write the metrics to this JSON file.")
     parser.add_argument("--overwrite_output_file", "--overwrite", action="store_true",
                         help="Write over an existing --output_file.")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def cmd_evaluate(argv: list[str]) -> None:
+    args = parse_command("evaluate", _evaluate_parser, argv)
     for name in ("max_eval_samples", "max_train_samples", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+            raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}")
     for name in ("num_importance_samples", "sample_quality", "classifier_epochs"):
         if getattr(args, name) < 0:
-            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
     if not args.fid and (args.num_samples is not None or args.features or args.inception_weights):
-        parser.error("--num_samples, --features and --inception_weights apply to --fid; add --fid")
+        raise ValueError("--num_samples, --features and --inception_weights apply to --fid; add --fid")
     if args.num_samples is not None and args.num_samples < 6:
-        parser.error(f"--num_samples must be at least 6 (density and coverage use 5 nearest neighbours), got "
-                     f"{args.num_samples}")
+        raise ValueError(f"--num_samples must be at least 6 (density and coverage use 5 nearest neighbours), got "
+                         f"{args.num_samples}")
     if args.output_file:
         _refuse_existing(Path(args.output_file), args.overwrite_output_file)
 
@@ -134,6 +110,7 @@ def cmd_evaluate(argv: list[str]) -> None:
 
     from .data import ImageCollator, load_image_dataset
     from .evaluation import evaluate
+    from .hub import load_model
 
     model = load_model(args.model)
     prior = _load_prior(args.prior, model, args.model) if args.prior else None
@@ -164,6 +141,7 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
 
     from .evaluation import (
         classifier_accuracy,
+        downstream_accuracy,
         linear_probe_accuracy,
         representations,
         sample_quality,
@@ -177,17 +155,14 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
                          "--label_column) or drop those flags.")
     train_images, train_labels = _train_images(model, data, args, collator, flags)
     metrics = {}
-    classifier = None
     if args.downstream or args.sample_quality:
         num_classes = data.num_labels or int(max(train_labels.max(), test_labels.max())) + 1
         classifier = train_classifier(train_images, train_labels, num_classes, args.classifier_epochs,
                                       seed=args.seed, device=model.device)
-        metrics["classifier_test_accuracy"] = classifier_accuracy(classifier, test_images, test_labels)
-    if args.downstream:
-        with torch.no_grad():
-            reconstructions = torch.cat([model(x.to(model.device)).reconstruction.clamp(0, 1).cpu()
-                                         for x in test_images.split(args.batch_size)])
-        metrics["downstream_accuracy"] = classifier_accuracy(classifier, reconstructions, test_labels)
+        if args.downstream:
+            metrics.update(downstream_accuracy(model, classifier, test_images, test_labels, args.batch_size))
+        else:
+            metrics["classifier_test_accuracy"] = classifier_accuracy(classifier, test_images, test_labels)
     if args.linear_probe:
         with warnings.catch_warnings():  # a probe that ran out of iterations is still reported
             warnings.simplefilter("ignore")
@@ -241,7 +216,9 @@ def _quality_metrics(model, prior, data, args, collator, loader) -> dict:
     return metrics
 
 
-def cmd_sample(argv: list[str]) -> None:
+def _sample_parser():
+    from .training.arguments import ArgumentParser
+
     parser = ArgumentParser(prog="hf-autoencoders sample", description="Write a grid of generated images.")
     parser.add_argument("model", help="A trained AE, VAE or VQ-VAE: a run folder or a Hub id.")
     parser.add_argument("--prior", default=None, help="A prior over the VQ-VAE's codes (folder or Hub id).")
@@ -259,21 +236,26 @@ def cmd_sample(argv: list[str]) -> None:
     parser.add_argument("--output_file", "--output", default="samples.png", help="The PNG to write.")
     parser.add_argument("--overwrite_output_file", "--overwrite", action="store_true",
                         help="Write over an existing --output_file.")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def cmd_sample(argv: list[str]) -> None:
+    args = parse_command("sample", _sample_parser, argv)
     if args.num_samples < 1:
-        parser.error(f"--num_samples must be a positive integer, got {args.num_samples}")
+        raise ValueError(f"--num_samples must be a positive integer, got {args.num_samples}")
     if not args.temperature >= 0:
-        parser.error(f"--temperature must be >= 0 (0 = the most likely code), got {args.temperature}")
+        raise ValueError(f"--temperature must be >= 0 (0 = the most likely code), got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
-        parser.error(f"--top_k must be a positive integer, got {args.top_k}")
+        raise ValueError(f"--top_k must be a positive integer, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
-        parser.error(f"--top_p must lie in (0, 1], got {args.top_p}")
+        raise ValueError(f"--top_p must lie in (0, 1], got {args.top_p}")
     if args.prior is None and (args.top_k is not None or args.top_p is not None or args.class_label is not None):
-        parser.error("--top_k, --top_p and --class_label apply to sampling with a --prior")
+        raise ValueError("--top_k, --top_p and --class_label apply to sampling with a --prior")
     _refuse_existing(Path(args.output_file), args.overwrite_output_file)
 
     import torch
 
+    from .hub import load_model
     from .plots import plot_samples
 
     model = load_model(args.model)
@@ -295,7 +277,9 @@ def cmd_sample(argv: list[str]) -> None:
     print(f"wrote {path}")
 
 
-def cmd_push(argv: list[str]) -> None:
+def _push_parser():
+    from .training.arguments import ArgumentParser
+
     parser = ArgumentParser(prog="hf-autoencoders push", description="Upload a run folder to the Hub.")
     parser.add_argument("folder", help="The --output_dir of a finished training run.")
     parser.add_argument("repo_id", help="The Hub repository, e.g. your-name/vqvae-mnist.")
@@ -304,7 +288,11 @@ def cmd_push(argv: list[str]) -> None:
     parser.add_argument("--include_checkpoints", action="store_true",
                         help="Also upload each checkpoint-N's weights, config, code and trainer state (never the "
                              "pickled optimizer, scheduler and RNG states).")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def cmd_push(argv: list[str]) -> None:
+    args = parse_command("push", _push_parser, argv)
 
     from .hub import push_to_hub
 
@@ -312,84 +300,23 @@ def cmd_push(argv: list[str]) -> None:
                       include_checkpoints=args.include_checkpoints))
 
 
-def help_cache_file(command: str) -> Path:
-    """Where the `--help` text of a training command is kept. Its flags include transformers' `TrainingArguments`,
-    whose import alone takes seconds, so the text is rendered once for each version of this package's code, of
-    transformers, of the program name and of the terminal width, and read from this file afterwards."""
-    import hashlib
-    import importlib.metadata
-    import os
-    import shutil
-
-    key = hashlib.sha256()
-    for part in (command, Path(sys.argv[0]).name, importlib.metadata.version("transformers"),
-                 str(shutil.get_terminal_size().columns)):
-        key.update(part.encode() + b"\0")
-    for source in sorted(Path(__file__).resolve().parent.rglob("*.py")):
-        key.update(source.read_bytes())
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hf_autoencoders" / "help"
-    return root / f"{command}-{key.hexdigest()[:24]}.txt"
-
-
-def parse_with_cached_help(command: str, parse, argv: list[str]):
-    """`parse(argv)`, except that `--help` prints the text kept by `help_cache_file` when there is one (else it is
-    rendered by `parse` and kept)."""
-    asks_help = any(arg in ("-h", "--help") for arg in argv[:argv.index("--") if "--" in argv else None])
-    if not asks_help:
-        return parse(argv)
-    import contextlib
-    import io
-
-    from .results import write_text
-
-    cached = help_cache_file(command)
-    if cached.is_file():
-        print(cached.read_text(), end="")
-        raise SystemExit(0)
-    text = io.StringIO()
-    with contextlib.redirect_stdout(text):
-        try:
-            parse(argv)
-        except SystemExit as exit:
-            if exit.code not in (0, None):
-                raise
-    print(text.getvalue(), end="")
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        write_text(cached, text.getvalue())
-    except OSError:
-        pass  # a read-only home: the help is rendered every time
-    raise SystemExit(0)
-
-
 def cmd_train(argv: list[str]) -> None:
-    arguments = parse_with_cached_help("train", _parse_train, argv)
+    arguments = parse_args(argv)
     from .training.run import run_training
 
     run_training(*arguments)
 
 
 def cmd_train_prior(argv: list[str]) -> None:
-    arguments = parse_with_cached_help("train-prior", _parse_prior, argv)
+    arguments = parse_prior_args(argv)
     from .training.prior import run_prior_training
 
     run_prior_training(*arguments)
 
 
-def _parse_train(argv: list[str]):
-    from .training.arguments import parse_args
-
-    return parse_args(argv)
-
-
-def _parse_prior(argv: list[str]):
-    from .training.arguments import parse_prior_args
-
-    return parse_prior_args(argv)
-
-
-def cmd_experiment(argv: list[str]) -> dict:
-    from .studies import EXPERIMENTS, check_request, run_experiment
+def _experiment_parser():
+    from .studies import EXPERIMENTS
+    from .training.arguments import ArgumentParser
 
     parser = ArgumentParser(
         prog="hf-autoencoders experiment",
@@ -398,9 +325,9 @@ def cmd_experiment(argv: list[str]) -> dict:
     parser.add_argument("name", choices=list(EXPERIMENTS))
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--budget", choices=["quick", "mlp", "seed"], default=None,
-                        help="quick: small MLPs, minutes on 2 CPU cores; mlp (default): MLPs, 800 steps; seed: conv "
-                             "models trained for epochs over 3 seeds, as the questions were posed (hours on 2 CPU "
-                             "cores, minutes on a GPU). See docs/experiments.md.")
+                        help="quick: small MLPs, a first look; mlp (default): MLPs trained for longer; seed: conv "
+                             "models trained for epochs over 3 seeds, as the questions were posed (for a GPU, or a "
+                             "long run on CPUs). See docs/experiments.md.")
     parser.add_argument("--quick", action="store_true", help="The same as --budget quick.")
     parser.add_argument("--dataset_name", default=None,
                         help="Hub id or local folder (default: the embedded digits), e.g. ../shared/data/mnist or "
@@ -419,14 +346,20 @@ def cmd_experiment(argv: list[str]) -> dict:
     parser.add_argument("--overwrite_output_dir", "--overwrite", action="store_true",
                         help="Write into a folder that already holds files.")
     parser.add_argument("--no_progress", dest="progress", action="store_false")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def cmd_experiment(argv: list[str]) -> dict:
+    from .studies import check_request, run_experiment
+
+    args = parse_command("experiment", _experiment_parser, argv)
     if args.quick and args.budget not in (None, "quick"):
-        parser.error(f"--quick is --budget quick; it contradicts --budget {args.budget}")
+        raise ValueError(f"--quick is --budget quick; it contradicts --budget {args.budget}")
     budget = "quick" if args.quick else args.budget or "mlp"
     for flag in ("max_steps", "seeds"):
         value = getattr(args, flag)
         if value is not None and value < 1:
-            parser.error(f"--{flag} must be a positive integer, got {value}")
+            raise ValueError(f"--{flag} must be a positive integer, got {value}")
 
     overrides = {} if args.max_steps is None else {"max_steps": args.max_steps}
     check_request(args.name, args.output_dir, budget, overwrite=args.overwrite_output_dir, resume=args.resume,
@@ -459,9 +392,8 @@ def close_process_group() -> None:
     `accelerate launch`). A process that exits with a gloo group alive can abort (SIGABRT, "terminate called
     without an active exception") while the interpreter shuts down, after its work is done, and the launcher then
     reports the whole run as failed."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
+    dist = sys.modules.get("torch.distributed")  # not imported: no group was joined
+    if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

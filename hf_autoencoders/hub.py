@@ -1,20 +1,23 @@
-"""Sharing a trained model: a model card written from the run, and an upload of exactly what a model repo holds.
+"""Sharing a trained model: its card (`write_model_card`, the one writer of cards) and the upload of exactly what a
+model repository holds (`push_to_hub`: what `hf-autoencoders push` and `--push_to_hub` call).
 
 A run folder holds everything the Hub needs: `model.safetensors`, `config.json` (with the `auto_map` that points at
 the model code saved beside it), `preprocessor_config.json`, the pictures and `README.md` (the card), so anyone can
 load it with `AutoModel.from_pretrained(repo_id, trust_remote_code=True)`, no package needed. It also holds what must
 never be uploaded: checkpoints with pickled optimizer states, `training_args.bin`, caches (a prior's `code_cache/`
 is the whole training set as codes), logs. Uploads therefore take an allow-list (`upload_files`), never the folder.
-"""
+(`model.push_to_hub(repo_id)` is transformers' own: the weights, config and code, keeping the card already on the
+Hub.)"""
 
 import ast
 import json
+import math
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
-from transformers import TrainerCallback
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, TrainerCallback
 
-from .results import write_json
+from .models.code_priors import is_transformer_prior_config  # importing models registers the Auto classes
 
 # What a model repository holds, besides the model code that config.json's auto_map names (`model_code_files`).
 MODEL_FILES = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "config.json",
@@ -25,6 +28,24 @@ _ARCHITECTURE_FIELDS = (
     "latent_dim", "likelihood", "gaussian_variance", "kl_weight", "quantizer", "num_embeddings", "embedding_dim",
     "commitment_cost", "codebook_ema", "kmeans_init", "dead_code_threshold", "grid_size", "num_layers",
 )
+
+
+def load_model(name_or_path: str, what: str = "the model"):
+    """The model in a run folder or Hub repository, in eval mode, with an error that says what to pass for anything
+    else (`what` names the argument). A transformer prior over VQ codes (a causal LM) loads with
+    `AutoModelForCausalLM`, everything else with `AutoModel`."""
+    if Path(name_or_path).exists() and not (Path(name_or_path) / "config.json").is_file():
+        raise FileNotFoundError(f"{what} {name_or_path} is not a model folder (no config.json): pass the --output_dir "
+                                "of a finished training run, or a Hub id.")
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except OSError as err:
+        raise FileNotFoundError(f"{what} {name_or_path} is neither a model folder nor a model on the Hub that can be "
+                                f"reached ({err}).") from None
+    except ValueError as err:  # a model type this version does not know
+        raise ValueError(f"{what} {name_or_path} holds a model hf_autoencoders cannot load: {err}") from None
+    auto_class = AutoModelForCausalLM if is_transformer_prior_config(config) else AutoModel
+    return auto_class.from_pretrained(name_or_path, config=config).eval()
 
 
 def model_code_files(folder: Path) -> list[str]:
@@ -66,23 +87,94 @@ def upload_files(folder, include_checkpoints: bool = False) -> list[str]:
     return sorted(files)
 
 
-def autoencoder_usage(name: str) -> list[str]:
-    """The card's usage snippet for an autoencoder repository `name`."""
-    return [
-        "```python",
-        "from transformers import AutoImageProcessor, AutoModel",
-        "",
-        f'model = AutoModel.from_pretrained("{name}", trust_remote_code=True)',
-        f'processor = AutoImageProcessor.from_pretrained("{name}", trust_remote_code=True)',
-        'pixel_values = processor(images, return_tensors="pt").pixel_values  # images: PIL images or arrays',
-        "reconstruction = model(pixel_values).reconstruction",
-        "encoded = model.encode(pixel_values)  # .latent_dist (a VAE's q(z|x)) or .latents (AE, VQ-VAE)",
-        "samples = model.sample(16)",
-        "```",
-        "",
-        "`trust_remote_code=True` runs the model code saved in this repository; it needs `transformers>=5`. With "
-        "`pip install hf-autoencoders` and `import hf_autoencoders.models`, it is not needed.",
-    ]
+# The card, a Jinja template filled by `ModelCard.from_template`. `kind` is "autoencoder", "pixelcnn" or "transformer".
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+A {{ description }} trained with `hf-autoencoders` on `{{ dataset }}`.
+{%- if base_model %} It models the codes of `{{ base_model }}`.{% endif %}
+
+## Usage
+
+```python
+{% if kind == "autoencoder" -%}
+from transformers import AutoImageProcessor, AutoModel
+
+model = AutoModel.from_pretrained("{{ name }}", trust_remote_code=True)
+processor = AutoImageProcessor.from_pretrained("{{ name }}", trust_remote_code=True)
+pixel_values = processor(images, return_tensors="pt").pixel_values  # images: PIL images or arrays
+reconstruction = model(pixel_values).reconstruction
+encoded = model.encode(pixel_values)  # .latent_dist (a VAE's q(z|x)) or .latents (AE, VQ-VAE)
+samples = model.sample(16)
+{%- elif kind == "pixelcnn" -%}
+import torch
+from transformers import AutoModel
+
+prior = AutoModel.from_pretrained("{{ name }}", trust_remote_code=True)
+vqvae = AutoModel.from_pretrained("path/to/the/vqvae", trust_remote_code=True)  # the one it was trained on
+images = vqvae.sample(16, generator=torch.Generator().manual_seed(0), prior=prior)
+{%- else -%}
+import torch
+from transformers import AutoModel, AutoModelForCausalLM
+
+prior = AutoModelForCausalLM.from_pretrained("{{ name }}")  # a GPT-2 over code tokens: no remote code
+vqvae = AutoModel.from_pretrained(prior.config.vqvae_name_or_path, trust_remote_code=True)
+images = vqvae.sample(16, generator=torch.Generator().manual_seed(0), prior=prior, top_k=100)
+{%- endif %}
+```
+
+It needs `transformers>=5` and `torch`.
+{%- if kind != "transformer" %} `trust_remote_code=True` runs the model code saved in this repository; with
+`pip install hf-autoencoders` and `import hf_autoencoders.models`, it is not needed.{% endif %}
+{% if kind == "transformer" %}
+Tokens 0 .. K-1 are the VQ-VAE's codes in raster order, K is the start token and K+1+y the token of class y
+(`hf_autoencoders.models.code_priors`).
+{% endif %}
+## Architecture
+
+| field | value |
+|---|---|
+{% for field, value in architecture.items() -%}
+| `{{ field }}` | {{ value }} |
+{% endfor %}
+{%- if training %}
+## Training
+
+The hyperparameters, and the figures measured while training (on the training data: not test metrics).
+
+| | value |
+|---|---|
+{% for field, value in training.items() -%}
+| `{{ field }}` | {{ value }} |
+{% endfor %}
+{%- endif %}
+## Results
+
+{% if results -%}
+Measured on the test split of `{{ dataset }}` ({{ num_examples }} images).
+
+| metric | value |
+|---|---|
+{% for metric, value in results.items() -%}
+| {{ metric }} | {{ value }} |
+{% endfor %}
+{%- if quality_features %}
+The `*_fd_*`, `*_kid_*`, precision, recall, density and coverage figures compare the test images with their
+reconstructions and with as many samples, in {{ quality_features }}. FD is biased upwards at small N: compare FDs only
+at equal `quality_num_real` and `quality_num_samples`; KID is unbiased.
+{% endif %}
+{%- else -%}
+No test metrics were measured: this run was made without `--do_eval`, so the card holds the figures of training only.
+{%- if kind == "autoencoder" %} `hf-autoencoders evaluate` measures them.{% endif %}
+{% endif %}
+{%- for title, file in pictures.items() %}
+## {{ title }}
+
+![{{ title }}]({{ file }})
+{% endfor %}"""
 
 
 def _format(value) -> str:
@@ -100,78 +192,60 @@ def _hub_id(name: str | None) -> str | None:
 def write_model_card(
     output_dir: str | Path,
     config,
-    metrics: dict,
     dataset_name: str,
-    hyperparameters: dict | None = None,
+    metrics: dict | None = None,
+    *,
+    training: dict | None = None,
     pictures: dict[str, str] | None = None,
     repo_id: str | None = None,
-    usage=autoencoder_usage,
-    training_figures: dict | None = None,
     license: str | None = None,
     base_model: str | None = None,
-    task_type: str = "image-to-image",
 ) -> Path:
-    """Write `README.md` in `output_dir` with huggingface_hub's `ModelCard`: metadata (library, tags, license, the
-    dataset and `base_model` where they are Hub ids, and a `model-index` holding the test metrics), then what the
-    model is, how to use it (`usage(repo_id)` gives the lines), its architecture, how it was trained (hyperparameters
-    and `training_figures`, kept apart from the test metrics), the test metrics and the pictures. Also writes the
-    test metrics to eval_results.json. Returns the card's path."""
+    """Write the model card, `README.md` in `output_dir`, of an autoencoder or a prior over a VQ-VAE's codes (what
+    `config` is), with huggingface_hub's `ModelCard` and `CARD_TEMPLATE`: metadata (library, tags, license, the
+    dataset and `base_model` where they are Hub ids, a `model-index` holding the test metrics), how to use the model,
+    its architecture, how it was trained (`training`: hyperparameters and figures of training), the test `metrics`
+    (the numbers of one evaluation, a leading `eval_` dropped from their names; without them the card says that none
+    were measured), and the `pictures` (title -> file in `output_dir`). Returns the card's path."""
     output_dir = Path(output_dir)
-    family = getattr(config, "display_name", config.model_type)
-    backbone = getattr(config, "backbone", None)
-    numeric = {k: float(v) for k, v in metrics.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")}
-    name = repo_id or output_dir.name
+    if getattr(config, "family", None):
+        kind, description = "autoencoder", f"{config.display_name} ({config.backbone} backbone)"
+    elif is_transformer_prior_config(config):
+        kind, description = "transformer", "transformer prior (GPT-2 backbone)"
+    else:
+        kind, description = "pixelcnn", f"{config.display_name} (autoregressive backbone)"
+    metrics = {name.removeprefix("eval_"): value for name, value in (metrics or {}).items()}
+    numeric = {k: float(v) for k, v in sorted(metrics.items())
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
     dataset_id = _hub_id(dataset_name)
     eval_results = [
-        EvalResult(task_type=task_type, dataset_type=dataset_id or Path(str(dataset_name)).name,
-                   dataset_name=str(dataset_name), dataset_split="test", metric_type=key, metric_name=key,
-                   metric_value=value)
-        for key, value in sorted(numeric.items()) if key != "num_examples"
+        EvalResult(task_type="image-to-image" if kind == "autoencoder" else "unconditional-image-generation",
+                   dataset_type=dataset_id or Path(str(dataset_name)).name, dataset_name=str(dataset_name),
+                   dataset_split="test", metric_type=key, metric_name=key, metric_value=value)
+        for key, value in numeric.items() if key != "num_examples"
     ]
     card_data = ModelCardData(
-        model_name=name,
+        model_name=repo_id or output_dir.name,
         library_name="transformers",
         pipeline_tag=None,  # transformers 5 has no pipeline for autoencoders; the usage snippet shows the calls
-        tags=["hf-autoencoders", "autoencoder", family.lower().replace(" ", "-"), "image",
-              *([backbone] if backbone else [])],
+        tags=["hf-autoencoders", "autoencoder", description.split(" (")[0].lower().replace(" ", "-"), "image",
+              *([config.backbone] if kind == "autoencoder" else [])],
         datasets=[dataset_id] if dataset_id else None,
         base_model=_hub_id(base_model),
         license=license,
         eval_results=eval_results or None,
     )
-    architecture = {f: getattr(config, f) for f in _ARCHITECTURE_FIELDS if getattr(config, f, None) is not None}
-    based_on = f" It models the codes of `{base_model}`." if base_model else ""
-    lines = [
-        f"# {name}", "",
-        f"A {family} ({backbone or 'autoregressive'} backbone) trained with `hf-autoencoders` on "
-        f"`{dataset_name}`.{based_on}", "",
-        "## Usage", "", *usage(repo_id or "path/to/this/folder"), "",
-        "## Requirements", "", "`transformers>=5` and `torch` (the model code in this repository is loaded with "
-        "`trust_remote_code=True`).", "",
-        "## Architecture", "", "| field | value |", "|---|---|",
-        *[f"| `{k}` | {_format(v)} |" for k, v in architecture.items()], "",
-    ]
-    if hyperparameters or training_figures:
-        lines += ["## Training", "", "Figures measured while training, on the training data (not test metrics).", "",
-                  "| | value |", "|---|---|"]
-        rows = {**(hyperparameters or {}), **(training_figures or {})}
-        lines += [f"| `{k}` | {_format(v)} |" for k, v in rows.items()] + [""]
-    if numeric:
-        lines += ["## Results", "", f"Measured on the test split of `{dataset_name}` "
-                  f"({int(numeric.get('num_examples', 0)) or 'all'} images).", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_format(v)} |" for k, v in sorted(numeric.items())] + [""]
-        if isinstance(metrics.get("quality_features"), str):
-            lines += [f"The `*_fd_*`, `*_kid_*`, precision, recall, density and coverage figures compare the test "
-                      f"images with their reconstructions and with as many samples, in {metrics['quality_features']}. "
-                      "FD is biased upwards at small N: compare FDs only at equal `quality_num_real` and "
-                      "`quality_num_samples`; KID is unbiased.", ""]
-    for title, file in (pictures or {}).items():
-        lines += [f"## {title}", "", f"![{title}]({file})", ""]
-    card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
+    card = ModelCard.from_template(
+        card_data, template_str=CARD_TEMPLATE, kind=kind, description=description, dataset=dataset_name,
+        name=repo_id or "path/to/this/folder", base_model=base_model,
+        architecture={f: _format(getattr(config, f)) for f in _ARCHITECTURE_FIELDS
+                      if getattr(config, f, None) is not None},
+        training={k: _format(v) for k, v in (training or {}).items()},
+        results={k: _format(v) for k, v in numeric.items()}, num_examples=int(numeric.get("num_examples", 0)) or "all",
+        quality_features=metrics.get("quality_features"), pictures=pictures or {},
+    )
     path = output_dir / "README.md"
     card.save(path)
-    write_json(output_dir / "eval_results.json", numeric)
     return path
 
 

@@ -1,9 +1,11 @@
-"""Results files: JSON that every reader can parse, written so that a crash never leaves half a file.
+"""Results files: JSON that every reader can parse, written so that a crash never leaves half a file; and the one
+scheme of cache keys (`fingerprint`).
 
 Python's `json` writes NaN and Infinity as bare tokens that are not JSON; here a non-finite float becomes `null`
 (a metric that could not be measured), tensors and numpy numbers become plain numbers, and paths strings.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -44,3 +46,26 @@ def write_text(path, text: str) -> Path:
 def write_json(path, value) -> Path:
     """Write `value` as strict JSON to `path` atomically (`write_text`)."""
     return write_text(path, dumps(value) + "\n")
+
+
+def fingerprint(*parts) -> str:
+    """The key of a cache entry: the SHA-256 (hex) of `parts`, in order. A part that is an array (a torch tensor or a
+    numpy array) counts by its dtype, shape and bytes, `bytes` as they are, anything else as canonical JSON (sorted
+    keys, `jsonable` values), so that the same inputs give the same key in every process, run and machine. Each
+    cache keeps its own format version among its parts."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if hasattr(part, "detach"):  # a torch tensor: its bytes, whatever its dtype (numpy has no bfloat16)
+            import torch
+
+            part = part.detach().cpu().contiguous()
+            header, part = f"{part.dtype}{tuple(part.shape)}", part.reshape(-1).view(torch.uint8).numpy()
+        elif hasattr(part, "dtype") and hasattr(part, "tobytes"):  # a numpy array
+            header = f"{part.dtype}{part.shape}"
+        else:
+            header = None
+        data = (part.tobytes() if header else part if isinstance(part, bytes)
+                else json.dumps(jsonable(part), sort_keys=True, separators=(",", ":")).encode())
+        for piece in ((header or "").encode(), data):
+            digest.update(len(piece).to_bytes(8, "little") + piece)  # length-prefixed: parts never run together
+    return digest.hexdigest()

@@ -1,8 +1,10 @@
 """The layout's rules, checked by parsing the source: imports point only downward, there is no import cycle, the
-model code imports only itself, torch and transformers, and no module outside `models/` maps or compares family
-names (what a family is lives in its config and model classes)."""
+model code imports only itself, torch and transformers, no module outside `models/` maps or compares family names
+(what a family is lives in its config and model classes), only `hub.py` writes model cards and talks to the Hub, and
+no docstring or `--help` text quotes a measured figure."""
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "hf_autoencoders"
 # The layers, bottom first; a module may import from its own part and the layers strictly below it.
-LAYERS = {"models": 0, "data": 1, "plots": 1, "results": 1, "evaluation": 2, "hub": 2, "training": 3, "studies": 4,
+LAYERS = {"models": 0, "results": 0, "data": 1, "plots": 1, "evaluation": 2, "hub": 2, "training": 3, "studies": 4,
           "cli": 5}
 FAMILY_NAMES = {"ae", "vae", "vqvae", "pixelcnn_prior"}
 MODEL_TYPES = {f"hf_autoencoders_{name}" for name in FAMILY_NAMES}
@@ -158,11 +160,80 @@ def test_no_family_table_or_family_branch_outside_models():
     assert not bad, "family names mapped or compared outside models/:\n" + "\n".join(bad)
 
 
+# What only hub.py may touch: huggingface_hub's card and upload API, transformers' private upload, a card file.
+HUB_NAMES = {"ModelCard", "ModelCardData", "EvalResult", "HfApi", "upload_folder", "upload_file", "create_repo",
+             "_upload_modified_files"}
+
+
+def hub_uses(path: Path) -> list[str]:
+    """Names of the card and upload API, and the card's file name, used in a module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        name = (node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute)
+                else None)
+        if isinstance(node, ast.ImportFrom):
+            found += [f"line {node.lineno}: imports {a.name}" for a in node.names if a.name in HUB_NAMES]
+        elif name in HUB_NAMES:
+            found.append(f"line {node.lineno}: uses {name}")
+        elif isinstance(node, ast.Constant) and node.value == "README.md":
+            found.append(f"line {node.lineno}: names README.md")
+    return found
+
+
+def test_only_hub_writes_model_cards_and_pushes():
+    """One writer of cards and one push: `hub.write_model_card` and `hub.push_to_hub`. No other module (a model's
+    `push_to_hub` included: it is transformers' own) builds a card, writes README.md or uploads."""
+    files = [p for p in PACKAGE.rglob("*.py") if p != PACKAGE / "hub.py"]
+    bad = [f"{path.relative_to(ROOT)} {finding}" for path in files for finding in hub_uses(path)]
+    assert not bad, "cards or uploads outside hub.py:\n" + "\n".join(bad)
+
+
+# Measured figures: decibels, speed-ups, percentages, sizes and durations, and dates (not inside a file name).
+FIGURE = re.compile(r"\d\s?dB\b|\d\s?x (faster|slower)|\d-\d+(\.\d+)?x\b|\d\s?(%|percent\b)|\d\s?(MB|GB|ms)\b"
+                    r"|(?<![-\w])(19|20)\d\d-\d\d-\d\d(?![-\w])")
+
+
+def quoted_figures(path: Path) -> list[str]:
+    """Figures quoted in the docstrings and `help` texts of a module."""
+    texts = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            texts.append(ast.get_docstring(node, clean=False) or "")
+        helps = [node.value] if isinstance(node, ast.keyword) and node.arg == "help" else []
+        if isinstance(node, ast.Dict):
+            helps += [v for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant) and k.value == "help"]
+        texts += [c.value for h in helps for c in ast.walk(h)
+                  if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+    return [match.group(0) for text in texts for match in FIGURE.finditer(text)]
+
+
+# The modules already free of figures (issue 28); the others join as their figures move to docs/ and benchmarks/.
+FIGURE_FREE = ["cli.py", "hub.py", "results.py", "training", "evaluation/classifier.py", "evaluation/priors.py"]
+FIGURE_FREE_FILES = [path for entry in FIGURE_FREE for path in (
+    [PACKAGE / entry] if entry.endswith(".py") else sorted((PACKAGE / entry).rglob("*.py")))]
+
+
+@pytest.mark.parametrize("path", FIGURE_FREE_FILES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_figures_in_docstrings_or_help(path):
+    """Figures go stale: they belong in docs/ and benchmarks/README.md, not in docstrings or `--help`."""
+    assert not quoted_figures(path), f"{path.name} quotes {quoted_figures(path)}"
+
+
 def test_the_checks_catch_what_they_look_for(tmp_path):
     """Each source check fails on code that breaks its rule."""
     table = tmp_path / "table.py"
     table.write_text('CLASSES = {"ae": 1, "vae": 2}\nif family == "vqvae":\n    pass\nT = "hf_autoencoders_vae"\n')
     assert len(family_tables(table)) == 3
+    card = tmp_path / "card.py"
+    card.write_text('from huggingface_hub import ModelCard\nPath("README.md").write_text("x")\n'
+                    'def push(self):\n    self._upload_modified_files("d", "r")\n')
+    assert len(hub_uses(card)) == 3
+    figures = tmp_path / "figures.py"
+    figures.write_text('"""3x faster (benchmarks, 2026-01-02)."""\n'
+                       'def f():\n    """Reaches 23.5 dB, 8 percent faster, 47 MB."""\n'
+                       'p.add_argument("--x", help="about 13-15x and 20%")\n'
+                       'F = field(metadata={"help": "weights-2015-12-05-6726825d.pth, 3 x 3 kernels"})\n')
+    assert quoted_figures(figures) == ["3x faster", "2026-01-02", "5 dB", "8 percent", "7 MB", "3-15x", "0%"]
     package = tmp_path / "pkg"
     for sub in ("models", "training"):
         (package / sub).mkdir(parents=True)

@@ -689,7 +689,7 @@ def test_an_error_from_a_dataloader_worker_reads_as_one_line():
 
     from torch._utils import ExceptionWrapper
 
-    from hf_autoencoders.training.run import _original_message
+    from hf_autoencoders.training.trainer import _original_message
 
     try:
         raise UnreadableImageError("The image at row 3 of split 'train' of x cannot be read.")

@@ -17,8 +17,7 @@ from safetensors.torch import load_file
 import hf_autoencoders.models as M
 from hf_autoencoders.cli import main as cli_main
 from hf_autoencoders.hub import HubPushCallback, push_to_hub, upload_files
-from hf_autoencoders.training import parse_args, run_training
-from hf_autoencoders.training.arguments import parse_prior_args
+from hf_autoencoders.training import parse_args, parse_prior_args, run_training
 from hf_autoencoders.training.prior import run_prior_training
 from hf_autoencoders.training.trainer import AutoencoderTrainer, TrainingDivergedError
 
@@ -154,7 +153,8 @@ def test_train_prior_resumes_latest(tmp_path):
              "--num_layers", "2", "--kernel_size", "3", "--save_steps", "2", "--disable_tqdm", "true",
              "--report_to", "none", "--max_train_samples", "64", "--max_eval_samples", "32"]
     run_prior_training(*parse_prior_args([*flags, "--max_steps", "2"]))
-    metrics = run_prior_training(*parse_prior_args([*flags, "--max_steps", "4", "--resume_from_checkpoint", "latest"]))
+    metrics = run_prior_training(*parse_prior_args([*flags, "--max_steps", "4", "--resume_from_checkpoint", "latest",
+                                                    "--do_eval"]))
     assert json.loads((tmp_path / "prior" / "trainer_state.json").read_text())["global_step"] == 4
     assert math.isfinite(metrics["test_nll_per_code_nats"])
 
@@ -281,36 +281,37 @@ def test_the_card_carries_license_and_a_prior_links_its_vqvae(tmp_path):
     from hf_autoencoders.hub import write_model_card
 
     config = M.PixelCNNPriorConfig(num_embeddings=16, grid_size=7)
-    write_model_card(tmp_path, config, {"test_nll_per_code_nats": 1.5}, "ylecun/mnist", license="mit",
-                     base_model="me/vqvae-mnist", task_type="unconditional-image-generation")
+    write_model_card(tmp_path, config, "ylecun/mnist", {"test_nll_per_code_nats": 1.5}, license="mit",
+                     base_model="me/vqvae-mnist")
     metadata = yaml.safe_load((tmp_path / "README.md").read_text().split("---")[1])
     assert metadata["license"] == "mit" and metadata["base_model"] == "me/vqvae-mnist"
     assert metadata["datasets"] == ["ylecun/mnist"] and metadata["model-index"][0]["results"]
+    assert metadata["model-index"][0]["results"][0]["task"]["type"] == "unconditional-image-generation"
 
 
-def test_model_push_to_hub_uploads_the_run_card_not_the_template(tmp_path, vae_run, monkeypatch):
+def test_model_push_to_hub_is_transformers_own_and_keeps_the_hub_card(tmp_path, vae_run, monkeypatch):
+    """`model.push_to_hub` is transformers' (no private API of its): it uploads what save_pretrained writes and the
+    card already on the Hub; a run folder, card and pictures included, goes up with `hub.push_to_hub`."""
     from types import SimpleNamespace
 
     import transformers.utils.hub as transformers_hub
+    from transformers import AutoModel
 
     uploaded = {}
     monkeypatch.setattr(transformers_hub, "hf_api", lambda: SimpleNamespace(
         create_repo=lambda repo_id, **kwargs: SimpleNamespace(repo_id=repo_id)))
+    on_the_hub = (vae_run / "README.md").read_text()
+    monkeypatch.setattr(transformers_hub.ModelCard, "load", lambda repo_id, **kwargs: ModelCard(on_the_hub))
 
     def upload(self, work_dir, repo_id, **kwargs):
         uploaded.update({p.name: p.read_bytes() for p in Path(work_dir).iterdir()})
         return "ok"
 
-    monkeypatch.setattr(M.VAEModel, "_upload_modified_files", upload)
-    from transformers import AutoModel
-
+    monkeypatch.setattr(transformers_hub.PushToHubMixin, "_upload_modified_files", upload)
     AutoModel.from_pretrained(vae_run).push_to_hub("me/vae")
-    assert uploaded["README.md"] == (vae_run / "README.md").read_bytes()
-    assert {"samples.png", "reconstructions.png", "model.safetensors"} <= set(uploaded)
-    uploaded.clear()
-    M.VAEModel(M.VAEConfig(hidden_size=8)).push_to_hub("me/fresh")
-    card = uploaded["README.md"].decode()
-    assert "hf-autoencoders" in card and "No test metrics were recorded" in card
+    assert {"model.safetensors", "config.json", "modeling_vae.py", "README.md"} <= set(uploaded)
+    assert ModelCard(uploaded["README.md"].decode()).text == ModelCard(on_the_hub).text
+    assert not hasattr(M.VAEModel, "_short_card") and "push_to_hub" not in vars(M.AutoencoderPreTrainedModel)
 
 
 def test_hub_strategy_pushes_checkpoints_while_training(tmp_path):
@@ -325,12 +326,12 @@ def test_hub_strategy_pushes_checkpoints_while_training(tmp_path):
             return "ok"
 
     from hf_autoencoders.data import ImageCollator, load_image_dataset
-    from hf_autoencoders.training import AutoencoderTrainingArguments
+    from hf_autoencoders.training import training_arguments
 
     callback = HubPushCallback("me/run", "checkpoint", api=RecordingHub())
     model = M.VQVAEModel(M.VQVAEConfig(hidden_size=8, num_embeddings=16, embedding_dim=4, num_residual_blocks=1))
-    args = AutoencoderTrainingArguments(output_dir=str(tmp_path), max_steps=2, save_steps=1, report_to="none",
-                                        disable_tqdm=True, per_device_train_batch_size=16)
+    args = training_arguments(tmp_path, max_steps=2, save_strategy="steps", save_steps=1,
+                              per_device_train_batch_size=16)
     AutoencoderTrainer(model=model, args=args, train_dataset=load_image_dataset(None).train,
                        data_collator=ImageCollator(), callbacks=[callback]).train()
     assert [(name, where) for name, where, _ in pushes] == [
@@ -343,7 +344,7 @@ def test_images_reach_every_tracker(tmp_path):
     from transformers import TrainerCallback
 
     from hf_autoencoders.data import ImageCollator, load_image_dataset
-    from hf_autoencoders.training import AutoencoderTrainingArguments
+    from hf_autoencoders.training import training_arguments
 
     logged = []
 
@@ -362,9 +363,9 @@ def test_images_reach_every_tracker(tmp_path):
 
     data = load_image_dataset(None)
     model = M.AEModel(M.AEConfig(backbone="mlp", hidden_size=16, latent_dim=4))
-    trainer = AutoencoderTrainer(model=model, args=AutoencoderTrainingArguments(
-        output_dir=str(tmp_path), max_steps=2, eval_strategy="steps", eval_steps=2, report_to="none",
-        disable_tqdm=True, per_device_train_batch_size=16), train_dataset=data.train, eval_dataset=data.test,
+    trainer = AutoencoderTrainer(model=model, args=training_arguments(
+        tmp_path, max_steps=2, eval_strategy="steps", eval_steps=2, per_device_train_batch_size=16),
+        train_dataset=data.train, eval_dataset=data.test,
         data_collator=ImageCollator(), callbacks=[FakeWandb(), FakeTrackio()],
         image_log_pixel_values=ImageCollator()([data.test[i] for i in range(4)])["pixel_values"])
     trainer.train()

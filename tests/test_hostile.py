@@ -119,7 +119,7 @@ CLI_CASES = [  # (id, arguments ({root} is the sandbox), pattern of the one erro
      "only applies with --binarize"),
     ("a string where a number goes", ["train", "--max_steps", "many", "--output_dir", "{root}/o"], "invalid int"),
     ("evaluate a missing folder", ["evaluate", "{root}/nothing"], "neither a model folder"),
-    ("evaluate a plain folder", ["evaluate", "{root}/mine"], "has no config.json"),
+    ("evaluate a plain folder", ["evaluate", "{root}/mine"], "no config.json"),
     ("evaluate negative K", ["evaluate", "{root}/vae", "--num_importance_samples", "-3"],
      "--num_importance_samples must be >= 0"),
     ("evaluate zero images", ["evaluate", "{root}/vae", "--max_eval_samples", "0"], "must be a positive integer"),

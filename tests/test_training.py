@@ -1,4 +1,5 @@
-"""Training runs: the example scripts, resume after SIGKILL, output safety, multi-process, and sharing offline."""
+"""Training runs: the example scripts, resume after SIGKILL, output safety, multi-process, sharing offline, and one
+evaluation per run, only with --do_eval."""
 
 import json
 import os
@@ -10,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoModel
 
 import hf_autoencoders.models  # noqa: F401  (registers the Auto classes)
 from hf_autoencoders import VAEConfig, VAEModel
 from hf_autoencoders.data import DatasetNotFoundError
+from hf_autoencoders.evaluation import evaluate
 from hf_autoencoders.hub import push_to_hub
 from hf_autoencoders.training import parse_args, run_training
 
@@ -45,9 +48,9 @@ def test_example_script_on_the_embedded_default(tmp_path):
     model = AutoModel.from_pretrained(out)
     assert model.config.model_type == "hf_autoencoders_vqvae"
     results = json.loads((out / "all_results.json").read_text())
-    assert "eval_reconstruction_loss" in results and "psnr" in results and "eval_codebook_usage" in results
+    assert {"eval_reconstruction_loss", "eval_psnr", "eval_codebook_usage", "train_loss"} <= set(results)
     card = (out / "README.md").read_text()
-    assert "psnr" in card and "reconstructions.png" in card and "trust_remote_code" in card
+    assert "| psnr |" in card and "reconstructions.png" in card and "trust_remote_code" in card
 
 
 @pytest.mark.parametrize("model_type", ["ae", "vae"])
@@ -175,15 +178,18 @@ EVAL_SCRIPT = """
 import json, os, sys, torch
 import hf_autoencoders as H
 from hf_autoencoders.data import ImageCollator, ImageTensorDataset, load_image_dataset
-from hf_autoencoders.training import AutoencoderTrainer
-from hf_autoencoders.training import AutoencoderTrainingArguments
+from hf_autoencoders.evaluation import domain_features
+from hf_autoencoders.training import AutoencoderTrainer, training_arguments
 torch.manual_seed(0)
 model = H.VQVAEModel(H.VQVAEConfig(hidden_size=8, num_embeddings=16, embedding_dim=4, num_residual_blocks=1))
-eval_set = ImageTensorDataset(load_image_dataset("digits").test.images[:61])
-args = AutoencoderTrainingArguments(output_dir=sys.argv[1], per_device_eval_batch_size=8, use_cpu=True,
-                                    ddp_backend="gloo" if "WORLD_SIZE" in os.environ else None, report_to="none")
+digits = load_image_dataset("digits")
+eval_set = ImageTensorDataset(digits.test.images[:61])
+features = domain_features(digits.train.images[:200], digits.train.labels[:200], epochs=1, width=4,
+                           cache_dir=sys.argv[1], progress=False)
+args = training_arguments(sys.argv[1], per_device_eval_batch_size=8, use_cpu=True,
+                          ddp_backend="gloo" if "WORLD_SIZE" in os.environ else None)
 trainer = AutoencoderTrainer(model=model, args=args, data_collator=ImageCollator(), eval_dataset=eval_set)
-metrics = trainer.evaluate()
+metrics = trainer.evaluate(features=features)
 if trainer.is_world_process_zero():
     print("METRICS" + json.dumps(metrics))
 if torch.distributed.is_initialized():  # a gloo group left alive can abort the process at exit
@@ -192,7 +198,9 @@ if torch.distributed.is_initialized():  # a gloo group left alive can abort the 
 
 
 def test_evaluation_is_exact_under_two_processes(tmp_path):
-    """61 images over 2 processes in batches of 8: no image is counted twice, so the metrics equal one process's."""
+    """61 images over 2 processes in batches of 8: no image is counted twice, so the metrics equal one process's;
+    the Fréchet distance and its companions too, from the features each process extracted in the same pass (KID,
+    drawn on random subsets, depends on the order of the rows)."""
     (tmp_path / "evaluate.py").write_text(EVAL_SCRIPT)
     metrics = []
     for launcher in ([sys.executable], [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -203,9 +211,11 @@ def test_evaluation_is_exact_under_two_processes(tmp_path):
         line = next(x for x in result.stdout.splitlines() if x.startswith("METRICS"))
         metrics.append(json.loads(line.removeprefix("METRICS")))
     single, double = metrics
-    assert set(single) == set(double) and "eval_codebook_loss" in single and "eval_codebook_perplexity" in single
+    assert set(single) == set(double) and "eval_codebook_loss" in single and "eval_sample_fd_domain" in single
+    assert single["eval_quality_num_real"] == 61
     for key in single:
-        assert double[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
+        if "kid" not in key and key != "eval_quality_features":
+            assert double[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
 
 
 def test_push_to_hub_offline_then_load_in_a_fresh_process(tmp_path, run_without_package):
@@ -282,3 +292,101 @@ def test_quickstart_main_job_writes_models_and_pictures(tmp_path):
     assert AutoModel.from_pretrained(out / "prior").config.model_type == "hf_autoencoders_pixelcnn_prior"
     again = script("quickstart.py", "--output_dir", str(out), "--vqvae_steps", "3", "--prior_steps", "3")
     assert again.returncode != 0 and "already holds files" in again.stderr
+
+
+# ------------------------------------------------------------------------------------- one evaluation, if asked
+
+
+def test_a_run_without_do_eval_evaluates_nothing(tmp_path, monkeypatch):
+    """No pass over the test split, no classifier for the Fréchet distance, no eval_results.json; the card holds the
+    training figures and says that no test metrics were measured."""
+    import hf_autoencoders.training.run as run_module
+    import hf_autoencoders.training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "evaluate", lambda *a, **k: pytest.fail("the test split was evaluated"))
+    monkeypatch.setattr(run_module, "domain_features", lambda *a, **k: pytest.fail("a classifier was trained"))
+    out = tmp_path / "run"
+    metrics = train(["--output_dir", str(out), "--do_train", "--max_steps", "2", "--backbone", "mlp"], "vae")
+    assert "train_loss" in metrics and not any(name.startswith("eval_") for name in metrics)
+    assert not (out / "eval_results.json").exists()
+    assert set(json.loads((out / "all_results.json").read_text())) == set(metrics)
+    card = ModelCard.load(out / "README.md")
+    assert "No test metrics were measured" in card.text and "`train_loss`" in card.text
+    assert card.data.eval_results is None
+
+
+def test_do_eval_gives_the_card_and_the_results_files_one_evaluation(tmp_path, monkeypatch):
+    """--do_eval: one evaluation pass (IWAE bound and Fréchet distance included), whose numbers are the card's, and
+    those of all_results.json and eval_results.json."""
+    import hf_autoencoders.training.trainer as trainer_module
+
+    passes = []
+    monkeypatch.setattr(trainer_module, "evaluate", lambda *a, **k: passes.append(k) or evaluate(*a, **k))
+    out = tmp_path / "run"
+    metrics = train(["--output_dir", str(out), "--do_train", "--do_eval", "--max_steps", "2", "--backbone", "mlp"],
+                    "vae")
+    assert len(passes) == 1 and passes[0]["num_importance_samples"] == 64 and passes[0]["on_batch"] is not None
+    evaluation = {name: value for name, value in metrics.items() if name.startswith("eval_")}
+    assert {"eval_iwae_nll", "eval_psnr", "eval_sample_fd_domain", "eval_reconstruction_kid_domain"} <= set(evaluation)
+    assert json.loads((out / "eval_results.json").read_text()) == evaluation
+    assert json.loads((out / "all_results.json").read_text()) == metrics
+    card = ModelCard.load(out / "README.md")
+    on_card = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    numbers = {name.removeprefix("eval_"): value for name, value in evaluation.items() if not isinstance(value, str)}
+    assert on_card == {name: value for name, value in numbers.items() if name != "num_examples"}
+    assert f"| psnr | {evaluation['eval_psnr']:.4g} |" in card.text
+
+
+def test_the_command_and_the_example_make_the_same_run(tmp_path):
+    """`hf-autoencoders train` and examples/train_autoencoder.py take the same steps: the same weights, results
+    files and card."""
+    import importlib.util
+
+    from hf_autoencoders.cli import main as cli_main
+
+    spec = importlib.util.spec_from_file_location("train_autoencoder", ROOT / "examples" / "train_autoencoder.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    flags = ["--do_train", "--do_eval", "--max_steps", "2", "--fid", "false", "--save_strategy", "no", *TINY]
+    cli_main(["train", "--model_type", "ae", "--output_dir", str(tmp_path / "cli" / "run"), *flags])
+    example.main(["--output_dir", str(tmp_path / "example" / "run"), *flags], model_type="ae")
+    cli, ours = tmp_path / "cli" / "run", tmp_path / "example" / "run"
+    assert sorted(p.name for p in cli.iterdir()) == sorted(p.name for p in ours.iterdir())
+    assert load_file(cli / "model.safetensors").keys() == load_file(ours / "model.safetensors").keys()
+    for name, tensor in load_file(cli / "model.safetensors").items():
+        assert torch.equal(tensor, load_file(ours / "model.safetensors")[name]), name
+
+    def without_timings(path):
+        return [line for line in path.read_text().splitlines() if not any(
+            word in line for word in ("runtime", "per_second"))]
+
+    for name in ("README.md", "eval_results.json"):
+        assert without_timings(cli / name) == without_timings(ours / name), name
+
+
+def test_push_to_hub_while_training_and_at_the_end(tmp_path, monkeypatch):
+    """--push_to_hub: this library pushes (allow-listed files, its card), not the Trainer: each checkpoint as
+    --hub_strategy says, then the finished folder with its card."""
+    import hf_autoencoders.hub as hub
+
+    pushes = []
+
+    class RecordingHub:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            pass
+
+        def upload_folder(self, repo_id, folder_path, path_in_repo=None, allow_patterns=None, **kwargs):
+            pushes.append((repo_id, Path(folder_path).name, path_in_repo, set(allow_patterns)))
+            return f"https://hub/{repo_id}"
+
+    monkeypatch.setattr(hub, "HfApi", RecordingHub)
+    out = tmp_path / "run"
+    train(["--output_dir", str(out), "--do_train", "--max_steps", "2", "--save_steps", "2", "--push_to_hub",
+           "--hub_model_id", "me/tiny", "--hub_strategy", "checkpoint", "--backbone", "mlp"], "ae")
+    assert [(repo, folder, where) for repo, folder, where, _ in pushes] == [
+        ("me/tiny", "checkpoint-2", None), ("me/tiny", "checkpoint-2", "last-checkpoint"), ("me/tiny", "run", None)]
+    assert {"README.md", "model.safetensors", "samples.png"} <= pushes[-1][3]
+    assert not any(name.startswith("checkpoint-") for name in pushes[-1][3])

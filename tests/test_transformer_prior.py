@@ -14,12 +14,13 @@ import torch
 from transformers import AutoModel, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 import hf_autoencoders as H
-from hf_autoencoders.cli import load_model
 from hf_autoencoders.cli import main as cli_main
 from hf_autoencoders.data import ImageCollator, load_image_dataset
+from hf_autoencoders.evaluation import priors as S
+from hf_autoencoders.hub import load_model
 from hf_autoencoders.models import code_priors as C
+from hf_autoencoders.training import parse_prior_args
 from hf_autoencoders.training import prior as P
-from hf_autoencoders.training.arguments import parse_prior_args
 
 K, GRID = 16, 4
 TINY = dict(num_embeddings=K, grid_size=GRID, hidden_size=32, num_layers=2, num_heads=2)
@@ -85,8 +86,8 @@ def test_causality_by_perturbation(num_classes):
     perturbed = perturbed.reshape(n, GRID, GRID)
     labels = torch.full((n,), 2) if num_classes else None
     with torch.no_grad():
-        logits = C.code_logits(model, base, labels).reshape(n, n, K)
-        logits_perturbed = C.code_logits(model, perturbed, labels).reshape(n, n, K)
+        logits = S.code_logits(model, base, labels).reshape(n, n, K)
+        logits_perturbed = S.code_logits(model, perturbed, labels).reshape(n, n, K)
     change = (logits_perturbed - logits).abs().amax(-1)  # change[t, q]: at position q when the code at t changes
     at_or_before = torch.arange(n)[None, :] <= torch.arange(n)[:, None]
     assert change[at_or_before].max() == 0, "a predicted distribution depends on the current or a later code"
@@ -97,8 +98,8 @@ def test_class_token_conditions_every_position():
     model = tiny_prior(0, num_classes=3)
     codes = random_codes(2, 0)
     with torch.no_grad():
-        logits_0 = C.code_logits(model, codes, torch.tensor([0, 0]))
-        logits_1 = C.code_logits(model, codes, torch.tensor([1, 1]))
+        logits_0 = S.code_logits(model, codes, torch.tensor([0, 0]))
+        logits_1 = S.code_logits(model, codes, torch.tensor([1, 1]))
     assert (logits_0 - logits_1).abs().amax(-1).min() > 1e-6
 
 
@@ -109,12 +110,12 @@ def test_log_prob_matches_the_logits_and_is_normalised():
     model = tiny_prior(0, num_embeddings=3, grid_size=2).double()
     all_maps = torch.tensor(list(itertools.product(range(3), repeat=4))).reshape(-1, 2, 2)
     with torch.no_grad():
-        log_probs = C.log_prob_codes(model, all_maps)
-        by_hand = C.code_logits(model, all_maps).log_softmax(-1).gather(-1, all_maps[..., None]).sum((1, 2, 3))
+        log_probs = S.log_prob_codes(model, all_maps)
+        by_hand = S.code_logits(model, all_maps).log_softmax(-1).gather(-1, all_maps[..., None]).sum((1, 2, 3))
     torch.testing.assert_close(log_probs, by_hand)
     torch.testing.assert_close(log_probs.exp().sum(), torch.tensor(1.0, dtype=torch.float64))
     # A fresh model is near uniform: about L log K nats per map.
-    assert abs(C.log_prob_codes(tiny_prior(0), random_codes(4)).mean().item() + GRID**2 * math.log(K)) < 1.0
+    assert abs(S.log_prob_codes(tiny_prior(0), random_codes(4)).mean().item() + GRID**2 * math.log(K)) < 1.0
 
 
 def test_pixelcnn_is_scored_through_its_own_log_prob():
@@ -123,13 +124,13 @@ def test_pixelcnn_is_scored_through_its_own_log_prob():
                                                           num_layers=2, kernel_size=3)).eval()
     codes = random_codes(3)
     with torch.no_grad():
-        torch.testing.assert_close(C.log_prob_codes(pixelcnn, codes), pixelcnn.log_prob(codes))
+        torch.testing.assert_close(S.log_prob_codes(pixelcnn, codes), pixelcnn.log_prob(codes))
 
 
 def test_prior_nll_metrics_units():
     config = C.transformer_prior_config(K, GRID)
     code_nll = torch.tensor([20.0, 24.0])
-    metrics = C.prior_nll_metrics(code_nll, config, decoder_nll=torch.tensor([100.0, 110.0]), num_pixels=784)
+    metrics = S.prior_nll_metrics(code_nll, config, decoder_nll=torch.tensor([100.0, 110.0]), num_pixels=784)
     assert metrics["nll_per_image_nats"] == pytest.approx(22.0)
     assert metrics["nll_per_code_nats"] == pytest.approx(22.0 / 16)
     assert metrics["bits_per_code"] == pytest.approx(22.0 / 16 / math.log(2))
@@ -137,7 +138,7 @@ def test_prior_nll_metrics_units():
     assert metrics["bits_per_dim"] == pytest.approx((105.0 + 22.0) / scale)
     assert metrics["bits_per_dim"] == pytest.approx(metrics["decoder_bits_per_dim"] + metrics["prior_bits_per_dim"])
     assert metrics["uniform_prior_bits_per_dim"] == pytest.approx((105.0 + 16 * math.log(K)) / scale)
-    assert "bits_per_dim" not in C.prior_nll_metrics(code_nll, config)
+    assert "bits_per_dim" not in S.prior_nll_metrics(code_nll, config)
 
 
 # -------------------------------------------------------------------------------------------------- sampling
@@ -178,7 +179,7 @@ def test_greedy_sampling_is_the_argmax_and_cuts_reduce_to_it():
     model = tiny_prior(0, num_classes=2)
     greedy = C.sample_codes(model, 4, temperature=0.0, class_labels=1)
     with torch.no_grad():
-        assert torch.equal(greedy, C.code_logits(model, greedy, 1).argmax(-1))
+        assert torch.equal(greedy, S.code_logits(model, greedy, 1).argmax(-1))
     for cut in (dict(top_k=1), dict(top_p=1e-6)):
         assert torch.equal(greedy, C.sample_codes(model, 4, generator=torch.Generator().manual_seed(0),
                                                   class_labels=1, **cut))
@@ -219,7 +220,7 @@ def test_samples_follow_the_model_distribution():
         model.transformer.wte.weight.mul_(30)  # sharpen the (tied) output layer away from uniform
     all_maps = torch.tensor(list(itertools.product(range(3), repeat=4))).reshape(-1, 2, 2)
     with torch.no_grad():
-        probs = C.log_prob_codes(model, all_maps).exp()
+        probs = S.log_prob_codes(model, all_maps).exp()
     n = 20000
     samples = C.sample_codes(model, n, generator=torch.Generator().manual_seed(0))
     index = (samples.reshape(n, 4) * torch.tensor([27, 9, 3, 1])).sum(-1)
@@ -229,7 +230,7 @@ def test_samples_follow_the_model_distribution():
     # top_k = 2 never draws a map holding a code outside the two most likely at its position.
     cut = C.sample_codes(model, 2000, generator=torch.Generator().manual_seed(1), top_k=2)
     with torch.no_grad():
-        rank = (C.code_logits(model, cut) > C.code_logits(model, cut).gather(-1, cut[..., None])).sum(-1)
+        rank = (S.code_logits(model, cut) > S.code_logits(model, cut).gather(-1, cut[..., None])).sum(-1)
     assert rank.max() <= 1
 
 
@@ -272,7 +273,7 @@ def test_class_conditional_samples_follow_the_class(trained):
 
 def test_training_learns_and_eval_loss_bounds_the_code_nll(trained):
     prior, trainer, test, _ = trained
-    nll = P.code_nll(prior, test)
+    nll = S.code_nll(prior, test)
     assert nll < 0.5 * math.log(K)  # 2 of 16 codes per class: log 2 = 0.69 nats is the best possible
     eval_loss = trainer.evaluate()["eval_loss"]
     assert eval_loss >= nll - 1e-5  # the whole-vocabulary cross entropy is never below the code-only NLL
@@ -284,7 +285,7 @@ def test_reloaded_prior_gives_the_same_nll_and_samples(trained):
     reloaded = AutoModelForCausalLM.from_pretrained(root / "prior").eval()
     assert type(reloaded) is GPT2LMHeadModel
     assert (reloaded.config.num_embeddings, reloaded.config.grid_size, reloaded.config.num_classes) == (K, GRID, 3)
-    assert P.code_nll(reloaded, test) == pytest.approx(P.code_nll(prior, test), rel=1e-6)
+    assert S.code_nll(reloaded, test) == pytest.approx(S.code_nll(prior, test), rel=1e-6)
     labels = torch.tensor([0, 1, 2])
     assert torch.equal(C.sample_codes(prior, 3, generator=torch.Generator().manual_seed(4), class_labels=labels),
                        C.sample_codes(reloaded, 3, generator=torch.Generator().manual_seed(4), class_labels=labels))
@@ -314,7 +315,7 @@ def test_saved_prior_loads_without_hf_autoencoders(trained, run_without_package)
     assert proc.returncode == 0, proc.stderr[-3000:]
     name, nll = proc.stdout.split()
     with torch.no_grad():
-        ours = -C.log_prob_codes(prior, codes, labels).sum().item() / codes.numel()
+        ours = -S.log_prob_codes(prior, codes, labels).sum().item() / codes.numel()
     assert name == "GPT2LMHeadModel" and float(nll) == pytest.approx(ours, rel=1e-5)
 
 
@@ -378,9 +379,9 @@ def test_bad_sampling_arguments_are_refused():
     with pytest.raises(ValueError, match="transformer prior only"):
         C.sample_codes(pixelcnn, 2, top_k=3)
     with pytest.raises(ValueError, match="codes in"):
-        C.log_prob_codes(prior, torch.full((1, GRID, GRID), K))
+        S.log_prob_codes(prior, torch.full((1, GRID, GRID), K))
     with pytest.raises(ValueError, match=r"shape \(batch, 4, 4\)"):
-        C.log_prob_codes(prior, torch.zeros(1, 3, 3, dtype=torch.long))
+        S.log_prob_codes(prior, torch.zeros(1, 3, 3, dtype=torch.long))
     conditional = tiny_prior(0, num_classes=3)
     with pytest.raises(ValueError, match=r"class_labels must lie in \[0, num_classes=3\)"):
         C.sample_codes(conditional, 2, class_labels=torch.tensor([0, 3]))
@@ -389,13 +390,13 @@ def test_bad_sampling_arguments_are_refused():
 def test_decoder_nll_needs_a_discrete_likelihood():
     images = torch.rand(2, 1, 16, 16)
     with pytest.raises(ValueError, match="bits/dim are not defined"):
-        C.decoder_nll(vqvae(), images)
+        S.decoder_nll(vqvae(), images)
     torch.manual_seed(0)
     bernoulli = H.VQVAEModel(H.VQVAEConfig(image_size=16, num_channels=1, hidden_size=8, num_embeddings=K,
                                            embedding_dim=4, num_residual_blocks=1, likelihood="bernoulli")).eval()
     binary = (images > 0.5).float()
     with torch.no_grad():
-        nll = C.decoder_nll(bernoulli, binary)
+        nll = S.decoder_nll(bernoulli, binary)
         output = bernoulli(binary)
     assert nll.shape == (2,)
     torch.testing.assert_close(nll.mean(), output.reconstruction_loss)

@@ -26,6 +26,8 @@ import datasets
 import numpy as np
 from filelock import FileLock
 
+from ..results import fingerprint
+
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 2  # bump when decoding changes (2: 16-bit and float images scaled, not clipped)
 CACHE_FOLDER = "hf_autoencoders_decoded"
@@ -43,7 +45,7 @@ class DecodedCache:
 
     def __init__(self, directory: str | os.PathLike, what: dict):
         self.what = json.loads(json.dumps(what))  # as it reads back from the manifest
-        key = hashlib.sha1(json.dumps({"version": CACHE_VERSION, **self.what}, sort_keys=True).encode()).hexdigest()
+        key = fingerprint("decoded images", CACHE_VERSION, self.what)
         directory = Path(directory)
         self.data_path = directory / f"{key[:24]}.npy"
         self.manifest_path = directory / f"{key[:24]}.json"

@@ -105,55 +105,17 @@ def classifier_accuracy(clf: nn.Module, images, labels, batch_size: int = 512) -
     return (probs.argmax(-1) == _labels(labels, len(probs), "labels")).double().mean().item()
 
 
-def downstream_accuracy(
-    train_images,
-    train_labels,
-    test_images,
-    test_labels,
-    test_reconstructions=None,
-    synthetic_images=None,
-    synthetic_labels=None,
-    classifier: nn.Module | None = None,
-    num_classes: int | None = None,
-    epochs: int = 5,
-    width: int = 32,
-    seed: int = 0,
-    device=None,
-    progress: bool = True,
-) -> dict[str, float]:
-    """How much class information survives an autoencoder, measured with a SmallCNN in both directions.
-
-    The classifiers are SmallCNNs trained by ``train_classifier`` with ``epochs``, ``width`` and ``seed``.
-    Returns (keys read "train_<A>_test_<B>": trained on A, tested on B):
-      - ``train_real_test_real``: a classifier trained on the real training images (or the given ``classifier``),
-        tested on the real test images: the reference accuracy.
-      - ``train_real_test_reconstructions``: the same classifier on ``test_reconstructions`` (reconstructions of
-        the test images) against the true test labels; present when they are given.
-      - ``train_synthetic_test_real``: a fresh classifier trained on ``synthetic_images`` (reconstructions of the
-        training set, or samples) with ``synthetic_labels`` - or, when those are ``None``, pseudo-labels given by the
-        real classifier - tested on the real test images; present when ``synthetic_images`` is given.
-    """
-    test_labels = _labels(test_labels, len(test_images), "test_labels")
-    if num_classes is None:
-        num_classes = int(max(torch.as_tensor(train_labels).max(), test_labels.max())) + 1
-    if classifier is None:
-        classifier = train_classifier(
-            train_images, train_labels, num_classes, epochs, width=width, seed=seed, device=device, progress=progress
-        )
-    results = {"train_real_test_real": classifier_accuracy(classifier, test_images, test_labels)}
-    if test_reconstructions is not None:
-        results["train_real_test_reconstructions"] = classifier_accuracy(
-            classifier, test_reconstructions, test_labels
-        )
-    if synthetic_images is not None:
-        if synthetic_labels is None:
-            synthetic_labels = predict_proba(classifier, synthetic_images).argmax(-1)
-        synthetic_clf = train_classifier(
-            synthetic_images, synthetic_labels, num_classes, epochs, width=width, seed=seed, device=device,
-            progress=progress,
-        )
-        results["train_synthetic_test_real"] = classifier_accuracy(synthetic_clf, test_images, test_labels)
-    return results
+def downstream_accuracy(model, classifier: nn.Module, test_images, test_labels, batch_size: int = 256) -> dict:
+    """How much class information survives an autoencoder: the accuracy of ``classifier`` (trained on the real
+    training images, `train_classifier`) on the real ``test_images`` (``classifier_test_accuracy``, the reference)
+    and on ``model``'s reconstructions of them (``downstream_accuracy``), both against ``test_labels``."""
+    test_images = as_images(test_images, "test_images").float()
+    device = model_device(model)
+    with eval_mode(model):
+        reconstructions = torch.cat([model(x.to(device)).reconstruction.float().clamp(0, 1).cpu()
+                                     for x in test_images.split(batch_size)])
+    return {"classifier_test_accuracy": classifier_accuracy(classifier, test_images, test_labels),
+            "downstream_accuracy": classifier_accuracy(classifier, reconstructions, test_labels)}
 
 
 def linear_probe_accuracy(

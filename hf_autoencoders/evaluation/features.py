@@ -15,7 +15,6 @@ Two kinds, and every figure says which one it used:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import iterate_batches
+from ..results import fingerprint
 from .classifier import SmallCNN, _default_device, _labels, train_classifier
 from .metrics import as_images
 
@@ -123,8 +123,8 @@ def domain_features(
     """Offline features for a dataset: a SmallCNN trained (`train_classifier`, Adam, cross-entropy) on its labelled
     training images (N, C, H, W) in [0, 1] (uint8 pixels k read as k / 255).
 
-    The trained weights are cached in ``cache_dir`` (default `default_cache_dir()`) under a key made of a SHA-256
-    of the images and labels, the image shape, ``seed``, ``epochs``, ``width`` and ``num_classes``, so a second call
+    The trained weights are cached in ``cache_dir`` (default `default_cache_dir()`) under a key (`fingerprint`) of
+    the images and labels, the image shape, ``seed``, ``epochs``, ``width`` and ``num_classes``, so a second call
     with the same data and settings loads them instead of training again. ``dataset_name`` only goes into the
     description.
     """
@@ -135,11 +135,9 @@ def domain_features(
     num_classes = int(labels.max()) + 1 if num_classes is None else int(num_classes)
     shape = tuple(images.shape[1:])
     settings = {"shape": list(shape), "seed": seed, "epochs": epochs, "width": width, "num_classes": num_classes}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    digest.update(images.contiguous().numpy().tobytes())
-    digest.update(labels.contiguous().numpy().tobytes())
+    key = fingerprint("domain features", settings, images, labels)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = cache_dir / f"smallcnn-{'x'.join(map(str, shape))}-seed{seed}-{digest.hexdigest()[:16]}.safetensors"
+    path = cache_dir / f"smallcnn-{'x'.join(map(str, shape))}-seed{seed}-{key[:16]}.safetensors"
     device = _default_device(device)
     if path.is_file():
         with torch.random.fork_rng(devices=[]):

@@ -9,7 +9,7 @@ finds a family by the short name the command line uses. Importing this package r
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
-from .code_priors import log_prob_codes, sample_codes, transformer_prior_config
+from .code_priors import sample_codes, transformer_prior_config
 from .configuration_autoencoders import AEConfig, AutoencoderConfig, VAEConfig, VQVAEConfig
 from .configuration_pixelcnn_prior import PixelCNNPriorConfig
 from .image_processing_autoencoders import AutoencoderImageProcessor
@@ -62,6 +62,6 @@ __all__ = [
     "DiagonalGaussian", "EncoderOutput", "MODEL_CLASSES", "PixelCNNPriorConfig", "PixelCNNPriorModel",
     "PixelCNNPriorOutput", "PosteriorOutput", "VAEConfig", "VAEModel", "VQVAEConfig",
     "VQVAEModel",
-    "autoencoder_classes", "code_priors", "code_statistics", "log_prob_codes", "sample_codes", "standard_normal_log_prob",
+    "autoencoder_classes", "code_priors", "code_statistics", "sample_codes", "standard_normal_log_prob",
     "transformer_prior_config",
 ]

@@ -1,5 +1,6 @@
 """Priors over VQ-VAE code maps: a transformers causal language model as the prior, and the functions that sample
-and score code maps with either kind of prior (that one, or the gated `PixelCNNPriorModel`).
+code maps with either kind of prior (that one, or the gated `PixelCNNPriorModel`). Scoring them is evaluation's
+(`hf_autoencoders.evaluation.priors`).
 
 Both factorise a (h, w) map of codes c in raster order, c_1 .. c_L with L = h w, given an optional class y:
 
@@ -28,28 +29,12 @@ next code is drawn by a logits processor that uses the caller's `torch.Generator
 hands `generate()` a one-hot score, which its greedy step picks. `generate(do_sample=True)` would draw from the
 global RNG instead; drawing with the generator keeps the contract of `PixelCNNPriorModel.generate`: the same
 generator state gives the same samples, without touching the global RNG.
-
-**Scoring** (`code_logits`, `log_prob_codes`, `prior_nll_metrics`): the transformer's probabilities are its softmax
-over the K code logits only, the distribution it samples from at temperature 1. (It is trained with transformers'
-cross entropy over the whole vocabulary, whose per-code NLL is never below this one: renormalising over the codes
-only removes the small mass left on BOS and class tokens.) Test NLL is reported in nats and bits per code, and, where
-the VQ-VAE's decoder likelihood is discrete (Bernoulli over binary pixels, discretized logistic over 8-bit pixels),
-in bits per dimension of the image: with the VQ-VAE's deterministic encoder, q(c | x) = 1[c = c(x)], the ELBO of
-the joint model p(x, c) = p(c) p(x | c) is log p(x | c(x)) + log p(c(x)) (the entropy of a point mass is 0), so
-
-    -log2 p(x) / D <= (-log p(x | c(x)) - log p(c(x))) / (D ln 2),
-
-an upper bound on the image's code length per dimension (D = channels * height * width). The first term is the
-decoder's and does not depend on the prior; the prior lowers the second from L log K (uniform codes) to its NLL.
-For a Gaussian decoder -log p(x | c) is a density, not a code length, and no bits/dim are reported.
 """
 
 import logging
-import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from transformers import (
     GPT2Config,
     LogitsProcessor,
@@ -422,74 +407,3 @@ def sample_codes(
         bar.close()
         prior.train(was_training)
     return torch.cat(maps)
-
-
-# ----------------------------------------------------------------------------------------------------- scoring
-
-
-def code_logits(prior, codes: torch.LongTensor, class_labels: torch.LongTensor | int | None = None) -> torch.Tensor:
-    """The logits of each code given the codes before it in raster order (and the class), shape (batch, h, w, K),
-    for a prior of either kind (teacher forcing: one pass). For the transformer, the logits at sequence position s
-    predict token s+1, so those at P-1 .. P+L-2 predict the L codes; they are cut to the K code tokens."""
-    if prior_type(prior) == "pixelcnn":
-        return prior(codes, class_labels=class_labels, return_loss=False).logits
-    config = prior.config
-    codes = check_codes(config, codes).to(prior.device)
-    tokens = code_tokens(config, codes, class_labels)
-    logits = prior(input_ids=tokens[:, :-1]).logits  # the last code predicts nothing: it is not fed
-    size = config.grid_size
-    return logits[:, prefix_length(config) - 1:, : config.num_embeddings].reshape(len(codes), size, size, -1)
-
-
-def log_prob_codes(prior, codes: torch.LongTensor, class_labels: torch.LongTensor | int | None = None) -> torch.Tensor:
-    """log p(c | y) = sum_t log softmax(logits_t)[c_t] of each code map in nats, shape (batch,), under a prior of
-    either kind (for the transformer, the softmax over the K code logits: the distribution it samples from).
-    Gradients flow; wrap in `torch.no_grad()` for metrics."""
-    logits = code_logits(prior, codes, class_labels)
-    log_probs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-    targets = codes.long().to(log_probs.device)[..., None]
-    return log_probs.gather(-1, targets).squeeze(-1).flatten(1).sum(1)
-
-
-def decoder_nll(vqvae, pixel_values: torch.Tensor) -> torch.Tensor:
-    """-log p(x | z_q(c(x))) of each image in nats, shape (batch,): the VQ-VAE's decoder likelihood of x given its own
-    codes. Only a discrete likelihood (`vqvae.likelihood.discrete`) makes this a code length."""
-    if not getattr(vqvae.likelihood, "discrete", False):
-        raise ValueError(f"The VQ-VAE's {vqvae.config.likelihood!r} likelihood is a density over continuous pixels: "
-                         "its NLL is no code length, so bits/dim are not defined; train the VQ-VAE with "
-                         "--likelihood discretized_logistic (8-bit images) or bernoulli (binarized images).")
-    x = vqvae.check_pixel_values(pixel_values)
-    quantized = vqvae.quantize(vqvae.encode(x).latents).quantized
-    return vqvae.likelihood.nll(x, vqvae.decoder(quantized))
-
-
-def prior_nll_metrics(code_nll: torch.Tensor, config, decoder_nll: torch.Tensor | None = None,
-                      num_pixels: int | None = None) -> dict[str, float]:
-    """
-    Test NLL of a prior, the same way for both kinds, from per-map figures over a test set.
-
-    Args:
-        code_nll: (N,) -log p(c_n) in nats, c_n the code map of test image n (`-log_prob_codes`).
-        config: the prior's config (for K and the grid size).
-        decoder_nll: (N,) -log p(x_n | c_n) in nats (`decoder_nll`), for a discrete decoder likelihood only.
-        num_pixels: D = channels * height * width of the images, needed with `decoder_nll`.
-
-    Returns:
-        `nll_per_code_nats` (mean -log p(c_n) / L, L = grid_size**2), `bits_per_code`, `nll_per_image_nats` (of the
-        code map), and with `decoder_nll`: `bits_per_dim` = mean (decoder_nll + code_nll) / (D ln 2), an upper bound
-        on -log2 p(x) / D (see the module docstring), split into `decoder_bits_per_dim` and `prior_bits_per_dim`, and
-        `uniform_prior_bits_per_dim` (the same bound with uniform codes, L log K, the VQ-VAE's training prior).
-    """
-    length = config.grid_size**2
-    per_map = code_nll.double().mean().item()
-    metrics = {"nll_per_code_nats": per_map / length, "bits_per_code": per_map / (length * math.log(2)),
-               "nll_per_image_nats": per_map}
-    if decoder_nll is not None:
-        if num_pixels is None or len(decoder_nll) != len(code_nll):
-            raise ValueError("decoder_nll needs num_pixels and one value per code map.")
-        scale = num_pixels * math.log(2)
-        decoder = decoder_nll.double().mean().item()
-        metrics.update(bits_per_dim=(decoder + per_map) / scale, decoder_bits_per_dim=decoder / scale,
-                       prior_bits_per_dim=per_map / scale,
-                       uniform_prior_bits_per_dim=(decoder + length * math.log(config.num_embeddings)) / scale)
-    return metrics

@@ -13,10 +13,7 @@ and beyond it every family says what it is: `config.display_name`, `model.loss_t
 generates).
 """
 
-import shutil
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -99,52 +96,7 @@ class DecoderOutput(ModelOutput):
     commit_loss: torch.FloatTensor | None = None
 
 
-class CardPushMixin:
-    """`push_to_hub` that uploads the library's model card and its pictures, not transformers' blank template: the
-    card of the run folder the model was loaded from (or `card_folder`), else a short card made from the config."""
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        commit_message: str | None = None,
-        commit_description: str | None = None,
-        private: bool | None = None,
-        token: bool | str | None = None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        max_shard_size: int | str | None = "50GB",
-        tags: list[str] | None = None,
-        card_folder: str | None = None,
-    ) -> str:
-        from transformers.utils.hub import hf_api
-
-        repo_id = hf_api().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
-        with tempfile.TemporaryDirectory() as work_dir:
-            self.save_pretrained(work_dir, max_shard_size=max_shard_size)
-            source = Path(card_folder or self.name_or_path or work_dir)  # the model folder it was loaded from
-            if (source / "README.md").is_file() and (source / "config.json").is_file() and source != Path(work_dir):
-                for path in [source / "README.md", *sorted(source.glob("*.png"))]:
-                    shutil.copy(path, work_dir)
-            else:
-                (Path(work_dir) / "README.md").write_text(self._short_card(repo_id, tags))
-            return self._upload_modified_files(work_dir, repo_id, files_timestamps={}, commit_message=commit_message,
-                                               token=token, create_pr=create_pr, revision=revision,
-                                               commit_description=commit_description)
-
-    def _short_card(self, repo_id: str, tags: list[str] | None) -> str:
-        name = getattr(self.config, "display_name", self.config.model_type)
-        tag_lines = "".join(f"- {tag}\n" for tag in ["hf-autoencoders", "autoencoder", *(tags or [])])
-        return (
-            f"---\nlibrary_name: transformers\ntags:\n{tag_lines}---\n\n# {repo_id}\n\nA {name} made with "
-            "`hf-autoencoders`. No test metrics were recorded for it: a run folder pushed with `hf-autoencoders "
-            "push` carries a card with its measured metrics and pictures.\n\n```python\nfrom transformers import "
-            f'AutoModel\n\nmodel = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)  # transformers>=5'
-            "\n```\n"
-        )
-
-
-class AutoencoderPreTrainedModel(CardPushMixin, PreTrainedModel):
+class AutoencoderPreTrainedModel(PreTrainedModel):
     config_class = AutoencoderConfig
     base_model_prefix = "autoencoder"
     main_input_name = "pixel_values"

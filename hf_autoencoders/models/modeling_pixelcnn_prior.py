@@ -31,7 +31,6 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_pixelcnn_prior import PixelCNNPriorConfig
-from .modeling_base import CardPushMixin
 
 
 @dataclass
@@ -98,7 +97,7 @@ class GatedPixelCNNLayer(nn.Module):
         return _gate(v), horizontal + self.horizontal_output(_gate(h))
 
 
-class PixelCNNPriorModel(CardPushMixin, PreTrainedModel):
+class PixelCNNPriorModel(PreTrainedModel):
     r"""
     Gated PixelCNN prior p(c | y) over (height, width) maps of VQ-VAE codes in [0, num_embeddings).
 

@@ -431,7 +431,8 @@ class Runner:
     def train_prior(self, vq_run: Run) -> tuple[PixelCNNPriorModel, dict]:
         """A PixelCNN prior over the code maps of `vq_run`'s training images (trained, or reloaded from the store);
         returns it and its statistics (test NLL in nats and bits per code, against log2 K for uniform codes)."""
-        from ..training.prior import CodeDataset, PriorTrainer, code_nll, collate_codes, extract_codes
+        from ..evaluation.priors import code_nll
+        from ..training.prior import CodeDataset, PriorTrainer, collate_codes, extract_codes
 
         b, vqvae = self.budget, vq_run.model
         config = PixelCNNPriorConfig(num_embeddings=vqvae.config.num_embeddings,

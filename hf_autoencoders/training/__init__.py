@@ -1,5 +1,6 @@
-"""Training: the `AutoencoderTrainer`, a whole run from command-line arguments to a documented model folder
-(`run_training`), `fit` for use from Python, and the prior over a VQ-VAE's codes (`prior`).
+"""Training: the `AutoencoderTrainer`, the steps of a whole run from command-line arguments to a documented model
+folder (`run_training` takes them in order, as `examples/train_autoencoder.py` shows), `fit` for use from Python,
+and the prior over a VQ-VAE's codes (`prior`).
 
     from hf_autoencoders.training import parse_args, run_training
     run_training(*parse_args(["--model_type", "vae", "--output_dir", "outputs/vae", "--do_train", "--do_eval"]))
@@ -10,10 +11,13 @@ The names import lazily, so that `--help` of a training command reads the flags 
 import importlib
 
 _NAMES = {
-    "AutoencoderTrainingArguments": "arguments", "DataArguments": "arguments", "ModelArguments": "arguments",
-    "build_config": "arguments", "parse_args": "arguments", "training_arguments": "arguments",
-    "check_output_dir": "checkpoints",
-    "resolve_checkpoint": "checkpoints", "fit": "run", "run_training": "run", "write_run_outputs": "run",
+    "ArgumentParser": "arguments", "AutoencoderTrainingArguments": "arguments", "DataArguments": "arguments",
+    "ModelArguments": "arguments", "PriorArguments": "arguments", "build_config": "arguments",
+    "training_arguments": "arguments",
+    "check_output_dir": "checkpoints", "resolve_checkpoint": "checkpoints",
+    "parse_args": "parsing", "parse_command": "parsing", "parse_prior_args": "parsing",
+    "build_model": "run", "check_request": "run", "fid_features": "run", "fit": "run", "load_training_data": "run",
+    "run_training": "run", "training_summary": "run", "write_pictures": "run",
     "AutoencoderTrainer": "trainer",
 }
 

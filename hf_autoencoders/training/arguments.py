@@ -1,6 +1,7 @@
 """The flags of a training run, as dataclasses `HfArgumentParser` reads (as in transformers' example scripts):
 `ModelArguments` (which model), `DataArguments` (which images) and `AutoencoderTrainingArguments` (the
-`TrainingArguments`, with defaults that suit autoencoders)."""
+`TrainingArguments`, with defaults that suit autoencoders); `PriorArguments` for a prior over a VQ-VAE's codes; and
+`ArgumentParser`, the parser of every command and example script of this library."""
 
 import json
 import re
@@ -13,7 +14,16 @@ CODE_CACHE_FOLDER = "code_cache"  # where a prior run keeps the codes it extract
 
 
 class ArgumentParser(HfArgumentParser):
-    """`HfArgumentParser` whose errors are one `error: ...` line, as every command of this library."""
+    """transformers' `HfArgumentParser` (flags from dataclasses, or added one by one), with every flag spelled with
+    underscores as in transformers' scripts also answering to its dash spelling (--output_dir or --output-dir), and
+    an error as one `error: ...` line (exit status 2)."""
+
+    def __init__(self, dataclass_types=(), **kwargs):
+        super().__init__(dataclass_types, **kwargs)
+
+    def add_argument(self, *names, **kwargs):
+        dashed = [name.replace("_", "-") for name in names if name.startswith("--") and "_" in name]
+        return super().add_argument(*names, *(name for name in dashed if name not in names), **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
@@ -29,13 +39,11 @@ class ModelArguments:
     )
     backbone: str | None = field(
         default=None,
-        metadata={"help": "mlp, conv or vit. Default: conv, for every family (AE, VAE, VQ-VAE) and image size: on a "
-                          "CPU it reconstructs best per second of training (CIFAR-10 VQ-VAE at equal time, 3 seeds, 6 "
-                          "epochs: conv 23.97 dB test PSNR, the recommended ViT 23.47 dB; benchmarks/README.md) and "
-                          "its cost grows only linearly with the pixels, while an MLP's "
-                          "weights grow with them. vit is for those who want a transformer: it scales on GPUs and "
-                          "gives patch tokens to token-based pipelines; its recommended settings are in "
-                          "docs/models.md (The ViT backbone)."},
+        metadata={"help": "mlp, conv or vit (default: conv). conv, strided convolutions and residual blocks as in "
+                          "the VQ-VAE paper, is the sound choice for every family and image size: its cost grows "
+                          "only linearly with the pixels. vit, a transformer over patches, is for those who want "
+                          "patch tokens or train on GPUs, where it scales; docs/results.md compares it with conv at "
+                          "equal training time. mlp suits small images only: its weights grow with the pixels."},
     )
     latent_dim: int | None = field(default=None, metadata={"help": "AE/VAE latent size."})
     hidden_size: int | None = field(default=None, metadata={"help": "Backbone width."})
@@ -107,9 +115,9 @@ class DataArguments:
     )
     decoded_cache_dir: str | None = field(
         default=None,
-        metadata={"help": "Where decoded splits are kept: one uint8 .npy file of N x C x H x W bytes per split (MNIST "
-                  "train 47 MB, CIFAR-10 train 150 MB) with a JSON manifest holding its SHA-256 (checked at every "
-                  "load; a damaged or stale file is rebuilt). Default: <HF_DATASETS_CACHE>/hf_autoencoders_decoded "
+        metadata={"help": "Where decoded splits are kept: one uint8 .npy file of N x C x H x W bytes per split, with "
+                  "a JSON manifest holding its SHA-256 (checked at every load; a damaged or stale file is rebuilt). "
+                  "Default: <HF_DATASETS_CACHE>/hf_autoencoders_decoded "
                   "(~/.cache/huggingface/datasets/hf_autoencoders_decoded). Safe to delete."},
     )
     skip_bad_images: bool = field(
@@ -151,9 +159,10 @@ class AutoencoderTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False for image inputs."})
     fid: bool = field(
         default=True,
-        metadata={"help": "After training, measure the Fréchet distance, KID, precision, recall, density and coverage "
-                  "of the test reconstructions and of as many samples, in the features of a classifier trained on "
-                  "the labelled training images (cached), for the model card. Needs labels; false skips it."},
+        metadata={"help": "With --do_eval, also measure the Fréchet distance, KID, precision, recall, density and "
+                  "coverage of the test reconstructions and of as many samples, in the features of a classifier "
+                  "trained on the labelled training images (cached), for the model card. Needs labels; false skips "
+                  "it."},
     )
     skip_nonfinite_steps: bool = field(
         default=False,
@@ -167,11 +176,15 @@ class AutoencoderTrainingArguments(TrainingArguments):
     channels_last: bool | None = field(
         default=None,
         metadata={"help": "Keep 4-d weights, and so the convolutions' activations, in channels-last memory order. "
-                  "Default: on for the conv backbone on CPU, where it trains 8 to 12 percent faster "
-                  "(benchmarks/README.md)."},
+                  "Default: on for the conv backbone on CPU, where oneDNN's convolutions are faster in that layout."},
     )
 
     def __post_init__(self):
+        accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+        if not (accelerator.is_available() if accelerator else torch.cuda.is_available()):
+            # Say so to accelerate: without it, processes launched by torchrun on CPUs would each train alone
+            # (no DDP, no sharded evaluation).
+            self.use_cpu = True
         super().__post_init__()
         if not torch.cuda.is_available():  # pinned memory only helps host-to-GPU copies
             self.dataloader_pin_memory = False
@@ -202,10 +215,10 @@ class PriorArguments:
     prior_type: str = field(
         default="pixelcnn",
         metadata={"help": "pixelcnn (a gated PixelCNN) or transformer (a GPT-2 causal LM over code tokens, sampled "
-                          "by generate() with the key/value cache; loads with plain AutoModelForCausalLM). The "
-                          "transformer is the better prior: trained for the same 10 minutes it reaches a lower test "
-                          "NLL and samples 13-15x faster (benchmarks/README.md). pixelcnn stays the default so that "
-                          "existing commands, scripts and their flags (--kernel_size) keep training what they did."},
+                          "by generate() with the key/value cache; loads with plain AutoModelForCausalLM). Choose the "
+                          "transformer: trained for the same time it reaches a lower test NLL and samples much faster "
+                          "(benchmarks/README.md). pixelcnn stays the default so that existing commands, scripts and "
+                          "their flags (--kernel_size) keep training what they did."},
     )
     hidden_size: int | None = field(
         default=None, metadata={"help": "Prior width: PixelCNN channels (default 64) or transformer n_embd (128)."}
@@ -236,18 +249,18 @@ class PriorArguments:
                 raise ValueError(f"--{name} applies to --prior_type {kind} only, not {self.prior_type}.")
 
 
-def parse_prior_args(argv: list[str] | None = None) -> tuple[PriorArguments, AutoencoderTrainingArguments]:
-    """Parse command-line flags into (PriorArguments, AutoencoderTrainingArguments)."""
-    parser = ArgumentParser((PriorArguments, AutoencoderTrainingArguments))
-    return parser.parse_args_into_dataclasses(args=argv)
-
-
-def parse_args(args: list[str] | None = None, model_type: str | None = None):
-    """Parse command-line flags into (ModelArguments, DataArguments, AutoencoderTrainingArguments)."""
+def training_parser(model_type: str | None = None) -> ArgumentParser:
+    """The parser of a training run's flags: `ModelArguments`, `DataArguments` and `AutoencoderTrainingArguments`,
+    with --model_type defaulting to `model_type` where it is given."""
     parser = ArgumentParser((ModelArguments, DataArguments, AutoencoderTrainingArguments))
     if model_type is not None:
         parser.set_defaults(model_type=model_type)
-    return parser.parse_args_into_dataclasses(args=args)
+    return parser
+
+
+def prior_parser() -> ArgumentParser:
+    """The parser of a prior run's flags: `PriorArguments` and `AutoencoderTrainingArguments`."""
+    return ArgumentParser((PriorArguments, AutoencoderTrainingArguments))
 
 
 def parse_overrides(text: str | None) -> dict:

@@ -6,16 +6,15 @@ The VQ-VAE is frozen: every image is encoded once into its (h, w) code map, and 
 (`extract_codes`), so a second run with the same VQ-VAE and images reads them back instead of encoding again. The
 prior p(c) = prod_{i,j} p(c[i, j] | c[< (i, j)]) is then trained with the transformers `Trainer` on those maps; its
 loss is the mean negative log-likelihood per code in nats (log K for the uniform prior the VQ-VAE was trained with).
-Both kinds are scored the same way on the test codes (`prior_test_metrics`): nats and bits per code, and bits per
-dimension of the image through the VQ-VAE's decoder where its likelihood is discrete.
+With `--do_eval`, both kinds are scored the same way on the test codes (`evaluation.priors.prior_test_metrics`):
+nats and bits per code, and bits per dimension of the image through the VQ-VAE's decoder where its likelihood is
+discrete.
 
     prior_args, training_args = parse_prior_args(["--vqvae", "outputs/vqvae", "--output_dir", "outputs/prior",
                                                   "--do_train", "--do_eval"])
     metrics = run_prior_training(prior_args, training_args)
 """
 
-import copy
-import hashlib
 import json
 import logging
 import math
@@ -23,27 +22,25 @@ import os
 from pathlib import Path
 
 import torch
-import transformers
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedConfig, Trainer, set_seed
+from transformers import AutoModelForCausalLM, PreTrainedConfig, Trainer, set_seed
 
 from ..data import ImageCollator, ImageTensorDataset, load_image_dataset
-from ..hub import write_model_card
+from ..evaluation.priors import prior_test_metrics
+from ..hub import load_model, write_model_card
 from ..models import PixelCNNPriorConfig, PixelCNNPriorModel, VQVAEConfig, code_priors
-from ..plots import plot_loss_curves, plot_samples
-from ..results import write_json
+from ..plots import plot_samples
+from ..results import fingerprint
 from .arguments import CODE_CACHE_FOLDER, PriorArguments, training_arguments
 from .checkpoints import check_output_dir, resolve_checkpoint
+from .run import training_summary, write_loss_curves
+from .trainer import StrictJSONMetrics
 
 logger = logging.getLogger(__name__)
 
 _CODE_CACHE_VERSION = 1  # bump when extraction changes
-_HYPERPARAMETERS = (
-    "learning_rate", "per_device_train_batch_size", "max_steps", "num_train_epochs", "lr_scheduler_type",
-    "weight_decay", "seed",
-)
 
 
 # ----------------------------------------------------------------------------------------------- code extraction
@@ -54,12 +51,6 @@ def _code_dtype(num_embeddings: int) -> torch.dtype:
     if num_embeddings <= 256:
         return torch.uint8
     return torch.int16 if num_embeddings <= 2**15 else torch.int32
-
-
-def _update_with_tensor(digest, tensor: torch.Tensor) -> None:
-    tensor = tensor.detach().cpu().contiguous().reshape(-1)
-    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-    digest.update(tensor.view(torch.uint8).numpy().tobytes())
 
 
 def _config_fields(config) -> dict:
@@ -74,33 +65,21 @@ def _config_fields(config) -> dict:
 
 
 def model_fingerprint(model) -> str:
-    """sha1 of a model's type, architecture fields and every weight and buffer (the codebook included)."""
-    digest = hashlib.sha1(f"v{_CODE_CACHE_VERSION}{model.config.model_type}".encode())
-    digest.update(json.dumps(_config_fields(model.config), sort_keys=True, default=str).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        _update_with_tensor(digest, tensor)
-    return digest.hexdigest()
+    """`fingerprint` of a model's type, architecture fields and every weight and buffer (the codebook included)."""
+    weights = [part for name, tensor in sorted(model.state_dict().items()) for part in (name, tensor)]
+    return fingerprint(model.config.model_type, _config_fields(model.config), *weights)
 
 
 def dataset_fingerprint(dataset) -> str:
-    """sha1 of a dataset's images and labels: of the tensors of an `ImageTensorDataset` (or a `Subset` of one), else
-    of every item's pixel_values / labels in turn."""
-    digest = hashlib.sha1(f"n={len(dataset)}".encode())
+    """`fingerprint` of a dataset's images and labels: of the tensors of an `ImageTensorDataset` (or a `Subset` of
+    one), else of every item's pixel_values / labels in turn."""
     if isinstance(dataset, torch.utils.data.Subset) and isinstance(dataset.dataset, ImageTensorDataset):
-        digest.update(dataset_fingerprint(dataset.dataset).encode())
-        _update_with_tensor(digest, torch.as_tensor(dataset.indices, dtype=torch.long))
-    elif isinstance(dataset, ImageTensorDataset):
-        _update_with_tensor(digest, dataset.images)
-        if dataset.labels is not None:
-            _update_with_tensor(digest, dataset.labels)
-    else:
-        for i in range(len(dataset)):
-            item = dataset[i]
-            _update_with_tensor(digest, torch.as_tensor(item["pixel_values"] if isinstance(item, dict) else item))
-            if isinstance(item, dict) and "labels" in item:
-                _update_with_tensor(digest, torch.as_tensor(item["labels"]))
-    return digest.hexdigest()
+        return fingerprint(dataset_fingerprint(dataset.dataset), torch.as_tensor(dataset.indices, dtype=torch.long))
+    if isinstance(dataset, ImageTensorDataset):
+        return fingerprint(dataset.images, dataset.labels)
+    items = (dataset[i] for i in range(len(dataset)))
+    return fingerprint([fingerprint(*(torch.as_tensor(value) for value in (item.values() if isinstance(item, dict)
+                                                                             else [item]))) for item in items])
 
 
 @torch.no_grad()
@@ -152,8 +131,8 @@ def extract_codes(
     collator = collator or ImageCollator()
     path = None
     if cache_dir is not None:
-        key = f"{model_fingerprint(vqvae)}/{dataset_fingerprint(dataset)}/{collator!r}"
-        key = hashlib.sha1(key.encode()).hexdigest()[:20]
+        key = fingerprint("codes", _CODE_CACHE_VERSION, model_fingerprint(vqvae), dataset_fingerprint(dataset),
+                          repr(collator))[:20]
         path = Path(cache_dir) / f"codes-{key}.safetensors"
         if path.is_file():
             try:
@@ -229,7 +208,7 @@ def prior_collator(prior):
     return collate_codes if code_priors.prior_type(prior) == "pixelcnn" else CodeTokenCollator(prior.config)
 
 
-class PriorTrainer(Trainer):
+class PriorTrainer(StrictJSONMetrics, Trainer):
     """The `Trainer`, evaluating the prior's loss only: the targets are the inputs themselves, so there are no
     "labels" for the Trainer to find, and the (N, h, w, K) logits of a test set are never gathered."""
 
@@ -243,54 +222,10 @@ class PriorTrainer(Trainer):
 def fit_prior(prior, train_dataset, eval_dataset=None, *, output_dir, **training_kwargs) -> PriorTrainer:
     """Train a prior of either kind on a `CodeDataset` and return the trainer, for use from Python (benchmarks,
     notebooks). `training_kwargs` are `TrainingArguments` fields; nothing is checkpointed unless asked."""
-    trainer = PriorTrainer(model=prior, args=training_arguments(output_dir, **training_kwargs), data_collator=prior_collator(prior), train_dataset=train_dataset,
-                           eval_dataset=eval_dataset)
+    trainer = PriorTrainer(model=prior, args=training_arguments(output_dir, **training_kwargs),
+                           data_collator=prior_collator(prior), train_dataset=train_dataset, eval_dataset=eval_dataset)
     trainer.train()
     return trainer
-
-
-@torch.no_grad()
-def code_map_nlls(prior, dataset: CodeDataset, batch_size: int = 256) -> torch.Tensor:
-    """-log p(c_n | y_n) in nats of every code map of a `CodeDataset`, shape (N,) float64, under a prior of either
-    kind (`code_priors.log_prob_codes`)."""
-    was_training = prior.training
-    prior.eval()
-    nlls = []
-    try:
-        for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_codes):
-            labels = batch.get("class_labels")
-            log_prob = code_priors.log_prob_codes(prior, batch["input_ids"].to(prior.device),
-                                                  None if labels is None else labels.to(prior.device))
-            nlls.append(-log_prob.double().cpu())
-    finally:
-        prior.train(was_training)
-    return torch.cat(nlls)
-
-
-def code_nll(prior, dataset: CodeDataset, batch_size: int = 256) -> float:
-    """Mean negative log-likelihood per code in nats, -(1 / (N h w)) sum_n log p(c_n), over a `CodeDataset`."""
-    return code_map_nlls(prior, dataset, batch_size).mean().item() / dataset.codes[0].numel()
-
-
-@torch.no_grad()
-def prior_test_metrics(prior, codes: CodeDataset, vqvae=None, images=None, collator=None,
-                       batch_size: int = 256) -> dict[str, float]:
-    """A prior's test NLL, the same way for both kinds (`code_priors.prior_nll_metrics`): nats and bits per code,
-    and, given the VQ-VAE and the `images` the `codes` were extracted from (same order, same `collator`) and where
-    the VQ-VAE's likelihood is discrete, bits per dimension of the images, -log p(x | c(x)) - log p(c(x)) over
-    D ln 2, with the uniform-prior figure beside it."""
-    decoder = None
-    if vqvae is not None and images is not None and getattr(vqvae.likelihood, "discrete", False):
-        loader = DataLoader(images, batch_size=batch_size, shuffle=False, collate_fn=collator or ImageCollator())
-        was_training = vqvae.training
-        vqvae.eval()
-        try:
-            decoder = torch.cat([code_priors.decoder_nll(vqvae, batch["pixel_values"].to(vqvae.device)).double().cpu()
-                                 for batch in loader])
-        finally:
-            vqvae.train(was_training)
-    return code_priors.prior_nll_metrics(code_map_nlls(prior, codes, batch_size), prior.config, decoder,
-                                         num_pixels=vqvae.config.num_pixels if decoder is not None else None)
 
 
 def build_prior(prior_args: PriorArguments, vqvae_config, num_classes: int):
@@ -312,19 +247,13 @@ def build_prior(prior_args: PriorArguments, vqvae_config, num_classes: int):
 
 
 def load_vqvae(name_or_path: str):
-    """The VQ-VAE at `name_or_path`, in eval mode; a clear ValueError for anything else."""
-    if Path(name_or_path).exists() and not (Path(name_or_path) / "config.json").is_file():
-        raise ValueError(f"--vqvae {name_or_path} is not a model folder (no config.json); pass the --output_dir of "
-                         "a VQ-VAE training run (hf-autoencoders train --model_type vqvae).")
-    try:
-        config = AutoConfig.from_pretrained(name_or_path)
-    except OSError as err:
-        raise FileNotFoundError(f"--vqvae {name_or_path} is neither a model folder nor a model on the Hub that can be "
-                                f"reached ({err}).") from None
-    if config.model_type != VQVAEConfig.model_type:
-        raise ValueError(f"--vqvae {name_or_path} holds a {config.model_type!r} model, but a prior needs a VQ-VAE "
-                         f"({VQVAEConfig.model_type!r}); pass the folder of a model trained with --model_type vqvae.")
-    return AutoModel.from_pretrained(name_or_path).eval()
+    """The VQ-VAE at `name_or_path`, in eval mode; a clear error for anything else."""
+    vqvae = load_model(name_or_path, "--vqvae")
+    if vqvae.config.model_type != VQVAEConfig.model_type:
+        raise ValueError(f"--vqvae {name_or_path} holds a {vqvae.config.model_type!r} model, but a prior needs a "
+                         f"VQ-VAE ({VQVAEConfig.model_type!r}); pass the folder of a model trained with --model_type "
+                         "vqvae.")
+    return vqvae
 
 
 def _saved_binarize(name_or_path: str) -> bool:
@@ -333,9 +262,9 @@ def _saved_binarize(name_or_path: str) -> bool:
 
 
 def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
-    """Extract (cached) codes with the VQ-VAE, train and evaluate the prior, and save it with samples.png,
-    uniform_samples.png, loss_curves.png, all_results.json and a model card. Returns the metrics."""
-    transformers.utils.logging.set_verbosity_warning()
+    """Extract (cached) codes with the VQ-VAE, train the prior, evaluate it (with --do_eval: its loss and
+    `prior_test_metrics` on the test codes), and save it with samples.png, uniform_samples.png, loss_curves.png, the
+    results files and a model card. Returns the metrics."""
     vqvae = load_vqvae(prior_args.vqvae)
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     check_output_dir(training_args.output_dir, prior_args.overwrite_output_dir, resume=checkpoint is not None)
@@ -364,42 +293,28 @@ def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
     training_args.remove_unused_columns = False
     trainer = PriorTrainer(model=prior, args=training_args, data_collator=prior_collator(prior),
                            train_dataset=train_codes, eval_dataset=test_codes)
-
-    metrics = {}
+    train_metrics, metrics = {}, {}
     if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-        metrics.update(result.metrics)
-    if training_args.do_eval:
-        metrics.update(trainer.evaluate())
-    test_metrics = {f"test_{k}": v for k, v in
-                    prior_test_metrics(prior, test_codes, vqvae, test_set, collator, batch_size).items()}
-    test_metrics["uniform_nll_per_code_nats"] = math.log(config.num_embeddings)
-    metrics.update(test_metrics)
-
-    trainer.save_model()
-    if training_args.do_train:
+        train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
+        trainer.log_metrics("train", train_metrics)
+        trainer.save_metrics("train", train_metrics)
         trainer.save_state()
+    trainer.save_model()
+    if training_args.do_eval:
+        scores = prior_test_metrics(prior, test_codes, vqvae, test_set, collator, batch_size)
+        metrics = {"eval_loss": trainer.evaluate()["eval_loss"], **{f"test_{k}": v for k, v in scores.items()},
+                   "uniform_nll_per_code_nats": math.log(config.num_embeddings)}
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
     if trainer.is_world_process_zero():
         pictures = _write_pictures(vqvae, prior, output_dir, prior_args.num_samples, training_args.seed)
-        if any("loss" in entry for entry in trainer.state.log_history):
-            plot_loss_curves(trainer.state.log_history, output_dir / "loss_curves.png")
-            pictures["Loss curves"] = "loss_curves.png"
-        hyperparameters = {"vqvae": prior_args.vqvae, "prior_type": prior_args.prior_type,
-                           "class_conditional": conditional, "num_train_code_maps": len(train_codes)}
-        hyperparameters.update({k: getattr(getattr(training_args, k), "value", getattr(training_args, k))
-                                for k in _HYPERPARAMETERS})  # enums (lr_scheduler_type) as their value
-        card_metrics = {**test_metrics, **{k: v for k, v in metrics.items() if k == "eval_loss"}}
-        card_config, usage = prior.config, prior_usage
-        if prior_args.prior_type == "transformer":  # a GPT2Config: the card's name and backbone, not saved with it
-            card_config = copy.deepcopy(prior.config)
-            card_config.display_name, card_config.backbone = "transformer prior", "GPT-2"
-            usage = transformer_prior_usage
-        write_model_card(output_dir, card_config, card_metrics, data.name, hyperparameters, pictures,
-                         repo_id=getattr(training_args, "hub_model_id", None), usage=usage,
-                         license=training_args.hub_license, base_model=prior_args.vqvae,
-                         task_type="unconditional-image-generation")
-        write_json(output_dir / "all_results.json", {**metrics, "vqvae": prior_args.vqvae, "dataset": data.name})
-    return metrics
+        pictures.update(write_loss_curves(trainer.state.log_history, output_dir))
+        training = {"vqvae": prior_args.vqvae, "prior_type": prior_args.prior_type, "class_conditional": conditional,
+                    "num_train_code_maps": len(train_codes), **training_summary(training_args, train_metrics)}
+        write_model_card(output_dir, prior.config, data.name, metrics, pictures=pictures,
+                         training=training if training_args.do_train else None, repo_id=training_args.hub_model_id,
+                         license=training_args.hub_license, base_model=prior_args.vqvae)
+    return {**train_metrics, **metrics}
 
 
 @torch.no_grad()
@@ -418,34 +333,3 @@ def _write_pictures(vqvae, prior, output_dir: Path, num_samples: int, seed: int)
     plot_samples(vqvae.sample(num_samples, generator=generator).clamp(0, 1).cpu(), output_dir / "uniform_samples.png")
     return {"Samples (codes from the prior, decoded by the VQ-VAE)": "samples.png",
             "Baseline (uniformly random codes, decoded)": "uniform_samples.png"}
-
-
-def prior_usage(name: str) -> list[str]:
-    """The card's usage snippet for a prior repository `name`."""
-    return [
-        "```python",
-        "import torch",
-        "from transformers import AutoModel",
-        "",
-        f'prior = AutoModel.from_pretrained("{name}", trust_remote_code=True)',
-        'vqvae = AutoModel.from_pretrained("path/to/the/vqvae", trust_remote_code=True)  # the one it was trained on',
-        "images = vqvae.sample(16, generator=torch.Generator().manual_seed(0), prior=prior)",
-        "```",
-    ]
-
-
-def transformer_prior_usage(name: str) -> list[str]:
-    """The card's usage snippet for a transformer prior repository `name` (plain transformers loads it)."""
-    return [
-        "```python",
-        "import torch",
-        "from transformers import AutoModel, AutoModelForCausalLM",
-        "",
-        f'prior = AutoModelForCausalLM.from_pretrained("{name}")  # a GPT-2 over code tokens: no remote code',
-        "vqvae = AutoModel.from_pretrained(prior.config.vqvae_name_or_path, trust_remote_code=True)",
-        "images = vqvae.sample(16, generator=torch.Generator().manual_seed(0), prior=prior, top_k=100)",
-        "```",
-        "",
-        "Tokens 0 .. K-1 are the VQ-VAE's codes in raster order, K is the start token and K+1+y the token of class y "
-        "(`hf_autoencoders.models.code_priors`).",
-    ]

@@ -1,5 +1,5 @@
-"""One training run, from arguments to a saved, documented model: what `examples/train_*.py` and
-`hf-autoencoders train` call.
+"""One training run, from arguments to a saved, documented model: the public steps that `examples/train_autoencoder.py`
+shows in order, and `run_training`, which takes them for `hf-autoencoders train`.
 
     model_args, data_args, training_args = parse_args(model_type="vqvae")
     metrics = run_training(model_args, data_args, training_args)
@@ -9,15 +9,13 @@ import logging
 from pathlib import Path
 
 import torch
-import transformers
 from transformers import AutoConfig, AutoModel, set_seed
 
-from ..data import ImageCollator, UnreadableImageError, as_image_split, first_items, load_image_dataset
-from ..evaluation import domain_features, evaluate, quality_metrics
-from ..hub import HubPushCallback, push_to_hub, write_model_card
+from ..data import ImageCollator, as_image_split, first_items, load_image_dataset
+from ..evaluation import domain_features
+from ..hub import write_model_card
 from ..models import autoencoder_classes
 from ..plots import plot_loss_curves, plot_reconstructions, plot_samples
-from ..results import write_json
 from .arguments import DataArguments, ModelArguments, build_config, requested_settings, training_arguments
 from .checkpoints import check_output_dir, check_resume_settings, resolve_checkpoint
 from .trainer import AutoencoderTrainer
@@ -27,6 +25,7 @@ HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "max_steps", "num_train_epochs", "lr_scheduler_type",
     "max_grad_norm", "weight_decay", "seed",
 )
+FID_TRAIN_IMAGES = 10_000  # labelled training images the classifier of the domain features learns from
 
 
 def fit(model, train_dataset, eval_dataset=None, *, output_dir, collator=None, **training_kwargs):
@@ -117,117 +116,90 @@ def build_model(model_args: ModelArguments, data, checkpoint: str | None):
     return model_class(config)
 
 
-def run_training(model_args: ModelArguments, data_args: DataArguments, training_args) -> dict:
-    """Train, evaluate and save a model with its image processor, pictures, metrics and model card."""
-    transformers.utils.logging.set_verbosity_warning()
-    checkpoint = check_request(model_args, data_args, training_args)
-    set_seed(training_args.seed)
-    data = load_training_data(data_args, training_args)
-    train_set, eval_set = data.train, data.test
-    model = build_model(model_args, data, checkpoint)
-    processor = data.image_processor(do_binarize=data_args.binarize)
-    collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization)
-
-    training_args.remove_unused_columns = False
-    # The Trainer would push with transformers' blank card and every file of the folder; this library pushes the
-    # allow-listed files with its own card (`hub.HubPushCallback` during training, as --hub_strategy says).
-    push, training_args.push_to_hub = training_args.push_to_hub, False
-    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
-    example_images = collator(first_items(eval_set, 8))["pixel_values"]
-    trainer = AutoencoderTrainer(
-        model=model,
-        args=training_args,
-        data_collator=collator,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        processing_class=processor,
-        image_log_pixel_values=example_images,
-    )
-    if push and training_args.hub_strategy != "end":
-        trainer.add_callback(HubPushCallback(repo_id, training_args.hub_strategy, token=training_args.hub_token,
-                                             private=training_args.hub_private_repo))
-
-    metrics = {}
-    if training_args.do_train:
-        try:
-            result = trainer.train(resume_from_checkpoint=checkpoint)
-        except UnreadableImageError as err:  # a lazy or streamed image, met during training
-            raise UnreadableImageError(f"{_original_message(err)} {_save_progress(trainer)}") from err
-        trainer.save_model()
-        metrics.update(result.metrics)
-        trainer.save_state()
-    if training_args.do_eval:
-        metrics.update(trainer.evaluate())
-    if trainer.is_world_process_zero():
-        output_dir = Path(training_args.output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if not training_args.do_train:
-            trainer.save_model()
-        write_run_outputs(trainer.model, data.name, eval_set, collator, metrics, output_dir, training_args,
-                          train_set=train_set,
-                          log_history=trainer.state.log_history)
-        if push:
-            url = push_to_hub(output_dir, repo_id, token=training_args.hub_token,
-                              private=training_args.hub_private_repo,
-                              include_checkpoints=training_args.hub_strategy == "all_checkpoints")
-            print(f"pushed to {url}")
-    return metrics
-
-
-def write_run_outputs(model, dataset_name, eval_set, collator, metrics, output_dir, training_args,
-                      log_history=None, train_set=None) -> dict:
-    """Write reconstructions.png, samples.png, loss_curves.png, eval_results.json and README.md (the model card)
-    into `output_dir`; return the test metrics: those of `evaluate` and, with `training_args.fid` and labelled
-    `train_set` images, the Fréchet distance, KID, precision, recall, density and coverage of the test
-    reconstructions and of as many samples, in domain features (`evaluation.quality_metrics`)."""
-    output_dir = Path(output_dir)
-    loader = torch.utils.data.DataLoader(eval_set, batch_size=256, collate_fn=collator)
-    test_metrics = evaluate(model, loader, num_importance_samples=64, seed=training_args.seed)
-    if getattr(training_args, "fid", False) and train_set is not None:
-        test_metrics.update(_quality_metrics(model, train_set, loader, dataset_name, training_args.seed))
-    training_figures = {k: v for k, v in metrics.items() if k.startswith("train_") and isinstance(v, float)}
-    pictures = {}
-    model.eval()
-    with torch.no_grad():
-        originals = collator(first_items(eval_set, 16))["pixel_values"].to(model.device)
-        reconstructions = model(originals, return_loss=False).reconstruction.clamp(0, 1)
-        plot_reconstructions(originals.cpu(), reconstructions.cpu(), output_dir / "reconstructions.png")
-        pictures["Reconstructions (top: test images, bottom: reconstructions)"] = "reconstructions.png"
-        generator = torch.Generator(device=model.device).manual_seed(training_args.seed)
-        plot_samples(model.sample(32, generator=generator).clamp(0, 1).cpu(), output_dir / "samples.png")
-        pictures["Samples"] = "samples.png"
-    if log_history and any("loss" in entry for entry in log_history):
-        plot_loss_curves(log_history, output_dir / "loss_curves.png")
-        pictures["Loss curves"] = "loss_curves.png"
-    hyperparameters = {k: getattr(training_args, k) for k in HYPERPARAMETERS if hasattr(training_args, k)}
-    write_model_card(output_dir, model.config, test_metrics, dataset_name, hyperparameters, pictures,
-                     repo_id=getattr(training_args, "hub_model_id", None), training_figures=training_figures,
-                     license=getattr(training_args, "hub_license", None))
-    write_json(output_dir / "all_results.json", {**metrics, **test_metrics})
-    return test_metrics
-
-
-def _quality_metrics(model, train_set, test_loader, dataset_name, seed: int, max_train_images: int = 10_000) -> dict:
-    """`quality_metrics` in domain features (a classifier of up to `max_train_images` labelled training images,
-    trained once and cached); empty when the training images carry no labels or the test set is too small."""
-    labelled = ImageCollator(return_labels=True)
-    first = next(iter(train_set), None)
+def fid_features(data, training_args):
+    """The features a run's Fréchet distance and its companions are measured in: a SmallCNN trained on the first
+    `FID_TRAIN_IMAGES` labelled training images of `data` (by the main process of each machine, then read from the
+    cache by the others: `evaluation.domain_features`); None when the training images carry no labels."""
+    first = next(iter(data.train), None)
     if not (isinstance(first, dict) and "labels" in first):
-        return {}
+        return None
     images, labels, count = [], [], 0
-    for batch in torch.utils.data.DataLoader(train_set, batch_size=512, collate_fn=labelled):
+    for batch in torch.utils.data.DataLoader(data.train, batch_size=512, collate_fn=ImageCollator(return_labels=True)):
         images.append(batch["pixel_values"])
         labels.append(batch["labels"])
         count += len(batch["labels"])
-        if count >= max_train_images:
+        if count >= FID_TRAIN_IMAGES:
             break
-    features = domain_features(torch.cat(images)[:max_train_images], torch.cat(labels)[:max_train_images],
-                               seed=seed, dataset_name=dataset_name, device=model.device)
-    try:
-        return quality_metrics(model, test_loader, features=features, seed=seed)
-    except ValueError as err:  # fewer than the 6 images density and coverage need
-        logger.warning("No Fréchet distance for the card: %s", err)
+    with training_args.main_process_first(local=True, desc="training the classifier of the Fréchet distance"):
+        return domain_features(torch.cat(images)[:FID_TRAIN_IMAGES], torch.cat(labels)[:FID_TRAIN_IMAGES],
+                               seed=training_args.seed, dataset_name=data.name, device=training_args.device)
+
+
+def write_pictures(model, test_set, collator, output_dir, log_history=None, seed: int = 0) -> dict[str, str]:
+    """reconstructions.png (16 test images over their reconstructions), samples.png (32 samples) and, when the run
+    logged a training loss, loss_curves.png, in `output_dir`; returns {title on the card: file}."""
+    output_dir = Path(output_dir)
+    model.eval()
+    with torch.no_grad():
+        originals = collator(first_items(test_set, 16))["pixel_values"].to(model.device)
+        reconstructions = model(originals, return_loss=False).reconstruction.clamp(0, 1)
+        plot_reconstructions(originals.cpu(), reconstructions.cpu(), output_dir / "reconstructions.png")
+        generator = torch.Generator(device=model.device).manual_seed(seed)
+        plot_samples(model.sample(32, generator=generator).clamp(0, 1).cpu(), output_dir / "samples.png")
+    pictures = {"Reconstructions (top: test images, bottom: reconstructions)": "reconstructions.png",
+                "Samples": "samples.png"}
+    return {**pictures, **write_loss_curves(log_history, output_dir)}
+
+
+def write_loss_curves(log_history, output_dir) -> dict[str, str]:
+    """loss_curves.png in `output_dir` when `log_history` (the Trainer's) holds a training loss."""
+    if not any("loss" in entry for entry in log_history or []):
         return {}
+    plot_loss_curves(log_history, Path(output_dir) / "loss_curves.png")
+    return {"Loss curves": "loss_curves.png"}
+
+
+def training_summary(training_args, train_metrics: dict) -> dict:
+    """What a card's Training section shows: the hyperparameters that shape a run, and the figures its training
+    measured (train_loss, train_runtime, ...)."""
+    figures = {k: v for k, v in train_metrics.items() if k.startswith("train_") and isinstance(v, float)}
+    return {**{k: getattr(training_args, k) for k in HYPERPARAMETERS}, **figures}
+
+
+def run_training(model_args: ModelArguments, data_args: DataArguments, training_args) -> dict:
+    """Train a model, evaluate it once (with --do_eval) and save it with its image processor, pictures, metrics and
+    model card; push it (with --push_to_hub). The steps of `examples/train_autoencoder.py`. Returns the metrics."""
+    checkpoint = check_request(model_args, data_args, training_args)
+    set_seed(training_args.seed)
+    data = load_training_data(data_args, training_args)
+    model = build_model(model_args, data, checkpoint)
+    processor = data.image_processor(do_binarize=data_args.binarize)
+    collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization)
+    trainer = AutoencoderTrainer(
+        model=model, args=training_args, data_collator=collator, train_dataset=data.train, eval_dataset=data.test,
+        processing_class=processor, image_log_pixel_values=collator(first_items(data.test, 8))["pixel_values"],
+    )
+    train_metrics, metrics = {}, {}
+    if training_args.do_train:
+        train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
+        trainer.log_metrics("train", train_metrics)
+        trainer.save_metrics("train", train_metrics)
+        trainer.save_state()
+    trainer.save_model()
+    if training_args.do_eval:
+        features = fid_features(data, training_args) if training_args.fid else None
+        metrics = trainer.evaluate(num_importance_samples=64, features=features)
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+    if trainer.is_world_process_zero():
+        pictures = write_pictures(model, data.test, collator, training_args.output_dir, trainer.state.log_history,
+                                  training_args.seed)
+        write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
+                         training=training_summary(training_args, train_metrics) if training_args.do_train else None,
+                         repo_id=training_args.hub_model_id, license=training_args.hub_license)
+        if trainer.hub_repo_id:
+            print(f"pushed to {trainer.push_to_hub()}")
+    return {**train_metrics, **metrics}
 
 
 def _read_streams_per_process(training_args) -> None:
@@ -235,21 +207,3 @@ def _read_streams_per_process(training_args) -> None:
     shards (`IterableDataset.shard`, as `datasets.distributed.split_dataset_by_node` does) or, with fewer shards than
     processes, by batches, instead of process 0 reading and decoding every batch and sending it on."""
     training_args.accelerator_config.dispatch_batches = False
-
-
-def _original_message(err: Exception) -> str:
-    """The message of an error raised in a DataLoader worker, without the worker's traceback around it."""
-    last = str(err).strip().splitlines()[-1]
-    prefix = f"{type(err).__module__}.{type(err).__name__}: "
-    return last.removeprefix(prefix) if "Original Traceback" in str(err) else str(err)
-
-
-def _save_progress(trainer) -> str:
-    """Save a checkpoint of the steps trained before an error in the data (one process: under several, the others
-    are still inside the step), and say how to go on."""
-    step = trainer.state.global_step
-    if step == 0 or trainer.args.world_size > 1:
-        return "Checkpoints saved before the error are kept."
-    trainer._save_checkpoint(trainer.model, trial=None)
-    return (f"The {step} steps trained are saved in {Path(trainer.args.output_dir) / f'checkpoint-{step}'}; go on "
-            "with --resume_from_checkpoint latest once the image is fixed (or with --skip_bad_images).")

@@ -1,4 +1,5 @@
-"""`AutoencoderTrainer`: the transformers Trainer, taught to log every loss term of an autoencoder.
+"""`AutoencoderTrainer`: the transformers Trainer, taught to log every loss term of an autoencoder and to evaluate it
+with the library's one evaluation loop.
 
 It runs unchanged under `python`, `accelerate launch` and `torchrun`: the Trainer owns devices, DDP and mixed
 precision; the VQ quantizer keeps its EMA statistics identical across processes itself (it all-reduces them).
@@ -6,16 +7,22 @@ Gradients are clipped to `max_grad_norm` (1.0 by default, as in `TrainingArgumen
 keep their weights in channels-last memory order (`channels_last`), which only changes speed.
 """
 
+import logging
 from pathlib import Path
 
 import torch
 from accelerate.data_loader import BatchSamplerShard
 from transformers import Trainer, TrainerCallback
 
-from ..evaluation import evaluate
+from ..data import UnreadableImageError
+from ..evaluation import evaluate, feature_metrics
+from ..evaluation.metrics import eval_mode
+from ..hub import HubPushCallback, push_to_hub
 from ..plots import image_grid
+from ..results import write_json
 from .checkpoints import checkpoint_problems
 
+logger = logging.getLogger(__name__)
 MAX_CONSECUTIVE_SKIPS = 10  # with --skip_nonfinite_steps, this many skipped steps in a row still stop the run
 
 
@@ -23,15 +30,39 @@ class TrainingDivergedError(FloatingPointError):
     """The loss or the gradients became NaN or infinite: training stopped before applying the update."""
 
 
-class AutoencoderTrainer(Trainer):
+class StrictJSONMetrics:
+    """`save_metrics` as the Trainer's (`<split>_results.json`, and `all_results.json` holding every split this
+    trainer saved), in strict JSON: a metric that could not be measured is `null`, never `NaN`; `log_metrics` prints
+    the numbers (not descriptions such as `quality_features`)."""
+
+    def log_metrics(self, split: str, metrics: dict) -> None:
+        super().log_metrics(split, {name: value for name, value in metrics.items() if not isinstance(value, str)})
+
+    def save_metrics(self, split: str, metrics: dict, combined: bool = True) -> None:
+        if not self.is_world_process_zero():
+            return
+        self.saved_metrics = {**getattr(self, "saved_metrics", {}), **metrics}
+        write_json(Path(self.args.output_dir) / f"{split}_results.json", metrics)
+        if combined:
+            write_json(Path(self.args.output_dir) / "all_results.json", self.saved_metrics)
+
+
+class AutoencoderTrainer(StrictJSONMetrics, Trainer):
     """A `Trainer` whose logs carry each loss term and batch statistic of the model's output (train: averaged since
     the last log) and whose `evaluate` is the library's one evaluation loop (`hf_autoencoders.evaluation.evaluate`:
-    every loss term, PSNR, SSIM and, for a VQ-VAE, the codebook usage of the whole set, exact across processes).
+    every loss term, PSNR, SSIM and, for a VQ-VAE, the codebook usage of the whole set, exact across processes),
+    optionally with the Fréchet distance and its companions in the same pass.
 
     A non-finite loss or gradient norm never reaches the weights: before each optimizer step the gradients are
     checked, and training stops with `TrainingDivergedError` (the last checkpoint stays finite), or, with
     `args.skip_nonfinite_steps`, that step is skipped (no parameter or optimizer state changes) and counted in the
-    logs as `skipped_steps`.
+    logs as `skipped_steps`. An image that cannot be read stops training with an error that names it, after saving
+    a checkpoint of the steps trained.
+
+    With `args.push_to_hub`, the run folder is pushed by this library (`push_to_hub`: an allow-list of files, with
+    its card) rather than by the Trainer (its blank card and every file of the folder): while training as
+    `args.hub_strategy` says, and at the end when the run calls `push_to_hub()`. `hub_repo_id` is the repository
+    (`--hub_model_id`, or the name of the output folder), or None without `--push_to_hub`.
 
     `image_log_pixel_values`: a few images whose reconstructions, and samples of the model, go to the trackers
     `report_to` names (TensorBoard, Weights & Biases, Trackio) at every evaluation.
@@ -40,7 +71,13 @@ class AutoencoderTrainer(Trainer):
     def __init__(self, model=None, args=None, *rest, image_log_pixel_values: torch.Tensor | None = None, **kwargs):
         if model is not None and args is not None and uses_channels_last(model, args):
             model.to(memory_format=torch.channels_last)
+        self.hub_repo_id = None
+        if args is not None and args.push_to_hub:
+            self.hub_repo_id, args.push_to_hub = args.hub_model_id or Path(args.output_dir).name, False
         super().__init__(model, args, *rest, **kwargs)
+        if self.hub_repo_id and self.args.hub_strategy != "end":
+            self.add_callback(HubPushCallback(self.hub_repo_id, self.args.hub_strategy, token=self.args.hub_token,
+                                              private=self.args.hub_private_repo))
         if image_log_pixel_values is not None:
             self.add_callback(ImagesCallback(image_log_pixel_values, self.callback_handler))
         self.add_callback(NonFiniteGuard(self))
@@ -48,6 +85,31 @@ class AutoencoderTrainer(Trainer):
         self._term_steps = 0
         self.nonfinite_loss = False  # since the last optimizer step
         self.skipped_steps = 0
+
+    def push_to_hub(self, commit_message: str = "Upload autoencoder trained with hf_autoencoders") -> str:
+        """Upload the run folder, as it is now, to `hub_repo_id` (`hub.push_to_hub`: the model, its code, processor,
+        card and pictures; with --hub_strategy all_checkpoints the checkpoints' weights too). Returns the commit's
+        URL."""
+        repo_id = self.hub_repo_id or self.args.hub_model_id or Path(self.args.output_dir).name
+        return push_to_hub(self.args.output_dir, repo_id, token=self.args.hub_token, private=self.args.hub_private_repo,
+                           include_checkpoints=self.args.hub_strategy == "all_checkpoints",
+                           commit_message=commit_message)
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        except UnreadableImageError as err:  # a lazy or streamed image, met during training
+            raise UnreadableImageError(f"{_original_message(err)} {self._save_progress()}") from err
+
+    def _save_progress(self) -> str:
+        """Save a checkpoint of the steps trained before an error in the data (one process: under several, the
+        others are still inside the step), and say how to go on."""
+        step = self.state.global_step
+        if step == 0 or self.args.world_size > 1:
+            return "Checkpoints saved before the error are kept."
+        self._save_checkpoint(self.model, trial=None)
+        return (f"The {step} steps trained are saved in {Path(self.args.output_dir) / f'checkpoint-{step}'}; go on "
+                "with --resume_from_checkpoint latest once the image is fixed (or with --skip_bad_images).")
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -73,28 +135,67 @@ class AutoencoderTrainer(Trainer):
                 logs["skipped_steps"] = self.skipped_steps
         super().log(logs, start_time)
 
-    def evaluate(
-        self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", num_importance_samples: int = 0
-    ) -> dict[str, float]:
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval",
+                 num_importance_samples: int = 0, features=None) -> dict[str, float]:
         """The metrics of `hf_autoencoders.evaluation.evaluate` over the evaluation set, prefixed, logged and passed
-        to the callbacks. `num_importance_samples` K > 0 adds the ELBO and IWAE bounds of a VAE.
+        to the callbacks. `num_importance_samples` K > 0 adds the ELBO and IWAE bounds of a VAE. With `features` (an
+        `evaluation.ImageFeatures`), the same pass also gives the Fréchet distance, KID, precision, recall, density
+        and coverage of the reconstructions and of as many samples against the evaluation images, on those
+        features (the keys of `evaluation.quality_metrics`).
 
         Exact under several processes: the processes' last batches are left uneven instead of being padded with
-        repeated images, and the sums are added across processes."""
+        repeated images, and the sums (and features) are gathered across processes."""
         dataloader = self.get_eval_dataloader(eval_dataset)
         if isinstance(getattr(dataloader, "batch_sampler", None), BatchSamplerShard):
             dataloader.batch_sampler.even_batches = False
         model = self.accelerator.unwrap_model(self.model)
+        real, reconstructed = [], []
+
+        def keep_features(pixel_values, output):
+            real.append(features.extract(pixel_values))
+            reconstructed.append(features.extract(output.reconstruction.float().clamp(0, 1)))
+
         results = evaluate(
             model, dataloader, num_importance_samples=num_importance_samples, seed=self.args.seed,
             accelerator=self.accelerator, forward_context=self.compute_loss_context_manager,
-            progress=not self.args.disable_tqdm,
+            on_batch=keep_features if features is not None else None, progress=not self.args.disable_tqdm,
         )
-        metrics = {f"{metric_key_prefix}_{name}": value if isinstance(value, int) else round(value, 6)
+        if features is not None:
+            real, reconstructed = (self._gather_rows(rows, features.num_features) for rows in (real, reconstructed))
+            results.update(self._quality_metrics(model, features, real, reconstructed))
+        metrics = {f"{metric_key_prefix}_{name}": round(value, 6) if isinstance(value, float) else value
                    for name, value in results.items()}
-        self.log(metrics)
+        self.log({name: value for name, value in metrics.items() if not isinstance(value, str)})
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    def _gather_rows(self, chunks: list[torch.Tensor], width: int) -> torch.Tensor:
+        """The rows of every process's `chunks` (as many as each has, maybe none), concatenated in process order."""
+        rows = torch.cat(chunks) if chunks else torch.empty(0, width, dtype=torch.float64)
+        if self.accelerator.num_processes == 1:
+            return rows
+        counts = self.accelerator.gather(torch.tensor([len(rows)], device=self.accelerator.device)).tolist()
+        padded = self.accelerator.gather(self.accelerator.pad_across_processes(rows.to(self.accelerator.device)))
+        stride = len(padded) // len(counts)
+        return torch.cat([padded[i * stride:i * stride + n] for i, n in enumerate(counts)]).cpu()
+
+    def _quality_metrics(self, model, features, real: torch.Tensor, reconstructed: torch.Tensor) -> dict:
+        """`evaluation.quality_metrics` from the features of the evaluation images and of their reconstructions,
+        with as many samples of the model (seeded); empty, with a warning, below the 6 images they need."""
+        if len(real) < 6:
+            logger.warning("No Fréchet distance: it needs at least 6 evaluation images, got %d.", len(real))
+            return {}
+        generator = torch.Generator(device=model.device).manual_seed(self.args.seed)
+        batch_size = self.args.per_device_eval_batch_size
+        with eval_mode(model):
+            samples = torch.cat([features.extract(model.sample(min(batch_size, len(real) - i), generator=generator)
+                                                  .float().clamp(0, 1)) for i in range(0, len(real), batch_size)])
+        results = {"quality_num_real": len(real), "quality_num_samples": len(samples),
+                   "quality_features": features.description}
+        for target, fake in (("reconstruction", reconstructed), ("sample", samples)):
+            metrics = feature_metrics(real, fake, seed=self.args.seed)
+            results.update({f"{target}_{name}_{features.name}": value for name, value in metrics.items()})
+        return results
 
 
 def uses_channels_last(model, args) -> bool:
@@ -104,8 +205,7 @@ def uses_channels_last(model, args) -> bool:
 
 
 def channels_last_by_default(model, device: torch.device) -> bool:
-    """True for a conv backbone trained on CPU: oneDNN's convolutions are 8-12% faster in that layout there (see
-    benchmarks/README.md)."""
+    """True for a conv backbone trained on CPU, where oneDNN's convolutions are faster in that layout."""
     return getattr(model.config, "backbone", None) == "conv" and device.type == "cpu"
 
 
@@ -174,3 +274,10 @@ class ImagesCallback(TrainerCallback):
                     callback._wandb.log({name: callback._wandb.Image(grid), "train/global_step": state.global_step})
                 elif getattr(callback, "_trackio", None) is not None and getattr(callback, "_initialized", False):
                     callback._trackio.log({name: callback._trackio.Image(grid), "train/global_step": state.global_step})
+
+
+def _original_message(err: Exception) -> str:
+    """The message of an error raised in a DataLoader worker, without the worker's traceback around it."""
+    last = str(err).strip().splitlines()[-1]
+    prefix = f"{type(err).__module__}.{type(err).__name__}: "
+    return last.removeprefix(prefix) if "Original Traceback" in str(err) else str(err)

@@ -1,0 +1,106 @@
+"""Train an autoencoder (AE, VAE or VQ-VAE) on images with the transformers Trainer, as transformers' run_mae.py
+trains a ViTMAE: the public calls of hf_autoencoders, in order. `hf-autoencoders train` takes the same steps
+(`hf_autoencoders.training.run_training`), and train_ae.py, train_vae.py and train_vqvae.py are this script with their
+--model_type.
+
+    python examples/train_autoencoder.py --model_type vae --output_dir outputs/vae --do_train --do_eval  # digits
+    python examples/train_vqvae.py --dataset_name ylecun/mnist --output_dir outputs/vqvae-mnist --do_train --do_eval
+    accelerate launch examples/train_vqvae.py --dataset_name uoft-cs/cifar10 --output_dir outputs/vqvae-cifar --do_train
+
+Every `TrainingArguments` flag works (--max_steps, --per_device_train_batch_size, --resume_from_checkpoint,
+--push_to_hub, ...); `--help` lists them with the model and data flags. The folder it writes is a Hub repository:
+the model and its code, the image processor, pictures and a model card.
+"""
+
+import sys
+
+from hf_autoencoders.cli import run_main
+from hf_autoencoders.training import parse_args
+
+
+def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
+    # 1. The flags, as dataclasses: which model (`ModelArguments`), which images (`DataArguments`) and how to train
+    #    (`AutoencoderTrainingArguments`, transformers' `TrainingArguments` with defaults for autoencoders). `--help`
+    #    is answered here, from a cache, before torch and transformers are imported.
+    model_args, data_args, training_args = parse_args(argv, model_type=model_type)
+
+    from transformers import set_seed
+
+    from hf_autoencoders.data import ImageCollator, first_items
+    from hf_autoencoders.hub import write_model_card
+    from hf_autoencoders.training import (
+        AutoencoderTrainer,
+        build_model,
+        check_request,
+        fid_features,
+        load_training_data,
+        training_summary,
+        write_pictures,
+    )
+
+    # 2. Check the request before anything is loaded: never write over a user's files, resume only from a complete
+    #    checkpoint of this run and with its settings. Returns the checkpoint to resume from, if any.
+    checkpoint = check_request(model_args, data_args, training_args)
+    set_seed(training_args.seed)
+
+    # 3. The images: a Hub id, a local folder or, without --dataset_name, the embedded digits. Small splits are
+    #    decoded once into a memory-mapped cache, large ones per batch, and --streaming streams them.
+    data = load_training_data(data_args, training_args)
+
+    # 4. The model: a new one of --model_type shaped for the images (its config from the flags and
+    #    --config_overrides), the one --model_name_or_path names, or the one the checkpoint holds.
+    model = build_model(model_args, data, checkpoint)
+
+    # 5. The image processor, saved beside the model so that it takes any image at inference, and the collator that
+    #    turns the decoded images into batches of pixel_values in [0, 1].
+    processor = data.image_processor(do_binarize=data_args.binarize)
+    collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization)
+
+    # 6. The Trainer, taught to log each loss term, to refuse a NaN step, to evaluate with the library's loop and,
+    #    with --push_to_hub, to push checkpoints as --hub_strategy says; a few test images go to the trackers of
+    #    --report_to at every evaluation.
+    trainer = AutoencoderTrainer(
+        model=model,
+        args=training_args,
+        data_collator=collator,
+        train_dataset=data.train,
+        eval_dataset=data.test,
+        processing_class=processor,
+        image_log_pixel_values=collator(first_items(data.test, 8))["pixel_values"],
+    )
+
+    # 7. Train, then save the model with its code and processor, the results and the trainer's state.
+    train_metrics, metrics = {}, {}
+    if training_args.do_train:
+        train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
+        trainer.log_metrics("train", train_metrics)
+        trainer.save_metrics("train", train_metrics)
+        trainer.save_state()
+    trainer.save_model()
+
+    # 8. Evaluate once, on the test split: every loss term, MSE, PSNR, SSIM, codebook usage, a VAE's bound on
+    #    log p(x) from 64 importance samples and, unless --fid false, the Fréchet distance and its companions in the
+    #    features of a small classifier of the labelled training images. Without --do_eval nothing is evaluated.
+    if training_args.do_eval:
+        features = fid_features(data, training_args) if training_args.fid else None
+        metrics = trainer.evaluate(num_importance_samples=64, features=features)
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+
+    if trainer.is_world_process_zero():
+        # 9. Pictures (reconstructions, samples, loss curves) and the model card, with the numbers of that evaluation.
+        pictures = write_pictures(model, data.test, collator, training_args.output_dir, trainer.state.log_history,
+                                  training_args.seed)
+        write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
+                         training=training_summary(training_args, train_metrics) if training_args.do_train else None,
+                         repo_id=training_args.hub_model_id, license=training_args.hub_license)
+
+        # 10. With --push_to_hub, upload the folder: the model, its code and processor, the card and the pictures
+        #     (never the checkpoints' optimizer states).
+        if trainer.hub_repo_id:
+            print(f"pushed to {trainer.push_to_hub()}")
+    return {**train_metrics, **metrics}
+
+
+if __name__ == "__main__":
+    run_main(main, sys.argv[1:])
