@@ -6,7 +6,7 @@ Each measurement is a fresh process (`python -c "from hf_autoencoders.cli import
 `python examples/X.py --help`), timed from start to exit, with an empty cache of help texts at the start. `first` is
 the first call; `seconds` is the median of the next `--repeats` calls: the training commands render their help once
 (their flags come from transformers' TrainingArguments, whose import is the floor measured last) and read it back
-from the cache afterwards (`cli.help_cache_file`). The machine's load average is reported with the figures, since a
+from the cache afterwards (`training.parsing.help_cache_file`). The machine's load average is reported with the figures, since a
 busy machine slows every import.
 """
 

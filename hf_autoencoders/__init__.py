@@ -10,9 +10,10 @@ Layers, each importing only those below it:
     cli                 the `hf-autoencoders` command
     studies             the classic experiments, one file each
     training            the Trainer, a training run, the prior over codes
-    evaluation, hub     the one evaluation loop and its metrics; model cards and uploads
-    data, plots, results    datasets and collators; figures; strict JSON results files
-    models              configs, models, image processor (torch + transformers only: travels with checkpoints)
+    evaluation, hub     the one evaluation loop and its metrics; model cards, uploads and loading
+    data, plots         datasets and collators; figures
+    models, results     configs, models, image processor (torch + transformers only: travels with checkpoints);
+                        strict JSON results files and cache keys
 """
 
 import importlib

@@ -1,7 +1,7 @@
 """The decoded-image cache: a split decoded once per machine into a uint8 `.npy` file that every process maps.
 
 Each entry is two files in the cache folder (default `<HF_DATASETS_CACHE>/hf_autoencoders_decoded`, about
-N x C x H x W bytes per split, e.g. 47 MB for MNIST train, 150 MB for CIFAR-10 train):
+N x C x H x W bytes per split):
 - `<key>.npy`: the images, uint8 (N, C, H, W), memory-mapped (`np.load(mmap_mode="c")`), so the processes of a
   machine share one copy through the page cache and only the pages a process touches count in its memory;
 - `<key>.json`: the manifest: format version, what was decoded (dataset fingerprint, rows, column, size, channels,

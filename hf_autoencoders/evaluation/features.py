@@ -74,7 +74,7 @@ class DomainFeatures(ImageFeatures):
     The classifier's penultimate layer proper is the flattened 7x7 map (2 * width * 49 = 3136 values): too many
     dimensions for the covariance of a few thousand images (the bias of the Fréchet distance grows with
     dimension / N) and for a fast matrix square root. Pooling keeps coarse position, as Inception's pool3 pools its
-    last block; a linear probe on the pooled features still reads the MNIST class at ~96% (98% on the full map).
+    last block, and a linear probe on the pooled features still reads the class (docs/metrics.md).
     """
 
     name = "domain"
