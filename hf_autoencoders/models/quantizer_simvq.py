@@ -1,0 +1,50 @@
+"""SimVQ (Zhu et al., 2024, "Addressing Representation Collapse in Vector Quantized Models with One Linear Layer")."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .configuration_autoencoders import VQVAEConfig
+from .quantizer_vq import VectorQuantizer
+from .quantizers import linear_fp32
+
+
+class SimVectorQuantizer(VectorQuantizer):
+    r"""
+    SimVQ: vector quantization against the codebook E = C W^T, where C (K x c, `frozen_codebook`) is drawn once from
+    N(0, 1/c) and never trained, and W (c x c, `codebook_transform`) is one learned linear map (c = `codebook_dim`,
+    or d).
+
+    Plain VQ moves only the codes that are chosen (by the codebook loss or the EMA), so codes that lose the
+    competition early are never moved again and the codebook collapses. In SimVQ the codebook loss
+    ||sg(z) - e_k||^2 trains W, and a step of W moves every code at once (the whole space the codes span is
+    rotated and stretched toward the encoder outputs), so no code is left behind. Everything else is the
+    [`VectorQuantizer`]'s: the nearest-code lookup, the commitment loss beta ||z - sg(e_k)||^2, the straight-through
+    or rotation-trick gradient, factorized and l2-normalised codes, stochastic quantization.
+
+    The options that move codes directly (`codebook_ema`, `kmeans_init`, `dead_code_threshold`) do not apply: the
+    codes of SimVQ move with W only.
+    """
+
+    def _build_codebook(self, config: VQVAEConfig) -> None:
+        self.use_ema, self.kmeans_init, self.dead_code_threshold = False, False, 0
+        self.register_buffer("frozen_codebook", torch.empty(self.num_embeddings, self.codebook_dim))
+        self.codebook_transform = nn.Linear(self.codebook_dim, self.codebook_dim, bias=False)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """C ~ N(0, 1/c) (rows of unit expected norm); W keeps `nn.Linear`'s initialisation."""
+        self.frozen_codebook.normal_(0.0, self.codebook_dim**-0.5)
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """E = C W^T, (K, codebook_dim), differentiable in W."""
+        return linear_fp32(self.codebook_transform, self.frozen_codebook.float())
+
+    def codes(self) -> torch.Tensor:
+        codes = self.codebook
+        return F.normalize(codes, dim=1) if self.l2_normalized_codes else codes
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.codebook_transform.weight.dtype
