@@ -529,3 +529,90 @@ def test_global_batch_helpers_in_one_process():
     value = torch.ones(3, requires_grad=True)
     assert global_sum(value) is value
     assert math.isclose(FiniteScalarQuantizer(VQVAEConfig(quantizer="fsq", fsq_levels=(4, 4))).num_embeddings, 16)
+
+
+# ---------------------------------------------------------------------------------------- codebook health in evaluate
+
+
+def test_codebook_health_is_measured_over_the_whole_set_per_depth():
+    from hf_autoencoders.evaluation import evaluate
+
+    model = tiny_vqvae(num_quantizers=2, num_embeddings=32).train()
+    model(torch.rand(16, 3, 16, 16))
+    model.eval()
+    images = torch.rand(10, 3, 16, 16)
+    results, histogram = evaluate(model, images, batch_size=3, progress=False, return_code_histogram=True)
+    with torch.no_grad():
+        codes = model.encode_indices(images)  # (10, 2, 4, 4)
+    expected = torch.stack([torch.bincount(codes[:, d].flatten(), minlength=32) for d in range(2)])
+    assert torch.equal(histogram, expected) and histogram.sum() == 10 * 2 * 16
+    for d in range(2):
+        used = int((expected[d] > 0).sum())
+        probs = expected[d].double() / expected[d].sum()
+        entropy = -torch.special.xlogy(probs, probs).sum().item()
+        assert results[f"codebook_usage_depth{d + 1}"] == pytest.approx(used / 32)
+        assert results[f"codebook_dead_codes_depth{d + 1}"] == 32 - used
+        assert results[f"codebook_entropy_depth{d + 1}"] == pytest.approx(entropy)
+        assert results[f"codebook_perplexity_depth{d + 1}"] == pytest.approx(math.exp(entropy))
+    assert results["codebook_dead_codes"] == 64 - int((expected > 0).sum())
+    assert results["codebook_usage"] == pytest.approx(int((expected > 0).sum()) / 64)
+    json.dumps(results)
+
+    # one depth: the histogram (1, K) and no per-depth keys; the set's usage, not a batch's
+    single = tiny_vqvae(num_embeddings=32).train()
+    single(torch.rand(16, 3, 16, 16))
+    single.eval()
+    results, histogram = evaluate(single, images, batch_size=1, progress=False, return_code_histogram=True)
+    assert histogram.shape == (1, 32) and not any("depth" in key for key in results)
+    with torch.no_grad():
+        per_batch = max(single.encode_indices(image[None]).unique().numel() for image in images)
+    assert results["codebook_usage"] == pytest.approx(int((histogram > 0).sum()) / 32)
+    assert results["codebook_usage"] > per_batch / 32
+
+
+class _Reducer:
+    """What `evaluate` asks of an accelerate `Accelerator`: the process index and a summing reduce."""
+
+    def __init__(self):
+        self.process_index = dist.get_rank()
+
+    def reduce(self, tensor, reduction="sum"):
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
+
+
+def _evaluate_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    from hf_autoencoders.evaluation import evaluate
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=120))
+    try:
+        model, images = _evaluated_model()
+        shard = images[rank::world_size]  # 11 images: uneven shards
+        results, histogram = evaluate(model, shard, batch_size=4, progress=False, accelerator=_Reducer(),
+                                      return_code_histogram=True)
+        torch.save({"results": results, "histogram": histogram}, f"{out_dir}/eval{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _evaluated_model():
+    model = tiny_vqvae(num_quantizers=2, num_embeddings=32).eval()
+    return model, torch.rand(11, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+
+
+def test_codebook_health_is_exact_over_two_processes(tmp_path):
+    from hf_autoencoders.evaluation import evaluate
+
+    start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    mp.start_processes(_evaluate_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
+                       start_method=start_method)
+    model, images = _evaluated_model()
+    results, histogram = evaluate(model, images, batch_size=4, progress=False, return_code_histogram=True)
+    for rank in range(2):
+        saved = torch.load(tmp_path / f"eval{rank}.pt")
+        assert torch.equal(saved["histogram"], histogram)  # exact: integer counts summed over processes
+        codebook = {k: v for k, v in results.items() if k.startswith("codebook_")}
+        assert {k: saved["results"][k] for k in codebook} == codebook
