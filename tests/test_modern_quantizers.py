@@ -47,7 +47,7 @@ def flat(z_e: torch.Tensor) -> torch.Tensor:
     return z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])
 
 
-# --------------------------------------------------------------------------------------- every quantizer, every backbone
+# -------------------------------------------------------------------------------------- every quantizer, every backbone
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
@@ -279,7 +279,7 @@ def test_lfq_entropy_penalty_spreads_the_codes():
     assert quantizer(z_e).indices.unique().numel() >= 12
 
 
-# ------------------------------------------------------------------------------------------------- residual quantization
+# ------------------------------------------------------------------------------------------------ residual quantization
 
 
 @pytest.mark.parametrize("kind", ["vq", "simvq", "fsq", "lfq"])
@@ -616,3 +616,114 @@ def test_codebook_health_is_exact_over_two_processes(tmp_path):
         assert torch.equal(saved["histogram"], histogram)  # exact: integer counts summed over processes
         codebook = {k: v for k, v in results.items() if k.startswith("codebook_")}
         assert {k: saved["results"][k] for k in codebook} == codebook
+
+
+# ------------------------------------------------------------------------------------------ a prior over residual codes
+
+
+def residual_prior(depth: int = 3, num_classes: int = 0, seed: int = 0):
+    from transformers import AutoModelForCausalLM
+
+    from hf_autoencoders.models import code_priors
+
+    torch.manual_seed(seed)
+    config = code_priors.transformer_prior_config(16, 4, num_classes=num_classes, hidden_size=32, num_layers=1,
+                                                  num_heads=2, num_quantizers=depth)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def test_residual_token_layout_is_depth_first_per_position():
+    from hf_autoencoders.models import code_priors
+
+    prior = residual_prior(depth=2, num_classes=3)
+    config = prior.config
+    assert config.num_quantizers == 2 and config.vocab_size == 2 * 16 + 1 + 3 and config.bos_token_id == 32
+    assert config.n_positions == 2 + 16 * 2
+    codes = torch.randint(16, (2, 2, 4, 4))
+    tokens = code_priors.code_tokens(config, codes, class_labels=torch.tensor([0, 2]))
+    assert tokens[:, 0].tolist() == [32, 32] and tokens[:, 1].tolist() == [33, 35]
+    # cell (i, j), depth d is token 2 + 2 (4 i + j) + d, and depth d's code c is d K + c
+    assert tokens[0, 2 + 2 * (4 * 1 + 3) + 1] == 16 + codes[0, 1, 1, 3]
+    assert tokens[1, 2 + 2 * (4 * 2 + 0) + 0] == codes[1, 0, 2, 0]
+    assert torch.equal(code_priors.residual_codes(config, tokens[:, 2:]), codes)
+    # a prior of one depth keeps the layout it had
+    plain = code_priors.transformer_prior_config(16, 4)
+    assert "num_quantizers" not in plain.to_diff_dict() and plain.vocab_size == 17 and plain.bos_token_id == 16
+    with pytest.raises(ValueError, match=r"shape \(batch, 2, 4, 4\) \(the prior's grid_size, n = num_quantizers=2\)"):
+        code_priors.code_tokens(config, torch.zeros(1, 4, 4, dtype=torch.long), class_labels=0)
+
+
+def test_residual_code_logits_are_each_codes_own_depth():
+    from hf_autoencoders.models import code_priors
+
+    prior = residual_prior(depth=3).eval()
+    codes = torch.randint(16, (2, 3, 4, 4))
+    with torch.no_grad():
+        logits = code_priors.code_logits(prior, codes)
+        full = prior(input_ids=code_priors.code_tokens(prior.config, codes)).logits
+        log_prob = code_priors.log_prob_codes(prior, codes)
+    assert logits.shape == (2, 3, 4, 4, 16)
+    expected = 0.0
+    for i in range(4):
+        for j in range(4):
+            for d in range(3):
+                position = 3 * (4 * i + j) + d  # the logits at sequence position P-1+t predict code token t
+                torch.testing.assert_close(logits[:, d, i, j], full[:, position, 16 * d:16 * (d + 1)])
+                expected = expected + torch.log_softmax(full[:, position, 16 * d:16 * (d + 1)], -1)[
+                    torch.arange(2), codes[:, d, i, j]]
+    torch.testing.assert_close(log_prob, expected)
+
+
+def test_a_prior_over_residual_codes_learns_samples_and_decodes():
+    """Trained on the residual codes of two images, a transformer prior gives them most of its mass, samples them
+    (codes of the right depth at each step, the same with and without the key/value cache; the greedy sample is one
+    of them) and the VQ-VAE decodes the samples."""
+    from hf_autoencoders.models import code_priors
+
+    vqvae = tiny_vqvae(num_quantizers=3).train()
+    vqvae(torch.rand(16, 3, 16, 16))
+    vqvae.eval()
+    with torch.no_grad():
+        codes = vqvae.encode_indices(torch.rand(2, 3, 16, 16))
+    assert codes.shape == (2, 3, 4, 4) and not torch.equal(codes[0], codes[1])
+    prior = residual_prior(depth=3).train()
+    optimizer = torch.optim.Adam(prior.parameters(), lr=3e-3)
+    tokens = code_priors.code_tokens(prior.config, codes)
+    for _ in range(300):
+        optimizer.zero_grad()
+        prior(input_ids=tokens, labels=code_priors.language_model_labels(prior.config, tokens)).loss.backward()
+        optimizer.step()
+    prior.eval()
+    with torch.no_grad():
+        nll = -code_priors.log_prob_codes(prior, codes)
+    assert nll.max() < 2 * math.log(2)  # about log 2 (which of the two maps), where uniform codes cost 48 log K
+
+    vqvae.check_prior(prior)
+    generator = torch.Generator().manual_seed(0)
+    samples = code_priors.sample_codes(prior, 6, generator=generator)
+    again = code_priors.sample_codes(prior, 6, generator=torch.Generator().manual_seed(0), use_cache=False)
+    assert samples.shape == (6, 3, 4, 4) and torch.equal(samples, again)
+    def seen(sample):
+        return torch.equal(sample, codes[0]) or torch.equal(sample, codes[1])
+
+    assert sum(seen(s) for s in samples) >= 4  # the two maps hold most of the mass (the NLL above)
+    assert all(seen(s) for s in code_priors.sample_codes(prior, 2, temperature=0))
+    images = vqvae.sample(3, generator=generator, prior=prior, temperature=0)
+    assert images.shape == (3, 3, 16, 16) and torch.isfinite(images).all()
+    metrics = code_priors.prior_nll_metrics(nll, prior.config)
+    assert metrics["nll_per_code_nats"] == pytest.approx(nll.double().mean().item() / 48)
+
+
+def test_priors_refuse_codes_of_another_depth():
+    from hf_autoencoders.models import PixelCNNPriorConfig, PixelCNNPriorModel
+
+    residual = tiny_vqvae(num_quantizers=2)
+    pixelcnn = PixelCNNPriorModel(PixelCNNPriorConfig(num_embeddings=16, grid_size=4, hidden_size=8, num_layers=1))
+    with pytest.raises(ValueError, match=r"2 code\(s\) per position .* a PixelCNN prior models one code per position"):
+        residual.check_prior(pixelcnn)
+    with pytest.raises(ValueError, match="PixelCNN prior models one code per position"):
+        residual.sample(1, prior=pixelcnn)
+    with pytest.raises(ValueError, match=r"gives 2 code\(s\) per position .* the prior models 3"):
+        residual.check_prior(residual_prior(depth=3))
+    with pytest.raises(ValueError, match=r"gives 1 code\(s\) per position .* the prior models 3"):
+        tiny_vqvae().check_prior(residual_prior(depth=3))
