@@ -727,3 +727,16 @@ def test_priors_refuse_codes_of_another_depth():
         residual.check_prior(residual_prior(depth=3))
     with pytest.raises(ValueError, match=r"gives 1 code\(s\) per position .* the prior models 3"):
         tiny_vqvae().check_prior(residual_prior(depth=3))
+
+
+def test_code_usage_picture(tmp_path):
+    from PIL import Image
+
+    from hf_autoencoders.plots import plot_code_usage
+
+    histogram = torch.stack([torch.randint(1, 50, (64,)), torch.cat([torch.randint(1, 9, (40,)), torch.zeros(24)])])
+    path = plot_code_usage(histogram, tmp_path / "sub" / "usage.png", title="residual VQ")
+    assert Image.open(path).size[0] > 300
+    plot_code_usage({"vq": histogram[0], "rvq": histogram}, tmp_path / "compare.png")
+    with pytest.raises(ValueError, match="non-negative code counts"):
+        plot_code_usage(torch.zeros(2, 8), tmp_path / "empty.png")
