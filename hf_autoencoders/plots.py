@@ -283,7 +283,7 @@ def plot_code_usage(histograms, path, title: str | None = None) -> Path:
     or a dict {name: histogram} to compare several models, one line per model and depth."""
     if not isinstance(histograms, dict):
         histograms = {"": histograms}
-    fig = _figure(figsize=(6.4, 3.8))
+    fig = figure(figsize=(6.4, 3.8))
     ax = fig.subplots()
     num_codes = 1
     for name, histogram in histograms.items():

@@ -654,14 +654,15 @@ def test_residual_token_layout_is_depth_first_per_position():
 
 
 def test_residual_code_logits_are_each_codes_own_depth():
+    from hf_autoencoders.evaluation import priors
     from hf_autoencoders.models import code_priors
 
     prior = residual_prior(depth=3).eval()
     codes = torch.randint(16, (2, 3, 4, 4))
     with torch.no_grad():
-        logits = code_priors.code_logits(prior, codes)
+        logits = priors.code_logits(prior, codes)
         full = prior(input_ids=code_priors.code_tokens(prior.config, codes)).logits
-        log_prob = code_priors.log_prob_codes(prior, codes)
+        log_prob = priors.log_prob_codes(prior, codes)
     assert logits.shape == (2, 3, 4, 4, 16)
     expected = 0.0
     for i in range(4):
@@ -678,6 +679,7 @@ def test_a_prior_over_residual_codes_learns_samples_and_decodes():
     """Trained on the residual codes of two images, a transformer prior gives them most of its mass, samples them
     (codes of the right depth at each step, the same with and without the key/value cache; the greedy sample is one
     of them) and the VQ-VAE decodes the samples."""
+    from hf_autoencoders.evaluation import priors
     from hf_autoencoders.models import code_priors
 
     vqvae = tiny_vqvae(num_quantizers=3).train()
@@ -695,7 +697,7 @@ def test_a_prior_over_residual_codes_learns_samples_and_decodes():
         optimizer.step()
     prior.eval()
     with torch.no_grad():
-        nll = -code_priors.log_prob_codes(prior, codes)
+        nll = -priors.log_prob_codes(prior, codes)
     assert nll.max() < 2 * math.log(2)  # about log 2 (which of the two maps), where uniform codes cost 48 log K
 
     vqvae.check_prior(prior)
@@ -710,7 +712,7 @@ def test_a_prior_over_residual_codes_learns_samples_and_decodes():
     assert all(seen(s) for s in code_priors.sample_codes(prior, 2, temperature=0))
     images = vqvae.sample(3, generator=generator, prior=prior, temperature=0)
     assert images.shape == (3, 3, 16, 16) and torch.isfinite(images).all()
-    metrics = code_priors.prior_nll_metrics(nll, prior.config)
+    metrics = priors.prior_nll_metrics(nll, prior.config)
     assert metrics["nll_per_code_nats"] == pytest.approx(nll.double().mean().item() / 48)
 
 
