@@ -38,8 +38,8 @@ OPTIONS = {
 
 def tiny_vqvae(backbone: str = "conv", seed: int = 0, **options) -> VQVAEModel:
     torch.manual_seed(seed)
-    fields = {"num_embeddings": 16, "embedding_dim": 8, **options}
-    config = VQVAEConfig(backbone=backbone, image_size=16, num_channels=3, **BACKBONES[backbone], **fields)
+    fields = {"num_embeddings": 16, "embedding_dim": 8, "image_size": 16, "num_channels": 3, **options}
+    config = VQVAEConfig(backbone=backbone, **BACKBONES[backbone], **fields)
     return VQVAEModel(config)
 
 
@@ -742,3 +742,50 @@ def test_code_usage_picture(tmp_path):
     plot_code_usage({"vq": histogram[0], "rvq": histogram}, tmp_path / "compare.png")
     with pytest.raises(ValueError, match="non-negative code counts"):
         plot_code_usage(torch.zeros(2, 8), tmp_path / "empty.png")
+
+
+# ----------------------------------------------------------------------------------------- training runs and the card
+
+
+def test_a_training_run_puts_codebook_health_and_its_picture_on_the_card(tmp_path):
+    from hf_autoencoders.training import parse_args, run_training
+
+    out = tmp_path / "rvq"
+    args = ["--output_dir", str(out), "--do_train", "--do_eval", "--max_steps", "3", "--hidden_size", "8",
+            "--per_device_train_batch_size", "16", "--max_eval_samples", "48", "--disable_tqdm", "true",
+            "--config_overrides", "num_quantizers=2,num_embeddings=32,embedding_dim=8,rotation_trick=true"]
+    metrics = run_training(*parse_args(args, model_type="vqvae"))
+    assert {"eval_codebook_usage_depth2", "eval_codebook_dead_codes", "eval_codebook_perplexity_depth1"} <= set(metrics)
+    assert (out / "code_usage.png").is_file()
+    card = (out / "README.md").read_text()
+    assert "| codebook_dead_codes |" in card and "| codebook_usage_depth1 |" in card and "code_usage.png" in card
+    assert "| `num_quantizers` | 2 |" in card and "| `rotation_trick` | True |" in card
+    loaded = AutoModel.from_pretrained(out)
+    assert loaded.config.num_quantizers == 2 and loaded.config.rotation_trick
+
+
+def test_prior_training_on_residual_codes_and_the_pixelcnn_refusal(tmp_path):
+    from hf_autoencoders.cli import main as cli_main
+    from hf_autoencoders.training import parse_prior_args
+    from hf_autoencoders.training import prior as P
+
+    vqvae = tiny_vqvae(num_quantizers=2, num_embeddings=16, image_size=8, num_channels=1)
+    vqvae.save_pretrained(tmp_path / "vqvae")
+    flags = ["--max_train_samples", "64", "--max_eval_samples", "32", "--num_samples", "4", "--max_steps", "2",
+             "--save_strategy", "no", "--disable_tqdm", "true", "--report_to", "none"]
+    args = parse_prior_args(["--vqvae", str(tmp_path / "vqvae"), "--output_dir", str(tmp_path / "prior"),
+                             "--prior_type", "transformer", "--hidden_size", "16", "--num_layers", "1",
+                             "--num_heads", "2", "--do_train", "--do_eval", *flags])
+    metrics = P.run_prior_training(*args)
+    assert math.isfinite(metrics["test_nll_per_code_nats"]) and (tmp_path / "prior" / "samples.png").is_file()
+    prior = P.load_model(str(tmp_path / "prior"))
+    assert prior.config.num_quantizers == 2 and prior.config.vocab_size == 2 * 16 + 1
+    assert "depth d's code c is the token d K + c" in (tmp_path / "prior" / "README.md").read_text()
+    with pytest.raises(ValueError, match="PixelCNN prior models one code per position; pass --prior_type transformer"):
+        P.run_prior_training(*parse_prior_args(["--vqvae", str(tmp_path / "vqvae"), "--output_dir",
+                                                str(tmp_path / "pixelcnn"), "--do_train", *flags]))
+    assert not (tmp_path / "pixelcnn").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["train-prior", "--vqvae", str(tmp_path / "vqvae"), "--output_dir", str(tmp_path / "pixelcnn"),
+                  "--do_train", *flags])
+    assert exit_info.value.code == 2

@@ -15,7 +15,7 @@ from ..data import ImageCollator, as_image_split, first_items, load_image_datase
 from ..evaluation import domain_features
 from ..hub import write_model_card
 from ..models import autoencoder_classes
-from ..plots import plot_loss_curves, plot_reconstructions, plot_samples
+from ..plots import plot_code_usage, plot_loss_curves, plot_reconstructions, plot_samples
 from .arguments import DataArguments, ModelArguments, build_config, requested_settings, training_arguments
 from .checkpoints import check_output_dir, check_resume_settings, resolve_checkpoint
 from .trainer import AutoencoderTrainer
@@ -151,6 +151,16 @@ def write_pictures(model, test_set, collator, output_dir, log_history=None, seed
     return {**pictures, **write_loss_curves(log_history, output_dir)}
 
 
+def write_code_usage(histogram, output_dir) -> dict[str, str]:
+    """code_usage.png in `output_dir`: the evaluation set's codes sorted by use, one line per codebook (per depth of
+    residual quantization), when the model has codes (`histogram`, (depth, K), not None)."""
+    if histogram is None:
+        return {}
+    plot_code_usage(histogram, Path(output_dir) / "code_usage.png", title="codebook usage over the test set")
+    return {"Codebook usage over the test set (codes sorted by use; dead codes where a line stops short)":
+            "code_usage.png"}
+
+
 def write_loss_curves(log_history, output_dir) -> dict[str, str]:
     """loss_curves.png in `output_dir` when `log_history` (the Trainer's) holds a training loss."""
     if not any("loss" in entry for entry in log_history or []):
@@ -194,6 +204,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     if trainer.is_world_process_zero():
         pictures = write_pictures(model, data.test, collator, training_args.output_dir, trainer.state.log_history,
                                   training_args.seed)
+        if training_args.do_eval:
+            pictures.update(write_code_usage(trainer.code_histogram, training_args.output_dir))
         write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
                          training=training_summary(training_args, train_metrics) if training_args.do_train else None,
                          repo_id=training_args.hub_model_id, license=training_args.hub_license)
