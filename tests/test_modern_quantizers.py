@@ -169,15 +169,16 @@ def test_rotation_trick_composes_with_stochastic_quantization():
 # ---------------------------------------------------------------------------------------------------------------- SimVQ
 
 
-def test_simvq_codebook_is_a_frozen_matrix_through_one_learned_map():
+def test_simvq_codebook_is_a_frozen_matrix_through_one_learned_linear_layer():
     model = tiny_vqvae(quantizer="simvq")
     quantizer = model.quantizer
     assert isinstance(quantizer, SimVectorQuantizer)
     assert "quantizer.frozen_codebook" in dict(model.named_buffers())
     trainable = {name for name, p in model.quantizer.named_parameters() if p.requires_grad}
-    assert trainable == {"codebook_transform.weight"}
+    assert trainable == {"codebook_transform.weight", "codebook_transform.bias"}
     frozen = quantizer.frozen_codebook.clone()
-    torch.testing.assert_close(quantizer.codes(), frozen @ quantizer.codebook_transform.weight.detach().T)
+    transform = quantizer.codebook_transform
+    torch.testing.assert_close(quantizer.codes(), frozen @ transform.weight.detach().T + transform.bias.detach())
 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     before = quantizer.codes().detach().clone()
@@ -251,7 +252,7 @@ def test_lfq_entropy_term_against_a_direct_computation(groups):
     z_e = torch.randn(3, 6, 2, 5) * 0.5  # an assignment that is not yet confident: both terms matter
     output = quantizer(z_e)
     z = quantizer.project_in(flat(z_e)).detach()
-    expected = weight * 10 * direct_entropy_penalty(z, tau, gamma, groups)  # L = 10 positions per image
+    expected = weight * 784 * direct_entropy_penalty(z, tau, gamma, groups)  # D = 1 x 28 x 28 pixel values
     torch.testing.assert_close(output.entropy_loss.double(), expected, rtol=1e-5, atol=1e-6)
     assert quantizer.eval()(z_e).entropy_loss.item() == 0.0  # a training regularizer only
 

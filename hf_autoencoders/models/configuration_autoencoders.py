@@ -387,9 +387,9 @@ class VQVAEConfig(AutoencoderConfig):
 
     LFQ (MAGVIT-v2's entropy penalty; written to config.json for LFQ only):
         lfq_entropy_loss_weight (`float`, defaults to 0.1): lambda of the entropy loss
-            lambda * L * (E_n[H(p_n)] - gamma * H(E_n[p_n])), p_n = softmax_c(-||z_n - c||^2 / tau) over the K codes
-            at position n, E_n over the batch's positions, L the positions per image (so that the term is a
-            per-image sum like the others).
+            lambda * D * (E_n[H(p_n)] - gamma * H(E_n[p_n])), p_n = softmax_c(-||z_n - c||^2 / tau) over the K codes
+            at position n, E_n over the batch's positions, D = num_channels * image_size**2 (MAGVIT-v2's weight
+            against a per-pixel mean reconstruction loss, carried over to this library's per-image sum).
         lfq_batch_maximization_weight (`float`, defaults to 1.0): gamma, the weight of the batch entropy
             H(E_n[p_n]) against the per-position entropy E_n[H(p_n)].
         lfq_entropy_temperature (`float`, defaults to 0.01): tau.

@@ -37,13 +37,15 @@ class LookupFreeQuantizer(nn.Module):
     Losses (per-sample sums averaged over the batch, as the other terms):
 
         commitment_loss = beta ||z - sg(q)||^2,
-        entropy_loss    = lambda L (E_n[H(p_n)] - gamma H(E_n[p_n]))          (training mode only; 0 in eval),
+        entropy_loss    = lambda D (E_n[H(p_n)] - gamma H(E_n[p_n]))          (training mode only; 0 in eval),
 
-    with p_n(c) = softmax_c(-||z_n - c||^2 / tau) the soft assignment of position n to the K codes, E_n the mean over
-    the batch's positions and L the positions per image. The first entropy makes each assignment confident; the
-    second, the entropy of the batch's average assignment, is maximised (so subtracted) to spread the batch over all
-    codes (MAGVIT-v2; Jansen et al., 2020). lambda = `lfq_entropy_loss_weight`, gamma =
-    `lfq_batch_maximization_weight`, tau = `lfq_entropy_temperature`.
+    with p_n(c) = softmax_c(-||z_n - c||^2 / tau) the soft assignment of position n to the K codes and E_n the mean
+    over the batch's positions. The first entropy makes each assignment confident; the second, the entropy of the
+    batch's average assignment, is maximised (so subtracted) to spread the batch over all codes (MAGVIT-v2; Jansen et
+    al., 2020). lambda = `lfq_entropy_loss_weight`, gamma = `lfq_batch_maximization_weight`, tau =
+    `lfq_entropy_temperature`. MAGVIT-v2 weighs the penalty by lambda against a reconstruction loss that is a mean
+    over the D = C H W pixel values; this library's reconstruction loss is their sum, so the penalty is multiplied
+    by D to keep MAGVIT-v2's balance.
 
     The soft assignment factorises over the channels: -||z - c||^2 = 2 z.c - ||z||^2 - b, so
     p_n(c) = prod_i sigmoid(c_i a_{n,i}) with a = 4 z / tau. Hence H(p_n) = sum_i h(sigmoid(a_{n,i})) exactly (h the
@@ -67,6 +69,7 @@ class LookupFreeQuantizer(nn.Module):
         self.batch_maximization_weight = config.lfq_batch_maximization_weight
         self.temperature = config.lfq_entropy_temperature
         self.entropy_groups = config.lfq_entropy_groups
+        self.num_pixels = config.num_pixels
         self.project_in = nn.Linear(self.embedding_dim, self.num_bits)
         self.project_out = nn.Linear(self.num_bits, self.embedding_dim)
 
@@ -96,7 +99,7 @@ class LookupFreeQuantizer(nn.Module):
             indices = self.codes_to_indices(codes)
             commitment_loss = self.commitment_cost * (z - codes).pow(2).sum() / batch
             if self.training and self.entropy_loss_weight > 0:
-                entropy_loss = self.entropy_loss_weight * height * width * self.entropy_penalty(z)
+                entropy_loss = self.entropy_loss_weight * self.num_pixels * self.entropy_penalty(z)
             else:
                 entropy_loss = z.new_zeros(())
             quantized = to_grid(linear_fp32(self.project_out, z + (codes - z).detach()), batch, height, width)
