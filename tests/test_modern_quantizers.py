@@ -352,6 +352,28 @@ def test_save_and_load_through_automodel(option, tmp_path):
     torch.testing.assert_close(got.reconstruction, expected.reconstruction, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("config", [VQVAEConfig(rotation_trick=True), VQVAEConfig(quantizer="simvq"),
+                                    VQVAEConfig(quantizer="lfq", num_embeddings=4096), VQVAEConfig(num_quantizers=4)],
+                         ids=["rotation_trick", "simvq", "lfq_4096", "num_quantizers_4"])
+def test_the_configs_of_the_issue_train_save_and_load(config, tmp_path):
+    """The four configs as the issue writes them (default sizes): a training step, then save and AutoModel."""
+    torch.manual_seed(0)
+    model = VQVAEModel(config).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(4, 1, 28, 28)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for _ in range(2):
+        optimizer.zero_grad()
+        loss = model(x).loss
+        loss.backward()
+        optimizer.step()
+    assert torch.isfinite(loss) and any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model.eval().save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).reconstruction, model(x).reconstruction, rtol=0, atol=0)
+
+
 def test_every_new_option_loads_as_remote_code(tmp_path, run_without_package):
     """Each new option's folder loads in a fresh process that has transformers but cannot import hf_autoencoders."""
     x = torch.rand(2, 3, 16, 16)
