@@ -39,19 +39,20 @@ class QuantizerOutput(ModelOutput):
         codebook_loss: ||sg(z_e) - e||^2, a per-sample sum averaged over the batch (zero for EMA codebooks, FSQ and
             LFQ).
         commitment_loss: beta * ||z_e - sg(e)||^2, same reduction (zero for FSQ).
-        entropy_loss: LFQ's entropy penalty (zero for the other quantizers).
         perplexity: exp(H(p)) of this batch's code histogram p (K when all codes are used evenly, 1 for one code);
             the mean over depths for residual quantization.
         codebook_usage: fraction of the K codes used at least once in this batch (mean over depths).
+        entropy_loss: LFQ's entropy penalty (zero for the other quantizers; last, so that the tuple positions of the
+            fields before it are what they were).
     """
 
     quantized: torch.FloatTensor | None = None
     indices: torch.LongTensor | None = None
     codebook_loss: torch.FloatTensor | None = None
     commitment_loss: torch.FloatTensor | None = None
-    entropy_loss: torch.FloatTensor | None = None
     perplexity: torch.FloatTensor | None = None
     codebook_usage: torch.FloatTensor | None = None
+    entropy_loss: torch.FloatTensor | None = None
 
 
 # ------------------------------------------------------------------------------------------------- code statistics
