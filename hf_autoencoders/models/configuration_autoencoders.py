@@ -341,8 +341,8 @@ class VQVAEConfig(AutoencoderConfig):
 
         quantizer (`str`, defaults to `"vq"`): how z_e becomes codes (docs/models.md has each one's math):
             `"vq"`: the nearest code of a learned codebook (the options below shape it).
-            `"simvq"`: SimVQ (Zhu et al., 2024): the nearest code of the codebook C W, C a frozen random K x d
-            matrix and W one learned linear map, so every code moves with W and none is left behind.
+            `"simvq"`: SimVQ (Zhu et al., 2024): the nearest code of the codebook C W^T + b, C a frozen random K x d
+            matrix and (W, b) one learned linear layer, so every code moves with it and none is left behind.
             `"fsq"`: Finite Scalar Quantization (Mentzer et al., 2023): each of len(fsq_levels) channels rounded to
             a fixed grid; no codebook loss.
             `"lfq"`: lookup-free quantization (Yu et al., 2023, MAGVIT-v2): each of log2(K) channels quantized to
@@ -360,7 +360,8 @@ class VQVAEConfig(AutoencoderConfig):
             that takes z_e onto z_q (Fifty et al., 2024), instead of copying it (straight-through). For the codebook
             quantizers, "vq" and "simvq".
 
-    Options of the learned codebook (`"vq"`; SimVQ's codes move with W only, FSQ and LFQ have no codebook):
+    Options of the learned codebook (`"vq"`; SimVQ's codes move with its linear layer only, FSQ and LFQ have no
+    codebook):
         codebook_ema (`bool`, defaults to `True`): update the codebook as exponential moving averages of the
             assigned encoder outputs instead of the codebook loss (paper's appendix; Razavi et al., 2019).
         ema_decay (`float`, defaults to 0.99): decay of those averages.

@@ -18,13 +18,13 @@ class SimVectorQuantizer(VectorQuantizer):
 
     Plain VQ moves only the codes that are chosen (by the codebook loss or the EMA), so codes that lose the
     competition early are never moved again and the codebook collapses. In SimVQ the codebook loss
-    ||sg(z) - e_k||^2 trains W, and a step of W moves every code at once (the whole space the codes span is
-    rotated and stretched toward the encoder outputs), so no code is left behind. Everything else is the
+    ||sg(z) - e_k||^2 trains W and b, and a step of them moves every code at once (the whole cloud of codes is
+    shifted, rotated and stretched toward the encoder outputs), so no code is left behind. Everything else is the
     [`VectorQuantizer`]'s: the nearest-code lookup, the commitment loss beta ||z - sg(e_k)||^2, the straight-through
     or rotation-trick gradient, factorized and l2-normalised codes, stochastic quantization.
 
     The options that move codes directly (`codebook_ema`, `kmeans_init`, `dead_code_threshold`) do not apply: the
-    codes of SimVQ move with W only.
+    codes of SimVQ move with the linear layer only.
     """
 
     def _build_codebook(self, config: VQVAEConfig) -> None:
