@@ -88,9 +88,10 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
         trainer.save_metrics("eval", metrics)
 
     if trainer.is_world_process_zero():
-        # 9. Pictures (reconstructions, samples, loss curves) and the model card, with the numbers of that evaluation.
+        # 9. Pictures (reconstructions, samples, loss curves, a VQ-VAE's codebook usage over the test set) and the
+        #    model card, with the numbers of that evaluation.
         pictures = write_pictures(model, data.test, collator, training_args.output_dir, trainer.state.log_history,
-                                  training_args.seed)
+                                  training_args.seed, trainer.code_histogram)
         write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
                          training=training_summary(training_args, train_metrics) if training_args.do_train else None,
                          repo_id=training_args.hub_model_id, license=training_args.hub_license)

@@ -27,6 +27,7 @@ _ARCHITECTURE_FIELDS = (
     "backbone", "image_size", "num_channels", "hidden_size", "num_hidden_layers", "num_downsamples", "patch_size",
     "latent_dim", "likelihood", "gaussian_variance", "kl_weight", "quantizer", "num_embeddings", "embedding_dim",
     "commitment_cost", "codebook_ema", "kmeans_init", "dead_code_threshold", "grid_size", "num_layers",
+    "num_quantizers", "rotation_trick",
 )
 
 
@@ -132,6 +133,9 @@ It needs `transformers>=5` and `torch`.
 {% if kind == "transformer" %}
 Tokens 0 .. K-1 are the VQ-VAE's codes in raster order, K is the start token and K+1+y the token of class y
 (`hf_autoencoders.models.code_priors`).
+{% endif %}{%- if kind == "transformer" and num_quantizers > 1 %}
+The VQ-VAE quantizes residually at depth n = {{ num_quantizers }}: each position has n codes, modelled depth-first
+within each position; depth d's code c is the token d K + c, the start token is n K and class y is n K + 1 + y.
 {% endif %}
 ## Architecture
 
@@ -243,6 +247,7 @@ def write_model_card(
         training={k: _format(v) for k, v in (training or {}).items()},
         results={k: _format(v) for k, v in numeric.items()}, num_examples=int(numeric.get("num_examples", 0)) or "all",
         quality_features=metrics.get("quality_features"), pictures=pictures or {},
+        num_quantizers=getattr(config, "num_quantizers", 1),
     )
     path = output_dir / "README.md"
     card.save(path)

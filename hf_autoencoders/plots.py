@@ -272,3 +272,41 @@ def plot_bars(panels, path, ylabel: str = "") -> Path:
     path = _prepare_path(path)
     fig.savefig(path, dpi=120)
     return path
+
+
+def plot_code_usage(histograms, path, title: str | None = None) -> Path:
+    """Codebook usage: each codebook's codes sorted from the most to the least used, against the fraction of the
+    positions that chose each (log scale), one line per codebook. A codebook in full, even use is a flat line at 1/K
+    reaching the right edge; dead codes are where a line stops short of it (their count is in the legend).
+
+    ``histograms`` is a (K,) histogram of code counts, or (depth, K) for residual quantization (one line per depth),
+    or a dict {name: histogram} to compare several models, one line per model and depth."""
+    if not isinstance(histograms, dict):
+        histograms = {"": histograms}
+    fig = figure(figsize=(6.4, 3.8))
+    ax = fig.subplots()
+    num_codes = 1
+    for name, histogram in histograms.items():
+        counts = torch.as_tensor(histogram).detach().cpu().double()
+        counts = counts[None] if counts.dim() == 1 else counts
+        if counts.dim() != 2 or counts.shape[1] < 1 or (counts < 0).any() or (counts.sum(1) == 0).any():
+            raise ValueError(f"histogram {name!r} must hold non-negative code counts of shape (K,) or (depth, K) "
+                             f"with at least one count per depth; got shape {tuple(counts.shape)}")
+        num_codes = max(num_codes, counts.shape[1])
+        for depth, row in enumerate(counts, start=1):
+            used = row[row > 0].sort(descending=True).values / row.sum()
+            label = " ".join(part for part in (name, f"depth {depth}" if len(counts) > 1 else "") if part)
+            dead = int((row == 0).sum())
+            label = f"{label}{': ' if label else ''}{len(used)}/{len(row)} used, {dead} dead"
+            ax.plot(np.arange(1, len(used) + 1), used.numpy(), lw=1.2, label=label)
+    ax.axhline(1 / num_codes, color="grey", ls=":", lw=1, label=f"even use of {num_codes} codes")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1, num_codes)
+    ax.set(xlabel="code rank (most used first)", ylabel="fraction of positions", title=title or "codebook usage")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    path = _prepare_path(path)
+    fig.savefig(path, dpi=120)
+    return path

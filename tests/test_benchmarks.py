@@ -133,6 +133,25 @@ def test_backbones_cifar_reference_steps_fix_the_horizon_in_reference_steps(tmp_
     assert {row["model"]: row["steps"] for row in result["runs"]} == {"vit": 4, "conv": expected}
 
 
+@pytest.mark.slow
+def test_quantizers_smoke_prints_the_issue_figures_and_its_table(tmp_path):
+    proc = subprocess.run([sys.executable, "benchmarks/quantizers.py", "--smoke"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)  # the Trainer's logs went to stderr
+    assert result["command"] == "python benchmarks/quantizers.py --smoke"
+    for key in ("min_test_usage", "min_psnr_gain_over_vq_db", "rvq_depth4_gain_db", "ddp_max_abs_diff"):
+        assert _finite(result[key]), key
+    assert 0 <= result["min_test_usage"] <= 1 and result["min_test_usage"] == min(result["test_usage"].values())
+    assert result["ddp_max_abs_diff"] <= 1e-6  # two gloo processes train the codebooks of one on the global batch
+    assert all(q["processes_identical"] and q["finite"] for q in result["ddp"]["quantizers"].values())
+    assert result["arms"]["residual VQ, depth 4"]["bits_per_position"] == 4 * result["quantizer_bits"]
+    (tmp_path / "result.json").write_text(proc.stdout)
+    table = subprocess.run([sys.executable, "benchmarks/quantizers.py", "--table", str(tmp_path / "result.json")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+    assert table.startswith("| quantizer | bits / position | PSNR (dB) |") and "| residual VQ, depth 2 | 8 |" in table
+
+
 def test_time_budget_stops_training_and_drives_a_cosine_schedule(monkeypatch):
     import time
 

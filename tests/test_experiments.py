@@ -37,7 +37,7 @@ TINY = dict(
     max_train_examples=300, max_test_examples=64, iwae_samples=4, iwae_examples=32, probe_examples=200,
     classifier_examples=300, classifier_epochs=1, classifier_width=8, num_samples=32, tsne_points=64, prior_steps=5,
     prior_hidden_size=16, prior_layers=2, latent_sizes=(8, 2), kl_weights=(1.0, 0.001), noise_levels=(0.25, 0.5),
-    num_seeds=2,
+    num_seeds=2, quantizer_bits=4,
 )
 
 
@@ -159,6 +159,33 @@ def test_experiment_specific_contents(study):
     _, results = study("linear-pca")
     run = results["groups"]["linear AE d=4"]["runs"][0]["metrics"]
     assert 0 <= run["subspace_overlap"] <= 1 + 1e-6 and run["mse_over_pca"] > 0.99  # PCA's error is the floor
+
+
+def test_quantizers_experiment_contents(study):
+    """Matched bits for every quantizer, residual VQ spending n times them, codebook health per depth over the test
+    set, a transformer prior's bits per image for every run, and the issue's figures in the summary."""
+    folder, results = study("quantizers")
+    groups = results["groups"]
+    assert set(groups) == {"VQ", "VQ + rotation trick", "SimVQ", "LFQ", "FSQ", "VQ, plain codebook",
+                           "residual VQ, depth 2", "residual VQ, depth 4"}
+    assert groups["FSQ"]["config"]["num_embeddings"] == groups["LFQ"]["config"]["num_embeddings"] == 16
+    assert groups["VQ + rotation trick"]["config"]["rotation_trick"] is True
+    deep = groups["residual VQ, depth 4"]["runs"][0]["metrics"]
+    assert deep["bits_per_position"] == 16 and 0 <= deep["codebook_usage_depth4"] <= 1
+    assert deep["uniform_bits_per_image"] == pytest.approx(49 * 4 * 4)  # 7x7 positions, 4 depths, 4 bits
+    for label, group in groups.items():
+        for run in group["runs"]:
+            m = run["metrics"]
+            assert 0 < m["prior_bits_per_image"] and 0 <= m["codebook_usage"] <= 1, label
+            assert m["codebook_dead_codes"] == round((1 - m["codebook_usage"]) * 16 * m["bits_per_position"] / 4)
+    summary = results["summary"]
+    assert summary["min_test_usage"] == min(summary["test_usage"].values())
+    assert summary["rvq_depth4_gain_db"] == pytest.approx(groups["residual VQ, depth 4"]["mean"]["psnr"]
+                                                          - groups["VQ"]["mean"]["psnr"])
+    assert summary["min_psnr_gain_over_vq_db"] == pytest.approx(min(summary["psnr_gain_over_vq_db"].values()))
+    assert {c["key"] for c in results["claims"]} >= {"every_quantizer_uses_its_codes", "every_quantizer_reaches_vq",
+                                                     "residual_depth4_gains", "rotation_trick_beats_straight_through"}
+    assert {"code_usage.png", "code_usage_residual.png"} <= set(results["figures"])
 
 
 def test_frechet_distance_judges_samples(study):

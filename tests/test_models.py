@@ -250,7 +250,7 @@ def test_linear_autoencoder_matches_pca():
         (AEConfig, dict(backbone="vit", image_size=30, patch_size=4), "patch_size"),
         (AEConfig, dict(likelihood="poisson"), "likelihood"),
         (VQVAEConfig, dict(num_embeddings=1), "num_embeddings"),
-        (VQVAEConfig, dict(quantizer="lfq"), "quantizer"),
+        (VQVAEConfig, dict(quantizer="bsq"), "quantizer"),
         (VAEConfig, dict(gradient_estimator="magic"), "gradient_estimator"),
         (AEConfig, dict(gaussian_variance=0.0), "gaussian_variance"),
     ],

@@ -1,4 +1,5 @@
-"""Tests of the VQ and FSQ quantizers (hf_autoencoders/models/quantizers.py)."""
+"""Tests of the VQ and FSQ quantizers (hf_autoencoders/models/quantizer_vq.py, quantizer_fsq.py); the newer
+quantizers (rotation trick, SimVQ, LFQ, residual) are in tests/test_modern_quantizers.py."""
 
 from datetime import timedelta
 
@@ -9,12 +10,10 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from hf_autoencoders.models.configuration_autoencoders import VQVAEConfig
-from hf_autoencoders.models.quantizers import (
-    FiniteScalarQuantizer,
-    QuantizerOutput,
-    VectorQuantizer,
-    build_quantizer,
-)
+from hf_autoencoders.models.quantizer_fsq import FiniteScalarQuantizer
+from hf_autoencoders.models.quantizer_residual import build_quantizer
+from hf_autoencoders.models.quantizer_vq import VectorQuantizer
+from hf_autoencoders.models.quantizers import QuantizerOutput
 
 
 def make_vq(**kwargs) -> VectorQuantizer:

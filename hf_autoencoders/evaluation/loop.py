@@ -58,15 +58,23 @@ def evaluate(
     forward_context=contextlib.nullcontext,
     on_batch=None,
     progress: bool = True,
-) -> dict[str, float]:
+    return_code_histogram: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], torch.Tensor]:
     """
     Every metric of an autoencoder over `data` (anything `data.iterate_batches` reads: a dataset, a DataLoader, a
     tensor, ...), as a dict of floats (and the integer counts `num_examples`, `iwae_num_samples`).
 
     - Every model: `loss` and each of `model.loss_terms` (set averages of the per-image values), `mse` (per pixel),
       `psnr` (dB) and `ssim`, per image on the reconstruction clamped to [0, 1], averaged over the set.
-    - A model whose output has a code map (`indices`): `codebook_perplexity`, `codebook_usage` (fraction of the
-      `config.num_embeddings` codes used) and `codebook_entropy` of the whole set's code histogram.
+    - A model whose output has a code map (`indices`), codebook health over the whole set, from the set's code
+      histogram (never a batch's): `codebook_usage` (fraction of the `config.num_embeddings` codes used at least
+      once), `codebook_dead_codes` (how many were never used), `codebook_perplexity` and `codebook_entropy`
+      (`models.code_statistics`). With residual quantization of depth n = `config.num_quantizers` > 1, each depth d
+      has its own codebook and its own `codebook_usage_depth{d}`, `codebook_dead_codes_depth{d}`,
+      `codebook_perplexity_depth{d}` and `codebook_entropy_depth{d}` (d = 1 .. n); the unsuffixed figures are then
+      over all n codebooks: usage of the n K codewords, dead codewords in all, mean perplexity and entropy.
+      `return_code_histogram=True` returns `(results, histogram)`, the (n, K) counts of every code at each depth
+      (n = 1 without residual quantization), summed over processes, on the CPU.
     - With `num_importance_samples` K > 0 and a model with `log_importance_weights` (VAE): `elbo` and `iwae_nll`
       (nats per image, `likelihood_bounds`) and `iwae_num_samples`; with a discrete likelihood
       (`model.likelihood.discrete`) also `elbo_bits_per_dim` and `iwae_bits_per_dim` (of the negated bounds).
@@ -89,7 +97,8 @@ def evaluate(
     sums = torch.zeros(len(names), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.float64, device=device)
     num_codes = getattr(model.config, "num_embeddings", None)
-    histogram = torch.zeros(num_codes or 0, dtype=torch.long, device=device)
+    depth = getattr(model.config, "num_quantizers", 1) if num_codes else 0
+    histogram = torch.zeros(depth, num_codes or 0, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(seed + 1 + rank)
     noise_generator = torch.Generator(device=device).manual_seed(seed + 2 + rank)
     batches = iterate_batches(data, batch_size)
@@ -128,7 +137,7 @@ def evaluate(
             count += len(x)
             indices = getattr(output, "indices", None)
             if indices is not None and num_codes:
-                histogram += torch.bincount(indices.flatten(), minlength=num_codes)
+                histogram += code_histogram(indices, num_codes, depth)
     if accelerator is not None:
         sums, count = accelerator.reduce(sums, reduction="sum"), accelerator.reduce(count, reduction="sum")
         if num_codes:
@@ -144,7 +153,32 @@ def evaluate(
             results["elbo_bits_per_dim"] = nats_to_bits_per_dim(-results["elbo"], num_dims)
             results["iwae_bits_per_dim"] = nats_to_bits_per_dim(results["iwae_nll"], num_dims)
     if histogram.sum() > 0:
-        stats = code_statistics(histogram)
-        results.update(codebook_perplexity=stats["perplexity"].item(), codebook_usage=stats["usage"].item(),
-                       codebook_entropy=stats["entropy"].item() + 0.0)
+        results.update(codebook_health(histogram))
+    if return_code_histogram:
+        return results, histogram.cpu()
+    return results
+
+
+def code_histogram(indices: torch.Tensor, num_codes: int, depth: int = 1) -> torch.Tensor:
+    """Counts (depth, K) of each code at each depth in `indices` of shape (batch, h, w) (depth 1) or
+    (batch, depth, h, w) (residual quantization), with one bincount."""
+    if depth == 1:
+        return torch.bincount(indices.flatten(), minlength=num_codes)[None]
+    offsets = torch.arange(depth, device=indices.device).view(1, depth, 1, 1) * num_codes
+    return torch.bincount((indices + offsets).flatten(), minlength=depth * num_codes).view(depth, num_codes)
+
+
+def codebook_health(histogram: torch.Tensor) -> dict[str, float]:
+    """Codebook usage, dead codes, perplexity and entropy of a (depth, K) histogram of codes (see `evaluate`)."""
+    per_depth = [code_statistics(counts) for counts in histogram]
+    results = {"codebook_perplexity": sum(s["perplexity"].item() for s in per_depth) / len(per_depth),
+               "codebook_usage": sum(s["usage"].item() for s in per_depth) / len(per_depth),
+               "codebook_entropy": sum(s["entropy"].item() for s in per_depth) / len(per_depth) + 0.0,
+               "codebook_dead_codes": sum(int(s["dead_codes"]) for s in per_depth)}
+    if len(per_depth) > 1:
+        for d, stats in enumerate(per_depth, start=1):
+            results.update({f"codebook_usage_depth{d}": stats["usage"].item(),
+                            f"codebook_dead_codes_depth{d}": int(stats["dead_codes"]),
+                            f"codebook_perplexity_depth{d}": stats["perplexity"].item(),
+                            f"codebook_entropy_depth{d}": stats["entropy"].item() + 0.0})
     return results

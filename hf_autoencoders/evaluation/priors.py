@@ -2,10 +2,11 @@ r"""Scoring a prior over a VQ-VAE's code maps, the same way for both kinds (the 
 GPT-2 transformer prior of `models.code_priors`).
 
 Both factorise a (h, w) map of codes c in raster order, c_1 .. c_L with L = h w, given an optional class y:
-log p(c | y) = sum_t log p(c_t | c_<t, y). The transformer's probabilities are its softmax over the K code logits
-only, the distribution it samples from at temperature 1. (It is trained with transformers' cross entropy over the
-whole vocabulary, whose per-code NLL is never below this one: renormalising over the codes only removes the small
-mass left on the start and class tokens.)
+log p(c | y) = sum_t log p(c_t | c_<t, y) (for the residual codes of depth n of a transformer prior, the L n codes
+depth-first within each position, `models.code_priors`). The transformer's probabilities are its softmax over the K
+code logits of each code's depth only, the distribution it samples from at temperature 1. (It is trained with
+transformers' cross entropy over the whole vocabulary, whose per-code NLL is never below this one: renormalising
+over the codes only removes the small mass left on the start and class tokens.)
 
 Test NLL is reported in nats and bits per code, and, where the VQ-VAE's decoder likelihood is discrete (Bernoulli
 over binary pixels, discretized logistic over 8-bit pixels), in bits per dimension of the image: with the VQ-VAE's
@@ -26,28 +27,33 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..data import ImageCollator
-from ..models.code_priors import check_codes, code_tokens, prefix_length, prior_type
+from ..models.code_priors import check_codes, code_tokens, num_quantizers, prefix_length, prior_type
 from .metrics import eval_mode
 
 
 def code_logits(prior, codes: torch.LongTensor, class_labels: torch.LongTensor | int | None = None) -> torch.Tensor:
     """The logits of each code given the codes before it in raster order (and the class), shape (batch, h, w, K),
-    for a prior of either kind (teacher forcing: one pass). For the transformer, the logits at sequence position s
-    predict token s+1, so those at P-1 .. P+L-2 predict the L codes; they are cut to the K code tokens."""
+    or (batch, n, h, w, K) for residual codes of depth n > 1, for a prior of either kind (teacher forcing: one pass).
+    For the transformer, the logits at sequence position s predict token s+1, so those at P-1 .. P+L-2 predict the L
+    codes (L n for residual codes); they are cut to the K code tokens of each code's depth."""
     if prior_type(prior) == "pixelcnn":
         return prior(codes, class_labels=class_labels, return_loss=False).logits
     config = prior.config
     codes = check_codes(config, codes).to(prior.device)
     tokens = code_tokens(config, codes, class_labels)
-    logits = prior(input_ids=tokens[:, :-1]).logits  # the last code predicts nothing: it is not fed
-    size = config.grid_size
-    return logits[:, prefix_length(config) - 1:, : config.num_embeddings].reshape(len(codes), size, size, -1)
+    logits = prior(input_ids=tokens[:, :-1]).logits[:, prefix_length(config) - 1:]  # the last code is not fed
+    size, depth, num_codes = config.grid_size, num_quantizers(config), config.num_embeddings
+    if depth == 1:
+        return logits[..., :num_codes].reshape(len(codes), size, size, -1)
+    logits = logits[..., : depth * num_codes].reshape(len(codes), size, size, depth, depth, num_codes)
+    return torch.diagonal(logits, dim1=3, dim2=4).permute(0, 4, 1, 2, 3)  # each code's own depth's K logits
 
 
 def log_prob_codes(prior, codes: torch.LongTensor, class_labels: torch.LongTensor | int | None = None) -> torch.Tensor:
     """log p(c | y) = sum_t log softmax(logits_t)[c_t] of each code map in nats, shape (batch,), under a prior of
-    either kind (for the transformer, the softmax over the K code logits: the distribution it samples from).
-    Gradients flow; wrap in `torch.no_grad()` for metrics."""
+    either kind (for the transformer, the softmax over the K code logits of the code's depth: the distribution it
+    samples from); for residual codes (batch, n, h, w) the sum runs over all n h w codes. Gradients flow; wrap in
+    `torch.no_grad()` for metrics."""
     logits = code_logits(prior, codes, class_labels)
     log_probs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     targets = codes.long().to(log_probs.device)[..., None]
@@ -73,17 +79,18 @@ def prior_nll_metrics(code_nll: torch.Tensor, config, decoder_nll: torch.Tensor 
 
     Args:
         code_nll: (N,) -log p(c_n) in nats, c_n the code map of test image n (`-log_prob_codes`).
-        config: the prior's config (for K and the grid size).
+        config: the prior's config (for K, the grid size and the depth n of residual codes).
         decoder_nll: (N,) -log p(x_n | c_n) in nats (`decoder_nll`), for a discrete decoder likelihood only.
         num_pixels: D = channels * height * width of the images, needed with `decoder_nll`.
 
     Returns:
-        `nll_per_code_nats` (mean -log p(c_n) / L, L = grid_size**2), `bits_per_code`, `nll_per_image_nats` (of the
-        code map), and with `decoder_nll`: `bits_per_dim` = mean (decoder_nll + code_nll) / (D ln 2), an upper bound
-        on -log2 p(x) / D (see the module docstring), split into `decoder_bits_per_dim` and `prior_bits_per_dim`, and
+        `nll_per_code_nats` (mean -log p(c_n) / L, L = n grid_size**2 codes per image), `bits_per_code`,
+        `nll_per_image_nats` (of the code map), and with `decoder_nll`: `bits_per_dim` =
+        mean (decoder_nll + code_nll) / (D ln 2), an upper bound on -log2 p(x) / D (see the module docstring), split
+        into `decoder_bits_per_dim` and `prior_bits_per_dim`, and
         `uniform_prior_bits_per_dim` (the same bound with uniform codes, L log K, the VQ-VAE's training prior).
     """
-    length = config.grid_size**2
+    length = config.grid_size**2 * num_quantizers(config)
     per_map = code_nll.double().mean().item()
     metrics = {"nll_per_code_nats": per_map / length, "bits_per_code": per_map / (length * math.log(2)),
                "nll_per_image_nats": per_map}
@@ -100,8 +107,9 @@ def prior_nll_metrics(code_nll: torch.Tensor, config, decoder_nll: torch.Tensor 
 
 @torch.no_grad()
 def code_map_nlls(prior, dataset, batch_size: int = 256) -> torch.Tensor:
-    """-log p(c_n | y_n) in nats of every code map of a dataset of `{"input_ids": (h, w), ["class_labels"]}` items
-    (a `training.prior.CodeDataset`), shape (N,) float64, under a prior of either kind (`log_prob_codes`)."""
+    """-log p(c_n | y_n) in nats of every code map of a dataset of `{"input_ids": (h, w) or (n, h, w),
+    ["class_labels"]}` items (a `training.prior.CodeDataset`), shape (N,) float64, under a prior of either kind
+    (`log_prob_codes`)."""
     nlls = []
     with eval_mode(prior):
         for batch in DataLoader(dataset, batch_size=batch_size):

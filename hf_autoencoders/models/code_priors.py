@@ -17,6 +17,26 @@ follow. Its config is a plain `GPT2Config` with four extra fields that record wh
 `num_embeddings` (K), `grid_size` (h = w), `num_classes` (C) and `vqvae_name_or_path`. It saves and loads with
 `AutoModelForCausalLM` and no remote code, and samples through `generate()` with the key/value cache.
 
+**Residual codes.** A VQ-VAE with residual quantization of depth n > 1 gives each position n codes c_{t,1..n}, one
+per depth, each from that depth's own codebook (`indices` of shape (batch, n, h, w)). The transformer prior models
+them depth-first within each position, positions in raster order:
+
+    [BOS, (y), c_{1,1}, ..., c_{1,n}, c_{2,1}, ..., c_{L,n}],
+    log p(c | y) = sum_t sum_d log p(c_{t,d} | c_<t, c_{t,<d}, y),
+
+the factorisation of the RQ-Transformer (Lee et al., 2022), which gives each depth's code all of the previous
+positions and the coarser depths of its own position. Depth d's code c is the token d K + c (d = 0 .. n-1), so the
+code tokens are 0 .. nK-1, BOS is nK and class y is nK+1+y (K, BOS and class tokens as above for n = 1); the
+config records `num_quantizers` = n (absent: 1). Separate tokens per depth because the depths' codebooks are
+unrelated: code 5 of depth 1 and code 5 of depth 2 are different vectors, and one token would tie their
+embeddings. One GPT-2 over the flattened L n tokens rather than the RQ-Transformer's two (a spatial transformer over
+the L positions and a small depth transformer over the n codes of each): it is the same plain `GPT2LMHeadModel`,
+which loads without remote code and samples with `generate()`, its key/value cache and every sampling option here,
+and its learned positions tell both the cell and the depth of every token. It costs attention over L n tokens where
+the RQ-Transformer's costs L^2 + L n^2; for the maps of this library (8 x 8, n <= 4: at most 256 tokens) that is
+cheap, and the two-transformer design pays only for large maps and deep stacks. A PixelCNN prior models one code per
+position and refuses residual codes.
+
 Why GPT-2 rather than Llama: every sequence has the same length and position t is always the same cell (i, j) of the
 map, so GPT-2's learned absolute position embeddings can learn the map's 2-d layout (borders, rows) directly, as in
 VQGAN's transformer (itself a GPT-2); rotary embeddings only see 1-d offsets in raster order, which do not say where
@@ -63,6 +83,7 @@ def transformer_prior_config(
     num_layers: int = 3,
     num_heads: int = 4,
     dropout: float = 0.0,
+    num_quantizers: int = 1,
 ) -> GPT2Config:
     r"""
     The `GPT2Config` of a transformer prior over (grid_size, grid_size) maps of `num_embeddings` codes; build the
@@ -79,10 +100,13 @@ def transformer_prior_config(
             lowest NLL for its training time on 7x7 and 8x8 maps (benchmarks/README.md).
         num_heads (`int`, defaults to 4): attention heads (`n_head`); must divide `hidden_size`.
         dropout (`float`, defaults to 0.0): of the embeddings, attention and residual branches.
+        num_quantizers (`int`, defaults to 1): n, the VQ-VAE's depth of residual quantization: n codes per position,
+            depth-first (module docstring); recorded in the config when n > 1.
     """
     for name, value, low in (("num_embeddings", num_embeddings, 2), ("grid_size", grid_size, 1),
                              ("num_classes", num_classes, 0), ("hidden_size", hidden_size, 1),
-                             ("num_layers", num_layers, 1), ("num_heads", num_heads, 1)):
+                             ("num_layers", num_layers, 1), ("num_heads", num_heads, 1),
+                             ("num_quantizers", num_quantizers, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
     if hidden_size % num_heads:
@@ -90,9 +114,10 @@ def transformer_prior_config(
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}.")
     prefix = 1 + (num_classes > 0)
+    depth = {"num_quantizers": num_quantizers} if num_quantizers > 1 else {}  # configs of one depth as before
     return GPT2Config(
-        vocab_size=num_embeddings + 1 + num_classes,
-        n_positions=prefix + grid_size**2,
+        vocab_size=num_embeddings * num_quantizers + 1 + num_classes,
+        n_positions=prefix + grid_size**2 * num_quantizers,
         n_embd=hidden_size,
         n_layer=num_layers,
         n_head=num_heads,
@@ -101,14 +126,25 @@ def transformer_prior_config(
         resid_pdrop=dropout,
         embd_pdrop=dropout,
         attn_pdrop=dropout,
-        bos_token_id=num_embeddings,
+        bos_token_id=num_embeddings * num_quantizers,
         eos_token_id=None,  # every map has exactly h*w codes: generation stops on length only
         pad_token_id=None,
         num_embeddings=num_embeddings,
         grid_size=grid_size,
         num_classes=num_classes,
         vqvae_name_or_path=None if vqvae_name_or_path is None else str(vqvae_name_or_path),
+        **depth,
     )
+
+
+def num_quantizers(config) -> int:
+    """n, the codes per position of the maps a prior models (1 for a PixelCNN and for a prior of one depth)."""
+    return getattr(config, "num_quantizers", 1)
+
+
+def num_code_tokens(config) -> int:
+    """n K: the code tokens 0 .. nK-1, depth d's code c being the token d K + c; BOS is the token after them."""
+    return config.num_embeddings * num_quantizers(config)
 
 
 def is_transformer_prior_config(config) -> bool:
@@ -120,7 +156,7 @@ def is_transformer_prior_config(config) -> bool:
     if any(not isinstance(value, int) for value in values):
         return False
     num_embeddings, _, num_classes, vocab_size = values
-    return vocab_size == num_embeddings + 1 + num_classes
+    return vocab_size == num_embeddings * num_quantizers(config) + 1 + num_classes
 
 
 def prior_type(prior) -> str:
@@ -148,6 +184,13 @@ def check_prior_fits(vqvae_config, prior) -> str:
     of `vqvae_config`; warn when the VQ-VAE the prior records was loaded from elsewhere. Returns `prior_type(prior)`."""
     kind = prior_type(prior)
     config = prior.config
+    depth, prior_depth = getattr(vqvae_config, "num_quantizers", 1), num_quantizers(config)
+    if depth != prior_depth:
+        refuse = ("a PixelCNN prior models one code per position; train a transformer prior "
+                  "(train-prior --prior_type transformer)" if kind == "pixelcnn" else
+                  "use the VQ-VAE the prior was trained on, or train a prior on this VQ-VAE's codes")
+        raise ValueError(f"This VQ-VAE gives {depth} code(s) per position (num_quantizers={depth}, residual "
+                         f"quantization), but the prior models {prior_depth}; {refuse}.")
     ours = (vqvae_config.num_embeddings, vqvae_config.latent_grid_size)
     theirs = (config.num_embeddings, config.grid_size)
     if theirs != ours:
@@ -178,16 +221,24 @@ def prefix_length(config) -> int:
     return 1 + (config.num_classes > 0)
 
 
+def code_map_shape(config) -> tuple[int, ...]:
+    """The shape of one image's codes: (h, w), or (n, h, w) for residual codes of depth n > 1."""
+    size, depth = config.grid_size, num_quantizers(config)
+    return (size, size) if depth == 1 else (depth, size, size)
+
+
 def check_codes(config, codes, name: str = "codes") -> torch.LongTensor:
-    """`codes` as a long tensor of shape (batch, grid_size, grid_size) with values in [0, num_embeddings)."""
+    """`codes` as a long tensor of shape (batch, grid_size, grid_size), or (batch, n, grid_size, grid_size) for
+    residual codes of depth n > 1, with values in [0, num_embeddings)."""
     if not isinstance(codes, torch.Tensor) or codes.dtype.is_floating_point or codes.dtype.is_complex \
             or codes.dtype == torch.bool:
         got = codes.dtype if isinstance(codes, torch.Tensor) else type(codes).__name__
         raise ValueError(f"{name} must be an integer tensor of codes, got {got}.")
-    size = config.grid_size
-    if codes.ndim != 3 or tuple(codes.shape[1:]) != (size, size):
-        raise ValueError(f"{name} must have shape (batch, {size}, {size}) (the prior's grid_size), "
-                         f"got {tuple(codes.shape)}.")
+    shape = code_map_shape(config)
+    if codes.ndim != 1 + len(shape) or tuple(codes.shape[1:]) != shape:
+        depth = f", n = num_quantizers={shape[0]}" if len(shape) == 3 else ""
+        raise ValueError(f"{name} must have shape (batch, {', '.join(map(str, shape))}) (the prior's grid_size"
+                         f"{depth}), got {tuple(codes.shape)}.")
     if codes.numel() and (codes.min() < 0 or codes.max() >= config.num_embeddings):
         raise ValueError(f"{name} must hold codes in [0, num_embeddings={config.num_embeddings}), got values in "
                          f"[{int(codes.min())}, {int(codes.max())}].")
@@ -221,19 +272,38 @@ def check_class_labels(config, class_labels, batch_size: int) -> torch.LongTenso
 
 
 def prefix_tokens(config, batch_size: int, class_labels=None, device=None) -> torch.LongTensor:
-    """The (batch, P) prefix: BOS = K, then K+1+y for class y."""
+    """The (batch, P) prefix: BOS = K, then K+1+y for class y (nK and nK+1+y for residual codes of depth n)."""
     class_labels = check_class_labels(config, class_labels, batch_size)
-    bos = torch.full((batch_size, 1), config.num_embeddings, dtype=torch.long, device=device)
+    bos = torch.full((batch_size, 1), num_code_tokens(config), dtype=torch.long, device=device)
     if class_labels is None:
         return bos
-    return torch.cat([bos, config.num_embeddings + 1 + class_labels.to(device)[:, None]], dim=1)
+    return torch.cat([bos, num_code_tokens(config) + 1 + class_labels.to(device)[:, None]], dim=1)
 
 
 def code_tokens(config, codes, class_labels=None) -> torch.LongTensor:
-    """The (batch, P + h*w) token sequences of code maps (batch, h, w): prefix, then the codes in raster order."""
+    """The (batch, P + h*w*n) token sequences of code maps (batch, h, w) or residual codes (batch, n, h, w): prefix,
+    then the codes in raster order, the n depths of each position in turn (depth d's code c as token d K + c)."""
     codes = check_codes(config, codes)
     prefix = prefix_tokens(config, len(codes), class_labels, device=codes.device)
-    return torch.cat([prefix, codes.flatten(1)], dim=1)
+    return torch.cat([prefix, residual_tokens(config, codes)], dim=1)
+
+
+def residual_tokens(config, codes: torch.LongTensor) -> torch.LongTensor:
+    """Codes (batch, h, w) or (batch, n, h, w) -> their tokens (batch, h*w*n), depth-first within each position."""
+    depth = num_quantizers(config)
+    if depth == 1:
+        return codes.flatten(1)
+    offsets = torch.arange(depth, device=codes.device) * config.num_embeddings
+    return (codes.permute(0, 2, 3, 1) + offsets).flatten(1)
+
+
+def residual_codes(config, tokens: torch.LongTensor) -> torch.LongTensor:
+    """The inverse of `residual_tokens`: code tokens (batch, h*w*n) -> codes (batch, h, w) or (batch, n, h, w)."""
+    size, depth = config.grid_size, num_quantizers(config)
+    if depth == 1:
+        return tokens.reshape(len(tokens), size, size)
+    offsets = torch.arange(depth, device=tokens.device) * config.num_embeddings
+    return (tokens.reshape(len(tokens), size, size, depth) - offsets).permute(0, 3, 1, 2)
 
 
 def language_model_labels(config, tokens: torch.LongTensor) -> torch.LongTensor:
@@ -248,13 +318,21 @@ def language_model_labels(config, tokens: torch.LongTensor) -> torch.LongTensor:
 
 
 class CodeTokensOnly(LogitsProcessor):
-    """Sets the scores of every non-code token (BOS, class tokens) to -inf."""
+    """Sets the scores of every non-code token (BOS, class tokens) to -inf; for residual codes of depth n > 1, also
+    those of the other depths' codes: the t-th code generated (t = 0, 1, ...) is of depth t mod n, a token in
+    [d K, (d + 1) K)."""
 
-    def __init__(self, num_embeddings: int):
-        self.num_embeddings = num_embeddings
+    def __init__(self, num_embeddings: int, num_quantizers: int = 1, prefix_length: int = 1):
+        self.num_embeddings, self.num_quantizers, self.prefix_length = num_embeddings, num_quantizers, prefix_length
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores[:, self.num_embeddings:] = -float("inf")
+        if self.num_quantizers == 1:
+            scores[:, self.num_embeddings:] = -float("inf")
+            return scores
+        depth = (input_ids.shape[1] - self.prefix_length) % self.num_quantizers
+        start, stop = depth * self.num_embeddings, (depth + 1) * self.num_embeddings
+        scores[:, :start] = -float("inf")
+        scores[:, stop:] = -float("inf")
         return scores
 
 
@@ -307,9 +385,9 @@ def _check_sampling(temperature, top_k, top_p) -> None:
 @torch.no_grad()
 def _generate_transformer(prior, num_samples, generator, temperature, top_k, top_p, class_labels, use_cache, bar):
     config = prior.config
-    length = config.grid_size**2
+    length = config.grid_size**2 * num_quantizers(config)
     prefix = prefix_tokens(config, num_samples, class_labels, device=prior.device)
-    processors = LogitsProcessorList([CodeTokensOnly(config.num_embeddings)])
+    processors = LogitsProcessorList([CodeTokensOnly(config.num_embeddings, num_quantizers(config), prefix.shape[1])])
     if temperature > 0:
         if temperature != 1:
             processors.append(TemperatureLogitsWarper(float(temperature)))
@@ -328,15 +406,15 @@ def _generate_transformer(prior, num_samples, generator, temperature, top_k, top
         min_new_tokens=length,
         use_cache=use_cache,
         streamer=_ProgressStreamer(bar),
-        bos_token_id=config.num_embeddings,
+        bos_token_id=num_code_tokens(config),
         eos_token_id=None,
-        pad_token_id=config.num_embeddings,  # never used: there is no EOS, and no sequence ends early
+        pad_token_id=num_code_tokens(config),  # never used: there is no EOS, and no sequence ends early
         # The model's saved generation defaults must not apply: only the processors above shape the distribution.
         temperature=None,
         top_k=None,
         top_p=None,
     )
-    return tokens[:, prefix.shape[1]:].reshape(num_samples, config.grid_size, config.grid_size)
+    return residual_codes(config, tokens[:, prefix.shape[1]:])
 
 
 def sample_codes(
@@ -373,7 +451,8 @@ def sample_codes(
         progress (`bool`, *optional*): show a progress bar counting the sampled codes; default: on a terminal only.
 
     Returns:
-        `torch.LongTensor` of shape `(num_samples, grid_size, grid_size)` on the prior's device.
+        `torch.LongTensor` of shape `(num_samples, grid_size, grid_size)` on the prior's device, or
+        `(num_samples, n, grid_size, grid_size)` for a prior over residual codes of depth n > 1.
     """
     kind = prior_type(prior)
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
@@ -387,7 +466,7 @@ def sample_codes(
     config = prior.config
     class_labels = check_class_labels(config, class_labels, num_samples)
     batch_size = batch_size or num_samples
-    length = config.grid_size**2
+    length = config.grid_size**2 * num_quantizers(config)
     was_training = prior.training
     prior.eval()
     maps = []

@@ -13,7 +13,8 @@ from transformers import PreTrainedConfig
 
 BACKBONES = ("mlp", "conv", "vit")
 LIKELIHOODS = ("gaussian", "bernoulli", "discretized_logistic")
-QUANTIZERS = ("vq", "fsq")
+QUANTIZERS = ("vq", "fsq", "simvq", "lfq")
+CODEBOOK_QUANTIZERS = ("vq", "simvq")  # a nearest codeword e_k of a codebook: what the rotation trick rotates onto
 GRADIENT_ESTIMATORS = ("reparameterization", "score_function")
 SCORE_FUNCTION_BASELINES = ("none", "moving_average", "leave_one_out")
 CATEGORICAL_ESTIMATORS = ("score_function", "gumbel_softmax")
@@ -338,11 +339,29 @@ class VQVAEConfig(AutoencoderConfig):
     A vector-quantized VAE (van den Oord et al., 2017): the encoder's grid of vectors z_e is snapped to a learned
     K x d codebook, the decoder sees the straight-through z_e + sg(z_q - z_e).
 
-        quantizer (`str`, defaults to `"vq"`): `"vq"` (codebook) or `"fsq"` (Finite Scalar Quantization,
-            Mentzer et al., 2023: each of len(fsq_levels) channels rounded to a fixed grid; no codebook loss).
-        num_embeddings (`int`, defaults to 512): codebook size K (derived as prod(fsq_levels) for FSQ).
+        quantizer (`str`, defaults to `"vq"`): how z_e becomes codes (docs/models.md has each one's math):
+            `"vq"`: the nearest code of a learned codebook (the options below shape it).
+            `"simvq"`: SimVQ (Zhu et al., 2024): the nearest code of the codebook C W^T + b, C a frozen random K x d
+            matrix and (W, b) one learned linear layer, so every code moves with it and none is left behind.
+            `"fsq"`: Finite Scalar Quantization (Mentzer et al., 2023): each of len(fsq_levels) channels rounded to
+            a fixed grid; no codebook loss.
+            `"lfq"`: lookup-free quantization (Yu et al., 2023, MAGVIT-v2): each of log2(K) channels quantized to
+            its sign, the code being the binary number they spell; an entropy penalty spreads the codes.
+        num_embeddings (`int`, defaults to 512): codebook size K (derived as prod(fsq_levels) for FSQ; a power of 2
+            for LFQ).
         embedding_dim (`int`, defaults to 64): dimension d of z_e and of the decoder input.
-        commitment_cost (`float`, defaults to 0.25): beta of the commitment loss beta * ||z_e - sg(e)||^2.
+        commitment_cost (`float`, defaults to 0.25): beta of the commitment loss beta * ||z_e - sg(e)||^2 (for LFQ,
+            beta * ||z - sg(sign(z))||^2).
+        num_quantizers (`int`, defaults to 1): residual quantization of depth n (Lee et al., 2022, "RQ-VAE";
+            Zeghidour et al., 2021): n quantizers of the kind `quantizer` names, each with its own codebook, the
+            d-th quantizing what the ones before left over, r_d = r_{d-1} - q_d; the decoder reads q_1 + ... + q_n
+            and an image has n code maps, `indices` of shape (batch, n, h, w) (for n = 1, (batch, h, w)).
+        rotation_trick (`bool`, defaults to `False`): pass the gradient from z_q to z_e by the rotation and rescaling
+            that takes z_e onto z_q (Fifty et al., 2024), instead of copying it (straight-through). For the codebook
+            quantizers, "vq" and "simvq".
+
+    Options of the learned codebook (`"vq"`; SimVQ's codes move with its linear layer only, FSQ and LFQ have no
+    codebook):
         codebook_ema (`bool`, defaults to `True`): update the codebook as exponential moving averages of the
             assigned encoder outputs instead of the codebook loss (paper's appendix; Razavi et al., 2019).
         ema_decay (`float`, defaults to 0.99): decay of those averages.
@@ -354,6 +373,8 @@ class VQVAEConfig(AutoencoderConfig):
 
     The defaults (EMA, k-means init, dead-code restart) keep the whole codebook in use; the paper's plain VQ-VAE,
     whose codebook often collapses to a few codes, is `codebook_ema=False, kmeans_init=False, dead_code_threshold=0`.
+
+    Options of the codebook lookup (`"vq"` and `"simvq"`):
         codebook_dim (`int`, *optional*): look codes up in this lower dimension (factorized codes, Yu et al., 2022
             "ViT-VQGAN"), projecting z_e down before and back up after quantization.
         l2_normalized_codes (`bool`, defaults to `False`): l2-normalise z_e and the codes before the lookup
@@ -361,7 +382,22 @@ class VQVAEConfig(AutoencoderConfig):
         stochastic_quantization (`bool`, defaults to `False`): sample the code k with probability proportional to
             exp(-||z_e - e_k||^2 / quantization_temperature) while training, instead of the nearest neighbour.
         quantization_temperature (`float`, defaults to 1.0).
-        fsq_levels (`tuple[int]`, defaults to (8, 5, 5, 5)): quantization levels per channel for FSQ.
+
+    FSQ:
+        fsq_levels (`tuple[int]`, defaults to (8, 5, 5, 5)): quantization levels per channel.
+
+    LFQ (MAGVIT-v2's entropy penalty; written to config.json for LFQ only):
+        lfq_entropy_loss_weight (`float`, defaults to 0.1): lambda of the entropy loss
+            lambda * D * (E_n[H(p_n)] - gamma * H(E_n[p_n])), p_n = softmax_c(-||z_n - c||^2 / tau) over the K codes
+            at position n, E_n over the batch's positions, D = num_channels * image_size**2 (MAGVIT-v2's weight
+            against a per-pixel mean reconstruction loss, carried over to this library's per-image sum).
+        lfq_batch_maximization_weight (`float`, defaults to 1.0): gamma, the weight of the batch entropy
+            H(E_n[p_n]) against the per-position entropy E_n[H(p_n)].
+        lfq_entropy_temperature (`float`, defaults to 0.01): tau.
+        lfq_entropy_groups (`int`, defaults to 1): compute the batch entropy over this many groups of log2(K) / G
+            bits each, as the sum of the groups' entropies (an upper bound on the joint entropy, exact when the
+            groups are independent): it costs (positions x G x K^(1/G)) instead of (positions x K), which large
+            codebooks (K = 2^18) need. The per-position entropy is exact either way.
     """
 
     model_type = "hf_autoencoders_vqvae"
@@ -383,6 +419,12 @@ class VQVAEConfig(AutoencoderConfig):
     stochastic_quantization: bool = False
     quantization_temperature: float = 1.0
     fsq_levels: list[int] | tuple[int, ...] = (8, 5, 5, 5)
+    num_quantizers: int = 1
+    rotation_trick: bool = False
+    lfq_entropy_loss_weight: float = 0.1
+    lfq_batch_maximization_weight: float = 1.0
+    lfq_entropy_temperature: float = 0.01
+    lfq_entropy_groups: int = 1
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -423,3 +465,43 @@ class VQVAEConfig(AutoencoderConfig):
             self.quantization_temperature > 0,
             f"quantization_temperature must be > 0, got {self.quantization_temperature}.",
         )
+        _require(self.num_quantizers >= 1,
+                 f"num_quantizers (the depth of residual quantization) must be >= 1, got {self.num_quantizers}; "
+                 "use 1 for a single quantizer.")
+        _require(not self.rotation_trick or self.quantizer in CODEBOOK_QUANTIZERS,
+                 f"rotation_trick rotates z_e onto its codeword, so it applies to the codebook quantizers "
+                 f"{CODEBOOK_QUANTIZERS}, not quantizer={self.quantizer!r} (which rounds each channel with a "
+                 "straight-through gradient); drop rotation_trick or use quantizer='vq' or 'simvq'.")
+        self._check_lfq_options()
+
+    def _check_lfq_options(self) -> None:
+        fields = type(self).__dataclass_fields__
+        if self.quantizer != "lfq":
+            changed = [name for name, field in fields.items()
+                       if name.startswith("lfq_") and getattr(self, name) != field.default]
+            _require(not changed, f"{', '.join(changed)} apply to quantizer='lfq' only, but quantizer="
+                                  f"{self.quantizer!r}; pass quantizer='lfq' or leave them at their defaults.")
+            return
+        bits = self.num_embeddings.bit_length() - 1
+        _require(self.num_embeddings == 2**bits,
+                 f"num_embeddings={self.num_embeddings}: LFQ's codes are the 2^b sign patterns of b channels, so K "
+                 f"must be a power of 2; use {2**bits} or {2**(bits + 1)}.")
+        _require(self.lfq_entropy_loss_weight >= 0,
+                 f"lfq_entropy_loss_weight must be >= 0, got {self.lfq_entropy_loss_weight}.")
+        _require(self.lfq_batch_maximization_weight >= 0,
+                 f"lfq_batch_maximization_weight must be >= 0, got {self.lfq_batch_maximization_weight}.")
+        _require(self.lfq_entropy_temperature > 0,
+                 f"lfq_entropy_temperature must be > 0, got {self.lfq_entropy_temperature}.")
+        _require(self.lfq_entropy_groups >= 1 and bits % self.lfq_entropy_groups == 0,
+                 f"lfq_entropy_groups={self.lfq_entropy_groups} must be >= 1 and divide the {bits} bits of "
+                 f"K = {self.num_embeddings} codes; use one of "
+                 f"{[g for g in range(1, bits + 1) if bits % g == 0]}.")
+
+    def to_diff_dict(self) -> dict:
+        """config.json's fields, without those of options left off: `num_quantizers` = 1 and `rotation_trick` =
+        False (what every config meant before they existed), and the `lfq_*` options unless quantizer is "lfq"
+        (which then names them all). So configs that use none of them write what they wrote before."""
+        off = {"num_quantizers": 1, "rotation_trick": False}
+        lfq = self.quantizer == "lfq"
+        return {key: value for key, value in super().to_diff_dict().items()
+                if not (key in off and value == off[key]) and (not key.startswith("lfq_") or lfq)}

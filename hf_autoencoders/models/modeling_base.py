@@ -34,11 +34,13 @@ class AutoencoderOutput(ModelOutput):
         loss: the training objective, a per-sample sum averaged over the batch (independent of batch size).
         reconstruction: the decoder's mean image E[x | z], shape (batch, C, H, W).
         latents: the latent vector z, shape (batch, latent_dim) (AE, VAE).
-        indices: the code map of a VQ-VAE, shape (batch, h, w).
+        indices: the code map of a VQ-VAE, shape (batch, h, w), or (batch, n, h, w) for residual quantization of
+            depth n > 1.
         reconstruction_loss: -log p(x | z) up to a constant (||x - g(z)||^2 / 2c for the Gaussian likelihood).
         kl_loss: KL(q(z|x) || p(z)) (VAE).
         codebook_loss: ||sg(z_e) - e||^2 (VQ-VAE).
         commitment_loss: beta * ||z_e - sg(e)||^2 (VQ-VAE).
+        entropy_loss: the entropy penalty of lookup-free quantization (VQ-VAE with quantizer="lfq").
         perplexity: exp of the entropy of the batch's code histogram (VQ-VAE).
         codebook_usage: fraction of the K codes used in the batch (VQ-VAE).
     """
@@ -51,6 +53,7 @@ class AutoencoderOutput(ModelOutput):
     kl_loss: torch.FloatTensor | None = None
     codebook_loss: torch.FloatTensor | None = None
     commitment_loss: torch.FloatTensor | None = None
+    entropy_loss: torch.FloatTensor | None = None
     perplexity: torch.FloatTensor | None = None
     codebook_usage: torch.FloatTensor | None = None
 

@@ -6,7 +6,7 @@ from .backbones import build_decoder, build_encoder
 from .code_priors import check_prior_fits, sample_codes
 from .configuration_autoencoders import VQVAEConfig
 from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel, EncoderOutput
-from .quantizers import build_quantizer
+from .quantizer_residual import build_quantizer
 
 
 class VQVAEModel(AutoencoderPreTrainedModel):
@@ -20,6 +20,10 @@ class VQVAEModel(AutoencoderPreTrainedModel):
     the codebook loss moving the codes toward the encoder outputs and the commitment loss (beta = 0.25) keeping
     the encoder close to its codes. (With `codebook_ema=True` the codes are moving averages instead.) The prior over
     codes is uniform while training the autoencoder; `sample` draws from it or from a learned prior.
+
+    `config.quantizer` chooses the quantizer (VQ, SimVQ, FSQ or LFQ, whose entropy penalty adds the loss term
+    `entropy_loss`) and `config.num_quantizers` = n > 1 stacks n of them as residual quantization: an image is then
+    n code maps, `indices` of shape (batch, n, h, w), decoded from the sum of their codewords.
     """
 
     config_class = VQVAEConfig
@@ -31,7 +35,15 @@ class VQVAEModel(AutoencoderPreTrainedModel):
         self.quantizer = build_quantizer(config)
         self.decoder = build_decoder(config, config.embedding_dim, spatial=True)
         self._build_likelihood()
+        if config.quantizer == "lfq":
+            self.loss_terms = (*type(self).loss_terms, "entropy_loss")
         self.post_init()
+
+    @property
+    def indices_shape(self) -> tuple[int, ...]:
+        """The shape of one image's codes: (h, w), or (n, h, w) for residual quantization of depth n > 1."""
+        grid, depth = self.config.latent_grid_size, self.config.num_quantizers
+        return (grid, grid) if depth == 1 else (depth, grid, grid)
 
     def encode(self, pixel_values: torch.Tensor, return_dict: bool = True) -> EncoderOutput | tuple:
         """`latents`: z_e(x), the unquantized encoder output, shape (batch, d, h, w) (`decode` quantizes it)."""
@@ -63,16 +75,20 @@ class VQVAEModel(AutoencoderPreTrainedModel):
         return self.quantize(self.encode(pixel_values).latents).quantized
 
     def encode_indices(self, pixel_values: torch.Tensor) -> torch.LongTensor:
-        """The code map of each image, shape (batch, h, w)."""
+        """The code map of each image, shape (batch, h, w); for residual quantization of depth n > 1 the n code
+        maps, shape (batch, n, h, w) (`indices_shape`)."""
         return self.quantize(self.encode(pixel_values).latents).indices
 
     def decode_indices(self, indices: torch.LongTensor) -> torch.Tensor:
-        """Images from code maps of shape (batch, h, w)."""
-        grid, num_embeddings = self.config.latent_grid_size, self.config.num_embeddings
+        """Images from code maps of shape (batch, h, w), or (batch, n, h, w) for residual quantization of depth n > 1
+        (the decoder reads the sum of the n codewords)."""
+        num_embeddings = self.config.num_embeddings
+        shape = f"(batch, {', '.join(map(str, self.indices_shape))})"
         if not isinstance(indices, torch.Tensor) or indices.is_floating_point():
-            raise ValueError(f"indices must be an integer tensor of shape (batch, {grid}, {grid}).")
-        if indices.ndim != 3 or tuple(indices.shape[1:]) != (grid, grid):
-            raise ValueError(f"indices must have shape (batch, {grid}, {grid}), got {tuple(indices.shape)}.")
+            raise ValueError(f"indices must be an integer tensor of shape {shape}.")
+        if indices.ndim != 1 + len(self.indices_shape) or tuple(indices.shape[1:]) != self.indices_shape:
+            depth = f" (num_quantizers={self.config.num_quantizers})" if self.config.num_quantizers > 1 else ""
+            raise ValueError(f"indices must have shape {shape}{depth}, got {tuple(indices.shape)}.")
         if indices.numel() and (indices.min() < 0 or indices.max() >= num_embeddings):
             raise ValueError(f"indices must lie in [0, {num_embeddings}), got values in "
                              f"[{int(indices.min())}, {int(indices.max())}].")
@@ -102,10 +118,9 @@ class VQVAEModel(AutoencoderPreTrainedModel):
             if class_labels is not None or top_k is not None or top_p is not None:
                 raise ValueError("class_labels, top_k and top_p need a prior; uniform codes have no classes and no "
                                  "logits to cut.")
-            grid = self.config.latent_grid_size
             device = generator.device if generator is not None else self.device
-            indices = torch.randint(self.config.num_embeddings, (num_samples, grid, grid), generator=generator,
-                                    device=device)
+            indices = torch.randint(self.config.num_embeddings, (num_samples, *self.indices_shape),
+                                    generator=generator, device=device)
         else:
             self.check_prior(prior)
             indices = sample_codes(prior, num_samples, generator=generator, temperature=temperature, top_k=top_k,
@@ -124,7 +139,7 @@ class VQVAEModel(AutoencoderPreTrainedModel):
         quantized = self.quantize(self.encoder(self._corrupt(pixel_values)))
         decoder_params = self.decoder(quantized.quantized)
         reconstruction_loss = self.reconstruction_loss(target, decoder_params).mean()
-        loss = reconstruction_loss + quantized.codebook_loss + quantized.commitment_loss
+        loss = reconstruction_loss + quantized.codebook_loss + quantized.commitment_loss + quantized.entropy_loss
         output = AutoencoderOutput(
             loss=loss if return_loss else None,
             reconstruction=self.likelihood.mean(decoder_params),
@@ -132,6 +147,7 @@ class VQVAEModel(AutoencoderPreTrainedModel):
             reconstruction_loss=reconstruction_loss,
             codebook_loss=quantized.codebook_loss,
             commitment_loss=quantized.commitment_loss,
+            entropy_loss=quantized.entropy_loss if "entropy_loss" in self.loss_terms else None,
             perplexity=quantized.perplexity,
             codebook_usage=quantized.codebook_usage,
         )

@@ -55,6 +55,8 @@ class Budget:
     noise_levels: tuple[float, ...] = (0.25, 0.5, 0.75)
     # seeds of the replicated experiments (compare, samples, linear-pca); sweeps train one seed per setting
     num_seeds: int = 1
+    # bits per code of the quantizers experiment: K = 2^bits codes for every quantizer (and per depth of residual VQ)
+    quantizer_bits: int = 12
     sample_epochs: float | None = None  # training length of the samples experiment (None: `epochs`)
     name: str = "custom"  # the name it is known by in `BUDGETS`
 
@@ -62,7 +64,7 @@ class Budget:
         positive_ints = ["max_test_examples", "hidden_size", "latent_dim", "num_embeddings", "embedding_dim",
                          "batch_size", "iwae_samples", "iwae_examples", "probe_examples", "classifier_examples",
                          "classifier_epochs", "classifier_width", "num_samples", "tsne_points", "prior_steps",
-                         "prior_hidden_size", "prior_layers", "num_seeds"]
+                         "prior_hidden_size", "prior_layers", "num_seeds", "quantizer_bits"]
         for name in positive_ints + ["max_train_examples", "max_steps"]:
             value = getattr(self, name)
             if value is None and name not in positive_ints:
@@ -103,7 +105,7 @@ QUICK = Budget(
     latent_dim=16, num_embeddings=64, embedding_dim=8, max_steps=300, epochs=None, batch_size=64,
     learning_rate=2e-3, iwae_samples=32, iwae_examples=200, probe_examples=1500, classifier_examples=1500,
     classifier_epochs=10, classifier_width=16, num_samples=256, tsne_points=500, prior_steps=200,
-    prior_hidden_size=16, prior_layers=3, latent_sizes=(128, 16, 2), name="quick",
+    prior_hidden_size=16, prior_layers=3, latent_sizes=(128, 16, 2), quantizer_bits=6, name="quick",
 )
 MLP = Budget(
     max_train_examples=None, max_test_examples=5000, backbone="mlp", hidden_size=256, num_hidden_layers=2,

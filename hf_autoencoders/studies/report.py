@@ -25,6 +25,9 @@ COLUMN_NAMES = {
     "reconstruction_fd_domain": "recon. FD", "commitment_loss": "commitment", "codebook_loss": "codebook loss",
     "sample_fd_domain": "sample FD", "sample_kid_domain": "sample KID",
     "sample_precision_domain": "sample precision", "sample_recall_domain": "sample recall",
+    "codebook_dead_codes": "dead codes", "prior_bits_per_image": "prior bits / image",
+    "prior_bits_per_code": "prior bits / code", "uniform_bits_per_image": "uniform bits / image",
+    "bits_per_position": "bits / position",
 }
 FIDELITY = ["mse", "psnr", "ssim", "edge_sharpness"]
 SAMPLE_QUALITY = ["sample_fd_domain", "sample_kid_domain", "sample_precision_domain", "sample_recall_domain"]

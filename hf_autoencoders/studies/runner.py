@@ -459,6 +459,49 @@ class Runner:
                                         "grid_size": config.grid_size},
                        "prior_loss_curve": [[e["step"], e["loss"]] for e in record["log_history"] if "loss" in e]}
 
+    def train_transformer_prior(self, vq_run: Run) -> tuple[torch.nn.Module, dict]:
+        """A transformer prior (GPT-2, `models.code_priors`) over the code maps of `vq_run`'s training images, the n
+        codes of each position depth-first for residual quantization, with the budget's prior steps, width and depth
+        (trained, or reloaded from the store). Its batches hold `batch_size / n` maps, so every depth trains on as
+        many codes per step. Returns it and its statistics: the test NLL in bits per image (of the whole code map)
+        and per code, against h w n log2 K for uniform codes."""
+        from transformers import AutoModelForCausalLM
+
+        from ..evaluation.priors import code_map_nlls
+        from ..models import code_priors
+        from ..training.prior import CodeDataset, CodeTokenCollator, PriorTrainer, extract_codes
+
+        b, vqvae = self.budget, vq_run.model
+        depth, grid = vqvae.config.num_quantizers, vqvae.config.latent_grid_size
+        config = code_priors.transformer_prior_config(
+            vqvae.config.num_embeddings, grid, hidden_size=b.prior_hidden_size, num_layers=b.prior_layers,
+            num_heads=4 if b.prior_hidden_size % 4 == 0 else 1, num_quantizers=depth)
+        batch_size = max(1, b.batch_size // depth)
+        spec = {"vqvae": _weights_digest(vqvae), "config": _config_dict(config), "steps": b.prior_steps,
+                "batch_size": batch_size, "learning_rate": b.learning_rate, "seed": vq_run.seed}
+        folder = self.store.folder(f"{vq_run.slug}_s{vq_run.seed}_transformer_prior", spec)
+
+        def train(prior):
+            train_codes, _ = extract_codes(vqvae, self.train_set, progress=False)
+            return train_quietly(PriorTrainer, prior, CodeDataset(train_codes), CodeTokenCollator(config),
+                                 steps=b.prior_steps, batch_size=batch_size, learning_rate=b.learning_rate,
+                                 seed=vq_run.seed)
+
+        prior, record = self.trained(folder, lambda: AutoModelForCausalLM.from_config(copy.deepcopy(config)), train,
+                                     vq_run.seed, {"spec": spec})
+        test_codes, _ = extract_codes(vqvae, ImageTensorDataset((self.test_x * 255).round().to(torch.uint8)),
+                                      progress=False)
+        bits = code_map_nlls(prior, CodeDataset(test_codes), batch_size=max(1, 256 // depth)).mean().item()
+        bits /= math.log(2)
+        codes = grid**2 * depth
+        return prior, {"prior_bits_per_image": bits, "prior_bits_per_code": bits / codes,
+                       "uniform_bits_per_image": codes * math.log2(config.num_embeddings),
+                       "prior_steps": b.prior_steps, "prior_batch_size": batch_size,
+                       "prior_train_seconds": record["train_seconds"],
+                       "prior_config": {"hidden_size": config.n_embd, "num_layers": config.n_layer,
+                                        "grid_size": grid, "num_quantizers": depth},
+                       "prior_loss_curve": [[e["step"], e["loss"]] for e in record["log_history"] if "loss" in e]}
+
 
 def edge_energy(images: torch.Tensor) -> torch.Tensor:
     r"""Gradient energy of each image, sum over pixels and channels of |d_x I| + |d_y I| (finite differences):

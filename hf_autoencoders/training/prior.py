@@ -84,7 +84,8 @@ def dataset_fingerprint(dataset) -> str:
 
 @torch.no_grad()
 def _encode_dataset(vqvae, dataset, batch_size: int, collator, progress: bool):
-    """Code maps (N, h, w) in the smallest integer dtype, and labels (N,) or None, in dataset order."""
+    """Code maps (N, h, w), or (N, n, h, w) for residual codes of depth n, in the smallest integer dtype, and labels
+    (N,) or None, in dataset order."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=lambda items: items)
     dtype = _code_dtype(vqvae.config.num_embeddings)
     codes, labels = [], []
@@ -120,8 +121,9 @@ def extract_codes(
         progress: show a tqdm progress bar while encoding.
 
     Returns:
-        `(codes, labels)`: codes of shape (N, h, w) as uint8 (K <= 256), int16 (K <= 32768) or int32, in dataset
-        order; labels long (N,), or None when the items carry no "labels".
+        `(codes, labels)`: codes of shape (N, h, w), or (N, n, h, w) for a VQ-VAE with residual quantization of depth
+        n > 1 (`VQVAEModel.encode_indices`), as uint8 (K <= 256), int16 (K <= 32768) or int32, in dataset order;
+        labels long (N,), or None when the items carry no "labels".
     """
     if getattr(vqvae.config, "model_type", None) != VQVAEConfig.model_type:
         raise ValueError(f"extract_codes needs a VQ-VAE ({VQVAEConfig.model_type}), got a "
@@ -155,18 +157,20 @@ def extract_codes(
         tensors = {"codes": codes} if labels is None else {"codes": codes, "labels": labels}
         partial = path.with_name(path.name + f".{os.getpid()}.tmp")
         save_file(tensors, partial, metadata={"num_embeddings": str(vqvae.config.num_embeddings),
+                                              "num_quantizers": str(getattr(vqvae.config, "num_quantizers", 1)),
                                               "num_images": str(len(codes))})
         os.replace(partial, path)  # atomic: a reader never sees half a file
     return codes, labels
 
 
 class CodeDataset(Dataset):
-    """Code maps as prior training examples: `{"input_ids": long (h, w)}`, plus `"class_labels"` (long scalar)
-    when `labels` are given (for a class-conditional prior)."""
+    """Code maps as prior training examples: `{"input_ids": long (h, w)}` (or (n, h, w), the residual codes of
+    depth n), plus `"class_labels"` (long scalar) when `labels` are given (for a class-conditional prior)."""
 
     def __init__(self, codes: torch.Tensor, labels: torch.Tensor | None = None):
-        if codes.ndim != 3 or codes.dtype.is_floating_point:
-            raise ValueError(f"codes must be an integer tensor (N, h, w), got {codes.dtype} {tuple(codes.shape)}.")
+        if codes.ndim not in (3, 4) or codes.dtype.is_floating_point:
+            raise ValueError(f"codes must be an integer tensor (N, h, w), or (N, n, h, w) for residual codes, got "
+                             f"{codes.dtype} {tuple(codes.shape)}.")
         if labels is not None and tuple(labels.shape) != (len(codes),):
             raise ValueError(f"labels must have shape ({len(codes)},), got {tuple(labels.shape)}.")
         self.codes = codes
@@ -230,7 +234,8 @@ def fit_prior(prior, train_dataset, eval_dataset=None, *, output_dir, **training
 
 def build_prior(prior_args: PriorArguments, vqvae_config, num_classes: int):
     """A new prior of `--prior_type` for the codes of the VQ-VAE with `vqvae_config`: a `PixelCNNPriorModel`, or a
-    GPT-2 causal LM whose config records the VQ-VAE (`--vqvae`, K, grid size)."""
+    GPT-2 causal LM whose config records the VQ-VAE (`--vqvae`, K, grid size, and the depth n of residual codes)."""
+    check_prior_depth(prior_args.prior_type, vqvae_config)
     sizes = {k: getattr(prior_args, k) for k in ("hidden_size", "num_layers", "kernel_size", "num_heads")}
     sizes = {k: v for k, v in sizes.items() if v is not None}
     layout = dict(num_embeddings=vqvae_config.num_embeddings, grid_size=vqvae_config.latent_grid_size,
@@ -239,8 +244,19 @@ def build_prior(prior_args: PriorArguments, vqvae_config, num_classes: int):
         return PixelCNNPriorModel(PixelCNNPriorConfig(**layout, **sizes))
     vqvae = prior_args.vqvae
     recorded = str(Path(vqvae).resolve()) if Path(vqvae).exists() else vqvae  # a folder, absolute; or a Hub id
-    config = code_priors.transformer_prior_config(**layout, vqvae_name_or_path=recorded, **sizes)
+    config = code_priors.transformer_prior_config(**layout, vqvae_name_or_path=recorded,
+                                                  num_quantizers=getattr(vqvae_config, "num_quantizers", 1), **sizes)
     return AutoModelForCausalLM.from_config(config)
+
+
+def check_prior_depth(prior_type: str, vqvae_config) -> None:
+    """Refuse a PixelCNN prior for the residual codes of a VQ-VAE with `num_quantizers` > 1: it models one code per
+    position; the transformer prior models the n codes of each position depth-first."""
+    depth = getattr(vqvae_config, "num_quantizers", 1)
+    if prior_type == "pixelcnn" and depth > 1:
+        raise ValueError(f"This VQ-VAE gives {depth} codes per position (residual quantization, num_quantizers="
+                         f"{depth}), but a PixelCNN prior models one code per position; pass --prior_type "
+                         "transformer, which models the codes of each position depth-first.")
 
 
 # ------------------------------------------------------------------------------------------------- command line
@@ -266,6 +282,7 @@ def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
     `prior_test_metrics` on the test codes), and save it with samples.png, uniform_samples.png, loss_curves.png, the
     results files and a model card. Returns the metrics."""
     vqvae = load_vqvae(prior_args.vqvae)
+    check_prior_depth(prior_args.prior_type, vqvae.config)
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     check_output_dir(training_args.output_dir, prior_args.overwrite_output_dir, resume=checkpoint is not None)
     set_seed(training_args.seed)

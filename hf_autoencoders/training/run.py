@@ -15,7 +15,7 @@ from ..data import ImageCollator, as_image_split, first_items, load_image_datase
 from ..evaluation import domain_features
 from ..hub import write_model_card
 from ..models import autoencoder_classes
-from ..plots import plot_loss_curves, plot_reconstructions, plot_samples
+from ..plots import plot_code_usage, plot_loss_curves, plot_reconstructions, plot_samples
 from .arguments import DataArguments, ModelArguments, build_config, requested_settings, training_arguments
 from .checkpoints import check_output_dir, check_resume_settings, resolve_checkpoint
 from .trainer import AutoencoderTrainer
@@ -135,9 +135,11 @@ def fid_features(data, training_args):
                                seed=training_args.seed, dataset_name=data.name, device=training_args.device)
 
 
-def write_pictures(model, test_set, collator, output_dir, log_history=None, seed: int = 0) -> dict[str, str]:
-    """reconstructions.png (16 test images over their reconstructions), samples.png (32 samples) and, when the run
-    logged a training loss, loss_curves.png, in `output_dir`; returns {title on the card: file}."""
+def write_pictures(model, test_set, collator, output_dir, log_history=None, seed: int = 0,
+                   code_histogram=None) -> dict[str, str]:
+    """reconstructions.png (16 test images over their reconstructions), samples.png (32 samples), when the run
+    logged a training loss loss_curves.png, and with the evaluation's `code_histogram` (a model with codes,
+    `AutoencoderTrainer.code_histogram`) code_usage.png, in `output_dir`; returns {title on the card: file}."""
     output_dir = Path(output_dir)
     model.eval()
     with torch.no_grad():
@@ -148,7 +150,17 @@ def write_pictures(model, test_set, collator, output_dir, log_history=None, seed
         plot_samples(model.sample(32, generator=generator).clamp(0, 1).cpu(), output_dir / "samples.png")
     pictures = {"Reconstructions (top: test images, bottom: reconstructions)": "reconstructions.png",
                 "Samples": "samples.png"}
-    return {**pictures, **write_loss_curves(log_history, output_dir)}
+    return {**pictures, **write_loss_curves(log_history, output_dir), **write_code_usage(code_histogram, output_dir)}
+
+
+def write_code_usage(histogram, output_dir) -> dict[str, str]:
+    """code_usage.png in `output_dir`: the evaluation set's codes sorted by use, one line per codebook (per depth of
+    residual quantization), when the model has codes (`histogram`, (depth, K), not None)."""
+    if histogram is None:
+        return {}
+    plot_code_usage(histogram, Path(output_dir) / "code_usage.png", title="codebook usage over the test set")
+    return {"Codebook usage over the test set (codes sorted by use; dead codes where a line stops short)":
+            "code_usage.png"}
 
 
 def write_loss_curves(log_history, output_dir) -> dict[str, str]:
@@ -193,7 +205,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         trainer.save_metrics("eval", metrics)
     if trainer.is_world_process_zero():
         pictures = write_pictures(model, data.test, collator, training_args.output_dir, trainer.state.log_history,
-                                  training_args.seed)
+                                  training_args.seed, trainer.code_histogram)
         write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
                          training=training_summary(training_args, train_metrics) if training_args.do_train else None,
                          repo_id=training_args.hub_model_id, license=training_args.hub_license)

@@ -85,6 +85,7 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
         self._term_steps = 0
         self.nonfinite_loss = False  # since the last optimizer step
         self.skipped_steps = 0
+        self.code_histogram = None  # the code counts of the last evaluation (see `evaluate`)
 
     def push_to_hub(self, commit_message: str = "Upload autoencoder trained with hf_autoencoders") -> str:
         """Upload the run folder, as it is now, to `hub_repo_id` (`hub.push_to_hub`: the model, its code, processor,
@@ -144,7 +145,9 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
         features (the keys of `evaluation.quality_metrics`).
 
         Exact under several processes: the processes' last batches are left uneven instead of being padded with
-        repeated images, and the sums (and features) are gathered across processes."""
+        repeated images, and the sums (and features) are gathered across processes. For a model with codes (a
+        VQ-VAE), `self.code_histogram` then holds the evaluation set's code counts, (depth, K) (`evaluate`'s
+        `return_code_histogram`), for the card's usage picture."""
         dataloader = self.get_eval_dataloader(eval_dataset)
         if isinstance(getattr(dataloader, "batch_sampler", None), BatchSamplerShard):
             dataloader.batch_sampler.even_batches = False
@@ -155,11 +158,13 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
             real.append(features.extract(pixel_values))
             reconstructed.append(features.extract(output.reconstruction.float().clamp(0, 1)))
 
-        results = evaluate(
+        results, histogram = evaluate(
             model, dataloader, num_importance_samples=num_importance_samples, seed=self.args.seed,
             accelerator=self.accelerator, forward_context=self.compute_loss_context_manager,
             on_batch=keep_features if features is not None else None, progress=not self.args.disable_tqdm,
+            return_code_histogram=True,
         )
+        self.code_histogram = histogram if histogram.sum() > 0 else None
         if features is not None:
             real, reconstructed = (self._gather_rows(rows, features.num_features) for rows in (real, reconstructed))
             results.update(self._quality_metrics(model, features, real, reconstructed))
