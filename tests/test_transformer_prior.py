@@ -43,7 +43,8 @@ def test_config_records_the_layout_and_validates():
     assert isinstance(config, GPT2Config)
     assert (config.num_embeddings, config.grid_size, config.num_classes) == (512, 7, 10)
     assert config.vqvae_name_or_path == "me/vqvae"
-    assert config.vocab_size == 512 + 1 + 10 and config.bos_token_id == 512 and config.eos_token_id is None
+    assert config.vocab_size == 512 + 1 + 10 + 1 and config.bos_token_id == 512 and config.eos_token_id is None
+    assert config.class_dropout == C.DEFAULT_CLASS_DROPOUT and C.null_class_token(config) == 512 + 1 + 10
     assert config.n_positions == 2 + 49 and C.prefix_length(config) == 2
     assert C.prefix_length(C.transformer_prior_config(512, 7)) == 1
     assert C.is_transformer_prior_config(config)

@@ -1,0 +1,231 @@
+"""Tests of class-conditional sampling with classifier-free guidance (the null class, label dropout, the guided batch
+forward through the key/value cache) and of the VQ-VAE identity a prior records (models/code_priors.py)."""
+
+import logging
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import hf_autoencoders as H
+from hf_autoencoders.models import code_priors as C
+
+K, GRID, CLASSES = 16, 4, 3
+TINY = dict(num_embeddings=K, grid_size=GRID, hidden_size=32, num_layers=2, num_heads=2)
+
+
+def tiny_prior(seed: int = 0, sharpen: float = 1.0, **overrides):
+    torch.manual_seed(seed)
+    prior = AutoModelForCausalLM.from_config(C.transformer_prior_config(**{**TINY, **overrides})).eval().double()
+    with torch.no_grad():
+        prior.transformer.wte.weight.mul_(sharpen)  # (tied) output layer away from uniform, so that guidance shows
+    return prior
+
+
+def generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def tiny_vqvae(seed: int = 0) -> H.VQVAEModel:
+    torch.manual_seed(seed)
+    config = H.VQVAEConfig(image_size=16, num_channels=1, hidden_size=8, num_embeddings=K, embedding_dim=4,
+                           num_residual_blocks=1)
+    return H.VQVAEModel(config).eval()  # 16x16 images, 2 downsamplings: 4x4 codes
+
+
+# ------------------------------------------------------------------------------------------ the null class
+
+
+def test_the_null_class_is_a_vocabulary_entry_recorded_in_the_config():
+    config = C.transformer_prior_config(K, GRID, num_classes=CLASSES)
+    assert config.class_dropout == C.DEFAULT_CLASS_DROPOUT > 0
+    assert C.null_class_token(config) == K + 1 + CLASSES == config.vocab_size - 1
+    assert C.is_transformer_prior_config(config)
+    assert C.prefix_tokens(config, 2, null_class=True).tolist() == [[K, K + 1 + CLASSES]] * 2
+    # Without label dropout, or without classes, there is no null class (and no vocabulary entry for it).
+    for kwargs in (dict(num_classes=CLASSES, class_dropout=0.0), dict()):
+        plain = C.transformer_prior_config(K, GRID, **kwargs)
+        assert C.null_class_token(plain) is None and plain.vocab_size == K + 1 + plain.num_classes
+        assert C.is_transformer_prior_config(plain)
+    # A prior saved before guidance existed: no class_dropout field at all.
+    old = C.transformer_prior_config(K, GRID, num_classes=CLASSES, class_dropout=0.0)
+    del old.class_dropout
+    assert C.null_class_token(old) is None and C.is_transformer_prior_config(old)
+    for kwargs, message in [(dict(class_dropout=1.0, num_classes=2), r"\[0, 1\)"),
+                            (dict(class_dropout=-0.1, num_classes=2), r"\[0, 1\)"),
+                            (dict(class_dropout=0.1), "class-conditional"),
+                            (dict(vqvae_name_or_path="/abs/path/vqvae"), "Hub id")]:
+        with pytest.raises(ValueError, match=message):
+            C.transformer_prior_config(K, GRID, **kwargs)
+
+
+def test_label_dropout_replaces_the_class_token_at_the_rate():
+    config = C.transformer_prior_config(K, GRID, num_classes=CLASSES, class_dropout=0.25)
+    codes = torch.randint(0, K, (4000, GRID, GRID), generator=generator())
+    tokens = C.code_tokens(config, codes, torch.randint(0, CLASSES, (4000,), generator=generator(1)))
+    dropped = C.drop_class_tokens(config, tokens, generator(2))
+    changed = (dropped != tokens).any(1)
+    assert torch.equal(dropped[~changed], tokens[~changed]) and (dropped[changed, 1] == K + 1 + CLASSES).all()
+    assert torch.equal(dropped[:, [0, *range(2, tokens.shape[1])]], tokens[:, [0, *range(2, tokens.shape[1])]])
+    assert abs(changed.float().mean().item() - 0.25) < 0.03
+    assert torch.equal(dropped, C.drop_class_tokens(config, tokens, generator(2)))  # the generator decides
+    plain = C.transformer_prior_config(K, GRID, num_classes=CLASSES, class_dropout=0.0)
+    assert C.drop_class_tokens(plain, tokens) is tokens
+
+
+# ---------------------------------------------------------------------------------------------- guided sampling
+
+
+def test_guidance_scale_one_is_plain_conditional_sampling():
+    """s = 1 samples what the same network without a null class samples (plain p(c | y)), for every option; the
+    guidance mix is exactly the conditional logits at s = 1."""
+    prior = tiny_prior(0, sharpen=5.0, num_classes=CLASSES)
+    plain = tiny_prior(0, num_classes=CLASSES, class_dropout=0.0)
+    with torch.no_grad():  # the same network, without the null class's vocabulary entry
+        plain.transformer.wte.weight.copy_(prior.transformer.wte.weight[:-1])
+        for name, parameter in plain.named_parameters():
+            if "wte" not in name and "lm_head" not in name:
+                parameter.copy_(prior.get_parameter(name))
+    labels = torch.tensor([0, 1, 2, 2, 1, 0])
+    for options in (dict(), dict(temperature=0.0), dict(temperature=0.8, top_k=5, top_p=0.9)):
+        guided = C.sample_codes(prior, 6, generator(3), class_labels=labels, guidance_scale=1.0, **options)
+        assert torch.equal(guided, C.sample_codes(plain, 6, generator(3), class_labels=labels, **options)), options
+    scores = torch.randn(4, K)
+    torch.testing.assert_close(C.ClassifierFreeGuidance(1.0)(None, scores.clone()), scores.chunk(2)[0].repeat(2, 1),
+                               rtol=0, atol=0)
+    conditional, unconditional = torch.randn(2, 3, K)
+    torch.testing.assert_close(C.guided_logits(conditional, unconditional, 2.5),
+                               unconditional + 2.5 * (conditional - unconditional))
+
+
+@pytest.mark.parametrize("guidance_scale", [0.0, 2.5])
+def test_the_guided_batch_forward_equals_two_separate_forwards(guidance_scale):
+    """Greedy guided decoding (the 2n conditional and unconditional sequences in one batch through the cache) picks,
+    at every position, the argmax of l_u + s (l_c - l_u) computed from two separate teacher-forced forwards of the
+    finished maps: one with the classes, one with the null class."""
+    prior = tiny_prior(1, num_classes=CLASSES)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    for use_cache in (True, False):
+        maps = C.sample_codes(prior, 6, temperature=0.0, class_labels=labels, guidance_scale=guidance_scale,
+                              use_cache=use_cache)
+        with torch.no_grad():
+            conditional = prior(C.code_tokens(prior.config, maps, labels)[:, :-1]).logits[:, 1:, :K]
+            null = C.prefix_tokens(prior.config, 6, null_class=True)
+            unconditional = prior(torch.cat([null, maps.flatten(1)], 1)[:, :-1]).logits[:, 1:, :K]
+        expected = (unconditional + guidance_scale * (conditional - unconditional)).argmax(-1)
+        assert torch.equal(maps.flatten(1), expected), use_cache
+    # Guidance changes what is sampled (so the test above can fail).
+    assert not torch.equal(maps, C.sample_codes(prior, 6, temperature=0.0, class_labels=labels, guidance_scale=1.0))
+
+
+def test_guided_sampling_is_reproducible_and_leaves_the_global_rng_alone():
+    prior = tiny_prior(2, sharpen=3.0, num_classes=CLASSES)
+    state = torch.get_rng_state()
+    first = C.sample_codes(prior, 5, generator(7), class_labels=[0, 1, 2, 0, 1], guidance_scale=3.0, top_k=8)
+    assert torch.equal(torch.get_rng_state(), state)
+    again = C.sample_codes(prior, 5, generator(7), class_labels=[0, 1, 2, 0, 1], guidance_scale=3.0, top_k=8)
+    uncached = C.sample_codes(prior, 5, generator(7), class_labels=[0, 1, 2, 0, 1], guidance_scale=3.0, top_k=8,
+                              use_cache=False)
+    batched = C.sample_codes(prior, 5, generator(7), class_labels=[0, 1, 2, 0, 1], guidance_scale=3.0, top_k=8,
+                             batch_size=5)
+    assert torch.equal(first, again) and torch.equal(first, uncached) and torch.equal(first, batched)
+    other = C.sample_codes(prior, 5, generator(8), class_labels=[0, 1, 2, 0, 1], guidance_scale=3.0, top_k=8)
+    assert not torch.equal(first, other)
+    vqvae = tiny_vqvae()
+    prior.config.vqvae_identity = vqvae.identity()
+    images = vqvae.sample(5, generator(7), prior=prior.float(), class_labels=[0, 1, 2, 0, 1], guidance_scale=3.0,
+                          top_k=8)
+    assert images.shape == (5, 1, 16, 16)
+    assert torch.equal(images, vqvae.sample(5, generator(7), prior=prior, class_labels=[0, 1, 2, 0, 1],
+                                            guidance_scale=3.0, top_k=8))
+
+
+def test_default_guidance_applies_only_where_the_prior_has_a_null_class(monkeypatch):
+    guided, plain = tiny_prior(0, num_classes=CLASSES), tiny_prior(0, num_classes=CLASSES, class_dropout=0.0)
+    assert C.resolve_guidance_scale(guided, None) == C.DEFAULT_GUIDANCE_SCALE
+    assert C.resolve_guidance_scale(plain, None) == 1.0
+    assert C.resolve_guidance_scale(tiny_prior(0), None) == 1.0
+    monkeypatch.setattr(C, "DEFAULT_GUIDANCE_SCALE", 4.0)
+    labels = [0, 1, 2]
+    assert torch.equal(C.sample_codes(guided, 3, generator(), class_labels=labels),
+                       C.sample_codes(guided, 3, generator(), class_labels=labels, guidance_scale=4.0))
+    C.sample_codes(plain, 3, generator(), class_labels=labels)  # no null class: the default is no guidance
+
+
+def test_bad_guidance_and_labels_get_clear_errors():
+    guided = tiny_prior(0, num_classes=CLASSES)
+    for scale in (float("nan"), float("inf"), -1.0, "2", True):
+        with pytest.raises(ValueError, match="guidance_scale must be a finite number >= 0"):
+            C.sample_codes(guided, 2, class_labels=0, guidance_scale=scale)
+    with pytest.raises(ValueError, match="temperature must be a finite number"):
+        C.sample_codes(guided, 2, class_labels=0, temperature=float("inf"))
+    with pytest.raises(ValueError, match="unconditional .trained without labels"):
+        C.sample_codes(tiny_prior(0), 2, guidance_scale=2.0)
+    with pytest.raises(ValueError, match="no null class"):
+        C.sample_codes(tiny_prior(0, num_classes=CLASSES, class_dropout=0.0), 2, class_labels=0, guidance_scale=2.0)
+    torch.manual_seed(0)
+    pixelcnn = H.PixelCNNPriorModel(H.PixelCNNPriorConfig(num_embeddings=K, grid_size=GRID, hidden_size=8,
+                                                          num_layers=2, kernel_size=3, num_classes=CLASSES))
+    with pytest.raises(ValueError, match="PixelCNN prior has no null class"):
+        C.sample_codes(pixelcnn, 2, class_labels=0, guidance_scale=2.0)
+    C.sample_codes(pixelcnn, 1, class_labels=0, guidance_scale=1.0)
+    for labels, message in [(3, r"lie in \[0, num_classes=3\)"), (-1, r"lie in \[0, num_classes=3\)"),
+                            ([0, 5], r"lie in \[0, num_classes=3\)"), ("3", "got str"), (["a", "b"], "got list"),
+                            (torch.tensor([0.0, 1.0]), "got torch.float32"), ([0, 1, 2], r"shape \(2,\)")]:
+        with pytest.raises(ValueError, match=message):
+            C.sample_codes(guided, 2, class_labels=labels)
+    with pytest.raises(ValueError, match="trained without labels"):
+        C.sample_codes(tiny_prior(0), 2, class_labels=1)
+    with pytest.raises(ValueError, match="guidance_scale need a prior"):
+        tiny_vqvae().sample(2, guidance_scale=2.0)
+
+
+# ------------------------------------------------------------------------------------------ the VQ-VAE identity
+
+
+def test_vqvae_identity_follows_the_encoder_and_codebook_not_the_decoder(tmp_path):
+    vqvae = tiny_vqvae(0)
+    identity = vqvae.identity()
+    assert identity.startswith("sha256:") and len(identity) == 7 + 16
+    assert tiny_vqvae(1).identity() != identity  # retrained: same K and grid, other weights
+    vqvae.save_pretrained(tmp_path / "vqvae")
+    assert H.VQVAEModel.from_pretrained(tmp_path / "vqvae").identity() == identity
+    with torch.no_grad():
+        next(vqvae.decoder.parameters()).add_(1.0)  # a decoder fine-tuned: the codes mean what they meant
+    assert vqvae.identity() == identity
+    with torch.no_grad():
+        vqvae.quantizer.codebook[0].add_(1e-3)
+    assert vqvae.identity() != identity
+    fsq = H.VQVAEModel(H.VQVAEConfig(image_size=16, num_channels=1, hidden_size=8, embedding_dim=4, quantizer="fsq",
+                                     fsq_levels=(4, 4), num_residual_blocks=1))
+    assert fsq.identity() != H.VQVAEModel(fsq.config).identity()  # no codebook: the projections and encoder differ
+
+
+@pytest.mark.parametrize("kind", ["transformer", "pixelcnn"])
+def test_a_prior_of_another_vqvae_is_refused_even_at_equal_k_and_grid(kind, caplog):
+    vqvae, retrained = tiny_vqvae(0), tiny_vqvae(1)
+    if kind == "transformer":
+        prior = tiny_prior(0, num_classes=CLASSES, vqvae_identity=vqvae.identity()).float()
+    else:
+        torch.manual_seed(0)
+        prior = H.PixelCNNPriorModel(H.PixelCNNPriorConfig(num_embeddings=K, grid_size=GRID, hidden_size=8,
+                                                           num_layers=2, kernel_size=3, num_classes=CLASSES,
+                                                           vqvae_identity=vqvae.identity())).eval()
+    assert vqvae.check_prior(prior) == kind
+    vqvae.sample(2, generator(), prior=prior, class_labels=1)
+    with pytest.raises(ValueError, match="another VQ-VAE.*trained again in the same folder"):
+        retrained.check_prior(prior)
+    with pytest.raises(ValueError, match="another VQ-VAE"):
+        retrained.sample(2, generator(), prior=prior, class_labels=1)
+    # A prior saved before identities were recorded: a warning that it cannot be checked, then it samples.
+    prior.config.vqvae_identity = None
+    C.logger.warning_once.cache_clear()
+    with caplog.at_level(logging.WARNING):
+        retrained.sample(2, generator(), prior=prior, class_labels=1)
+    assert "records no VQ-VAE identity" in caplog.text
+    # A VQ-VAE in reduced precision cannot be compared: a warning, not a refusal.
+    prior.config.vqvae_identity = vqvae.identity()
+    C.logger.warning_once.cache_clear()
+    with caplog.at_level(logging.WARNING):
+        assert vqvae.to(torch.bfloat16).check_prior(prior) == kind
+    assert "reduced precision" in caplog.text
