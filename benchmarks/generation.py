@@ -12,8 +12,8 @@ Three parts, each printing its figures into one JSON object (stdout; progress go
 - **main_job**: the README's main job as it is now (`examples/quickstart.py`: a VQ-VAE, then a class-conditional
   transformer prior) against the main job as it was before (`TODAYS_MAIN_JOB`: the same VQ-VAE, then an
   unconditional PixelCNN prior at the settings of then), each run as a user runs it (a fresh process) for --seeds
-  seeds, the two alternating so that they share the machine's load. Wall-clock: the whole process. Sample FD: --num_samples
-  samples of each run's prior with its sampling defaults (the classes in turn for a class-conditional prior), decoded
+  seeds, the two alternating so that they share the machine's load. Wall-clock: the whole process. Sample FD:
+  --num_samples samples of each run's prior with its sampling defaults (the classes in turn for a class-conditional prior), decoded
   by its VQ-VAE, against the test split of the embedded digits, in MNIST domain features (a SmallCNN trained on the
   first 10,000 MNIST training images, `evaluation.domain_features`; the digits' own training images where MNIST is
   absent, stated in the JSON). Then the sampling knobs (guidance scale, temperature, top-k, top-p) are swept one at

@@ -95,7 +95,7 @@ class VQVAEModel(AutoencoderPreTrainedModel):
         num_samples: int,
         generator: torch.Generator | None = None,
         prior=None,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         class_labels: torch.LongTensor | list[int] | int | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
@@ -107,12 +107,14 @@ class VQVAEModel(AutoencoderPreTrainedModel):
 
         `class_labels` (an int, a list or a tensor of labels, one per sample) conditions a class-conditional prior,
         and `guidance_scale` s guides it (classifier-free guidance, l_u + s (l_c - l_u); 1 = none; default: the
-        library's for a prior trained with label dropout, else 1); `temperature`, `top_k` and `top_p` shape each
-        step's distribution. All as in `code_priors.sample_codes`. Returns (num_samples, C, H, W) images."""
+        library's for a prior trained with label dropout, else 1); `temperature` (default: the library's), `top_k`
+        and `top_p` shape each step's distribution. All as in `code_priors.sample_codes`. Returns
+        (num_samples, C, H, W) images."""
         self._check_num_samples(num_samples)
         if prior is None:
             given = [name for name, value in (("class_labels", class_labels), ("top_k", top_k), ("top_p", top_p),
-                                              ("guidance_scale", guidance_scale)) if value is not None]
+                                              ("guidance_scale", guidance_scale), ("temperature", temperature))
+                     if value is not None]
             if given:
                 raise ValueError(f"{', '.join(given)} need a prior; uniform codes have no classes and no logits to cut "
                                  "or guide.")
