@@ -107,7 +107,7 @@ def mnist_features(mnist_data: str | None, fallback_train, seed: int = 0):
 
 
 def load_run(folder: Path):
-    from hf_autoencoders.cli import load_model
+    from hf_autoencoders.hub import load_model
 
     return load_model(str(folder / "vqvae")), load_model(str(folder / "prior"))
 
@@ -117,8 +117,7 @@ def load_run(folder: Path):
 
 def todays_main_job(output_dir: str, seed: int) -> None:
     """The main job of before, through the library's runs (as examples/quickstart.py made it)."""
-    from hf_autoencoders.training import parse_args, run_training
-    from hf_autoencoders.training.arguments import parse_prior_args
+    from hf_autoencoders.training import parse_args, parse_prior_args, run_training
     from hf_autoencoders.training.prior import run_prior_training
 
     out, common = Path(output_dir), [*TODAYS_MAIN_JOB["common"], "--seed", str(seed)]
@@ -128,44 +127,66 @@ def todays_main_job(output_dir: str, seed: int) -> None:
                                           *TODAYS_MAIN_JOB["prior"], *common]))
 
 
-def timed_process(command: list[str], log_file: Path) -> float:
-    """Run `command` in a fresh process (its output into `log_file`); its wall-clock seconds."""
+def timed_process(command: list[str], log_file: Path, threads: int) -> float:
+    """Run `command` in a fresh process with `threads` torch threads (its output into `log_file`); its wall-clock
+    seconds."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     start = time.perf_counter()
     with open(log_file, "w") as out:
-        proc = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     seconds = time.perf_counter() - start
     if proc.returncode:
         raise RuntimeError(f"{' '.join(command)} failed ({proc.returncode}); see {log_file}")
     return seconds
 
 
+def scored_samples(vqvae, prior, features, real, n: int, seed: int, **knobs) -> dict:
+    """FD, precision and recall of n samples against the real features, and, for a class-conditional prior, the
+    fraction of samples the features' classifier reads as the class asked for (`class_accuracy`)."""
+    from hf_autoencoders.evaluation import classifier_accuracy
+
+    images = prior_samples(vqvae, prior, n, seed, **knobs)
+    metrics = quality(features, real, images)
+    row = {k: metrics[k] for k in ("fd", "precision", "recall")}
+    if prior.config.num_classes:
+        row["class_accuracy"] = classifier_accuracy(features.classifier, images,
+                                                    balanced_labels(n, prior.config.num_classes))
+    return row
+
+
 def sweep_knobs(runs, features, real, num_samples: int, choose_seed: int, report_seed: int) -> dict:
     """Coordinate search over the sampling knobs on the priors of `runs` [(vqvae, prior)]: the guidance scale at
-    temperature 1, then the temperature at the best scale, then top-k, then top-p. Each setting is scored by the mean
-    FD over the runs on samples of `choose_seed`; the chosen setting and the defaults are then scored on samples of
-    `report_seed`."""
-    def mean_fd(knobs, seed):
-        rows = [quality(features, real, prior_samples(v, p, num_samples, seed, **knobs)) for v, p in runs]
-        return {k: statistics.mean(r[k] for r in rows) for k in ("fd", "precision", "recall")}
+    temperature 1, then the temperature at the best scale, then the scale again at that temperature, then top-k,
+    then top-p. Each setting is scored by the mean FD over the runs on samples of `choose_seed`; the chosen setting
+    is then scored on samples of `report_seed` (beside plain sampling: guidance 1, temperature 1)."""
+    def mean_scores(knobs, seed):
+        rows = [scored_samples(v, p, features, real, num_samples, seed, **knobs) for v, p in runs]
+        return {k: statistics.mean(r[k] for r in rows) for k in rows[0]}
 
     best = {"guidance_scale": 1.0, "temperature": 1.0, "top_k": None, "top_p": None}
-    grid = {"guidance_scale": GUIDANCE_SCALES, "temperature": (0.7, 0.8, 0.9, 1.0, 1.1),
-            "top_k": (None, 16, 32, 64), "top_p": (None, 0.8, 0.9, 0.95)}
-    trials = []
-    for knob, values in grid.items():
+    grid = [("guidance_scale", GUIDANCE_SCALES), ("temperature", (0.6, 0.7, 0.8, 0.9, 1.0)),
+            ("guidance_scale", GUIDANCE_SCALES), ("top_k", (None, 16, 32, 64)), ("top_p", (None, 0.8, 0.9, 0.95))]
+    trials, seen = [], {}
+    for knob, values in grid:
         scores = {}
         for value in values:
             knobs = {**best, knob: value}
-            scores[value] = mean_fd(knobs, choose_seed)
-            trials.append({**knobs, **scores[value]})
-            log(f"main job knobs {knobs}: FD {scores[value]['fd']:.4f}")
+            key = json.dumps(knobs, sort_keys=True)
+            if key not in seen:
+                seen[key] = mean_scores(knobs, choose_seed)
+                trials.append({**knobs, **seen[key]})
+                log(f"main job knobs {knobs}: FD {seen[key]['fd']:.4f}")
+            scores[value] = seen[key]
         best[knob] = min(scores, key=lambda v: scores[v]["fd"])
-    return {"trials_on_choice_seed": trials, "best": best, "best_on_report_seed": mean_fd(best, report_seed),
-            "choice_seed": choose_seed, "report_seed": report_seed}
+    plain = {"guidance_scale": 1.0, "temperature": 1.0, "top_k": None, "top_p": None}
+    return {"trials_on_choice_seed": trials, "best": best, "best_on_report_seed": mean_scores(best, report_seed),
+            "plain_on_report_seed": mean_scores(plain, report_seed), "choice_seed": choose_seed,
+            "report_seed": report_seed}
 
 
 def run_main_job(args, work: Path) -> dict:
     from hf_autoencoders.data import ImageCollator, load_image_dataset
+    from hf_autoencoders.evaluation import classifier_accuracy
     from hf_autoencoders.models import code_priors
 
     digits = load_image_dataset(None)
@@ -173,24 +194,32 @@ def run_main_job(args, work: Path) -> dict:
     test = ImageCollator()([digits.test[i] for i in range(len(digits.test))])["pixel_values"]
     real = features.extract(test)
     smoke = ["--vqvae_steps", "2", "--prior_steps", "2"] if args.smoke else []
+    before_command = [sys.executable, str(Path(__file__).resolve()), "--todays_main_job"]
+    if not (work / "warmup").exists():  # the caches both runs use (decoded images, the card's FD classifier) are built
+        log("main job: warm-up run (untimed) ...")
+        timed_process([*before_command, str(work / "warmup"), "--smoke"], work / "warmup.log", args.threads)
     rows, new_runs = [], []
     for seed in range(args.seeds):
         before, after = work / f"before-{seed}", work / f"after-{seed}"
         commands = {
-            "before": [sys.executable, str(Path(__file__).resolve()), "--todays_main_job", str(before),
-                       "--seed", str(seed), *(["--smoke"] if args.smoke else [])],
+            "before": [*before_command, str(before), "--seed", str(seed), *(["--smoke"] if args.smoke else [])],
             "after": [sys.executable, "examples/quickstart.py", "--output_dir", str(after), "--seed", str(seed),
                       *smoke],
         }
         order = ("before", "after") if seed % 2 == 0 else ("after", "before")
         row = {"seed": seed, "load_average_before": load_average()}
         for name in order:
+            seconds = work / f"{name}-{seed}.seconds"
+            if args.reuse_runs and seconds.is_file():  # a run of an earlier call, timed then
+                row[f"{name}_seconds"] = float(seconds.read_text())
+                continue
             log(f"main job seed {seed}: {name} ...")
-            row[f"{name}_seconds"] = timed_process(commands[name], work / f"{name}-{seed}.log")
+            row[f"{name}_seconds"] = timed_process(commands[name], work / f"{name}-{seed}.log", args.threads)
+            seconds.write_text(str(row[f"{name}_seconds"]))
         for name, folder in (("before", before), ("after", after)):
             vqvae, prior = load_run(folder)
-            metrics = quality(features, real, prior_samples(vqvae, prior, args.num_samples, seed=0))
-            row.update({f"{name}_{k}": metrics[k] for k in ("fd", "precision", "recall")})
+            metrics = scored_samples(vqvae, prior, features, real, args.num_samples, seed=0)
+            row.update({f"{name}_{k}": v for k, v in metrics.items()})
             row[f"{name}_prior"] = code_priors.prior_type(prior)
             if name == "after":
                 new_runs.append((vqvae, prior))
@@ -208,12 +237,14 @@ def run_main_job(args, work: Path) -> dict:
     result = {
         "features": features.description, "features_data": features_name, "real": "digits test split",
         "num_real": len(test), "num_samples": args.num_samples, "runs": rows, "settings_before": TODAYS_MAIN_JOB,
+        "real_class_accuracy": classifier_accuracy(features.classifier, test, digits.test.labels),
         "fd_before": mean("before_fd"), "fd_before_std": std("before_fd"),
         "fd_after": mean("after_fd"), "fd_after_std": std("after_fd"),
         "seconds_before": mean("before_seconds"), "seconds_after": mean("after_seconds"),
         "fd_reduction": 1 - mean("after_fd") / mean("before_fd"),
         "time_ratio": statistics.median(r["time_ratio"] for r in rows),
-        "sampling_defaults": {"guidance_scale": code_priors.DEFAULT_GUIDANCE_SCALE, "temperature": 1.0},
+        "sampling_defaults": {"guidance_scale": code_priors.DEFAULT_GUIDANCE_SCALE,
+                              "temperature": code_priors.DEFAULT_TEMPERATURE},
     }
     if args.sweep:
         result["knob_sweep"] = sweep_knobs(new_runs, features, real, args.num_samples, choose_seed=1, report_seed=0)
@@ -252,7 +283,8 @@ def new_prior(vqvae, num_classes: int, seed: int, **sizes):
 
 def run_mnist(args, work: Path) -> dict:
     from hf_autoencoders.evaluation import classifier_accuracy
-    from hf_autoencoders.training.prior import code_nll, fit_prior
+    from hf_autoencoders.evaluation.priors import code_nll
+    from hf_autoencoders.training.prior import fit_prior
 
     vqvae, data, train, test = prior_codes(args.mnist_vqvae, args.mnist_data, work / "codes", args.max_train_samples,
                                            args.max_eval_samples)
@@ -278,6 +310,13 @@ def run_mnist(args, work: Path) -> dict:
         log(f"mnist guidance {scale}: accuracy {row['accuracy']:.3f}, FD {row['fd']:.3f}")
     by_scale = result["per_guidance_scale"]
     best = max(by_scale, key=lambda s: by_scale[s]["accuracy"])
+    result["per_temperature_at_best_scale"] = {}
+    for temperature in (0.7, 0.8, 0.9, 1.0):
+        images = prior_samples(vqvae, prior, n, args.seed, guidance_scale=float(best), temperature=temperature)
+        metrics = quality(features, real, images)
+        result["per_temperature_at_best_scale"][str(temperature)] = {
+            "accuracy": classifier_accuracy(features.classifier, images, labels),
+            **{k: metrics[k] for k in ("fd", "precision", "recall")}}
     result.update(best_guidance_scale=float(best), accuracy_at_best=by_scale[best]["accuracy"],
                   accuracy_at_1=by_scale["1.0"]["accuracy"],
                   real_test_accuracy=classifier_accuracy(features.classifier, data.test.images.float() / 255,
@@ -307,7 +346,8 @@ def run_cifar10(args, work: Path) -> dict:
     from hf_autoencoders.data import load_image_dataset
     from hf_autoencoders.evaluation import domain_features, inception_features
     from hf_autoencoders.models import code_priors
-    from hf_autoencoders.training.prior import CodeDataset, code_nll
+    from hf_autoencoders.evaluation.priors import code_nll
+    from hf_autoencoders.training.prior import CodeDataset
 
     vqvae, data, train, test = prior_codes(args.cifar10_vqvae, args.cifar10_data, work / "codes",
                                            args.max_train_samples, args.max_eval_samples)
@@ -396,6 +436,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_samples", type=int, default=2000, help="Samples per FD (main job, CIFAR-10).")
     parser.add_argument("--no_sweep", dest="sweep", action="store_false", help="Main job: skip the knob sweep.")
+    parser.add_argument("--reuse_runs", action="store_true",
+                        help="Main job: keep the runs (and their times) that an earlier call left in --work_dir, and "
+                             "score them again (e.g. with new sampling defaults).")
     parser.add_argument("--mnist_data", default=str(SHARED / "mnist"))
     parser.add_argument("--mnist_vqvae", default=None, help="A VQ-VAE trained on MNIST.")
     parser.add_argument("--mnist_prior_steps", type=int, default=5000)
@@ -427,16 +470,17 @@ def main(argv=None) -> dict:
         parts = args.only or [part for part, given in (("main_job", True), ("mnist", args.mnist_vqvae),
                                                        ("cifar10", args.cifar10_vqvae)) if given]
         if args.smoke:
-            args.seeds, args.num_samples, args.num_class_samples = 2, 64, 6
+            args.seeds, args.num_samples, args.num_class_samples = 1, 64, 6
             args.mnist_prior_steps, args.cifar10_budget, args.sweep = 3, 1.0, False
             args.max_train_samples, args.max_eval_samples = 256, 64
             args.mnist_data = args.cifar10_data = None
             args.mnist_vqvae = smoke_vqvae(work / "vqvae-digits", 28, 1)
             args.cifar10_vqvae = smoke_vqvae(work / "vqvae-rgb", 32, 3)
-            parts = ["main_job", "mnist", "cifar10"]
+            parts = args.only or ["main_job", "mnist", "cifar10"]
         for part, run in (("main_job", run_main_job), ("mnist", run_mnist), ("cifar10", run_cifar10)):
             if part in parts:
                 start = time.perf_counter()
+                (work / part).mkdir(parents=True, exist_ok=True)
                 results[part] = run(args, work / part)
                 results[part]["seconds"] = time.perf_counter() - start
     main_job, mnist, cifar10 = (results.get(k, {}) for k in ("main_job", "mnist", "cifar10"))

@@ -22,7 +22,7 @@ from hf_autoencoders.training import parse_args, parse_command, parse_prior_args
 
 # The prior: a small transformer (the main job's time allows about as much training as the PixelCNN of before had;
 # benchmarks/README.md, "Generation"), at a learning rate that suits few steps.
-PRIOR_SIZE = ["--hidden_size", "96", "--num_layers", "2", "--num_heads", "4", "--learning_rate", "4e-3"]
+PRIOR_SIZE = ["--hidden_size", "64", "--num_layers", "2", "--num_heads", "4", "--learning_rate", "5e-3"]
 
 
 def quickstart_parser():

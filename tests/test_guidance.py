@@ -229,3 +229,71 @@ def test_a_prior_of_another_vqvae_is_refused_even_at_equal_k_and_grid(kind, capl
     with caplog.at_level(logging.WARNING):
         assert vqvae.to(torch.bfloat16).check_prior(prior) == kind
     assert "reduced precision" in caplog.text
+
+
+# ---------------------------------------------------------------------------- label dropout, trained: a toy task
+
+
+@pytest.fixture(scope="module")
+def toy_prior(tmp_path_factory):
+    """A tiny class-conditional prior trained with label dropout (PriorTrainer) on maps whose every code is, with
+    probability 0.4, one of its class's two codes {2y, 2y + 1} and otherwise one of the ten shared codes 6 .. 15: the
+    class decides the codes, but weakly, so that guidance has something to do."""
+    from hf_autoencoders.training.prior import CodeDataset, fit_prior
+
+    g = generator(0)
+    labels = torch.randint(0, CLASSES, (1200,), generator=g)
+    own = 2 * labels[:, None, None] + torch.randint(0, 2, (1200, GRID, GRID), generator=g)
+    shared = torch.randint(6, K, (1200, GRID, GRID), generator=g)
+    codes = torch.where(torch.rand(1200, GRID, GRID, generator=g) < 0.4, own, shared)
+    torch.manual_seed(0)
+    prior = AutoModelForCausalLM.from_config(C.transformer_prior_config(**TINY, num_classes=CLASSES,
+                                                                         class_dropout=0.2))
+    fit_prior(prior, CodeDataset(codes.to(torch.uint8), labels), output_dir=tmp_path_factory.mktemp("toy"),
+              max_steps=300, learning_rate=3e-3, per_device_train_batch_size=64, warmup_steps=20, seed=0)
+    return prior.eval()
+
+
+def test_class_conditional_samples_follow_the_class_and_guidance_sharpens_it(toy_prior):
+    labels = torch.arange(300) % CLASSES
+    shares = {}
+    for scale in (0.0, 1.0, 3.0):
+        maps = C.sample_codes(toy_prior, 300, generator(1), class_labels=labels, guidance_scale=scale,
+                              temperature=1.0).flatten(1)
+        own = (maps // 2 == labels[:, None]) & (maps < 2 * CLASSES)
+        other = (maps < 2 * CLASSES) & ~own
+        shares[scale] = {"first": own[:, 0].float().mean().item(), "own": own.float().mean().item(),
+                         "other": other.float().mean().item()}
+        predicted = torch.stack([((maps // 2 == y) & (maps < 2 * CLASSES)).sum(1) for y in range(CLASSES)], 1)
+        if scale >= 1:  # the class most of a map's class codes belong to is the one asked for, far above chance
+            assert (predicted.argmax(1) == labels).float().mean() > 0.9, scale
+    # Unguided (s = 1): about the training share of own-class codes (0.4), few of another class's. Unconditional
+    # (s = 0, the null class): no class preferred, own codes a third of the class codes.
+    assert 0.3 < shares[1.0]["own"] < 0.5 and shares[1.0]["other"] < 0.05
+    assert abs(3 * shares[0.0]["own"] - (shares[0.0]["own"] + shares[0.0]["other"])) < 0.1
+    # Guided (s = 3): where the codes before do not yet give the class away (the first code), own-class codes come
+    # out far more often than their share p(c | y); later, the context tells the class to both halves of the guidance.
+    assert 0.25 < shares[1.0]["first"] < 0.55 and shares[3.0]["first"] > 0.75
+    assert shares[3.0]["own"] > shares[1.0]["own"] and shares[3.0]["other"] <= shares[1.0]["other"] + 0.01
+
+
+def test_label_dropout_happens_in_training_only(toy_prior, monkeypatch):
+    """PriorTrainer drops classes in its training steps, never in evaluation (the eval loss is of the true classes)."""
+    from hf_autoencoders.training import prior as P
+
+    seen = []
+    original = C.drop_class_tokens
+    monkeypatch.setattr(C, "drop_class_tokens", lambda config, ids, generator=None: seen.append(1) or
+                        original(config, ids, generator))
+    codes = P.CodeDataset(torch.randint(0, K, (64, GRID, GRID), dtype=torch.uint8), torch.arange(64) % CLASSES)
+    trainer = P.fit_prior(copy_of(toy_prior), codes, codes, output_dir="unused-toy", max_steps=2,
+                          per_device_train_batch_size=32)
+    assert len(seen) == 2
+    trainer.evaluate()
+    assert len(seen) == 2
+
+
+def copy_of(prior):
+    import copy
+
+    return copy.deepcopy(prior).train()
