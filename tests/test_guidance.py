@@ -1,14 +1,19 @@
 """Tests of class-conditional sampling with classifier-free guidance (the null class, label dropout, the guided batch
 forward through the key/value cache) and of the VQ-VAE identity a prior records (models/code_priors.py)."""
 
+import json
 import logging
+import math
+import re
 
 import pytest
 import torch
+from PIL import Image
 from transformers import AutoModelForCausalLM
 
 import hf_autoencoders as H
 from hf_autoencoders.models import code_priors as C
+from hf_autoencoders.plots import image_grid
 
 K, GRID, CLASSES = 16, 4, 3
 TINY = dict(num_embeddings=K, grid_size=GRID, hidden_size=32, num_layers=2, num_heads=2)
@@ -250,7 +255,7 @@ def toy_prior(tmp_path_factory):
     prior = AutoModelForCausalLM.from_config(C.transformer_prior_config(**TINY, num_classes=CLASSES,
                                                                          class_dropout=0.2))
     fit_prior(prior, CodeDataset(codes.to(torch.uint8), labels), output_dir=tmp_path_factory.mktemp("toy"),
-              max_steps=300, learning_rate=3e-3, per_device_train_batch_size=64, warmup_steps=20, seed=0)
+              max_steps=150, learning_rate=5e-3, per_device_train_batch_size=64, warmup_steps=10, seed=0)
     return prior.eval()
 
 
@@ -297,3 +302,173 @@ def copy_of(prior):
     import copy
 
     return copy.deepcopy(prior).train()
+
+
+# ------------------------------------------------------------------------------------ the commands, end to end
+
+
+PRIOR_RUN = ["--hidden_size", "16", "--num_layers", "1", "--num_heads", "2", "--max_train_samples", "256",
+             "--max_eval_samples", "64", "--num_samples", "20", "--max_steps", "3", "--save_strategy", "no",
+             "--disable_tqdm", "true", "--report_to", "none", "--do_train", "--do_eval"]
+
+
+def digits_vqvae(folder, seed: int = 0):
+    """A tiny VQ-VAE of 28x28 digits (7x7 maps of K = 16 codes) whose codebook is k-means-initialised on 128 digits,
+    saved in `folder`."""
+    from hf_autoencoders.data import ImageCollator, load_image_dataset
+
+    digits = load_image_dataset(None)
+    torch.manual_seed(seed)
+    vqvae = H.VQVAEModel(H.VQVAEConfig(hidden_size=8, num_embeddings=K, embedding_dim=4, num_residual_blocks=1,
+                                       kmeans_init=True))
+    with torch.no_grad():
+        vqvae(ImageCollator()([digits.train[i] for i in range(128)])["pixel_values"])
+    vqvae.eval().save_pretrained(folder)
+    return vqvae
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """`hf-autoencoders train-prior` without --prior_type on the labelled embedded digits: a class-conditional prior
+    and an unconditional one, of a tiny VQ-VAE; and another VQ-VAE of the same K and grid (trained again)."""
+    from hf_autoencoders.cli import main as cli_main
+
+    root = tmp_path_factory.mktemp("guidance_runs")
+    digits_vqvae(root / "vqvae")
+    digits_vqvae(root / "other_vqvae", seed=1)
+    cli_main(["train-prior", "--vqvae", str(root / "vqvae"), "--output_dir", str(root / "prior"),
+              "--class_conditional", *PRIOR_RUN])
+    cli_main(["train-prior", "--vqvae", str(root / "vqvae"), "--output_dir", str(root / "unconditional"),
+              "--code_cache_dir", str(root / "prior" / "code_cache"), *PRIOR_RUN])
+    return root
+
+
+def test_train_prior_trains_the_transformer_by_default(runs):
+    prior = AutoModelForCausalLM.from_pretrained(runs / "prior")
+    assert prior.config.model_type == "gpt2" and prior.config.num_classes == 10
+    assert prior.config.class_dropout == C.DEFAULT_CLASS_DROPOUT and C.supports_guidance(prior)
+    assert prior.config.vqvae_identity == H.VQVAEModel.from_pretrained(runs / "vqvae").identity()
+    assert prior.config.vqvae_name_or_path is None  # a local folder is not recorded
+    assert AutoModelForCausalLM.from_pretrained(runs / "unconditional").config.num_classes == 0
+    card = (runs / "prior" / "README.md").read_text()
+    assert "pipeline_tag: unconditional-image-generation" in card and "inference: false" in card
+    assert "text-generation" not in card and str(runs) not in card
+    assert "one row per class (guidance 1.5" in card and "class_labels=list(range(10))" in card
+
+
+def test_sample_command_with_a_class_label_and_guidance(runs, tmp_path):
+    from hf_autoencoders.cli import main as cli_main
+
+    for labels, rows in ((["3"], 1), (["1", "5"], 2), (["all"], 10)):
+        output = tmp_path / f"{'-'.join(labels)}.png"
+        cli_main(["sample", str(runs / "vqvae"), "--prior", str(runs / "prior"), "--class_label", *labels,
+                  "--guidance_scale", "2.0", "--num_samples", "8", "--output_file", str(output)])
+        height = Image.open(output).size[1]
+        per_row = 8 if rows == 1 else -(-8 // rows)  # ceil
+        grid = image_grid(torch.zeros(per_row * max(rows, 1), 1, 28, 28), nrow=per_row, scale=2)
+        assert grid.shape[0] < height < grid.shape[0] + 40, labels  # the grid and a title line
+    cli_main(["sample", str(runs / "vqvae"), "--prior", str(runs / "unconditional"), "--num_samples", "4",
+              "--output_file", str(tmp_path / "unconditional.png")])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prior", "{root}/unconditional", "--class_label", "3"], "was trained without labels"),
+    (["--prior", "{root}/unconditional", "--guidance_scale", "2"], "unconditional .trained without labels"),
+    (["--prior", "{root}/prior", "--class_label", "10"], r"--class_label must lie in \[0, 10\)"),
+    (["--prior", "{root}/prior", "--class_label", "-1"], r"--class_label must lie in \[0, 10\)"),
+    (["--prior", "{root}/prior", "--class_label", "cat"], "takes class numbers in"),
+    (["--prior", "{root}/prior", "--guidance_scale", "nan"], "--guidance_scale must be a finite number"),
+    (["--prior", "{root}/prior", "--guidance_scale", "inf"], "--guidance_scale must be a finite number"),
+    (["--prior", "{root}/prior", "--temperature", "inf"], "--temperature must be a finite number"),
+    (["--guidance_scale", "2"], "apply to sampling with a --prior"),
+    (["--prior", "{root}/prior", "--model_is_other"], "another VQ-VAE"),
+])
+def test_sample_command_refuses_bad_input_with_one_line(runs, tmp_path, capsys, args, message):
+    from hf_autoencoders.cli import main as cli_main
+
+    model = runs / "vqvae"
+    if "--model_is_other" in args:  # a VQ-VAE of the same K and grid, trained again
+        model, args = runs / "other_vqvae", [a for a in args if a != "--model_is_other"]
+    with pytest.raises(SystemExit) as exit:
+        cli_main(["sample", str(model), *[a.format(root=runs) for a in args], "--output_file",
+                  str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the progress bars of loading the models
+    assert exit.value.code == 2 and last.startswith("error: ") and err.count("error: ") == 1, err
+    assert "Traceback" not in err and re.search(message, last), err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_evaluate_refuses_a_prior_of_another_vqvae(runs, capsys):
+    from hf_autoencoders.cli import main as cli_main
+
+    with pytest.raises(SystemExit):
+        cli_main(["evaluate", str(runs / "other_vqvae"), "--prior", str(runs / "prior"), "--fid",
+                  "--max_eval_samples", "16"])
+    assert "another VQ-VAE" in capsys.readouterr().err
+
+
+def test_resuming_a_prior_run_on_a_vqvae_trained_again_is_refused(runs, tmp_path, capsys):
+    import shutil
+
+    from hf_autoencoders.cli import main as cli_main
+
+    vqvae, out = tmp_path / "vqvae", tmp_path / "prior"
+    shutil.copytree(runs / "vqvae", vqvae)
+    flags = ["train-prior", "--vqvae", str(vqvae), "--output_dir", str(out), "--class_conditional",
+             *[f for f in PRIOR_RUN if f not in ("--do_eval",)]]
+    flags[flags.index("--save_strategy") + 1] = "steps"
+    cli_main([*flags, "--save_steps", "3"])
+    shutil.rmtree(vqvae)
+    shutil.copytree(runs / "other_vqvae", vqvae)  # the VQ-VAE trained again in its folder
+    flags[flags.index("--max_steps") + 1] = "6"
+    with pytest.raises(SystemExit):
+        cli_main([*flags, "--save_steps", "3", "--resume_from_checkpoint", "latest"])
+    assert "was trained on the codes of another VQ-VAE" in capsys.readouterr().err
+
+
+def test_evaluate_generability(runs, tmp_path):
+    from hf_autoencoders.cli import main as cli_main
+
+    output = tmp_path / "generability.json"
+    cli_main(["evaluate", str(runs / "vqvae"), "--generability", "--generability_steps", "3", "--max_eval_samples",
+              "32", "--max_train_samples", "256", "--classifier_epochs", "1", "--num_importance_samples", "0",
+              "--output_file", str(output)])
+    metrics = json.loads(output.read_text())
+    for key in ("generability_sample_fd_domain", "generability_sample_precision_domain",
+                "generability_sample_recall_domain", "generability_bits_per_image"):
+        assert math.isfinite(metrics[key]), key
+    assert 0 < metrics["generability_bits_per_image"] <= 49 * math.log2(K) * 1.5
+    assert "3 steps" in metrics["generability_prior"] and "class-conditional" in metrics["generability_prior"]
+
+
+def test_generability_is_a_vqvae_figure():
+    from hf_autoencoders.training import parse_args, run_training
+
+    with pytest.raises(ValueError, match="has no codes"):
+        run_training(*parse_args(["--output_dir", "unused-out", "--model_type", "ae", "--generability",
+                                  "--do_train", "--do_eval"]))
+    with pytest.raises(ValueError, match="add --do_eval"):
+        run_training(*parse_args(["--output_dir", "unused-out", "--generability", "--do_train"]))
+
+
+def test_the_prior_card_snippet_runs_with_the_recorded_hub_id(runs, tmp_path, monkeypatch):
+    """The card of a prior whose VQ-VAE has a Hub id loads both by id and samples one image per class; executed with
+    the two ids mapped to the local folders (no network here)."""
+    from transformers import AutoModel
+
+    from hf_autoencoders.hub import write_model_card
+
+    prior = AutoModelForCausalLM.from_pretrained(runs / "prior")
+    prior.config.vqvae_name_or_path = "someone/vqvae"
+    card = write_model_card(tmp_path, prior.config, "digits", repo_id="someone/prior").read_text()
+    code = card.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'from_pretrained("someone/vqvae"' in code and 'from_pretrained("someone/prior")' in code
+    folders = {"someone/vqvae": runs / "vqvae", "someone/prior": runs / "prior"}
+    for auto in (AutoModel, AutoModelForCausalLM):
+        original = auto.from_pretrained.__func__
+        monkeypatch.setattr(auto, "from_pretrained", classmethod(
+            lambda cls, name, *a, _original=original, **k: _original(cls, folders.get(name, name), *a, **k)))
+    scope = {}
+    exec(code, scope)
+    assert scope["images"].shape == (10, 1, 28, 28)
