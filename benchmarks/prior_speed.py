@@ -134,7 +134,7 @@ def run_dataset(name: str, vqvae_path: str, data_path: str | None, args, figures
     priors = {}
     for kind in PRIOR_TYPES:
         torch.manual_seed(args.seed)
-        prior = build_prior(PriorArguments(vqvae=vqvae_path, prior_type=kind), config, 0)
+        prior = build_prior(PriorArguments(vqvae=vqvae_path, prior_type=kind), vqvae, 0)
         row = {"parameters": sum(p.numel() for p in prior.parameters()),
                "size": {k: getattr(prior.config, k) for k in ("hidden_size", "num_layers", "kernel_size",
                                                                "num_hidden_layers", "num_attention_heads")

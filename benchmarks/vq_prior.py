@@ -122,7 +122,7 @@ def run(data_path: str, budget: dict, seed: int = 0) -> dict:
         torch.manual_seed(seed)
         prior = PixelCNNPriorModel(PixelCNNPriorConfig(
             num_embeddings=NUM_EMBEDDINGS, grid_size=vqvae.config.latent_grid_size, hidden_size=budget["prior_hidden"],
-            num_layers=budget["prior_layers"], kernel_size=3))
+            num_layers=budget["prior_layers"], kernel_size=3, vqvae_identity=vqvae.identity()))
         fit_prior(prior, CodeDataset(train_codes), output_dir=f"{tmp}/prior", max_steps=budget["prior_steps"],
                   per_device_train_batch_size=BATCH_SIZE, seed=seed, logging_steps=50)
         prior.eval()

@@ -5,7 +5,9 @@
     hf-autoencoders evaluate outputs/vqvae [--dataset_name ylecun/mnist] [--downstream] [--linear_probe]
                              [--sample_quality 1000 [--prior outputs/prior]] [--output_file results.json]
                              [--fid [--num_samples 10000] [--features domain inception] [--inception_weights PATH]]
-    hf-autoencoders sample outputs/vqvae [--prior outputs/prior] --num_samples 64 --output_file samples.png
+                             [--generability]
+    hf-autoencoders sample outputs/vqvae [--prior outputs/prior [--class_label 3] [--guidance_scale 2]]
+                           [--num_samples 64] [--output_file samples.png]
     hf-autoencoders push outputs/vqvae user/my-vqvae
     hf-autoencoders experiment compare --output_dir studies/compare --budget quick
 
@@ -79,6 +81,14 @@ def _evaluate_parser():
     parser.add_argument("--inception_weights", default=None, metavar="PATH",
                         help="The FID InceptionV3 weights (pt_inception-2015-12-05-6726825d.pth); without it "
                              "inception features download them once.")
+    parser.add_argument("--generability", action="store_true",
+                        help="VQ-VAE: how well its codes can be generated, to compare tokenizers beside the "
+                             "reconstruction figures: train the library's default prior on its codes for a fixed "
+                             "budget (--generability_steps), then the FD, precision and recall of its samples on "
+                             "--features and its bits per image (minutes).")
+    parser.add_argument("--generability_steps", type=int, default=None,
+                        help="Training steps of --generability's prior (default: the library's fixed budget; compare "
+                             "VQ-VAEs only at equal steps).")
     parser.add_argument("--classifier_epochs", type=int, default=5)
     parser.add_argument("--max_train_samples", type=int, default=10_000,
                         help="Training images for the classifier, the probe and the domain features.")
@@ -98,8 +108,14 @@ def cmd_evaluate(argv: list[str]) -> None:
     for name in ("num_importance_samples", "sample_quality", "classifier_epochs"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if not args.fid and (args.num_samples is not None or args.features or args.inception_weights):
-        raise ValueError("--num_samples, --features and --inception_weights apply to --fid; add --fid")
+    if not (args.fid or args.generability) and (args.num_samples is not None or args.features
+                                                 or args.inception_weights):
+        raise ValueError("--num_samples, --features and --inception_weights apply to --fid and --generability; add "
+                         "one of them")
+    if args.generability_steps is not None and not args.generability:
+        raise ValueError("--generability_steps applies to --generability; add --generability")
+    if args.generability_steps is not None and args.generability_steps < 1:
+        raise ValueError(f"--generability_steps must be a positive integer, got {args.generability_steps}")
     if args.num_samples is not None and args.num_samples < 6:
         raise ValueError(f"--num_samples must be at least 6 (density and coverage use 5 nearest neighbours), got "
                          f"{args.num_samples}")
@@ -123,8 +139,11 @@ def cmd_evaluate(argv: list[str]) -> None:
     if args.downstream or args.linear_probe or args.sample_quality:
         test_images = torch.cat([batch["pixel_values"] for batch in loader])
         metrics.update(_label_metrics(model, prior, data, args, collator, test_images))
+    extractors = _feature_extractors(model, data, args, collator) if args.fid or args.generability else []
     if args.fid:
-        metrics.update(_quality_metrics(model, prior, data, args, collator, loader))
+        metrics.update(_quality_metrics(model, prior, extractors, args, loader))
+    if args.generability:
+        metrics.update(_generability(model, data, args, collator, extractors))
     from .results import dumps
 
     text = dumps(metrics)
@@ -170,7 +189,9 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
                 representations(model, train_images), train_labels, representations(model, test_images), test_labels)
     if args.sample_quality:
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
-        samples = model.sample(args.sample_quality, generator=generator, prior=prior).clamp(0, 1)
+        classes = prior.config.num_classes if prior is not None else 0  # a class-conditional prior: classes in turn
+        labels = {"class_labels": torch.arange(args.sample_quality) % classes} if classes else {}
+        samples = model.sample(args.sample_quality, generator=generator, prior=prior, **labels).clamp(0, 1)
         metrics.update({f"sample_{k}": v for k, v in sample_quality(classifier, samples).items()})
         metrics["sample_num_samples"] = args.sample_quality
     return metrics
@@ -193,20 +214,27 @@ def _train_images(model, data, args, collator, flags: str):
     return collator([train_split[i] for i in range(n)])["pixel_values"], train_split.labels[:n]
 
 
-def _quality_metrics(model, prior, data, args, collator, loader) -> dict:
-    """--fid: Fréchet distance, KID, precision, recall, density and coverage of the reconstructions of the test
-    images and of --num_samples samples, on each kind of --features (keys end in _domain or _inception)."""
-    from .evaluation import domain_features, inception_features, quality_metrics
+def _feature_extractors(model, data, args, collator) -> list:
+    """The features of --fid and --generability, as --features and --inception_weights say."""
+    from .evaluation import domain_features, inception_features
 
     kinds = args.features or (["domain", "inception"] if args.inception_weights else ["domain"])
     extractors = []
     if "inception" in kinds:  # first: a missing weights file should stop the command before any training
         extractors.append(inception_features(args.inception_weights, device=model.device))
     if "domain" in kinds:
-        images, labels = _train_images(model, data, args, collator, "--fid with domain features")
+        images, labels = _train_images(model, data, args, collator, "--fid and --generability with domain features")
         extractors.insert(0, domain_features(images, labels, num_classes=data.num_labels, seed=args.seed,
                                              epochs=args.classifier_epochs, device=model.device,
                                              dataset_name=args.dataset_name or "the embedded digits"))
+    return extractors
+
+
+def _quality_metrics(model, prior, extractors, args, loader) -> dict:
+    """--fid: Fréchet distance, KID, precision, recall, density and coverage of the reconstructions of the test
+    images and of --num_samples samples, on each kind of --features (keys end in _domain or _inception)."""
+    from .evaluation import quality_metrics
+
     metrics, descriptions = {}, []
     for features in extractors:
         metrics.update(quality_metrics(model, loader, features=features, num_samples=args.num_samples, prior=prior,
@@ -216,22 +244,46 @@ def _quality_metrics(model, prior, data, args, collator, loader) -> dict:
     return metrics
 
 
+def _generability(model, data, args, collator, extractors) -> dict:
+    """--generability: the default prior trained on the VQ-VAE's codes of the training images for a fixed budget,
+    its samples scored against the test split (`training.generability`)."""
+    from .data import load_image_dataset
+    from .training.generability import GENERABILITY_STEPS, generability
+
+    if not hasattr(model, "check_prior"):
+        name = getattr(model.config, "display_name", model.config.model_type)
+        raise ValueError(f"--generability measures how well a VQ-VAE's codes can be generated, but {args.model} is a "
+                         f"{name}: it has no codes.")
+    train = data.splits.get("train")
+    if train is None:
+        train = load_image_dataset(args.dataset_name, split="train", image_size=model.config.image_size,
+                                   num_channels=model.config.num_channels, max_samples=args.max_train_samples)["train"]
+    return generability(model, train, data[args.split], features=extractors, collator=collator, seed=args.seed,
+                        steps=args.generability_steps or GENERABILITY_STEPS, batch_size=args.batch_size)
+
+
 def _sample_parser():
     from .training.arguments import ArgumentParser
 
     parser = ArgumentParser(prog="hf-autoencoders sample", description="Write a grid of generated images.")
     parser.add_argument("model", help="A trained AE, VAE or VQ-VAE: a run folder or a Hub id.")
     parser.add_argument("--prior", default=None, help="A prior over the VQ-VAE's codes (folder or Hub id).")
-    parser.add_argument("--num_samples", type=int, default=64)
-    parser.add_argument("--temperature", type=float, default=1.0,
-                        help="Of the prior's sampling: < 1 sharper, > 1 flatter, 0 the most likely code.")
+    parser.add_argument("--num_samples", type=int, default=64,
+                        help="Images in the grid (with several classes: in all, rounded up to full rows).")
+    parser.add_argument("--class_label", nargs="+", default=None, metavar="LABEL",
+                        help="Class-conditional prior: the class of every sample (one number), a row per class of a "
+                             "list (3 5 8), or all: a row per class (the default).")
+    parser.add_argument("--guidance_scale", type=float, default=None,
+                        help="Class-conditional transformer prior: classifier-free guidance, 1 for none, above 1 for "
+                             "samples more typical of their class (less varied); default: the library's "
+                             "(docs/models.md says how it was chosen).")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="Of the prior's sampling: 1 the prior's own distribution, < 1 sharper, > 1 flatter, 0 the "
+                             "most likely code; default: the library's.")
     parser.add_argument("--top_k", type=int, default=None,
                         help="Transformer prior: sample among the k most likely codes at each position.")
     parser.add_argument("--top_p", type=float, default=None,
                         help="Transformer prior: sample within the smallest set of codes of probability >= p.")
-    parser.add_argument("--class_label", type=int, default=None,
-                        help="Class-conditional prior: draw every sample of this class (default: the classes in "
-                             "turn, class k in column k).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_file", "--output", default="samples.png", help="The PNG to write.")
     parser.add_argument("--overwrite_output_file", "--overwrite", action="store_true",
@@ -239,41 +291,80 @@ def _sample_parser():
     return parser
 
 
+def class_rows(requested: list[str] | None, prior, prior_name: str) -> list[int] | None:
+    """The classes of `sample --class_label` (numbers, or `all`), checked against `prior`: None for an unconditional
+    prior (where no --class_label is allowed)."""
+    num_classes = prior.config.num_classes
+    if num_classes == 0:
+        if requested is not None:
+            raise ValueError(f"--class_label needs a class-conditional prior, but {prior_name} was trained without "
+                             "labels (num_classes=0); drop --class_label, or train a prior with --class_conditional "
+                             "on a labelled dataset.")
+        return None
+    if requested is None or requested == ["all"]:
+        return list(range(num_classes))
+    classes = []
+    for label in requested:
+        if not label.lstrip("-").isdigit():
+            raise ValueError(f"--class_label takes class numbers in [0, {num_classes}) or all, got {label!r}.")
+        if not 0 <= int(label) < num_classes:
+            raise ValueError(f"--class_label must lie in [0, {num_classes}) for this prior, got {label}.")
+        classes.append(int(label))
+    return classes
+
+
 def cmd_sample(argv: list[str]) -> None:
     args = parse_command("sample", _sample_parser, argv)
     if args.num_samples < 1:
         raise ValueError(f"--num_samples must be a positive integer, got {args.num_samples}")
-    if not args.temperature >= 0:
-        raise ValueError(f"--temperature must be >= 0 (0 = the most likely code), got {args.temperature}")
+    if args.temperature is not None and not 0 <= args.temperature < float("inf"):
+        raise ValueError(f"--temperature must be a finite number >= 0 (0 = the most likely code), got "
+                         f"{args.temperature}")
+    if args.guidance_scale is not None and not 0 <= args.guidance_scale < float("inf"):
+        raise ValueError(f"--guidance_scale must be a finite number >= 0 (1 = no guidance), got {args.guidance_scale}")
     if args.top_k is not None and args.top_k < 1:
         raise ValueError(f"--top_k must be a positive integer, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise ValueError(f"--top_p must lie in (0, 1], got {args.top_p}")
-    if args.prior is None and (args.top_k is not None or args.top_p is not None or args.class_label is not None):
-        raise ValueError("--top_k, --top_p and --class_label apply to sampling with a --prior")
+    if args.prior is None and any(getattr(args, name) is not None for name in
+                                  ("top_k", "top_p", "class_label", "guidance_scale", "temperature")):
+        raise ValueError("--temperature, --top_k, --top_p, --class_label and --guidance_scale apply to sampling with "
+                         "a --prior")
     _refuse_existing(Path(args.output_file), args.overwrite_output_file)
+
+    import math
 
     import torch
 
     from .hub import load_model
-    from .plots import plot_samples
+    from .models.code_priors import default_temperature, resolve_guidance_scale
+    from .plots import plot_labelled_rows, plot_samples
+    from .training.prior import sample_grid_labels, sampling_title
 
     model = load_model(args.model)
     generator = torch.Generator().manual_seed(args.seed)
-    nrow = 8
-    if args.prior is not None:
-        prior = _load_prior(args.prior, model, args.model)
-        num_classes, class_labels = prior.config.num_classes, args.class_label
-        if class_labels is None and num_classes > 0:
-            class_labels = torch.arange(args.num_samples) % num_classes
-            nrow = num_classes if num_classes <= 16 else 8
-        elif class_labels is not None and num_classes > 0 and not 0 <= class_labels < num_classes:
-            raise ValueError(f"--class_label must lie in [0, {num_classes}) for this prior, got {class_labels}.")
-        images = model.sample(args.num_samples, generator=generator, prior=prior, temperature=args.temperature,
-                              top_k=args.top_k, top_p=args.top_p, class_labels=class_labels)
-    else:
+    if args.prior is None:
         images = model.sample(args.num_samples, generator=generator)
-    path = plot_samples(images.clamp(0, 1), args.output_file, nrow=nrow)
+        print(f"wrote {plot_samples(images.clamp(0, 1), args.output_file)}")
+        return
+    prior = _load_prior(args.prior, model, args.model)
+    classes = class_rows(args.class_label, prior, args.prior)
+    guidance_scale = resolve_guidance_scale(prior, args.guidance_scale)
+    temperature = default_temperature(prior) if args.temperature is None else args.temperature
+    knobs = dict(temperature=temperature, top_k=args.top_k, top_p=args.top_p)
+    if classes is None:
+        images = model.sample(args.num_samples, generator=generator, prior=prior, **knobs)
+        print(f"wrote {plot_samples(images.clamp(0, 1), args.output_file)}")
+        return
+    per_row = min(8, args.num_samples) if len(classes) == 1 else math.ceil(args.num_samples / len(classes))
+    rows = classes * math.ceil(args.num_samples / per_row) if len(classes) == 1 else classes
+    labels = torch.tensor(rows).repeat_interleave(per_row)
+    images = model.sample(len(labels), generator=generator, prior=prior, class_labels=labels,
+                          guidance_scale=guidance_scale, **knobs)
+    _, names = sample_grid_labels(prior, prior.config.num_classes)
+    names = names if len(names) == prior.config.num_classes else [str(y) for y in range(prior.config.num_classes)]
+    title = sampling_title(prior, guidance_scale, temperature, args.top_k, args.top_p)
+    path = plot_labelled_rows(images.clamp(0, 1), [names[y] for y in rows], args.output_file, title=title)
     print(f"wrote {path}")
 
 

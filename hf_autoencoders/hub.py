@@ -27,7 +27,7 @@ _ARCHITECTURE_FIELDS = (
     "backbone", "image_size", "num_channels", "hidden_size", "num_hidden_layers", "num_downsamples", "patch_size",
     "latent_dim", "likelihood", "gaussian_variance", "kl_weight", "quantizer", "num_embeddings", "embedding_dim",
     "commitment_cost", "codebook_ema", "kmeans_init", "dead_code_threshold", "grid_size", "num_layers",
-    "num_quantizers", "rotation_trick",
+    "num_quantizers", "rotation_trick", "num_classes", "class_dropout", "vqvae_identity",
 )
 
 
@@ -110,28 +110,40 @@ pixel_values = processor(images, return_tensors="pt").pixel_values  # images: PI
 reconstruction = model(pixel_values).reconstruction
 encoded = model.encode(pixel_values)  # .latent_dist (a VAE's q(z|x)) or .latents (AE, VQ-VAE)
 samples = model.sample(16)
-{%- elif kind == "pixelcnn" -%}
-import torch
-from transformers import AutoModel
-
-prior = AutoModel.from_pretrained("{{ name }}", trust_remote_code=True)
-vqvae = AutoModel.from_pretrained("path/to/the/vqvae", trust_remote_code=True)  # the one it was trained on
-images = vqvae.sample(16, generator=torch.Generator().manual_seed(0), prior=prior)
 {%- else -%}
 import torch
-from transformers import AutoModel, AutoModelForCausalLM
+from transformers import AutoModel{% if kind == "transformer" %}, AutoModelForCausalLM{% endif %}
 
+{% if kind == "transformer" -%}
 prior = AutoModelForCausalLM.from_pretrained("{{ name }}")  # a GPT-2 over code tokens: no remote code
-vqvae = AutoModel.from_pretrained(prior.config.vqvae_name_or_path, trust_remote_code=True)
-images = vqvae.sample(16, generator=torch.Generator().manual_seed(0), prior=prior, top_k=100)
+{%- else -%}
+prior = AutoModel.from_pretrained("{{ name }}", trust_remote_code=True)
+{%- endif %}
+{% if vqvae_id -%}
+vqvae = AutoModel.from_pretrained("{{ vqvae_id }}", trust_remote_code=True)  # the VQ-VAE it was trained on
+{%- else -%}
+# The VQ-VAE it was trained on (identity {{ vqvae_identity }}): push it first (hf-autoencoders push VQVAE_DIR
+# your-name/vqvae) and load it by its Hub id.
+vqvae = AutoModel.from_pretrained("your-name/vqvae", trust_remote_code=True)
+{%- endif %}
+{% if num_classes -%}
+# One sample of each class{% if guidance %} (classifier-free guidance: guidance_scale, default {{ guidance }}){% endif %}
+images = vqvae.sample({{ num_classes }}, generator=torch.Generator().manual_seed(0), prior=prior,
+                      class_labels=list(range({{ num_classes }}))){% if labels %}  # {{ labels }}{% endif %}
+{%- else -%}
+images = vqvae.sample(16, generator=torch.Generator().manual_seed(0), prior=prior)
+{%- endif %}
 {%- endif %}
 ```
 
 It needs `transformers>=5` and `torch`.
 {%- if kind != "transformer" %} `trust_remote_code=True` runs the model code saved in this repository; with
 `pip install hf-autoencoders` and `import hf_autoencoders.models`, it is not needed.{% endif %}
+{%- if kind != "autoencoder" %} `vqvae.sample` checks that the prior was trained on this VQ-VAE's codes (the
+identity its config records).{% endif %}
 {% if kind == "transformer" %}
 Tokens 0 .. K-1 are the VQ-VAE's codes in raster order, K is the start token and K+1+y the token of class y
+{%- if guidance %}; K+1+C is the null class of classifier-free guidance{% endif %}
 (`hf_autoencoders.models.code_priors`).
 {% endif %}{%- if kind == "transformer" and num_quantizers > 1 %}
 The VQ-VAE quantizes residually at depth n = {{ num_quantizers }}: each position has n codes, modelled depth-first
@@ -170,6 +182,11 @@ The `*_fd_*`, `*_kid_*`, precision, recall, density and coverage figures compare
 reconstructions and with as many samples, in {{ quality_features }}. FD is biased upwards at small N: compare FDs only
 at equal `quality_num_real` and `quality_num_samples`; KID is unbiased.
 {% endif %}
+{%- if generability %}
+The `generability_*` figures say how well this VQ-VAE's codes can be generated
+(`hf_autoencoders.training.generability`): {{ generability }}. Compare them between VQ-VAEs of the same data at the same budget, beside the reconstruction
+figures: a VQ-VAE that reconstructs better does not always generate better.
+{% endif %}
 {%- else -%}
 No test metrics were measured: this run was made without `--do_eval`, so the card holds the figures of training only.
 {%- if kind == "autoencoder" %} `hf-autoencoders evaluate` measures them.{% endif %}
@@ -184,6 +201,22 @@ No test metrics were measured: this run was made without `--do_eval`, so the car
 def _format(value) -> str:
     value = getattr(value, "value", value)  # enums such as SchedulerType
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _guidance(config) -> str | None:
+    """The default guidance scale of a prior that can be guided, for its card; None for one that cannot."""
+    from .models.code_priors import DEFAULT_GUIDANCE_SCALE, null_class_token
+
+    return f"{DEFAULT_GUIDANCE_SCALE:g}" if null_class_token(config) is not None else None
+
+
+def _class_names(config) -> str | None:
+    """"0 = airplane, 1 = automobile, ..." from a prior's id2label, where it records class names."""
+    names = getattr(config, "id2label", None) or {}
+    if not names or len(names) != getattr(config, "num_classes", 0) or all(str(k) == str(v) for k, v in names.items()) \
+            or any(str(v).startswith("LABEL_") for v in names.values()):
+        return None
+    return ", ".join(f"{k} = {v}" for k, v in sorted(names.items(), key=lambda item: int(item[0])))
 
 
 def _hub_id(name: str | None) -> str | None:
@@ -228,10 +261,15 @@ def write_model_card(
                    dataset_split="test", metric_type=key, metric_name=key, metric_value=value)
         for key, value in numeric.items() if key != "num_examples"
     ]
+    prior = {}
+    if kind != "autoencoder":  # not the text-generation widget a GPT-2 config would invite: these are image priors
+        prior = dict(pipeline_tag="unconditional-image-generation", inference=False)
     card_data = ModelCardData(
         model_name=repo_id or output_dir.name,
         library_name="transformers",
-        pipeline_tag=None,  # transformers 5 has no pipeline for autoencoders; the usage snippet shows the calls
+        # transformers 5 has no pipeline for autoencoders; the usage snippet shows the calls
+        pipeline_tag=prior.pop("pipeline_tag", None),
+        **prior,
         tags=["hf-autoencoders", "autoencoder", description.split(" (")[0].lower().replace(" ", "-"), "image",
               *([config.backbone] if kind == "autoencoder" else [])],
         datasets=[dataset_id] if dataset_id else None,
@@ -246,8 +284,12 @@ def write_model_card(
                       if getattr(config, f, None) is not None},
         training={k: _format(v) for k, v in (training or {}).items()},
         results={k: _format(v) for k, v in numeric.items()}, num_examples=int(numeric.get("num_examples", 0)) or "all",
-        quality_features=metrics.get("quality_features"), pictures=pictures or {},
-        num_quantizers=getattr(config, "num_quantizers", 1),
+        quality_features=metrics.get("quality_features"), generability=metrics.get("generability_prior"),
+        pictures=pictures or {}, num_quantizers=getattr(config, "num_quantizers", 1),
+        vqvae_id=_hub_id(getattr(config, "vqvae_name_or_path", None)),
+        vqvae_identity=getattr(config, "vqvae_identity", None) or "not recorded",
+        num_classes=getattr(config, "num_classes", 0) if kind != "autoencoder" else 0,
+        guidance=_guidance(config) if kind == "transformer" else None, labels=_class_names(config),
     )
     path = output_dir / "README.md"
     card.save(path)

@@ -101,6 +101,48 @@ def plot_samples(samples, path, nrow: int = 8, scale: int = 2) -> Path:
     return save_image_grid(samples, path, nrow=nrow, scale=scale)
 
 
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # scalable where Pillow has FreeType
+    except (TypeError, OSError):
+        return ImageFont.load_default()
+
+
+def plot_labelled_rows(images, row_labels, path, title: str | None = None, scale: int = 2) -> Path:
+    """A grid with one row per entry of ``row_labels``, each written left of its row, and ``title`` above: the
+    ``len(images) / len(row_labels)`` images of row r are ``images[r * ncol : (r + 1) * ncol]`` (e.g. the samples
+    of one class per row)."""
+    from PIL import ImageDraw
+
+    row_labels = [str(label) for label in row_labels]
+    if not row_labels or len(images) % len(row_labels):
+        raise ValueError(f"images ({len(images)}) must hold the same number of images for each of the "
+                         f"{len(row_labels)} row labels")
+    ncol = len(images) // len(row_labels)
+    grid = image_grid(images, nrow=ncol, scale=scale)
+    if grid.shape[-1] == 1:
+        grid = grid.repeat(3, axis=-1)
+    font = _font(6 * scale + 2)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    margin = int(max(measure.textlength(label, font=font) for label in row_labels)) + 4 * scale
+    title_width = int(measure.textlength(title, font=font)) + 8 if title else 0
+    title_height = 8 * scale + 6 if title else 0
+    canvas = Image.new("RGB", (max(grid.shape[1] + margin, title_width), grid.shape[0] + title_height), "white")
+    canvas.paste(Image.fromarray(grid), (margin, title_height))
+    draw = ImageDraw.Draw(canvas)
+    row_height = (grid.shape[0] - 2 * scale) / len(row_labels)
+    for r, label in enumerate(row_labels):
+        y = title_height + 2 * scale + (r + 0.5) * row_height
+        draw.text((margin - 2 * scale, y), label, fill="black", font=font, anchor="rm")
+    if title:
+        draw.text((canvas.width / 2, title_height / 2), title, fill="black", font=font, anchor="mm")
+    path = _prepare_path(path)
+    canvas.save(path)
+    return path
+
+
 def plot_interpolations(rows_of_images, path, scale: int = 2) -> Path:
     """One interpolation sequence per row: ``rows_of_images`` is (rows, steps, C, H, W) or a list of (steps, C, H, W)
     sequences of equal length, e.g. the decoded output of ``metrics.interpolate_latents``."""

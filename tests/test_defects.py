@@ -149,9 +149,9 @@ def test_train_prior_resumes_latest(tmp_path):
     vqvae = tmp_path / "vqvae"
     train(["--output_dir", str(vqvae), "--do_train", "--max_steps", "2", "--embedding_dim", "4", "--num_embeddings",
            "16"])
-    flags = ["--vqvae", str(vqvae), "--output_dir", str(tmp_path / "prior"), "--do_train", "--hidden_size", "8",
-             "--num_layers", "2", "--kernel_size", "3", "--save_steps", "2", "--disable_tqdm", "true",
-             "--report_to", "none", "--max_train_samples", "64", "--max_eval_samples", "32"]
+    flags = ["--vqvae", str(vqvae), "--output_dir", str(tmp_path / "prior"), "--do_train", "--prior_type", "pixelcnn",
+             "--hidden_size", "8", "--num_layers", "2", "--kernel_size", "3", "--save_steps", "2", "--disable_tqdm",
+             "true", "--report_to", "none", "--max_train_samples", "64", "--max_eval_samples", "32"]
     run_prior_training(*parse_prior_args([*flags, "--max_steps", "2"]))
     metrics = run_prior_training(*parse_prior_args([*flags, "--max_steps", "4", "--resume_from_checkpoint", "latest",
                                                     "--do_eval"]))

@@ -660,7 +660,9 @@ def test_residual_token_layout_is_depth_first_per_position():
 
     prior = residual_prior(depth=2, num_classes=3)
     config = prior.config
-    assert config.num_quantizers == 2 and config.vocab_size == 2 * 16 + 1 + 3 and config.bos_token_id == 32
+    # codes 0 .. 2K-1, BOS 2K, classes 2K+1+y, the null class of guidance 2K+1+C
+    assert config.num_quantizers == 2 and config.vocab_size == 2 * 16 + 1 + 3 + 1 and config.bos_token_id == 32
+    assert code_priors.null_class_token(config) == 36
     assert config.n_positions == 2 + 16 * 2
     codes = torch.randint(16, (2, 2, 4, 4))
     tokens = code_priors.code_tokens(config, codes, class_labels=torch.tensor([0, 2]))
@@ -806,9 +808,10 @@ def test_prior_training_on_residual_codes_and_the_pixelcnn_refusal(tmp_path):
     assert "depth d's code c is the token d K + c" in (tmp_path / "prior" / "README.md").read_text()
     with pytest.raises(ValueError, match="PixelCNN prior models one code per position; pass --prior_type transformer"):
         P.run_prior_training(*parse_prior_args(["--vqvae", str(tmp_path / "vqvae"), "--output_dir",
-                                                str(tmp_path / "pixelcnn"), "--do_train", *flags]))
+                                                str(tmp_path / "pixelcnn"), "--prior_type", "pixelcnn",
+                                                "--do_train", *flags]))
     assert not (tmp_path / "pixelcnn").exists()
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["train-prior", "--vqvae", str(tmp_path / "vqvae"), "--output_dir", str(tmp_path / "pixelcnn"),
-                  "--do_train", *flags])
+                  "--prior_type", "pixelcnn", "--do_train", *flags])
     assert exit_info.value.code == 2

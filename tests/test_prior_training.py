@@ -18,7 +18,8 @@ from hf_autoencoders.training import parse_prior_args
 from hf_autoencoders.training import prior as P
 
 TINY_VQ = dict(hidden_size=8, num_embeddings=16, embedding_dim=4, num_residual_blocks=1, kmeans_init=True)
-PRIOR_FLAGS = ["--hidden_size", "8", "--num_layers", "2", "--max_train_samples", "256", "--max_eval_samples", "64",
+PRIOR_FLAGS = ["--prior_type", "pixelcnn", "--hidden_size", "8", "--num_layers", "2", "--max_train_samples", "256",
+               "--max_eval_samples", "64",
                "--num_samples", "8", "--max_steps", "4", "--logging_steps", "2", "--save_strategy", "no",
                "--disable_tqdm", "true", "--report_to", "none", "--seed", "3"]
 

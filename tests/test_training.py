@@ -9,17 +9,20 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from PIL import Image
 from safetensors.torch import load_file
-from transformers import AutoModel
+from transformers import AutoModel, AutoModelForCausalLM
 
 import hf_autoencoders.models  # noqa: F401  (registers the Auto classes)
 from hf_autoencoders import VAEConfig, VAEModel
 from hf_autoencoders.data import DatasetNotFoundError
 from hf_autoencoders.evaluation import evaluate
 from hf_autoencoders.hub import push_to_hub
+from hf_autoencoders.plots import image_grid
 from hf_autoencoders.training import parse_args, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,8 +291,21 @@ def test_quickstart_main_job_writes_models_and_pictures(tmp_path):
     for name in ("vqvae/model.safetensors", "vqvae/reconstructions.png", "vqvae/samples.png",
                  "prior/model.safetensors", "prior/samples.png", "prior/uniform_samples.png"):
         assert (out / name).is_file(), name
-    assert AutoModel.from_pretrained(out / "vqvae").config.model_type == "hf_autoencoders_vqvae"
-    assert AutoModel.from_pretrained(out / "prior").config.model_type == "hf_autoencoders_pixelcnn_prior"
+    vqvae = AutoModel.from_pretrained(out / "vqvae")
+    assert vqvae.config.model_type == "hf_autoencoders_vqvae"
+    # A class-conditional transformer prior (a GPT-2 with a null class for guidance) of this very VQ-VAE.
+    prior = AutoModelForCausalLM.from_pretrained(out / "prior")
+    assert prior.config.model_type == "gpt2" and prior.config.num_classes == 10 and prior.config.class_dropout > 0
+    assert prior.config.vqvae_identity == vqvae.identity()
+    # The picture: one labelled row per digit, ten samples each (100 by default), under a title.
+    picture = np.asarray(Image.open(out / "prior" / "samples.png").convert("L"))
+    grid = image_grid(torch.zeros(100, 1, 28, 28), nrow=10, scale=2)
+    assert picture.shape[0] > grid.shape[0] and picture.shape[1] > grid.shape[1]  # title above, labels left
+    assert abs(picture.shape[0] - grid.shape[0]) < 40 and abs(picture.shape[1] - grid.shape[1]) < 40
+    card = (out / "prior" / "README.md").read_text()
+    assert "one row per class" in card and "pipeline_tag: unconditional-image-generation" in card
+    assert "Uniformly random codes" in (out / "vqvae" / "README.md").read_text()
+    assert "one row per digit" in result.stdout
     again = script("quickstart.py", "--output_dir", str(out), "--vqvae_steps", "3", "--prior_steps", "3")
     assert again.returncode != 0 and "already holds files" in again.stderr
 

@@ -43,7 +43,8 @@ def test_config_records_the_layout_and_validates():
     assert isinstance(config, GPT2Config)
     assert (config.num_embeddings, config.grid_size, config.num_classes) == (512, 7, 10)
     assert config.vqvae_name_or_path == "me/vqvae"
-    assert config.vocab_size == 512 + 1 + 10 and config.bos_token_id == 512 and config.eos_token_id is None
+    assert config.vocab_size == 512 + 1 + 10 + 1 and config.bos_token_id == 512 and config.eos_token_id is None
+    assert config.class_dropout == C.DEFAULT_CLASS_DROPOUT and C.null_class_token(config) == 512 + 1 + 10
     assert config.n_positions == 2 + 49 and C.prefix_length(config) == 2
     assert C.prefix_length(C.transformer_prior_config(512, 7)) == 1
     assert C.is_transformer_prior_config(config)
@@ -222,13 +223,13 @@ def test_samples_follow_the_model_distribution():
     with torch.no_grad():
         probs = S.log_prob_codes(model, all_maps).exp()
     n = 20000
-    samples = C.sample_codes(model, n, generator=torch.Generator().manual_seed(0))
+    samples = C.sample_codes(model, n, generator=torch.Generator().manual_seed(0), temperature=1.0)
     index = (samples.reshape(n, 4) * torch.tensor([27, 9, 3, 1])).sum(-1)
     frequencies = torch.bincount(index, minlength=81).float() / n
     assert probs.max() > 3 / 81  # not uniform, so the test can tell a wrong sampler
     assert 0.5 * (frequencies - probs).abs().sum() < 0.04
     # top_k = 2 never draws a map holding a code outside the two most likely at its position.
-    cut = C.sample_codes(model, 2000, generator=torch.Generator().manual_seed(1), top_k=2)
+    cut = C.sample_codes(model, 2000, generator=torch.Generator().manual_seed(1), top_k=2, temperature=1.0)
     with torch.no_grad():
         rank = (S.code_logits(model, cut) > S.code_logits(model, cut).gather(-1, cut[..., None])).sum(-1)
     assert rank.max() <= 1
@@ -403,12 +404,21 @@ def test_decoder_nll_needs_a_discrete_likelihood():
 
 
 def test_prior_arguments_refuse_flags_of_the_other_kind():
-    with pytest.raises(ValueError, match="--prior_type must be pixelcnn or transformer"):
-        parse_prior_args(["--vqvae", "x", "--output_dir", "o", "--prior_type", "lstm"])
-    with pytest.raises(ValueError, match="--kernel_size applies to --prior_type pixelcnn only"):
-        parse_prior_args(["--vqvae", "x", "--output_dir", "o", "--prior_type", "transformer", "--kernel_size", "3"])
+    base = ["--vqvae", "x", "--output_dir", "o"]
+    assert parse_prior_args(base)[0].prior_type == "transformer"  # the default
+    with pytest.raises(ValueError, match="--prior_type must be transformer or pixelcnn"):
+        parse_prior_args([*base, "--prior_type", "lstm"])
+    with pytest.raises(ValueError, match="--kernel_size applies to --prior_type pixelcnn only.*the default is "
+                                         "transformer"):
+        parse_prior_args([*base, "--kernel_size", "3"])
     with pytest.raises(ValueError, match="--num_heads applies to --prior_type transformer only"):
-        parse_prior_args(["--vqvae", "x", "--output_dir", "o", "--num_heads", "2"])
+        parse_prior_args([*base, "--prior_type", "pixelcnn", "--num_heads", "2"])
+    with pytest.raises(ValueError, match="--class_dropout applies to a class-conditional prior"):
+        parse_prior_args([*base, "--class_dropout", "0.2"])
+    with pytest.raises(ValueError, match="PixelCNN prior has no null class"):
+        parse_prior_args([*base, "--prior_type", "pixelcnn", "--class_conditional", "--class_dropout", "0.2"])
+    with pytest.raises(ValueError, match=r"--class_dropout must lie in \[0, 1\)"):
+        parse_prior_args([*base, "--class_conditional", "--class_dropout", "1"])
 
 
 # ---------------------------------------------------------------------------------------- the training command
@@ -435,7 +445,9 @@ def test_train_prior_command_with_a_transformer(tmp_path, capsys):
         assert (folder / name).is_file(), name
     prior = AutoModelForCausalLM.from_pretrained(folder)
     assert (prior.config.num_embeddings, prior.config.grid_size, prior.config.num_classes) == (K, 7, 10)
-    assert prior.config.vqvae_name_or_path == str((tmp_path / "vqvae").resolve())
+    # The VQ-VAE is recorded by its identity (checked where the two meet) and never by a local path.
+    assert prior.config.vqvae_name_or_path is None and str(tmp_path) not in (folder / "config.json").read_text()
+    assert prior.config.vqvae_identity == H.VQVAEModel.from_pretrained(tmp_path / "vqvae").identity()
     assert metrics["test_bits_per_dim"] == pytest.approx(metrics["test_decoder_bits_per_dim"]
                                                          + metrics["test_prior_bits_per_dim"])
     assert metrics["test_prior_bits_per_dim"] < metrics["test_uniform_prior_bits_per_dim"] - \

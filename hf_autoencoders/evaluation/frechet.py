@@ -182,7 +182,8 @@ def quality_metrics(
 
     Reconstructions are ``model(x).reconstruction`` of each real image; samples are ``num_samples`` (default N)
     images of ``model.sample(n, generator=..., prior=prior)`` (AE and VAE: z ~ N(0, I); VQ-VAE: uniform codes, or
-    ``prior``'s). Both are clamped to [0, 1]. Seeded by ``seed``. Needs at least 6 real images and 6 samples.
+    ``prior``'s, a class-conditional prior's with the classes in turn and its default guidance). Both are clamped to
+    [0, 1]. Seeded by ``seed``. Needs at least 6 real images and 6 samples.
 
     Returns plain floats under ``f"{target}_{metric}_{features.name}"`` for target in ("reconstruction", "sample")
     and metric in METRICS, with ``quality_num_real`` (N), ``quality_num_samples`` (M, with samples) and
@@ -215,8 +216,11 @@ def quality_metrics(
             num_samples = len(real) if num_samples is None else num_samples
             generator = torch.Generator(device=device).manual_seed(seed)
             fake = []
+            classes = getattr(getattr(prior, "config", None), "num_classes", 0)
             for start in tqdm(range(0, num_samples, batch_size), desc="samples", disable=not progress, leave=False):
-                images = model.sample(min(batch_size, num_samples - start), generator=generator, prior=prior)
+                n = min(batch_size, num_samples - start)
+                labels = {"class_labels": torch.arange(start, start + n) % classes} if classes else {}
+                images = model.sample(n, generator=generator, prior=prior, **labels)
                 fake.append(features.extract(images.float().clamp(0, 1), batch_size))
             metrics = feature_metrics(real, torch.cat(fake), seed=seed)
             results.update({f"sample_{name}_{features.name}": v for name, v in metrics.items()})

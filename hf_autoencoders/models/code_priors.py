@@ -11,11 +11,13 @@ Both factorise a (h, w) map of codes c in raster order, c_1 .. c_L with L = h w,
     code tokens   0 .. K-1       the VQ-VAE's codes
     start (BOS)   K
     class tokens  K+1 .. K+C     class y is token K+1+y (only when num_classes = C > 0)
+    null class    K+1+C          "no class" (only when C > 0 and class_dropout > 0), for classifier-free guidance
 
 and a map is the sequence [BOS, (K+1+y), c_1, ..., c_L]: the prefix (P = 1 or 2 tokens) conditions, the codes
-follow. Its config is a plain `GPT2Config` with four extra fields that record which VQ-VAE it belongs to:
-`num_embeddings` (K), `grid_size` (h = w), `num_classes` (C) and `vqvae_name_or_path`. It saves and loads with
-`AutoModelForCausalLM` and no remote code, and samples through `generate()` with the key/value cache.
+follow. Its config is a plain `GPT2Config` with extra fields that say which codes it models and how:
+`num_embeddings` (K), `grid_size` (h = w), `num_classes` (C), `class_dropout`, and the VQ-VAE it belongs to,
+`vqvae_identity` (`vqvae_identity`) and `vqvae_name_or_path` (a Hub id, never a local path). It saves and loads
+with `AutoModelForCausalLM` and no remote code, and samples through `generate()` with the key/value cache.
 
 **Residual codes.** A VQ-VAE with residual quantization of depth n > 1 gives each position n codes c_{t,1..n}, one
 per depth, each from that depth's own codebook (`indices` of shape (batch, n, h, w)). The transformer prior models
@@ -49,9 +51,27 @@ next code is drawn by a logits processor that uses the caller's `torch.Generator
 hands `generate()` a one-hot score, which its greedy step picks. `generate(do_sample=True)` would draw from the
 global RNG instead; drawing with the generator keeps the contract of `PixelCNNPriorModel.generate`: the same
 generator state gives the same samples, without touching the global RNG.
+
+**Classifier-free guidance** (Ho & Salimans, 2022; as LlamaGen, MaskGIT and VAR sample class-conditional images): a
+prior trained with `class_dropout` = p sees the null class instead of the true one in a fraction p of its training
+maps, so one network models both p(c_t | c_<t, y) and p(c_t | c_<t). Sampling with guidance scale s draws from
+
+    l_t = l_t^uncond + s (l_t^cond - l_t^uncond)
+
+(logits; s = 1 is plain conditional sampling, s = 0 unconditional, s > 1 favours what is typical of the class over
+what is typical of all images), then temperature, top-k and top-p. Both logits come from ONE forward per step: the
+n conditional sequences [BOS, y, c_<t] and their n unconditional twins [BOS, null, c_<t] are stacked into a batch of
+2n through the key/value cache, and the code drawn for a map is appended to both of its sequences.
+
+**The VQ-VAE a prior belongs to** (`vqvae_identity`): a hash of the VQ-VAE's code layout and of the weights that turn
+an image into codes (the encoder and the quantizer: the codebook, or FSQ's projections), recorded in the config of a
+prior of either kind when it is trained, and checked wherever a prior meets a VQ-VAE (`check_prior_fits`). A prior of
+another VQ-VAE is refused even when K and the grid agree (e.g. a VQ-VAE retrained in place): its codes would mean
+something else. Fine-tuning the decoder alone keeps the identity, as it keeps the codes' meaning.
 """
 
-import logging
+import hashlib
+import math
 from pathlib import Path
 
 import torch
@@ -64,20 +84,30 @@ from transformers import (
     TopPLogitsWarper,
 )
 from transformers.generation.streamers import BaseStreamer
-from transformers.utils.logging import tqdm
+from transformers.utils.logging import get_logger, tqdm
 
 from .configuration_pixelcnn_prior import PixelCNNPriorConfig
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)  # transformers' logger, for warning_once
 
 
 # ------------------------------------------------------------------------------------------------- the config
+
+
+DEFAULT_CLASS_DROPOUT = 0.1  # of a class-conditional prior: the rate of LlamaGen's and DiT's label dropout
+# The transformer prior's sampling defaults: the knobs that gave the lowest sample FD in benchmarks/generation.py
+# (docs/models.md). The guidance scale applies to a prior that has a null class. (A PixelCNN prior samples at
+# temperature 1 by default, as in the VQ-VAE paper.)
+DEFAULT_GUIDANCE_SCALE = 1.5
+DEFAULT_TEMPERATURE = 0.8
 
 
 def transformer_prior_config(
     num_embeddings: int,
     grid_size: int,
     num_classes: int = 0,
+    class_dropout: float | None = None,
+    vqvae_identity: str | None = None,
     vqvae_name_or_path: str | None = None,
     hidden_size: int = 128,
     num_layers: int = 3,
@@ -93,7 +123,14 @@ def transformer_prior_config(
         num_embeddings (`int`): K, the VQ-VAE's codebook size; codes are tokens 0 .. K-1.
         grid_size (`int`): h = w of the VQ-VAE's code map (its `latent_grid_size`); sequences hold P + h*w tokens.
         num_classes (`int`, defaults to 0): C > 0 for p(c | y), y in [0, C), given as token K+1+y after BOS.
-        vqvae_name_or_path (`str`, *optional*): folder or Hub id of the VQ-VAE whose codes the prior models.
+        class_dropout (`float` in [0, 1), *optional*): of a class-conditional prior, the probability p that a
+            training map is shown with the null class (token K+1+C) instead of its own, so that the prior also learns
+            p(c) and can be sampled with classifier-free guidance; 0 builds no null class (no guidance). Default:
+            `DEFAULT_CLASS_DROPOUT` when `num_classes` > 0, else 0 (an unconditional prior has no classes to drop).
+        vqvae_identity (`str`, *optional*): `vqvae_identity(vqvae)` of the VQ-VAE whose codes the prior models,
+            checked wherever the prior meets a VQ-VAE.
+        vqvae_name_or_path (`str`, *optional*): the Hub id of that VQ-VAE, for the card and for users (a local path
+            is refused: it means nothing on another machine).
         hidden_size (`int`, defaults to 128): width d of the blocks (`n_embd`); the MLP is 4 d wide.
         num_layers (`int`, defaults to 3): transformer blocks (`n_layer`). Sampling costs about one fixed step per
             block and token on small maps, so fewer blocks sample faster; the default is the depth that reached the
@@ -113,10 +150,15 @@ def transformer_prior_config(
         raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads}).")
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}.")
+    class_dropout = check_class_dropout(class_dropout, num_classes)
+    if vqvae_name_or_path is not None and not is_hub_id(vqvae_name_or_path):
+        raise ValueError(f"vqvae_name_or_path must be a Hub id (owner/name), got {vqvae_name_or_path!r}: a local "
+                         "path means nothing on another machine; leave it None (vqvae_identity ties the prior to its "
+                         "VQ-VAE).")
     prefix = 1 + (num_classes > 0)
     depth = {"num_quantizers": num_quantizers} if num_quantizers > 1 else {}  # configs of one depth as before
     return GPT2Config(
-        vocab_size=num_embeddings * num_quantizers + 1 + num_classes,
+        vocab_size=num_embeddings * num_quantizers + 1 + num_classes + (class_dropout > 0),
         n_positions=prefix + grid_size**2 * num_quantizers,
         n_embd=hidden_size,
         n_layer=num_layers,
@@ -132,7 +174,9 @@ def transformer_prior_config(
         num_embeddings=num_embeddings,
         grid_size=grid_size,
         num_classes=num_classes,
-        vqvae_name_or_path=None if vqvae_name_or_path is None else str(vqvae_name_or_path),
+        class_dropout=class_dropout,
+        vqvae_identity=vqvae_identity,
+        vqvae_name_or_path=vqvae_name_or_path,
         **depth,
     )
 
@@ -147,16 +191,49 @@ def num_code_tokens(config) -> int:
     return config.num_embeddings * num_quantizers(config)
 
 
+def check_class_dropout(class_dropout: float | None, num_classes: int) -> float:
+    """`class_dropout` resolved (None: `DEFAULT_CLASS_DROPOUT` for a class-conditional prior, 0 for an
+    unconditional one) and checked: a number in [0, 1), and 0 without classes."""
+    if class_dropout is None:
+        return DEFAULT_CLASS_DROPOUT if num_classes > 0 else 0.0
+    if not isinstance(class_dropout, (int, float)) or isinstance(class_dropout, bool) \
+            or not 0 <= class_dropout < 1:
+        raise ValueError(f"class_dropout must lie in [0, 1) (the probability of training a map with the null class), "
+                         f"got {class_dropout!r}.")
+    if class_dropout > 0 and num_classes == 0:
+        raise ValueError("class_dropout applies to a class-conditional prior (num_classes > 0; --class_conditional); "
+                         "an unconditional prior has no class to drop.")
+    return float(class_dropout)
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether `name` reads as a Hub repository id, owner/name, rather than a local path."""
+    return (isinstance(name, str) and name.count("/") == 1 and not name.startswith((".", "/", "~"))
+            and not Path(name).exists() and all(part.strip() for part in name.split("/")))
+
+
+def null_class_token(config) -> int | None:
+    """The null class's token K+1+C of a transformer prior trained with label dropout (`class_dropout` > 0), or None
+    (an unconditional prior, one trained without label dropout, one saved before guidance existed, a PixelCNN)."""
+    if getattr(config, "model_type", None) == PixelCNNPriorConfig.model_type:
+        return None
+    num_classes = getattr(config, "num_classes", 0) or 0
+    if num_classes == 0 or not (getattr(config, "class_dropout", 0) or 0) > 0:
+        return None
+    return num_code_tokens(config) + 1 + num_classes
+
+
 def is_transformer_prior_config(config) -> bool:
     """Whether `config` is that of a transformer prior over VQ-VAE codes (a causal LM config carrying the code-prior
-    fields, with a vocabulary of K codes, BOS and C class tokens)."""
+    fields, with a vocabulary of K codes, BOS, C class tokens and the null class where it has one)."""
     if getattr(config, "model_type", None) == PixelCNNPriorConfig.model_type:
         return False
     values = [getattr(config, name, None) for name in ("num_embeddings", "grid_size", "num_classes", "vocab_size")]
     if any(not isinstance(value, int) for value in values):
         return False
     num_embeddings, _, num_classes, vocab_size = values
-    return vocab_size == num_embeddings * num_quantizers(config) + 1 + num_classes
+    has_null = null_class_token(config) is not None
+    return vocab_size == num_embeddings * num_quantizers(config) + 1 + num_classes + has_null
 
 
 def prior_type(prior) -> str:
@@ -179,11 +256,39 @@ def prior_type(prior) -> str:
                      f"`train-prior --prior_type transformer`), got {name}.")
 
 
-def check_prior_fits(vqvae_config, prior) -> str:
-    """Refuse a prior of the wrong kind, or one trained for another codebook size K or code-map size than the VQ-VAE
-    of `vqvae_config`; warn when the VQ-VAE the prior records was loaded from elsewhere. Returns `prior_type(prior)`."""
+def vqvae_identity(vqvae) -> str:
+    """The identity of a VQ-VAE as its priors record it: "sha256:" and 16 hex digits of a hash of its code layout
+    (model type, K, code dimension, grid, image size and channels) and of every floating-point tensor of its encoder
+    and quantizer (codebook, projections, EMA statistics) as float32, in name order. Integer buffers (counters,
+    flags) are left out: they do not change what a code means. What the decoder does with the codes is left out too,
+    so fine-tuning the decoder keeps a VQ-VAE's priors."""
+    config = vqvae.config
+    digest = hashlib.sha256(b"hf_autoencoders VQ-VAE identity v1\0")
+    layout = (config.model_type, config.num_embeddings, config.embedding_dim, config.latent_grid_size,
+              config.image_size, config.num_channels)
+    digest.update(repr(layout).encode())
+    for part in ("encoder", "quantizer"):
+        for name, tensor in sorted(getattr(vqvae, part).state_dict().items()):
+            if not tensor.is_floating_point():
+                continue
+            values = tensor.detach().to(device="cpu", dtype=torch.float32).contiguous()
+            digest.update(f"{part}.{name}{tuple(values.shape)}".encode())
+            digest.update(values.numpy().tobytes())
+    return f"sha256:{digest.hexdigest()[:16]}"
+
+
+def _reduced_precision(vqvae) -> bool:
+    return any(t.is_floating_point() and t.dtype not in (torch.float32, torch.float64)
+               for part in ("encoder", "quantizer") for t in getattr(vqvae, part).state_dict().values())
+
+
+def check_prior_fits(vqvae, prior) -> str:
+    """Refuse a prior of the wrong kind, one trained for another codebook size K or code-map size, or one trained on
+    the codes of another VQ-VAE (its recorded `vqvae_identity` differs from this one's, even at equal K and grid).
+    A prior saved before identities were recorded gets a warning that it cannot be checked. Returns
+    `prior_type(prior)`."""
     kind = prior_type(prior)
-    config = prior.config
+    config, vqvae_config = prior.config, vqvae.config
     depth, prior_depth = getattr(vqvae_config, "num_quantizers", 1), num_quantizers(config)
     if depth != prior_depth:
         refuse = ("a PixelCNN prior models one code per position; train a transformer prior "
@@ -193,24 +298,34 @@ def check_prior_fits(vqvae_config, prior) -> str:
                          f"quantization), but the prior models {prior_depth}; {refuse}.")
     ours = (vqvae_config.num_embeddings, vqvae_config.latent_grid_size)
     theirs = (config.num_embeddings, config.grid_size)
+    recorded_name = getattr(config, "vqvae_name_or_path", None)
+    trained_on = f" (trained on the codes of {recorded_name})" if recorded_name else ""
     if theirs != ours:
-        recorded = getattr(config, "vqvae_name_or_path", None)
-        trained_on = f" (trained on the codes of {recorded})" if recorded else ""
         raise ValueError(
             f"The prior models {theirs[1]}x{theirs[1]} maps of K = {theirs[0]} codes{trained_on}, but this VQ-VAE has "
             f"{ours[1]}x{ours[1]} maps of K = {ours[0]} codes; use the VQ-VAE the prior was trained on, or train a "
             "prior on this VQ-VAE's codes."
         )
-    recorded, loaded = getattr(config, "vqvae_name_or_path", None), getattr(vqvae_config, "_name_or_path", "")
-    if recorded and loaded and _normalised(recorded) != _normalised(loaded):
-        logger.warning("The prior was trained on the codes of %s, but this VQ-VAE was loaded from %s; a prior only "
-                       "fits the codebook it was trained on.", recorded, loaded)
+    recorded = getattr(config, "vqvae_identity", None)
+    if not recorded:
+        logger.warning_once("This prior records no VQ-VAE identity (it was saved before priors recorded one), so it "
+                            "cannot be checked that it was trained on this VQ-VAE's codes; train it again to have it "
+                            "checked.")
+        return kind
+    identity = vqvae_identity(vqvae)
+    if identity != recorded:
+        if _reduced_precision(vqvae):
+            logger.warning_once(f"This VQ-VAE's weights are in reduced precision, so its identity ({identity}) cannot "
+                                f"be compared with the one the prior records ({recorded}); load the VQ-VAE in float32 "
+                                "to have the prior checked.")
+            return kind
+        raise ValueError(
+            f"The prior was trained on the codes of another VQ-VAE{trained_on}: it records the VQ-VAE identity "
+            f"{recorded}, this VQ-VAE's is {identity} (same K and grid, other encoder or codebook weights: e.g. a "
+            "VQ-VAE trained again in the same folder). Its codes mean something else here. Sample with the VQ-VAE the "
+            "prior was trained on, or train a prior on this VQ-VAE's codes (hf-autoencoders train-prior --vqvae ...)."
+        )
     return kind
-
-
-def _normalised(name_or_path: str) -> str:
-    path = Path(name_or_path)
-    return str(path.resolve()) if path.exists() else str(name_or_path).rstrip("/")
 
 
 # --------------------------------------------------------------------------------------------- the token layout
@@ -246,23 +361,28 @@ def check_codes(config, codes, name: str = "codes") -> torch.LongTensor:
 
 
 def check_class_labels(config, class_labels, batch_size: int) -> torch.LongTensor | None:
-    """Labels of shape (batch_size,) in [0, num_classes) for a class-conditional prior (an int is repeated), None for
-    an unconditional one; a ValueError saying what to pass otherwise."""
+    """Labels of shape (batch_size,) for a class-conditional prior (an int is repeated, a list of ints read as a
+    tensor), None for an unconditional one; a ValueError saying what to pass otherwise. Labels lie in [0, C): the
+    null class is no label a caller passes (`prefix_tokens(..., null_class=True)` and `drop_class_tokens` use it)."""
     num_classes = config.num_classes
     if num_classes == 0:
         if class_labels is not None:
-            raise ValueError("class_labels were given, but this prior is unconditional (num_classes=0); pass "
-                             "class_labels=None or train a prior with --class_conditional.")
+            raise ValueError("class_labels were given, but this prior is unconditional (num_classes=0): it was trained "
+                             "without labels. Pass class_labels=None, or train a class-conditional prior "
+                             "(train-prior --class_conditional on a labelled dataset).")
         return None
     if class_labels is None:
         raise ValueError(f"class_labels are required: this prior is class-conditional (num_classes={num_classes}); "
                          f"pass an int or a tensor of shape ({batch_size},) with labels in [0, {num_classes}).")
     if isinstance(class_labels, int) and not isinstance(class_labels, bool):
         class_labels = torch.full((batch_size,), class_labels, dtype=torch.long)
+    elif isinstance(class_labels, (list, tuple)) and all(isinstance(y, int) and not isinstance(y, bool)
+                                                         for y in class_labels):
+        class_labels = torch.tensor(class_labels, dtype=torch.long).reshape(len(class_labels))
     if not isinstance(class_labels, torch.Tensor) or class_labels.dtype.is_floating_point \
             or class_labels.dtype.is_complex or class_labels.dtype == torch.bool:
         got = class_labels.dtype if isinstance(class_labels, torch.Tensor) else type(class_labels).__name__
-        raise ValueError(f"class_labels must be an int or an integer tensor, got {got}.")
+        raise ValueError(f"class_labels must be an int, a list of ints or an integer tensor, got {got}.")
     if tuple(class_labels.shape) != (batch_size,):
         raise ValueError(f"class_labels must have shape ({batch_size},), got {tuple(class_labels.shape)}.")
     if batch_size and (class_labels.min() < 0 or class_labels.max() >= num_classes):
@@ -271,10 +391,17 @@ def check_class_labels(config, class_labels, batch_size: int) -> torch.LongTenso
     return class_labels.long()
 
 
-def prefix_tokens(config, batch_size: int, class_labels=None, device=None) -> torch.LongTensor:
-    """The (batch, P) prefix: BOS = K, then K+1+y for class y (nK and nK+1+y for residual codes of depth n)."""
-    class_labels = check_class_labels(config, class_labels, batch_size)
+def prefix_tokens(config, batch_size: int, class_labels=None, device=None, null_class: bool = False
+                  ) -> torch.LongTensor:
+    """The (batch, P) prefix: BOS = K, then K+1+y for class y (nK and nK+1+y for residual codes of depth n), or with `null_class` the null class K+1+C in every
+    row (the unconditional sequences of classifier-free guidance; `class_labels` are then not read)."""
     bos = torch.full((batch_size, 1), num_code_tokens(config), dtype=torch.long, device=device)
+    if null_class:
+        null = null_class_token(config)
+        if null is None:
+            raise ValueError("This prior has no null class (it was not trained with label dropout).")
+        return torch.cat([bos, torch.full_like(bos, null)], dim=1)
+    class_labels = check_class_labels(config, class_labels, batch_size)
     if class_labels is None:
         return bos
     return torch.cat([bos, num_code_tokens(config) + 1 + class_labels.to(device)[:, None]], dim=1)
@@ -314,6 +441,21 @@ def language_model_labels(config, tokens: torch.LongTensor) -> torch.LongTensor:
     return labels
 
 
+def drop_class_tokens(config, input_ids: torch.LongTensor, generator: torch.Generator | None = None
+                      ) -> torch.LongTensor:
+    """Label dropout, for classifier-free guidance: token sequences (batch, P + L) whose class token is replaced by
+    the null class's with probability `class_dropout`, independently per sequence (a new tensor; the input is left
+    as it is). Sequences of a prior without a null class are returned unchanged."""
+    null = null_class_token(config)
+    if null is None:
+        return input_ids
+    device = generator.device if generator is not None else input_ids.device
+    drop = torch.rand(len(input_ids), generator=generator, device=device).to(input_ids.device) < config.class_dropout
+    dropped = input_ids.clone()
+    dropped[:, 1] = torch.where(drop, null, input_ids[:, 1])
+    return dropped
+
+
 # ---------------------------------------------------------------------------------------------------- sampling
 
 
@@ -336,6 +478,29 @@ class CodeTokensOnly(LogitsProcessor):
         return scores
 
 
+def guided_logits(conditional: torch.Tensor, unconditional: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance, l = l_u + s (l_c - l_u), computed as l_c + (s - 1)(l_c - l_u): the same number, and
+    exactly l_c at s = 1."""
+    if guidance_scale == 1:
+        return conditional
+    return conditional + (guidance_scale - 1) * (conditional - unconditional)
+
+
+class ClassifierFreeGuidance(LogitsProcessor):
+    """For a batch of 2n sequences, the n conditional ones first and their n unconditional twins after, replaces the
+    scores of both halves by the guided scores (`guided_logits`), so that whatever comes after (temperature, cuts,
+    the draw with `GeneratorSampling(copies=2)`) treats a map's two sequences alike and appends the same code to
+    both. Runs first, on the network's finite logits."""
+
+    def __init__(self, guidance_scale: float):
+        self.guidance_scale = guidance_scale
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        conditional, unconditional = scores.chunk(2)
+        guided = guided_logits(conditional, unconditional, self.guidance_scale)
+        return torch.cat([guided, guided])
+
+
 class GeneratorSampling(LogitsProcessor):
     """Draws the next token ~ softmax(scores) with the caller's `torch.Generator` (on its device) and returns scores
     that are 0 at the drawn token and -inf elsewhere, so that greedy decoding picks it.
@@ -343,51 +508,102 @@ class GeneratorSampling(LogitsProcessor):
     The draw inverts the CDF: with F_k = sum_{j <= k} p_j and u ~ U[0, 1), the token is the first k with
     F_k > u F_V, which has probability p_k; tokens of probability 0 (-inf scores) are never drawn, since u F_V is
     kept below F_V (whatever the device's uniforms: curand's lie in (0, 1]). This is one uniform number per
-    sequence and a cumulative sum, about 15x cheaper on CPU than `torch.multinomial`."""
+    sequence and a cumulative sum, about 15x cheaper on CPU than `torch.multinomial`. With `copies` = m, the batch is
+    m stacked copies of n sequences with the same scores (classifier-free guidance's twins): n uniforms are drawn
+    and reused for each copy, so the copies draw the same tokens."""
 
-    def __init__(self, generator: torch.Generator | None):
-        self.generator = generator
+    def __init__(self, generator: torch.Generator | None, copies: int = 1):
+        self.generator, self.copies = generator, copies
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         device = self.generator.device if self.generator is not None else scores.device
         cdf = torch.softmax(scores.to(device=device, dtype=torch.float64), dim=-1).cumsum_(-1)
         total = cdf[:, -1:]
-        u = torch.rand(len(cdf), 1, generator=self.generator, device=device, dtype=torch.float64).mul_(total)
+        u = torch.rand(len(cdf) // self.copies, 1, generator=self.generator, device=device, dtype=torch.float64)
+        u = u.repeat(self.copies, 1).mul_(total)
         u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
         tokens = torch.searchsorted(cdf, u, right=True).to(scores.device)
         return torch.full_like(scores, -float("inf")).scatter_(1, tokens, 0.0)
 
 
 class _ProgressStreamer(BaseStreamer):
-    """Advances a progress bar by one code per sequence at each generated token (the prompt is not counted)."""
+    """Advances a progress bar by one code per map at each generated token (the prompt is not counted; with
+    guidance, a map's two sequences count once)."""
 
-    def __init__(self, bar):
-        self.bar, self.prompt_seen = bar, False
+    def __init__(self, bar, copies: int = 1):
+        self.bar, self.copies, self.prompt_seen = bar, copies, False
 
     def put(self, value):
         if self.prompt_seen:
-            self.bar.update(value.shape[0])
+            self.bar.update(value.shape[0] // self.copies)
         self.prompt_seen = True
 
     def end(self):
         pass
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check_sampling(temperature, top_k, top_p) -> None:
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature >= 0:
-        raise ValueError(f"temperature must be a number >= 0 (0 = the most likely code), got {temperature!r}.")
+    if not _is_number(temperature) or not 0 <= temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = the most likely code), got {temperature!r}.")
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer (or None for no cut), got {top_k!r}.")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or isinstance(top_p, bool) or not 0 < top_p <= 1):
+    if top_p is not None and (not _is_number(top_p) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must lie in (0, 1] (or None for no cut), got {top_p!r}.")
 
 
+def default_temperature(prior) -> float:
+    """The temperature `sample_codes` samples `prior` at by default: `DEFAULT_TEMPERATURE` for a transformer prior, 1
+    for a PixelCNN (the paper's sampling, which the studies reproduce)."""
+    return DEFAULT_TEMPERATURE if prior_type(prior) == "transformer" else 1.0
+
+
+def supports_guidance(prior) -> bool:
+    """Whether `prior` can be sampled with classifier-free guidance: a class-conditional transformer prior with a
+    null class (trained with `class_dropout` > 0)."""
+    return prior_type(prior) == "transformer" and null_class_token(prior.config) is not None
+
+
+def resolve_guidance_scale(prior, guidance_scale: float | None) -> float:
+    """The guidance scale to sample `prior` with: None gives `DEFAULT_GUIDANCE_SCALE` where the prior supports
+    guidance (`supports_guidance`) and 1 (none) elsewhere; a given scale must be a finite number >= 0, and one other
+    than 1 needs a prior that supports guidance (a clear ValueError says why one does not)."""
+    if guidance_scale is None:
+        return DEFAULT_GUIDANCE_SCALE if supports_guidance(prior) else 1.0
+    if not _is_number(guidance_scale) or not 0 <= guidance_scale < math.inf:
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance, 0 = unconditional), got "
+                         f"{guidance_scale!r}.")
+    if guidance_scale != 1 and not supports_guidance(prior):
+        kind, config = prior_type(prior), prior.config
+        if kind == "pixelcnn":
+            why = ("a PixelCNN prior has no null class to guide with; use a transformer prior (train-prior "
+                   "--class_conditional, the default --prior_type)")
+        elif config.num_classes == 0:
+            why = ("this prior is unconditional (trained without labels): guidance needs a class-conditional prior "
+                   "(train-prior --class_conditional)")
+        else:
+            why = ("this class-conditional prior has no null class (it was saved before classifier-free guidance, "
+                   "or trained with --class_dropout 0); train it again with --class_dropout > 0")
+        raise ValueError(f"guidance_scale={guidance_scale} needs classifier-free guidance, but {why}; or pass "
+                         "guidance_scale=1.")
+    return float(guidance_scale)
+
+
 @torch.no_grad()
-def _generate_transformer(prior, num_samples, generator, temperature, top_k, top_p, class_labels, use_cache, bar):
+def _generate_transformer(prior, num_samples, generator, temperature, top_k, top_p, class_labels, guidance_scale,
+                          use_cache, bar):
     config = prior.config
     length = config.grid_size**2 * num_quantizers(config)
     prefix = prefix_tokens(config, num_samples, class_labels, device=prior.device)
-    processors = LogitsProcessorList([CodeTokensOnly(config.num_embeddings, num_quantizers(config), prefix.shape[1])])
+    copies = 1 if guidance_scale == 1 else 2
+    processors = LogitsProcessorList()
+    if copies == 2:  # the unconditional twins: the same maps, with the null class
+        prefix = torch.cat([prefix, prefix_tokens(config, num_samples, device=prior.device, null_class=True)])
+        processors.append(ClassifierFreeGuidance(guidance_scale))
+    processors.append(CodeTokensOnly(config.num_embeddings, num_quantizers(config), prefix.shape[1]))
     if temperature > 0:
         if temperature != 1:
             processors.append(TemperatureLogitsWarper(float(temperature)))
@@ -395,7 +611,7 @@ def _generate_transformer(prior, num_samples, generator, temperature, top_k, top
             processors.append(TopKLogitsWarper(top_k))
         if top_p is not None and top_p < 1:
             processors.append(TopPLogitsWarper(float(top_p)))
-        processors.append(GeneratorSampling(generator))
+        processors.append(GeneratorSampling(generator, copies))
     tokens = prior.generate(
         prefix,
         attention_mask=torch.ones_like(prefix),
@@ -405,7 +621,7 @@ def _generate_transformer(prior, num_samples, generator, temperature, top_k, top
         max_new_tokens=length,
         min_new_tokens=length,
         use_cache=use_cache,
-        streamer=_ProgressStreamer(bar),
+        streamer=_ProgressStreamer(bar, copies),
         bos_token_id=num_code_tokens(config),
         eos_token_id=None,
         pad_token_id=num_code_tokens(config),  # never used: there is no EOS, and no sequence ends early
@@ -413,25 +629,28 @@ def _generate_transformer(prior, num_samples, generator, temperature, top_k, top
         temperature=None,
         top_k=None,
         top_p=None,
+        guidance_scale=None,
     )
-    return residual_codes(config, tokens[:, prefix.shape[1]:])
+    return residual_codes(config, tokens[:num_samples, prefix.shape[1]:])
 
 
 def sample_codes(
     prior,
     num_samples: int,
     generator: torch.Generator | None = None,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
-    class_labels: torch.LongTensor | int | None = None,
+    class_labels: torch.LongTensor | list[int] | int | None = None,
+    guidance_scale: float | None = None,
     batch_size: int | None = None,
     use_cache: bool = True,
     progress: bool | None = None,
 ) -> torch.LongTensor:
     r"""
     Sample code maps c ~ p(c | y) in raster order from a prior of either kind: c_t ~ softmax(logits_t / temperature),
-    restricted to the top_k most likely codes and to the smallest set of codes whose probability reaches top_p.
+    the logits guided (classifier-free guidance, see the module docstring) and restricted to the top_k most likely
+    codes and to the smallest set of codes whose probability reaches top_p.
 
     Args:
         prior: a `PixelCNNPriorModel` (through its `generate`, one network pass per position) or a transformer prior
@@ -439,12 +658,17 @@ def sample_codes(
         num_samples (`int`): number of code maps.
         generator (`torch.Generator`, *optional*): the source of every random draw; the same generator state gives
             the same samples (the global RNG is neither used nor advanced when one is given).
-        temperature (`float`, defaults to 1.0): > 0 rescales the logits; 0 takes the most likely code at every
-            position (greedy decoding).
+        temperature (`float`, *optional*): > 0 rescales the logits (1 samples the prior's own distribution, < 1
+            sharper); 0 takes the most likely code at every position (greedy decoding). Default:
+            `DEFAULT_TEMPERATURE` for a transformer prior, 1 for a PixelCNN.
         top_k (`int`, *optional*), top_p (`float` in (0, 1], *optional*): keep only the k most likely codes / the
             nucleus of probability p at each step (transformer prior only; the PixelCNN samples the full softmax).
-        class_labels (`int` or `torch.LongTensor` of shape `(num_samples,)`, *optional*): required by a
-            class-conditional prior, refused by an unconditional one; an int gives every sample that class.
+        class_labels (`int`, list of ints or `torch.LongTensor` of shape `(num_samples,)`, *optional*): required by
+            a class-conditional prior, refused by an unconditional one; an int gives every sample that class.
+        guidance_scale (`float` >= 0, *optional*): s of classifier-free guidance, l_u + s (l_c - l_u); 1 samples
+            p(c | y) itself, 0 the unconditional p(c). Other than 1, it needs a class-conditional transformer prior
+            trained with label dropout (`supports_guidance`). Default: `DEFAULT_GUIDANCE_SCALE` for such a prior,
+            else 1.
         batch_size (`int`, *optional*): sample this many maps at a time (default: all at once).
         use_cache (`bool`, defaults to True): transformer only; False recomputes the whole prefix at every step
             (the same samples, slower: what the cache saves).
@@ -457,6 +681,7 @@ def sample_codes(
     kind = prior_type(prior)
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
+    temperature = default_temperature(prior) if temperature is None else temperature
     _check_sampling(temperature, top_k, top_p)
     if kind == "pixelcnn" and (top_k is not None or (top_p is not None and top_p < 1)):
         raise ValueError("top_k and top_p apply to a transformer prior only; a PixelCNN prior samples the full "
@@ -465,6 +690,7 @@ def sample_codes(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     config = prior.config
     class_labels = check_class_labels(config, class_labels, num_samples)
+    guidance_scale = resolve_guidance_scale(prior, guidance_scale)
     batch_size = batch_size or num_samples
     length = config.grid_size**2 * num_quantizers(config)
     was_training = prior.training
@@ -480,8 +706,8 @@ def sample_codes(
                 maps.append(prior.generate(n, temperature=temperature, generator=generator, class_labels=labels))
                 bar.update(n * length)
             else:
-                maps.append(_generate_transformer(prior, n, generator, temperature, top_k, top_p, labels, use_cache,
-                                                  bar))
+                maps.append(_generate_transformer(prior, n, generator, temperature, top_k, top_p, labels,
+                                                  guidance_scale, use_cache, bar))
     finally:
         bar.close()
         prior.train(was_training)

@@ -30,6 +30,10 @@ class PixelCNNPriorConfig(PreTrainedConfig):
             y in [0, num_classes), through a learned per-layer embedding of y added as a bias to both gates.
         initializer_range (`float`, defaults to 0.02): std of the normal initialisation of the class biases
             (convolutions use PyTorch's fan-in default, the code embedding N(0, 1)).
+        vqvae_identity (`str`, *optional*): the identity of the VQ-VAE whose codes the prior models (a hash of its
+            code layout, encoder and quantizer, `code_priors.vqvae_identity`), checked wherever the prior meets a
+            VQ-VAE; None for a prior saved before identities were recorded (it cannot be checked).
+        vqvae_name_or_path (`str`, *optional*): the Hub id of that VQ-VAE, where it has one (never a local path).
     """
 
     model_type = "hf_autoencoders_pixelcnn_prior"
@@ -42,6 +46,8 @@ class PixelCNNPriorConfig(PreTrainedConfig):
     kernel_size: int = 5
     num_classes: int = 0
     initializer_range: float = 0.02
+    vqvae_identity: str | None = None
+    vqvae_name_or_path: str | None = None
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):

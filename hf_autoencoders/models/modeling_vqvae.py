@@ -3,7 +3,7 @@
 import torch
 
 from .backbones import build_decoder, build_encoder
-from .code_priors import check_prior_fits, sample_codes
+from .code_priors import check_prior_fits, sample_codes, vqvae_identity
 from .configuration_autoencoders import VQVAEConfig
 from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel, EncoderOutput
 from .quantizer_residual import build_quantizer
@@ -94,10 +94,16 @@ class VQVAEModel(AutoencoderPreTrainedModel):
                              f"[{int(indices.min())}, {int(indices.max())}].")
         return self.decode(self.quantizer.embed(indices.to(self.device)), force_not_quantize=True).sample
 
+    def identity(self) -> str:
+        """This VQ-VAE's identity, as the priors trained on its codes record it (`code_priors.vqvae_identity`: a hash
+        of its code layout, encoder and quantizer)."""
+        return vqvae_identity(self)
+
     def check_prior(self, prior) -> str:
         """Refuse anything but a prior over this VQ-VAE's codes (a `PixelCNNPriorModel` or a transformer prior, see
-        `code_priors`), or one trained for another codebook size K or code-map size. Returns the prior's type."""
-        return check_prior_fits(self.config, prior)
+        `code_priors`): one trained for another codebook size K or code-map size, or on the codes of another VQ-VAE
+        (its recorded identity differs from `identity()`), is refused. Returns the prior's type."""
+        return check_prior_fits(self, prior)
 
     @torch.no_grad()
     def sample(
@@ -105,26 +111,36 @@ class VQVAEModel(AutoencoderPreTrainedModel):
         num_samples: int,
         generator: torch.Generator | None = None,
         prior=None,
-        temperature: float = 1.0,
-        class_labels: torch.LongTensor | int | None = None,
+        temperature: float | None = None,
+        class_labels: torch.LongTensor | list[int] | int | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
+        guidance_scale: float | None = None,
     ) -> torch.Tensor:
-        """Images from code maps drawn from `prior` (a `PixelCNNPriorModel` or a transformer prior; `temperature`,
-        `top_k`, `top_p` and `class_labels` as in `code_priors.sample_codes`), or uniformly at random if None — the
-        VQ-VAE's own training prior, which generates poorly: codes are strongly dependent in real images."""
+        """Images decoded from code maps drawn from `prior` (a `PixelCNNPriorModel` or a transformer prior over this
+        VQ-VAE's codes, checked by `check_prior`), or uniformly at random if None: the VQ-VAE's own training prior,
+        which generates poorly, since codes are strongly dependent in real images.
+
+        `class_labels` (an int, a list or a tensor of labels, one per sample) conditions a class-conditional prior,
+        and `guidance_scale` s guides it (classifier-free guidance, l_u + s (l_c - l_u); 1 = none; default: the
+        library's for a prior trained with label dropout, else 1); `temperature` (default: the library's), `top_k`
+        and `top_p` shape each step's distribution. All as in `code_priors.sample_codes`. Returns
+        (num_samples, C, H, W) images."""
         self._check_num_samples(num_samples)
         if prior is None:
-            if class_labels is not None or top_k is not None or top_p is not None:
-                raise ValueError("class_labels, top_k and top_p need a prior; uniform codes have no classes and no "
-                                 "logits to cut.")
+            given = [name for name, value in (("class_labels", class_labels), ("top_k", top_k), ("top_p", top_p),
+                                              ("guidance_scale", guidance_scale), ("temperature", temperature))
+                     if value is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} need a prior; uniform codes have no classes and no logits to cut "
+                                 "or guide.")
             device = generator.device if generator is not None else self.device
             indices = torch.randint(self.config.num_embeddings, (num_samples, *self.indices_shape),
                                     generator=generator, device=device)
         else:
             self.check_prior(prior)
             indices = sample_codes(prior, num_samples, generator=generator, temperature=temperature, top_k=top_k,
-                                   top_p=top_p, class_labels=class_labels)
+                                   top_p=top_p, class_labels=class_labels, guidance_scale=guidance_scale)
         return self.decode_indices(indices)
 
     def forward(

@@ -449,6 +449,7 @@ class Runner:
 
         prior, record = self.trained(folder, lambda: PixelCNNPriorModel(copy.deepcopy(config)), train, vq_run.seed,
                                      {"spec": spec})
+        prior.config.vqvae_identity = vqvae.identity()  # recorded after the store key: the stored runs keep theirs
         test_codes, _ = extract_codes(vqvae, ImageTensorDataset((self.test_x * 255).round().to(torch.uint8)),
                                       progress=False)
         nll = code_nll(prior, CodeDataset(test_codes))

@@ -164,6 +164,13 @@ class AutoencoderTrainingArguments(TrainingArguments):
                   "trained on the labelled training images (cached), for the model card. Needs labels; false skips "
                   "it."},
     )
+    generability: bool = field(
+        default=False,
+        metadata={"help": "VQ-VAE, with --do_eval: also measure how well its codes can be generated, for the model "
+                  "card: train the library's default prior on them for a fixed budget, then the Fréchet distance, "
+                  "precision and recall of its samples and its bits per image (training.generability; minutes). "
+                  "Compare tokenizers on it beside the reconstruction figures."},
+    )
     skip_nonfinite_steps: bool = field(
         default=False,
         metadata={"help": "Skip an optimizer step whose loss or gradient norm is NaN or infinite (and count it in the "
@@ -211,14 +218,26 @@ class PriorArguments:
         default=None,
         metadata={"help": "Threshold pixels at 0.5 before encoding; default: as the VQ-VAE's saved image processor."},
     )
-    class_conditional: bool = field(default=False, metadata={"help": "Model p(codes | class label)."})
+    class_conditional: bool = field(
+        default=False,
+        metadata={"help": "Model p(codes | class label) on a labelled dataset: sample a class with `sample "
+                          "--class_label`, and guide toward it with --guidance_scale (classifier-free guidance)."},
+    )
+    class_dropout: float | None = field(
+        default=None,
+        metadata={"help": "Class-conditional transformer prior: the probability that a training map is shown with "
+                          "the null class instead of its own, so that the prior also learns p(codes) and can be "
+                          "sampled with classifier-free guidance. Default: 0.1 with --class_conditional (as LlamaGen "
+                          "and DiT); 0 trains no null class (no guidance)."},
+    )
     prior_type: str = field(
-        default="pixelcnn",
-        metadata={"help": "pixelcnn (a gated PixelCNN) or transformer (a GPT-2 causal LM over code tokens, sampled "
-                          "by generate() with the key/value cache; loads with plain AutoModelForCausalLM). Choose the "
-                          "transformer: trained for the same time it reaches a lower test NLL and samples much faster "
-                          "(benchmarks/README.md). pixelcnn stays the default so that existing commands, scripts and "
-                          "their flags (--kernel_size) keep training what they did."},
+        default="transformer",
+        metadata={"help": "transformer (a GPT-2 causal LM over code tokens, sampled by generate() with the key/value "
+                          "cache, with classifier-free guidance when class-conditional; loads with plain "
+                          "AutoModelForCausalLM) or pixelcnn (a gated PixelCNN, as in the VQ-VAE paper). The "
+                          "transformer reaches a lower test NLL for the same training time and samples much faster "
+                          "(benchmarks/README.md); pixelcnn is for reproducing the paper's prior and for existing "
+                          "PixelCNN checkpoints."},
     )
     hidden_size: int | None = field(
         default=None, metadata={"help": "Prior width: PixelCNN channels (default 64) or transformer n_embd (128)."}
@@ -242,11 +261,20 @@ class PriorArguments:
 
     def __post_init__(self):
         if self.prior_type not in ("pixelcnn", "transformer"):
-            raise ValueError(f"--prior_type must be pixelcnn or transformer, got {self.prior_type!r}.")
+            raise ValueError(f"--prior_type must be transformer or pixelcnn, got {self.prior_type!r}.")
         only = {"kernel_size": "pixelcnn", "num_heads": "transformer"}
         for name, kind in only.items():
             if getattr(self, name) is not None and self.prior_type != kind:
-                raise ValueError(f"--{name} applies to --prior_type {kind} only, not {self.prior_type}.")
+                raise ValueError(f"--{name} applies to --prior_type {kind} only, not {self.prior_type} (the default "
+                                 f"is transformer); pass --prior_type {kind} or drop --{name}.")
+        if self.class_dropout is not None:
+            if not 0 <= self.class_dropout < 1:
+                raise ValueError(f"--class_dropout must lie in [0, 1), got {self.class_dropout}.")
+            if self.class_dropout > 0 and not self.class_conditional:
+                raise ValueError("--class_dropout applies to a class-conditional prior; add --class_conditional.")
+            if self.class_dropout > 0 and self.prior_type != "transformer":
+                raise ValueError("--class_dropout applies to --prior_type transformer: a PixelCNN prior has no null "
+                                 "class to train.")
 
 
 def training_parser(model_type: str | None = None) -> ArgumentParser:

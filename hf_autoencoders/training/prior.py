@@ -1,6 +1,9 @@
 """Training a prior over the codes of a trained VQ-VAE: what `examples/train_prior.py` and `hf-autoencoders
-train-prior` call. The prior is a gated PixelCNN (`--prior_type pixelcnn`, the default) or a GPT-2 causal language
-model over code tokens (`--prior_type transformer`, `models/code_priors.py`).
+train-prior` call. The prior is a GPT-2 causal language model over code tokens (`--prior_type transformer`, the
+default, `models/code_priors.py`) or a gated PixelCNN (`--prior_type pixelcnn`). A class-conditional transformer
+prior is trained with label dropout (`--class_dropout`), so that it can be sampled with classifier-free guidance.
+Every prior records the identity of its VQ-VAE (`code_priors.vqvae_identity`), which is checked wherever the two
+meet, resuming a run included.
 
 The VQ-VAE is frozen: every image is encoded once into its (h, w) code map, and the code maps are kept on disk
 (`extract_codes`), so a second run with the same VQ-VAE and images reads them back instead of encoding again. The
@@ -31,7 +34,7 @@ from ..data import ImageCollator, ImageTensorDataset, load_image_dataset
 from ..evaluation.priors import prior_test_metrics
 from ..hub import load_model, write_model_card
 from ..models import PixelCNNPriorConfig, PixelCNNPriorModel, VQVAEConfig, code_priors
-from ..plots import plot_samples
+from ..plots import plot_labelled_rows, plot_samples
 from ..results import fingerprint
 from .arguments import CODE_CACHE_FOLDER, PriorArguments, training_arguments
 from .checkpoints import check_output_dir, resolve_checkpoint
@@ -213,8 +216,16 @@ def prior_collator(prior):
 
 
 class PriorTrainer(StrictJSONMetrics, Trainer):
-    """The `Trainer`, evaluating the prior's loss only: the targets are the inputs themselves, so there are no
-    "labels" for the Trainer to find, and the (N, h, w, K) logits of a test set are never gathered."""
+    """The `Trainer`, with label dropout while training a prior that has a null class (each training map is shown
+    with the null class with probability `class_dropout`, `code_priors.drop_class_tokens`; evaluation always sees the
+    true classes), evaluating the prior's loss only: the targets are the inputs themselves, so there are no "labels"
+    for the Trainer to find, and the (N, h, w, K) logits of a test set are never gathered."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            config = self.accelerator.unwrap_model(model).config
+            inputs = {**inputs, "input_ids": code_priors.drop_class_tokens(config, inputs["input_ids"])}
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -232,21 +243,61 @@ def fit_prior(prior, train_dataset, eval_dataset=None, *, output_dir, **training
     return trainer
 
 
-def build_prior(prior_args: PriorArguments, vqvae_config, num_classes: int):
-    """A new prior of `--prior_type` for the codes of the VQ-VAE with `vqvae_config`: a `PixelCNNPriorModel`, or a
-    GPT-2 causal LM whose config records the VQ-VAE (`--vqvae`, K, grid size, and the depth n of residual codes)."""
-    check_prior_depth(prior_args.prior_type, vqvae_config)
+def vqvae_hub_id(name_or_path: str) -> str | None:
+    """The Hub id of the VQ-VAE at `name_or_path`: the id itself, or that of a snapshot folder of the Hub's cache
+    (.../models--owner--name/snapshots/<revision>); None for any other local folder."""
+    if code_priors.is_hub_id(name_or_path):
+        return name_or_path
+    parts = Path(name_or_path).resolve().parts
+    for folder, child in zip(parts, parts[1:]):
+        if folder.startswith("models--") and child == "snapshots" and folder.count("--") == 2:
+            return "/".join(folder.split("--")[1:])
+    return None
+
+
+def build_prior(prior_args: PriorArguments, vqvae, num_classes: int, label_names: list[str] | None = None):
+    """A new prior of `--prior_type` for the codes of `vqvae`: a `PixelCNNPriorModel`, or a GPT-2 causal LM (with a
+    null class for classifier-free guidance when class-conditional, `--class_dropout`). Its config records the
+    VQ-VAE's identity and Hub id (`vqvae_hub_id`), K, the grid size, the depth n of residual codes and the class
+    names (`id2label`)."""
+    check_prior_depth(prior_args.prior_type, vqvae.config)
     sizes = {k: getattr(prior_args, k) for k in ("hidden_size", "num_layers", "kernel_size", "num_heads")}
     sizes = {k: v for k, v in sizes.items() if v is not None}
+    vqvae_config = vqvae.config
     layout = dict(num_embeddings=vqvae_config.num_embeddings, grid_size=vqvae_config.latent_grid_size,
-                  num_classes=num_classes)
+                  num_classes=num_classes, vqvae_identity=vqvae.identity(),
+                  vqvae_name_or_path=vqvae_hub_id(prior_args.vqvae))
     if prior_args.prior_type == "pixelcnn":
-        return PixelCNNPriorModel(PixelCNNPriorConfig(**layout, **sizes))
-    vqvae = prior_args.vqvae
-    recorded = str(Path(vqvae).resolve()) if Path(vqvae).exists() else vqvae  # a folder, absolute; or a Hub id
-    config = code_priors.transformer_prior_config(**layout, vqvae_name_or_path=recorded,
-                                                  num_quantizers=getattr(vqvae_config, "num_quantizers", 1), **sizes)
-    return AutoModelForCausalLM.from_config(config)
+        prior = PixelCNNPriorModel(PixelCNNPriorConfig(**layout, **sizes))
+    else:
+        config = code_priors.transformer_prior_config(**layout, class_dropout=prior_args.class_dropout,
+                                                      num_quantizers=getattr(vqvae_config, "num_quantizers", 1),
+                                                      **sizes)
+        prior = AutoModelForCausalLM.from_config(config)
+    if num_classes and label_names and len(label_names) == num_classes:
+        prior.config.id2label = dict(enumerate(str(name) for name in label_names))
+    return prior
+
+
+def check_prior_checkpoint(checkpoint: str, prior, vqvae) -> None:
+    """Refuse to resume a prior run from a checkpoint of another kind or layout of prior than the one this run
+    builds (another --prior_type, --class_conditional, --class_dropout or size), or trained on the codes of another
+    VQ-VAE (its recorded identity differs from this --vqvae's)."""
+    saved = json.loads((Path(checkpoint) / "config.json").read_text())
+    ours = prior.config.to_dict()
+    recorded = saved.get("vqvae_identity")
+    if recorded and recorded != ours.get("vqvae_identity"):
+        raise ValueError(f"{checkpoint} was trained on the codes of another VQ-VAE (identity {recorded}) than "
+                         f"--vqvae {vqvae.name_or_path} ({ours.get('vqvae_identity')}): the VQ-VAE changed since the "
+                         "run started (retrained in place?). Resume with the VQ-VAE the run started with, or start a "
+                         "new run (--overwrite_output_dir).")
+    fields = ("model_type", "vocab_size", "num_embeddings", "grid_size", "num_classes", "n_embd", "n_layer",
+              "hidden_size", "num_layers", "kernel_size")
+    differ = {k: (saved.get(k), ours.get(k)) for k in fields if saved.get(k) != ours.get(k)}
+    if differ:
+        found = ", ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in differ.items())
+        raise ValueError(f"{checkpoint} holds another prior than this run builds ({found}); resume with the flags the "
+                         "run started with (--prior_type, --class_conditional, --class_dropout, the sizes).")
 
 
 def check_prior_depth(prior_type: str, vqvae_config) -> None:
@@ -306,7 +357,9 @@ def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
     train_codes = CodeDataset(train_codes, train_labels if conditional else None)
     test_codes = CodeDataset(test_codes, test_labels if conditional else None)
 
-    prior = build_prior(prior_args, config, data.num_labels if conditional else 0)
+    prior = build_prior(prior_args, vqvae, data.num_labels if conditional else 0, data.label_names)
+    if checkpoint is not None:
+        check_prior_checkpoint(checkpoint, prior, vqvae)
     training_args.remove_unused_columns = False
     trainer = PriorTrainer(model=prior, args=training_args, data_collator=prior_collator(prior),
                            train_dataset=train_codes, eval_dataset=test_codes)
@@ -326,27 +379,62 @@ def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
     if trainer.is_world_process_zero():
         pictures = _write_pictures(vqvae, prior, output_dir, prior_args.num_samples, training_args.seed)
         pictures.update(write_loss_curves(trainer.state.log_history, output_dir))
-        training = {"vqvae": prior_args.vqvae, "prior_type": prior_args.prior_type, "class_conditional": conditional,
-                    "num_train_code_maps": len(train_codes), **training_summary(training_args, train_metrics)}
+        training = {"vqvae": prior.config.vqvae_name_or_path or Path(prior_args.vqvae).name,
+                    "vqvae_identity": prior.config.vqvae_identity, "prior_type": prior_args.prior_type,
+                    "class_conditional": conditional, "num_train_code_maps": len(train_codes),
+                    **({"class_dropout": prior.config.class_dropout} if conditional and prior_args.prior_type ==
+                       "transformer" else {}),
+                    **training_summary(training_args, train_metrics)}
         write_model_card(output_dir, prior.config, data.name, metrics, pictures=pictures,
                          training=training if training_args.do_train else None, repo_id=training_args.hub_model_id,
-                         license=training_args.hub_license, base_model=prior_args.vqvae)
+                         license=training_args.hub_license, base_model=prior.config.vqvae_name_or_path)
     return {**train_metrics, **metrics}
+
+
+def sample_grid_labels(prior, num_samples: int) -> tuple[torch.LongTensor | None, list[str] | None]:
+    """The labels of a grid of about `num_samples` samples with one row per class (the first 16 classes of a prior
+    with more), and the rows' names (`id2label` where the prior records class names): (labels, names), or
+    (None, None) for an unconditional prior."""
+    num_classes = prior.config.num_classes
+    if num_classes == 0:
+        return None, None
+    classes = list(range(min(num_classes, 16)))
+    per_row = max(1, math.ceil(num_samples / len(classes)))
+    names = getattr(prior.config, "id2label", None) or {}
+    rows = [f"{y} {names[y]}" if str(names.get(y, y)) != str(y) and not str(names.get(y, "")).startswith("LABEL_")
+            else str(y) for y in classes]
+    return torch.tensor(classes).repeat_interleave(per_row), rows
+
+
+def sampling_title(prior, guidance_scale: float, temperature: float, top_k, top_p) -> str:
+    """How samples were drawn, for a picture's title."""
+    knobs = [f"guidance {guidance_scale:g}"] if prior.config.num_classes else []
+    knobs.append(f"temperature {temperature:g}")
+    if top_k is not None:
+        knobs.append(f"top-k {top_k}")
+    if top_p is not None and top_p < 1:
+        knobs.append(f"top-p {top_p:g}")
+    rows = ", one row per class" if prior.config.num_classes else ""
+    return f"Samples of the prior{rows} ({', '.join(knobs)})"
 
 
 @torch.no_grad()
 def _write_pictures(vqvae, prior, output_dir: Path, num_samples: int, seed: int) -> dict[str, str]:
-    """samples.png (codes drawn from the prior; for a conditional prior, class k in column k when there are at most
-    16 classes) and uniform_samples.png (uniformly random codes)."""
+    """samples.png (codes drawn from the prior with the library's sampling defaults, decoded; a class-conditional
+    prior's with one labelled row per class) and uniform_samples.png (uniformly random codes, decoded: the VQ-VAE
+    without a prior)."""
     prior.eval()
     generator = torch.Generator(device=prior.device).manual_seed(seed)
-    class_labels, nrow = None, 8
-    if prior.config.num_classes > 0:
-        class_labels = torch.arange(num_samples, device=prior.device) % prior.config.num_classes
-        nrow = prior.config.num_classes if prior.config.num_classes <= 16 else 8
-    samples = vqvae.sample(num_samples, generator=generator, prior=prior, class_labels=class_labels)
-    plot_samples(samples.clamp(0, 1).cpu(), output_dir / "samples.png", nrow=nrow)
+    labels, rows = sample_grid_labels(prior, num_samples)
+    guidance = code_priors.resolve_guidance_scale(prior, None)
+    samples = vqvae.sample(num_samples if labels is None else len(labels), generator=generator, prior=prior,
+                           class_labels=labels).clamp(0, 1).cpu()
+    title = sampling_title(prior, guidance, code_priors.default_temperature(prior), None, None)
+    if rows is None:
+        plot_samples(samples, output_dir / "samples.png")
+    else:
+        plot_labelled_rows(samples, rows, output_dir / "samples.png", title=title)
     generator = torch.Generator(device=vqvae.device).manual_seed(seed)
     plot_samples(vqvae.sample(num_samples, generator=generator).clamp(0, 1).cpu(), output_dir / "uniform_samples.png")
-    return {"Samples (codes from the prior, decoded by the VQ-VAE)": "samples.png",
-            "Baseline (uniformly random codes, decoded)": "uniform_samples.png"}
+    return {f"{title}, decoded by the VQ-VAE": "samples.png",
+            "Baseline: uniformly random codes, decoded (the VQ-VAE without a prior)": "uniform_samples.png"}

@@ -67,6 +67,19 @@ def check_request(model_args: ModelArguments, data_args: DataArguments, training
     if checkpoint is not None:
         config_class, _ = autoencoder_classes(model_args.model_type)
         check_resume_settings(checkpoint, config_class.model_type, requested_settings(model_args))
+    if training_args.generability:
+        if model_args.model_type != "vqvae":
+            raise ValueError(f"--generability measures how well a VQ-VAE's codes can be generated; --model_type "
+                             f"{model_args.model_type} has no codes. Drop --generability.")
+        if not training_args.do_eval:
+            raise ValueError("--generability is measured with the evaluation: add --do_eval.")
+        if training_args.world_size > 1:
+            raise ValueError("--generability trains a prior, which a multi-process run cannot do inside its "
+                             "evaluation; measure it after training: hf-autoencoders evaluate OUTPUT_DIR "
+                             "--generability.")
+        if data_args.streaming:
+            raise ValueError("--generability needs the training images in memory to extract their codes; drop "
+                             "--streaming, or measure it after training on a prepared dataset.")
     if data_args.streaming and training_args.do_train and training_args.max_steps <= 0:
         raise ValueError("--streaming needs --max_steps: a stream has no length to count epochs by.")
     return checkpoint
@@ -137,9 +150,10 @@ def fid_features(data, training_args):
 
 def write_pictures(model, test_set, collator, output_dir, log_history=None, seed: int = 0,
                    code_histogram=None) -> dict[str, str]:
-    """reconstructions.png (16 test images over their reconstructions), samples.png (32 samples), when the run
-    logged a training loss loss_curves.png, and with the evaluation's `code_histogram` (a model with codes,
-    `AutoencoderTrainer.code_histogram`) code_usage.png, in `output_dir`; returns {title on the card: file}."""
+    """reconstructions.png (16 test images over their reconstructions), samples.png (32 samples; a VQ-VAE's are
+    uniformly random codes, and titled so), when the run logged a training loss loss_curves.png, and with the
+    evaluation's `code_histogram` (a model with codes, `AutoencoderTrainer.code_histogram`) code_usage.png, in
+    `output_dir`; returns {title on the card: file}."""
     output_dir = Path(output_dir)
     model.eval()
     with torch.no_grad():
@@ -148,8 +162,12 @@ def write_pictures(model, test_set, collator, output_dir, log_history=None, seed
         plot_reconstructions(originals.cpu(), reconstructions.cpu(), output_dir / "reconstructions.png")
         generator = torch.Generator(device=model.device).manual_seed(seed)
         plot_samples(model.sample(32, generator=generator).clamp(0, 1).cpu(), output_dir / "samples.png")
+    samples = "Samples"
+    if hasattr(model, "check_prior"):  # a VQ-VAE samples uniformly random codes: say so, they are no real samples
+        samples = ("Uniformly random codes, decoded (the VQ-VAE without a prior; a prior over its codes, "
+                   "`hf-autoencoders train-prior`, generates)")
     pictures = {"Reconstructions (top: test images, bottom: reconstructions)": "reconstructions.png",
-                "Samples": "samples.png"}
+                samples: "samples.png"}
     return {**pictures, **write_loss_curves(log_history, output_dir), **write_code_usage(code_histogram, output_dir)}
 
 
@@ -199,8 +217,13 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         trainer.save_state()
     trainer.save_model()
     if training_args.do_eval:
-        features = fid_features(data, training_args) if training_args.fid else None
-        metrics = trainer.evaluate(num_importance_samples=64, features=features)
+        features = fid_features(data, training_args) if training_args.fid or training_args.generability else None
+        metrics = trainer.evaluate(num_importance_samples=64, features=features if training_args.fid else None)
+        if training_args.generability:
+            from .generability import generability  # it trains a prior: prior.py imports this module
+
+            metrics.update(generability(model, data.train, data.test, features=[features] if features else [],
+                                        collator=collator, seed=training_args.seed))
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
     if trainer.is_world_process_zero():
