@@ -249,6 +249,22 @@ class AutoencoderPreTrainedModel(PreTrainedModel):
             raise ValueError(f"latents must be floating point, got dtype {latents.dtype}.")
         return latents.to(device=self.device, dtype=self.dtype)
 
+    def freeze_encoder(self) -> None:
+        """Train the decoder only: the encoder (with its `quant_conv`) and a VQ-VAE's codebook stop learning and stay
+        in eval mode (no codebook updates), so that the latents of every image stay what they were, and a
+        diffusion model trained on them stays valid (as the fine-tuned decoders of Stable Diffusion's VAE were made).
+        Frozen parts are not saved as such: a reloaded model trains whole."""
+        self._frozen = [module for module in (self.encoder, getattr(self, "quantizer", None)) if module is not None]
+        for module in self._frozen:
+            module.requires_grad_(False)
+            module.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in getattr(self, "_frozen", ()):
+            module.eval()
+        return self
+
     # ------------------------------------------------------------------------------------------ slicing and tiling
 
     def enable_slicing(self) -> None:
