@@ -1,11 +1,17 @@
-"""The latent space of an autoencoder: the representation of each image, and paths between two of them."""
+"""The latent space of an autoencoder: the representation of each image, paths between two of them, and the
+statistics of its latents that a diffusion model trained on them needs (`scaling_factors`)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from .metrics import as_images, eval_mode, model_device
+from ..data import iterate_batches, num_batches
+from .loop import seeded
+from .metrics import as_images, eval_mode, model_and_unit_images, model_device
 
 
 @torch.no_grad()
@@ -45,3 +51,64 @@ def interpolate_latents(z0, z1, steps: int, method: str = "linear") -> torch.Ten
         spherical = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / sin.clamp_min(1e-12)
         out = torch.where(sin > 1e-6, spherical, out)
     return out.view(z0.shape[0], steps, *z0.shape[1:]).to(z0.dtype)
+
+
+def encoded_latents(model, pixel_values: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The latents a diffusion model is trained on, as diffusers' training scripts take them from `encode`: a
+    sample z ~ q(z|x) of a VAE's posterior (`latent_dist`), z = f(x) of an AE, and z_e(x), the encoder output
+    before quantization, of a VQ-VAE (LDM's VQ models are trained so; `decode` quantizes)."""
+    output = model.encode(pixel_values)
+    return output.latent_dist.sample(generator) if hasattr(output, "latent_dist") else output.latents
+
+
+@torch.no_grad()
+def latent_statistics(model, data, *, batch_size: int = 256, seed: int = 0, progress: bool = True) -> dict:
+    r"""Mean and standard deviation of every entry of the latents `encoded_latents` gives over `data` (anything
+    `data.iterate_batches` reads: uint8 images, or floats in the model's pixel range), streamed: each batch is
+    reduced to its count n_b, mean m_b and sum of squared deviations M_b (float64), and the running totals are
+    combined exactly (Chan et al., 1979):
+
+        n = n_a + n_b,   m = m_a + (m_b - m_a) n_b / n,   M = M_a + M_b + (m_b - m_a)^2 n_a n_b / n,
+
+    so memory stays that of one batch whatever the size of the set. Seeded by `seed` (the posterior samples).
+    Returns {"mean", "std" (population, sqrt(M / n)), "num_images", "num_values"}."""
+    device = model_device(model)
+    count, mean, squares, images = 0, 0.0, 0.0, 0
+    generator = torch.Generator(device=device).manual_seed(seed)
+    batches = tqdm(iterate_batches(data, batch_size), total=num_batches(data, batch_size), desc="latents",
+                   disable=not progress, leave=False)
+    with eval_mode(model), seeded(seed, device):
+        for x, _ in batches:
+            pixel_values, _ = model_and_unit_images(model, x)
+            z = encoded_latents(model, pixel_values.to(device), generator).double()
+            n_b, m_b = z.numel(), z.mean().item()
+            m2_b = (z - m_b).pow(2).sum().item()
+            total = count + n_b
+            delta = m_b - mean
+            mean += delta * n_b / total
+            squares += m2_b + delta * delta * count * n_b / total
+            count, images = total, images + len(z)
+    if count == 0:
+        raise ValueError("The data yielded no images; pass a non-empty dataset.")
+    return {"mean": mean, "std": math.sqrt(squares / count), "num_images": images, "num_values": count}
+
+
+def scaling_factors(model, train_data, test_data=None, *, batch_size: int = 256, seed: int = 0,
+                    progress: bool = True) -> dict:
+    """The factors that bring the latents to zero mean and unit variance, as a diffusion model wants them:
+    `shift_factor` = the mean and `scaling_factor` = 1 / the standard deviation of every entry of the latents of
+    `train_data` (posterior samples for a VAE, as LDM and diffusers take them: the diffusion model is trained on
+    samples, whose variance is that of the means plus the posterior's own), so that (z - shift_factor) *
+    scaling_factor is standardised. With `test_data`, the same map applied to held-out latents:
+    `scaled_test_mean` and `scaled_test_std` (0 and 1 where the factors carry over)."""
+    train = latent_statistics(model, train_data, batch_size=batch_size, seed=seed, progress=progress)
+    if not train["std"] > 0:
+        raise ValueError("The latents of the training data do not vary (standard deviation 0); the model is "
+                         "degenerate, so no scaling factor exists.")
+    result = {"shift_factor": train["mean"], "scaling_factor": 1.0 / train["std"],
+              "num_train_images": train["num_images"], "num_train_values": train["num_values"]}
+    if test_data is not None:
+        test = latent_statistics(model, test_data, batch_size=batch_size, seed=seed + 1, progress=progress)
+        result.update(scaled_test_mean=(test["mean"] - train["mean"]) / train["std"],
+                      scaled_test_std=test["std"] / train["std"], num_test_images=test["num_images"])
+    return result

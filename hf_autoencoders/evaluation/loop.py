@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..data import iterate_batches, num_batches
 from ..models import code_statistics
-from .metrics import as_images, eval_mode, model_device, mse, nats_to_bits_per_dim, psnr, ssim
+from .metrics import eval_mode, model_and_unit_images, model_device, mse, nats_to_bits_per_dim, psnr, ssim, unit_images
 
 
 def likelihood_bounds(model, pixel_values: torch.Tensor, num_samples: int, generator=None, max_pairs: int = 4096):
@@ -64,7 +64,8 @@ def evaluate(
     tensor, ...), as a dict of floats (and the integer counts `num_examples`, `iwae_num_samples`).
 
     - Every model: `loss` and each of `model.loss_terms` (set averages of the per-image values), `mse` (per pixel),
-      `psnr` (dB) and `ssim`, per image on the reconstruction clamped to [0, 1], averaged over the set.
+      `psnr` (dB) and `ssim`, per image on the reconstruction mapped to [0, 1] and clamped, averaged over the set.
+      The batches are uint8 images (mapped into the model's pixel range) or floats in the model's range.
     - A model whose output has a code map (`indices`): `codebook_perplexity`, `codebook_usage` (fraction of the
       `config.num_embeddings` codes used) and `codebook_entropy` of the whole set's code histogram.
     - With `num_importance_samples` K > 0 and a model with `log_importance_weights` (VAE): `elbo` and `iwae_nll`
@@ -104,23 +105,23 @@ def evaluate(
                 if count >= max_examples:
                     break
                 x = x[: max_examples - int(count)]
-            x = as_images(x, "pixel_values").to(device)
+            x, unit = (images.to(device) for images in model_and_unit_images(model, x))
             inputs = x + noise_std * torch.randn(x.shape, generator=noise_generator, device=device) if noise_std else x
             with forward_context():
                 output = model(inputs, target_pixel_values=x if noise_std else None)
             if on_batch is not None:
                 on_batch(x, output)
-            reconstruction = output.reconstruction.float().clamp(0, 1)
+            reconstruction = unit_images(model, output.reconstruction)
             values = {name: getattr(output, name) * len(x) for name in ["loss", *model.loss_terms]}
             values.update(
-                mse=mse(x, reconstruction, reduction="none").sum(),
-                psnr=psnr(x, reconstruction, reduction="none").sum(),
-                ssim=ssim(x, reconstruction, reduction="none").sum(),
+                mse=mse(unit, reconstruction, reduction="none").sum(),
+                psnr=psnr(unit, reconstruction, reduction="none").sum(),
+                ssim=ssim(unit, reconstruction, reduction="none").sum(),
             )
             if noise_std > 0:
-                noisy = inputs.clamp(0, 1)
-                values.update(input_psnr=psnr(x, noisy, reduction="none").sum(),
-                              input_ssim=ssim(x, noisy, reduction="none").sum())
+                noisy = unit_images(model, inputs)
+                values.update(input_psnr=psnr(unit, noisy, reduction="none").sum(),
+                              input_ssim=ssim(unit, noisy, reduction="none").sum())
             if bounds:
                 elbo, iwae = likelihood_bounds(model, x, num_importance_samples, generator)
                 values.update(elbo=elbo.sum(), iwae_nll=-iwae.sum())
