@@ -45,7 +45,7 @@ step() {  # step NAME COMMAND...: run COMMAND, its JSON (stdout) into $OUT/NAME.
 if [[ $SMOKE == 1 ]]; then
     step latent_autoencoder_256_bf16 python benchmarks/latent_autoencoder.py --smoke --sections speed --device cpu
     step backbones_cifar_cuda python benchmarks/backbones_cifar.py --smoke --models conv,vit --device cpu
-    step gpu_section python benchmarks/run.py --smoke --only gpu
+    step gpu_section python benchmarks/gpu.py --smoke
 else
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >&2 || true
     step latent_autoencoder_256_bf16 python benchmarks/latent_autoencoder.py --device cuda --sections speed --bf16 \
@@ -54,6 +54,6 @@ else
     step backbones_cifar_cuda python benchmarks/backbones_cifar.py --device cuda --dataset_name "$DATA/cifar10" \
         --models conv,vit --reference_steps 2344 --seeds 0,1,2 --threads 4 \
         --figures_dir "$OUT/backbones_cifar_cuda"
-    step gpu_section python benchmarks/run.py --only gpu
+    step gpu_section python benchmarks/gpu.py
 fi
 exit $status

@@ -12,7 +12,8 @@ Sections (`--sections`, every one by default); the headline keys are at the top 
   latents; `--block_out_channels`, `--layers_per_block`, `--gaussian_variance`) against the conv VQ-VAE with
   K = 512 codes of d = 64 on the same 8x8 grid (the library's defaults), at equal training wall-clock. The step time
   t_m of each model is calibrated first (`--calibration_rounds` rounds in which the models take turns, the order
-  reversed every other round, `--calibration_steps` timed steps each; the median), and each model then trains,
+  reversed every other round, `--calibration_steps` timed steps each; the median: `evaluation.timing`), and each
+  model then trains,
   for every seed, n_m = round(budget / t_m) steps through the library (`AutoencoderTrainer`, Adam at
   `--learning_rate`, batch `--batch_size`, cosine schedule with `--warmup_steps` of warm-up, gradients clipped at
   1). Test PSNR and SSIM (`evaluation.evaluate`, on images mapped back to [0, 1]) and the reconstruction Fréchet
@@ -52,12 +53,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import torch  # noqa: E402
-from _common import (  # noqa: E402
+import torch
+from _common import (
     WindowTimer,
     load_average,
+    log,
     machine_info,
     matmul_flops_per_second,
     num_parameters,
@@ -72,10 +72,6 @@ SECTIONS = ("quality", "scaling", "tiling", "export", "speed")
 TARGETS = {"psnr_gain_over_vqvae_db": ">= 1.0", "vs_diffusers_ratio": ">= 1.1", "export_max_abs_diff": "<= 1e-5",
            "scaled_latent_std": "1 +- 0.05", "scaled_latent_mean": "|x| <= 0.05", "tiled_psnr_drop_db": "<= 0.3",
            "tiled_peak_memory_ratio": "<= 0.6"}
-
-
-def log(*args):
-    print(f"[{time.strftime('%H:%M:%S')}]", *args, file=sys.stderr, flush=True)
 
 
 def mean_std(values) -> dict:
@@ -155,21 +151,24 @@ def manual_step_seconds(model, images, batch_size: int, steps: int, device) -> l
 
 
 def calibrate(configs: dict, images, args) -> dict:
+    """Each model's median step time, the models taking turns (`evaluation.timing.alternate`), and the steps that
+    fit in the budget (`equal_time_steps`)."""
+    from hf_autoencoders.evaluation.timing import alternate, equal_time_steps
+
     models = {name: build(config, 0, args.device) for name, config in configs.items()}
     for model in models.values():
         manual_step_seconds(model, images, args.batch_size, args.calibration_warmup, args.device)
-    times = {name: [] for name in models}
-    for round_ in range(args.calibration_rounds):
-        order = list(models) if round_ % 2 == 0 else list(models)[::-1]
-        for name in order:
-            times[name] += manual_step_seconds(models[name], images, args.batch_size, args.calibration_steps,
-                                               args.device)
-    calibration = {}
-    for name, values in times.items():
-        seconds = statistics.median(values)
-        calibration[name] = {"step_seconds": seconds, "steps": max(1, round(args.budget / seconds)),
-                             "parameters": num_parameters(models[name])}
-        log(f"calibration {name}: {seconds:.3f} s/step -> {calibration[name]['steps']} steps in {args.budget:g} s")
+    measures = {name: (lambda m=model: manual_step_seconds(m, images, args.batch_size, args.calibration_steps,
+                                                           args.device))
+                for name, model in models.items()}
+    times = {name: [t for chunk in chunks for t in chunk]
+             for name, chunks in alternate(measures, args.calibration_rounds).items()}
+    seconds = {name: statistics.median(values) for name, values in times.items()}
+    steps = equal_time_steps(seconds, args.budget)
+    calibration = {name: {"step_seconds": seconds[name], "steps": steps[name],
+                          "parameters": num_parameters(models[name])} for name in models}
+    for name, row in calibration.items():
+        log(f"calibration {name}: {row['step_seconds']:.3f} s/step -> {row['steps']} steps in {args.budget:g} s")
     return calibration
 
 
