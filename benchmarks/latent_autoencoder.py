@@ -443,8 +443,9 @@ def parse_args(argv=None):
     parser.add_argument("--budget", type=float, default=900.0, help="Calibrated training seconds of each run.")
     parser.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 64])
     parser.add_argument("--layers_per_block", type=int, default=1)
-    parser.add_argument("--gaussian_variance", type=float, default=0.05,
-                        help="The VAE's decoder variance c in its pixel range (-1, 1).")
+    parser.add_argument("--gaussian_variance", type=float, default=0.005,
+                        help="The VAE's decoder variance c in its pixel range (-1, 1): the light KL of latent "
+                             "diffusion's autoencoders (MSE + 2c KL).")
     parser.add_argument("--num_embeddings", type=int, default=512)
     parser.add_argument("--vq_hidden_size", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=128)
