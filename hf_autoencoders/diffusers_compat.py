@@ -30,13 +30,13 @@ import tempfile
 from pathlib import Path
 
 import torch
+from transformers import AutoModel
 
-from .models import VAEConfig, VAEModel, VQVAEConfig, VQVAEModel
+from .models import VAEConfig, VQVAEConfig
 
 logger = logging.getLogger(__name__)
 
-# Which diffusers class holds which of our model classes.
-DIFFUSERS_CLASSES = {VAEModel: "AutoencoderKL", VQVAEModel: "VQModel"}
+DIFFUSERS_CLASSES = ("AutoencoderKL", "VQModel")  # the classes a model's `diffusers_class` may name
 # Prefixes of our state dict that become top-level modules in diffusers'.
 _MOVED_PREFIXES = {"encoder.quant_conv.": "quant_conv.", "decoder.post_quant_conv.": "post_quant_conv."}
 _OUR_CODEBOOK, _THEIR_CODEBOOK = "quantizer.codebook", "quantize.embedding.weight"
@@ -57,7 +57,7 @@ def _diffusers():
 def diffusers_layout_problems(model) -> list[str]:
     """Why diffusers' `AutoencoderKL` / `VQModel` cannot hold `model` (empty if it can)."""
     config = model.config
-    if type(model) not in DIFFUSERS_CLASSES:
+    if getattr(model, "diffusers_class", None) not in DIFFUSERS_CLASSES:
         return [f"diffusers has no class for a {config.display_name}: only a VAE (AutoencoderKL) or a VQ-VAE "
                 "(VQModel) converts"]
     problems = []
@@ -70,7 +70,7 @@ def diffusers_layout_problems(model) -> list[str]:
     if config.likelihood != "gaussian":
         problems.append(f"likelihood={config.likelihood!r}: diffusers decodes to the decoder's output itself, which "
                         "is the mean image only for the Gaussian likelihood")
-    if isinstance(model, VQVAEModel):
+    if isinstance(config, VQVAEConfig):
         if config.quantizer != "vq":
             problems.append(f"quantizer={config.quantizer!r}: VQModel holds a codebook (quantizer='vq') only")
         if config.codebook_dim is not None or config.l2_normalized_codes:
@@ -133,7 +133,7 @@ def export_to_diffusers(model, output_dir, overwrite: bool = False) -> Path:
     if model.config.scaling_factor is None:
         logger.warning("The model's scaling_factor was never measured: the export carries scaling_factor=1.0. "
                        "Measure it first with `hf-autoencoders scaling-factor RUN --dataset_name ...`.")
-    diffusers_class = getattr(_diffusers(), DIFFUSERS_CLASSES[type(model)])
+    diffusers_class = getattr(_diffusers(), model.diffusers_class)
     exported = diffusers_class(**diffusers_config(model.config))
     exported.load_state_dict(to_diffusers_state_dict(model), strict=True)
     if model.dtype != torch.float32:
@@ -147,7 +147,7 @@ def export_to_diffusers(model, output_dir, overwrite: bool = False) -> Path:
 def diffusers_folder_problems(diffusers_config: dict) -> list[str]:
     """Why a diffusers `AutoencoderKL` / `VQModel` config (its config.json) has no counterpart here."""
     name = diffusers_config.get("_class_name")
-    if name not in DIFFUSERS_CLASSES.values():
+    if name not in DIFFUSERS_CLASSES:
         return [f"it holds a {name or 'model without _class_name'}, not an AutoencoderKL or a VQModel"]
     problems = []
     blocks = [*diffusers_config.get("down_block_types", ()), *diffusers_config.get("up_block_types", ())]
@@ -213,7 +213,7 @@ def from_diffusers_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, 
     return renamed
 
 
-def from_diffusers(path, subfolder: str | None = None) -> VAEModel | VQVAEModel:
+def from_diffusers(path, subfolder: str | None = None):
     """A diffusers `AutoencoderKL` (or `VQModel`) folder or Hub id as our VAE (or VQ-VAE), with the same weights,
     scaling and shift factors; a pipeline folder's `vae` (or `vqvae`) subfolder is found by itself. Refuses a layout
     we cannot hold, naming every reason, before loading any weight."""
@@ -229,10 +229,8 @@ def from_diffusers(path, subfolder: str | None = None) -> VAEModel | VQVAEModel:
     problems = diffusers_folder_problems(their_config)
     if problems:
         raise ValueError(f"{path} cannot be converted to an hf_autoencoders model: " + "; ".join(problems) + ".")
-    diffusers_class = getattr(diffusers, their_config["_class_name"])
-    theirs = diffusers_class.from_pretrained(path, subfolder=subfolder)
-    config = config_from_diffusers(their_config)
-    model = (VQVAEModel if isinstance(config, VQVAEConfig) else VAEModel)(config)
+    theirs = getattr(diffusers, their_config["_class_name"]).from_pretrained(path, subfolder=subfolder)
+    model = AutoModel.from_config(config_from_diffusers(their_config))
     missing, unexpected = model.load_state_dict(from_diffusers_state_dict(theirs.state_dict()), strict=False)
     missing = [name for name in missing if not name.startswith("quantizer.")]  # the EMA-free codebook has no stats
     if missing or unexpected:

@@ -25,8 +25,8 @@ PIXEL_RANGES = ((0.0, 1.0), (-1.0, 1.0))
 
 # Per-backbone defaults for fields left as None.
 _DEFAULT_HIDDEN_SIZE = {"mlp": 512, "conv": 64, "vit": 64}
-_DEFAULT_NUM_HIDDEN_LAYERS = {"mlp": 2, "conv": 0, "vit": 1, "ldm": 0}
-_DEFAULT_NUM_ATTENTION_HEADS = {"mlp": 4, "conv": 4, "vit": 2, "ldm": 1}
+_DEFAULT_NUM_HIDDEN_LAYERS = {"mlp": 2, "conv": 0, "vit": 1}
+_DEFAULT_NUM_ATTENTION_HEADS = {"mlp": 4, "conv": 4, "vit": 2}
 # The ldm backbone's defaults (diffusers' names): three levels (f = 4), one ResNet block per level, GroupNorm of 32
 # groups, attention in the mid block; images in [-1, 1] and a 4-channel latent map, as diffusers' AutoencoderKL.
 LDM_DEFAULTS = {"block_out_channels": (64, 128, 128), "layers_per_block": 1, "norm_num_groups": 32,
@@ -296,19 +296,15 @@ class AutoencoderConfig(PreTrainedConfig):
         return written
 
     def _resolve_ldm_options(self) -> None:
-        """Fill the ldm options of an ldm config with their defaults and check them; refuse them on another
-        backbone."""
+        """Fill the ldm options of an ldm config with their defaults and check them, and set the fields of the other
+        backbones to what the ldm backbone has (its widths are `block_out_channels`, its mid-block attention has one
+        head); refuse the ldm options on another backbone."""
         names = ("block_out_channels", "layers_per_block", "norm_num_groups", "mid_block_add_attention")
         if self.backbone != "ldm":
             given = [name for name in names if getattr(self, name) is not None]
             _require(not given, f"{', '.join(given)} apply to backbone='ldm' only, but backbone={self.backbone!r}; "
                                 "pass backbone='ldm' or leave them out.")
             return
-        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads"):
-            value = getattr(self, name)
-            _require(value is None or value == self._ldm_value(name),
-                     f"{name} does not apply to backbone='ldm' (its widths are block_out_channels, its mid-block "
-                     f"attention has one head); leave {name} out.")
         for name in names:
             if getattr(self, name) is None:
                 setattr(self, name, LDM_DEFAULTS[name])
@@ -322,14 +318,12 @@ class AutoencoderConfig(PreTrainedConfig):
         _require(self.norm_num_groups >= 1 and all(c % self.norm_num_groups == 0 for c in channels),
                  f"norm_num_groups={self.norm_num_groups} must divide every entry of block_out_channels={channels}; "
                  "choose channels that are multiples of it, or fewer groups.")
-        self.hidden_size = self._ldm_value("hidden_size")
-
-    def _ldm_value(self, name: str) -> int:
-        """What an ldm config holds in a field of the other backbones."""
-        if name == "hidden_size":
-            return (self.block_out_channels or LDM_DEFAULTS["block_out_channels"])[-1]
-        return {"num_hidden_layers": _DEFAULT_NUM_HIDDEN_LAYERS, "num_attention_heads": _DEFAULT_NUM_ATTENTION_HEADS}[
-            name]["ldm"]
+        implied = {"hidden_size": channels[-1], "num_hidden_layers": 0, "num_attention_heads": 1}
+        for name, value in implied.items():
+            _require(getattr(self, name) in (None, value),
+                     f"{name} does not apply to backbone='ldm' (its widths are block_out_channels, its mid-block "
+                     f"attention has one head); leave {name} out.")
+            setattr(self, name, value)
 
     def _check_pixel_range(self) -> None:
         if self.pixel_range is None:
@@ -364,6 +358,11 @@ class AutoencoderConfig(PreTrainedConfig):
     def latent_grid_size(self) -> int:
         """Side of the spatial latent grid (VQ-VAE code map, spatial AE/VAE latent)."""
         return self.image_size // self.downsampling_factor
+
+    @property
+    def spatial_latent(self) -> bool:
+        """Whether the latent is a map (batch, channels, h, w) rather than a vector."""
+        return True
 
     @property
     def num_pixels(self) -> int:
@@ -409,6 +408,10 @@ class AEConfig(AutoencoderConfig):
             self.latent_dim = 16
         _require(self.latent_dim >= 1, f"latent_dim must be >= 1, got {self.latent_dim}.")
         _require(self.noise_std >= 0, f"noise_std must be >= 0, got {self.noise_std}.")
+
+    @property
+    def spatial_latent(self) -> bool:
+        return self.latent_channels is not None
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -491,7 +494,8 @@ class VQVAEConfig(AutoencoderConfig):
         quantizer (`str`, defaults to `"vq"`): `"vq"` (codebook) or `"fsq"` (Finite Scalar Quantization,
             Mentzer et al., 2023: each of len(fsq_levels) channels rounded to a fixed grid; no codebook loss).
         num_embeddings (`int`, defaults to 512): codebook size K (derived as prod(fsq_levels) for FSQ).
-        embedding_dim (`int`, defaults to 64): dimension d of z_e and of the decoder input.
+        embedding_dim (`int`, defaults to 64): dimension d of z_e and of the decoder input (the latent channels of
+            the ldm backbone).
         commitment_cost (`float`, defaults to 0.25): beta of the commitment loss beta * ||z_e - sg(e)||^2.
         codebook_ema (`bool`, defaults to `True`): update the codebook as exponential moving averages of the
             assigned encoder outputs instead of the codebook loss (paper's appendix; Razavi et al., 2019).

@@ -109,6 +109,8 @@ class AutoencoderPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     # The terms of the training loss, fields of `AutoencoderOutput`; the loss is their (weighted) sum.
     loss_terms: tuple[str, ...] = ("reconstruction_loss",)
+    # The diffusers class of the same layout (with the ldm backbone), if there is one (`diffusers_compat`).
+    diffusers_class: str | None = None
     use_slicing = False
     use_tiling = False
 
@@ -138,8 +140,7 @@ class AutoencoderPreTrainedModel(PreTrainedModel):
     def fully_convolutional(self) -> bool:
         """Whether encoder and decoder are convolutions throughout (the conv and ldm backbones with a latent map), so
         that `encode` and `decode` take images of any size whose sides are multiples of f, and tiling applies."""
-        spatial = getattr(self.config, "latent_channels", None) is not None or not hasattr(self.config, "latent_dim")
-        return self.config.backbone in ("conv", "ldm") and spatial
+        return self.config.backbone in ("conv", "ldm") and self.config.spatial_latent
 
     def check_pixel_values(self, pixel_values, name: str = "pixel_values", check_range: bool = True,
                            check_values: bool = True, any_size: bool = False) -> torch.Tensor:

@@ -186,6 +186,7 @@ class VAEModel(AutoencoderPreTrainedModel):
 
     config_class = VAEConfig
     loss_terms = ("reconstruction_loss", "kl_loss")
+    diffusers_class = "AutoencoderKL"
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)

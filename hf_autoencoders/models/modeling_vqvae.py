@@ -24,6 +24,7 @@ class VQVAEModel(AutoencoderPreTrainedModel):
 
     config_class = VQVAEConfig
     loss_terms = ("reconstruction_loss", "codebook_loss", "commitment_loss")
+    diffusers_class = "VQModel"
 
     def __init__(self, config: VQVAEConfig):
         super().__init__(config)
