@@ -4,6 +4,7 @@ statistics of its latents that a diffusion model trained on them needs (`scaling
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -112,3 +113,78 @@ def scaling_factors(model, train_data, test_data=None, *, batch_size: int = 256,
         result.update(scaled_test_mean=(test["mean"] - train["mean"]) / train["std"],
                       scaled_test_std=test["std"] / train["std"], num_test_images=test["num_images"])
     return result
+
+
+def scaled_latents(model, latents: torch.Tensor) -> torch.Tensor:
+    """(z - shift_factor) * scaling_factor: the standardised latents a diffusion model is trained on (decoded with
+    `model.decode(latents / scaling_factor + shift_factor)`)."""
+    config = model.config
+    if config.scaling_factor is None:
+        raise ValueError("The model has no scaling_factor yet: measure it on its training data first "
+                         "(`hf-autoencoders scaling-factor RUN --dataset_name ...`, or evaluation.scaling_factors).")
+    return (latents - (config.shift_factor or 0.0)) * config.scaling_factor
+
+
+@torch.no_grad()
+def latents_dataset(model, splits: dict, work_dir, *, label_names: list[str] | None = None, batch_size: int = 256,
+                    seed: int = 0, progress: bool = True):
+    """The latents of every image of `splits` ({split name: anything `data.iterate_batches` reads}) as a
+    `datasets.DatasetDict`, written split by split (memory-mapped Arrow files in `work_dir`, which must outlive the
+    result; `save_to_disk` copies them):
+
+    - a model whose `encode` gives a posterior or a latent (VAE, AE): `latents`, float32 (c, h, w), the scaled
+      latents `scaled_latents` of a posterior sample z ~ q(z|x) (seeded);
+    - a model with codes (VQ-VAE, `encode_indices`): `codes`, int32 (h, w), the code map;
+
+    with `label` (a `ClassLabel` with `label_names`) where the data has labels. The images must have the model's
+    size and channels (refused otherwise, before anything is encoded): a resized image would give latents of
+    another image than the one in the dataset."""
+    import datasets
+    from datasets.arrow_writer import ArrowWriter
+
+    config = model.config
+    codes = hasattr(model, "encode_indices")
+    expected = (config.num_channels, config.image_size, config.image_size)
+    device = model_device(model)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    written = {}
+    source = model.name_or_path or config.display_name
+    if codes:
+        description = f"Code maps of {source} (a VQ-VAE); images: model.decode_indices(codes)."
+    else:
+        description = (f"Latents of {source}: (z - {config.shift_factor or 0.0}) * {config.scaling_factor}, z ~ q(z|x); "
+                       f"images: model.decode(latents / {config.scaling_factor} + {config.shift_factor or 0.0}).")
+    with eval_mode(model), seeded(seed, device):
+        for split, data in splits.items():
+            first = next(iter(iterate_batches(data, 1)), None)
+            if first is None:
+                raise ValueError(f"The {split} split holds no images.")
+            if tuple(first[0].shape[1:]) != expected:
+                c, h, w = first[0].shape[1:]
+                raise ValueError(f"The {split} split's images are {c}x{h}x{w} (channels x height x width), but the "
+                                 f"model encodes {expected[0]}x{expected[1]}x{expected[2]} images; encode a dataset "
+                                 "of the images the model was trained on, at its size and channels.")
+            labelled = first[1] is not None
+            shape = (config.latent_grid_size,) * 2 if codes else tuple(config.latent_shape)
+            value = (datasets.Array2D(shape, "int32") if codes else datasets.Array3D(shape, "float32"))
+            features = {"codes" if codes else "latents": value}
+            if labelled:
+                features["label"] = datasets.ClassLabel(names=label_names) if label_names else datasets.Value("int64")
+            path = Path(work_dir) / f"{split}.arrow"
+            with ArrowWriter(features=datasets.Features(features), path=str(path)) as writer:
+                batches = tqdm(iterate_batches(data, batch_size), total=num_batches(data, batch_size),
+                               desc=f"encoding {split}", disable=not progress, leave=False)
+                for x, labels in batches:
+                    pixel_values, _ = model_and_unit_images(model, x)
+                    pixel_values = pixel_values.to(device)
+                    if codes:
+                        values = model.encode_indices(pixel_values).int()
+                    else:
+                        values = scaled_latents(model, encoded_latents(model, pixel_values, generator)).float()
+                    batch = {next(iter(features)): list(values.cpu().numpy())}
+                    if labelled:
+                        batch["label"] = labels.long().tolist()
+                    writer.write_batch(batch)
+                writer.finalize()
+            written[split] = datasets.Dataset.from_file(str(path), info=datasets.DatasetInfo(description=description))
+    return datasets.DatasetDict(written)
