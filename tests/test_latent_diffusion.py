@@ -1,5 +1,8 @@
 """The autoencoder of latent diffusion: the ldm backbone in diffusers' layout, latent maps for every backbone, the
-pixel range, slicing, tiling, gradient checkpointing, decoder-only training, and conversion to and from diffusers."""
+pixel range, slicing, tiling, gradient checkpointing, decoder-only training, the scaling factor, latents as a
+dataset, and conversion to and from diffusers."""
+
+import math
 
 import pytest
 import torch
@@ -309,6 +312,74 @@ def test_freeze_encoder_keeps_the_latents(model_class):
     for name, tensor in frozen.items():
         assert torch.equal(model.state_dict()[name], tensor), name
     assert any(not torch.equal(model.state_dict()[name], t) for name, t in decoder.items())
+
+
+# ------------------------------------------------------------------------------------- scaling factor, datasets
+
+
+def test_scaling_factor_of_latents_of_known_distribution():
+    """A VAE whose posterior is N(m, v) for every image: shift_factor -> m and scaling_factor -> 1 / sqrt(v), from
+    posterior samples; the held-out check gives mean 0 and std 1."""
+    from hf_autoencoders.evaluation import scaling_factors
+
+    model = VAEModel(VAEConfig(**LDM)).eval()
+    quant_conv = model.encoder.quant_conv
+    with torch.no_grad():
+        quant_conv.weight.zero_()
+        quant_conv.bias.copy_(torch.tensor([0.7] * 4 + [math.log(0.25)] * 4))  # means 0.7, variances 0.25
+    images = torch.randint(0, 256, (96, 3, 16, 16), dtype=torch.uint8)
+    factors = scaling_factors(model, images[:64], images[64:], batch_size=10, progress=False)
+    assert factors["num_train_images"] == 64 and factors["num_train_values"] == 64 * 4 * 8 * 8
+    assert factors["shift_factor"] == pytest.approx(0.7, abs=0.02)
+    assert factors["scaling_factor"] == pytest.approx(2.0, rel=0.02)
+    assert factors["scaled_test_mean"] == pytest.approx(0.0, abs=0.05)
+    assert factors["scaled_test_std"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_streamed_latent_statistics_are_exact():
+    """The running moments over batches of 7 equal the moments of all the latents at once (deterministic AE)."""
+    from hf_autoencoders.evaluation import latent_statistics
+
+    model = AEModel(AEConfig(**LDM)).eval()
+    images = torch.randint(0, 256, (30, 3, 16, 16), dtype=torch.uint8)
+    stats = latent_statistics(model, images, batch_size=7, progress=False)
+    with torch.no_grad():
+        z = model.encode(model.to_model_range(images.float() / 255)).latents.double()
+    assert stats["mean"] == pytest.approx(z.mean().item(), rel=1e-6)
+    assert stats["std"] == pytest.approx(z.std(unbiased=False).item(), rel=1e-6)
+
+
+def test_latents_dataset_writes_scaled_latents_or_codes_with_labels(tmp_path):
+    import datasets
+
+    from hf_autoencoders.evaluation import latents_dataset
+
+    images = torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8)
+    split = [{"pixel_values": image, "labels": torch.tensor(i % 3)} for i, image in enumerate(images)]
+    vae = VAEModel(VAEConfig(**LDM, scaling_factor=2.0, shift_factor=0.5)).eval()
+    with pytest.raises(ValueError, match="no scaling_factor"):
+        latents_dataset(VAEModel(VAEConfig(**LDM)), {"train": split}, tmp_path, progress=False)
+    written = latents_dataset(vae, {"train": split}, tmp_path, label_names=["a", "b", "c"], batch_size=4,
+                              progress=False)
+    written.save_to_disk(tmp_path / "latents")
+    loaded = datasets.load_from_disk(tmp_path / "latents")["train"]
+    rows = loaded.with_format("torch")[:]
+    assert loaded.features["label"].names == ["a", "b", "c"]
+    assert rows["label"].tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+    latents = rows["latents"]
+    with torch.no_grad():
+        means = vae.encode(vae.to_model_range(images.float() / 255)).latent_dist.mean
+    assert latents.shape == (10, 4, 8, 8)
+    assert (latents / 2.0 + 0.5 - means).abs().mean() < 3 * (latents / 2.0 + 0.5 - means).std()  # samples around
+    vq = VQVAEModel(VQVAEConfig(**LDM, embedding_dim=4, num_embeddings=16)).eval()
+    (tmp_path / "vq").mkdir()
+    codes = latents_dataset(vq, {"test": images}, tmp_path / "vq", progress=False)["test"]
+    assert "label" not in codes.features
+    maps = codes.with_format("torch")[:]["codes"]
+    assert maps.shape == (10, 8, 8)
+    assert torch.equal(maps.long(), vq.encode_indices(vq.to_model_range(images.float() / 255)))
+    with pytest.raises(ValueError, match=r"1x28x28 .* model encodes 3x16x16"):
+        latents_dataset(vae, {"train": torch.zeros(2, 1, 28, 28, dtype=torch.uint8)}, tmp_path / "bad")
 
 
 # ---------------------------------------------------------------------------------------------------- diffusers

@@ -115,13 +115,16 @@ def scaling_factors(model, train_data, test_data=None, *, batch_size: int = 256,
     return result
 
 
+NO_SCALING_FACTOR = ("The model has no scaling_factor yet: measure it on its training data first (`hf-autoencoders "
+                     "scaling-factor RUN --dataset_name ...`, or evaluation.scaling_factors).")
+
+
 def scaled_latents(model, latents: torch.Tensor) -> torch.Tensor:
     """(z - shift_factor) * scaling_factor: the standardised latents a diffusion model is trained on (decoded with
     `model.decode(latents / scaling_factor + shift_factor)`)."""
     config = model.config
     if config.scaling_factor is None:
-        raise ValueError("The model has no scaling_factor yet: measure it on its training data first "
-                         "(`hf-autoencoders scaling-factor RUN --dataset_name ...`, or evaluation.scaling_factors).")
+        raise ValueError(NO_SCALING_FACTOR)
     return (latents - (config.shift_factor or 0.0)) * config.scaling_factor
 
 
@@ -144,6 +147,8 @@ def latents_dataset(model, splits: dict, work_dir, *, label_names: list[str] | N
 
     config = model.config
     codes = hasattr(model, "encode_indices")
+    if not codes and config.scaling_factor is None:
+        raise ValueError(NO_SCALING_FACTOR)
     expected = (config.num_channels, config.image_size, config.image_size)
     device = model_device(model)
     generator = torch.Generator(device=device).manual_seed(seed)
