@@ -193,6 +193,25 @@ def test_discretized_logistic_in_the_range_minus_one_one():
     assert torch.allclose(scores[0], scores[1], rtol=1e-4)
 
 
+def test_evaluation_reads_images_in_the_models_range_and_scores_them_in_unit_range():
+    """uint8 batches are mapped into the model's range, float batches are taken as in it; PSNR is computed on the
+    reconstructions mapped back to [0, 1]."""
+    from hf_autoencoders.evaluation import evaluate, psnr
+
+    model = VAEModel(VAEConfig(**LDM)).eval()
+    uint8 = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    unit = uint8.float() / 255
+    torch.manual_seed(0)
+    from_uint8 = evaluate(model, uint8, batch_size=6, progress=False)
+    from_floats = evaluate(model, model.to_model_range(unit), batch_size=6, progress=False)
+    assert from_uint8 == pytest.approx(from_floats, rel=1e-6)
+    torch.manual_seed(0 + 0 + 7919 * 0)  # the loop's seed of its first batch
+    with torch.no_grad():
+        reconstruction = model(model.to_model_range(unit)).reconstruction
+    expected = psnr(unit, model.to_unit_range(reconstruction).clamp(0, 1))
+    assert from_uint8["psnr"] == pytest.approx(expected, rel=1e-6)
+
+
 # ---------------------------------------------------------------------------------------- slicing and tiling
 
 
