@@ -23,6 +23,7 @@ would then pad with mid-grey instead of black, so the folded model would not be 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -176,9 +177,39 @@ def diffusers_folder_problems(diffusers_config: dict) -> list[str]:
     return problems
 
 
-def config_from_diffusers(diffusers_config: dict) -> VAEConfig | VQVAEConfig:
-    """Our config of the same layout as a diffusers `AutoencoderKL` / `VQModel` config (pixels in (-1, 1)). A
-    VQModel's codebook becomes a trained parameter (no EMA, no k-means initialisation)."""
+def read_diffusers_config(path, subfolder: str | None = None) -> dict | None:
+    """The config.json of the diffusers model at `path` (a model folder, a pipeline folder, whose `vae` or `vqvae`
+    subfolder is taken, or a Hub id), with `_subfolder` set to the subfolder it came from; None where `path` holds no
+    diffusers model (an hf_autoencoders run, a missing folder)."""
+    path = str(path)
+    if os.path.isdir(path):
+        folders = [subfolder] if subfolder else [None, "vae", "vqvae"]
+        for folder in folders:
+            config_file = os.path.join(path, *(folder,) if folder else (), "config.json")
+            if os.path.isfile(config_file):
+                with open(config_file) as file:
+                    config = json.load(file)
+                if "_class_name" in config:
+                    return {**config, "_subfolder": folder}
+                if folder is None and "_class_name" not in config:
+                    return None  # a transformers model (ours)
+        return None
+    if os.path.exists(path):
+        return None
+    try:  # a Hub id: diffusers knows how to fetch its config
+        config = _diffusers().AutoencoderKL.load_config(path, subfolder=subfolder)
+    except (ImportError, OSError, ValueError):
+        return None
+    return {**config, "_subfolder": subfolder} if "_class_name" in config else None
+
+
+def config_from_diffusers(diffusers_config: dict, source: str = "the diffusers model") -> VAEConfig | VQVAEConfig:
+    """Our config of the same layout as a diffusers `AutoencoderKL` / `VQModel` config (pixels in (-1, 1)), or a
+    ValueError naming every reason `source` cannot be converted. A VQModel's codebook becomes a trained parameter
+    (no EMA, no k-means initialisation)."""
+    problems = diffusers_folder_problems(diffusers_config)
+    if problems:
+        raise ValueError(f"{source} cannot be converted to an hf_autoencoders model: " + "; ".join(problems) + ".")
     size = diffusers_config.get("sample_size", 32)
     fields = dict(
         backbone="ldm",
@@ -217,20 +248,14 @@ def from_diffusers(path, subfolder: str | None = None):
     """A diffusers `AutoencoderKL` (or `VQModel`) folder or Hub id as our VAE (or VQ-VAE), with the same weights,
     scaling and shift factors; a pipeline folder's `vae` (or `vqvae`) subfolder is found by itself. Refuses a layout
     we cannot hold, naming every reason, before loading any weight."""
-    diffusers = _diffusers()
-    path = str(path)
-    if subfolder is None and os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
-        subfolder = next((name for name in ("vae", "vqvae") if os.path.isfile(os.path.join(path, name, "config.json"))),
-                         None)
-    try:
-        their_config = diffusers.AutoencoderKL.load_config(path, subfolder=subfolder)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path} is not a diffusers model folder (no readable config.json: {err}).") from err
-    problems = diffusers_folder_problems(their_config)
-    if problems:
-        raise ValueError(f"{path} cannot be converted to an hf_autoencoders model: " + "; ".join(problems) + ".")
-    theirs = getattr(diffusers, their_config["_class_name"]).from_pretrained(path, subfolder=subfolder)
-    model = AutoModel.from_config(config_from_diffusers(their_config))
+    their_config = read_diffusers_config(path, subfolder)
+    if their_config is None:
+        raise ValueError(f"{path} is not a diffusers model folder (no config.json of a diffusers model, in it or in a "
+                         "vae / vqvae subfolder): pass the folder of an AutoencoderKL or VQModel, or a pipeline's.")
+    config = config_from_diffusers(their_config, str(path))
+    theirs = getattr(_diffusers(), their_config["_class_name"]).from_pretrained(
+        str(path), subfolder=their_config["_subfolder"])
+    model = AutoModel.from_config(config)
     missing, unexpected = model.load_state_dict(from_diffusers_state_dict(theirs.state_dict()), strict=False)
     missing = [name for name in missing if not name.startswith("quantizer.")]  # the EMA-free codebook has no stats
     if missing or unexpected:

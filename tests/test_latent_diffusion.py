@@ -507,7 +507,7 @@ def test_import_refuses_another_layout(tmp_path):
     with pytest.raises(ValueError, match="AutoencoderTiny, not an AutoencoderKL"):
         from_diffusers(tmp_path / "tiny")
     VAEModel(VAEConfig(**LDM)).save_pretrained(tmp_path / "ours")
-    with pytest.raises(ValueError, match="not an AutoencoderKL"):
+    with pytest.raises(ValueError, match="not a diffusers model folder"):
         from_diffusers(tmp_path / "ours")
     with pytest.raises(ValueError, match="not a diffusers model folder"):
         from_diffusers(tmp_path / "missing")

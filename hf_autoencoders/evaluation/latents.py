@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import iterate_batches, num_batches
+from ..models import VAEModel, VQVAEModel
 from .loop import seeded
 from .metrics import as_images, eval_mode, model_and_unit_images, model_device
 
@@ -72,7 +73,7 @@ def latent_statistics(model, data, *, batch_size: int = 256, seed: int = 0, prog
         n = n_a + n_b,   m = m_a + (m_b - m_a) n_b / n,   M = M_a + M_b + (m_b - m_a)^2 n_a n_b / n,
 
     so memory stays that of one batch whatever the size of the set. Seeded by `seed` (the posterior samples).
-    Returns {"mean", "std" (population, sqrt(M / n)), "num_images", "num_values"}."""
+    Returns {"mean", "std" (population, sqrt(M / n)), "num_images", "num_values", "latents" (which latents)}."""
     device = model_device(model)
     count, mean, squares, images = 0, 0.0, 0.0, 0
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -91,7 +92,17 @@ def latent_statistics(model, data, *, batch_size: int = 256, seed: int = 0, prog
             count, images = total, images + len(z)
     if count == 0:
         raise ValueError("The data yielded no images; pass a non-empty dataset.")
-    return {"mean": mean, "std": math.sqrt(squares / count), "num_images": images, "num_values": count}
+    return {"mean": mean, "std": math.sqrt(squares / count), "num_images": images, "num_values": count,
+            "latents": latents_description(model)}
+
+
+def latents_description(model) -> str:
+    """Which latents `encoded_latents` takes of `model`, in words."""
+    if isinstance(model, VQVAEModel):
+        return "encoder outputs z_e(x) before quantization"
+    if isinstance(model, VAEModel):
+        return "posterior samples z ~ q(z|x)"
+    return "encoder outputs z = f(x)"
 
 
 def scaling_factors(model, train_data, test_data=None, *, batch_size: int = 256, seed: int = 0,
@@ -106,7 +117,7 @@ def scaling_factors(model, train_data, test_data=None, *, batch_size: int = 256,
     if not train["std"] > 0:
         raise ValueError("The latents of the training data do not vary (standard deviation 0); the model is "
                          "degenerate, so no scaling factor exists.")
-    result = {"shift_factor": train["mean"], "scaling_factor": 1.0 / train["std"],
+    result = {"shift_factor": train["mean"], "scaling_factor": 1.0 / train["std"], "latents": train["latents"],
               "num_train_images": train["num_images"], "num_train_values": train["num_values"]}
     if test_data is not None:
         test = latent_statistics(model, test_data, batch_size=batch_size, seed=seed + 1, progress=progress)

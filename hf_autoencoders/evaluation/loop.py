@@ -77,7 +77,8 @@ def evaluate(
     Seeded (`seed`), so the same call gives the same numbers. With an `accelerate` `accelerator`, each process
     evaluates its shard and the sums are added across processes (fixed-size tensors, so a process without a batch
     still joins every collective); `forward_context` wraps each model call (e.g. the Trainer's autocast), and
-    `on_batch(pixel_values, output)` sees every batch's clean images and model output (e.g. to keep reconstructions).
+    `on_batch(images, output)` sees every batch's clean images, in [0, 1], and model output (e.g. to keep
+    reconstructions).
     """
     if num_importance_samples < 0:
         raise ValueError(f"num_importance_samples must be >= 0 (0 skips the IWAE bound), got {num_importance_samples}.")
@@ -110,7 +111,7 @@ def evaluate(
             with forward_context():
                 output = model(inputs, target_pixel_values=x if noise_std else None)
             if on_batch is not None:
-                on_batch(x, output)
+                on_batch(unit, output)
             reconstruction = unit_images(model, output.reconstruction)
             values = {name: getattr(output, name) * len(x) for name in ["loss", *model.loss_terms]}
             values.update(
