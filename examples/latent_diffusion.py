@@ -20,12 +20,15 @@ of only a few blocks. Needs diffusers (pip install 'hf-autoencoders[diffusers]')
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
+
+from hf_autoencoders.cli import run_main
+from hf_autoencoders.training import ArgumentParser
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vae", required=True, help="A trained hf_autoencoders VAE (run folder or Hub id).")
     parser.add_argument("--dataset_name", default=None, help="Its training images (default: the embedded digits).")
     parser.add_argument("--output_dir", required=True)
@@ -134,4 +137,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, sys.argv[1:])

@@ -26,14 +26,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import AutoModel
 
 from .models import VAEConfig, VQVAEConfig
+from .results import check_destination, write_folder
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +129,7 @@ def export_to_diffusers(model, output_dir, overwrite: bool = False) -> Path:
         raise ValueError(f"This {model.config.display_name} cannot be exported to diffusers: " + "; ".join(problems)
                          + ".")
     output_dir = Path(output_dir)
-    _check_destination(output_dir, overwrite)
+    check_destination(output_dir, overwrite)
     if model.config.scaling_factor is None:
         logger.warning("The model's scaling_factor was never measured: the export carries scaling_factor=1.0. "
                        "Measure it first with `hf-autoencoders scaling-factor RUN --dataset_name ...`.")
@@ -261,37 +260,3 @@ def from_diffusers(path, subfolder: str | None = None):
     if missing or unexpected:
         raise ValueError(f"{path}: the weights do not map one to one (missing {missing}, unexpected {unexpected}).")
     return model.to(theirs.dtype)
-
-
-# ------------------------------------------------------------------------------------------------------ folders
-
-
-def _check_destination(output_dir: Path, overwrite: bool) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"{output_dir} exists and is not a folder; choose another output folder.")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise ValueError(f"{output_dir} already holds files; choose an empty or new folder (or overwrite it "
-                         "explicitly).")
-
-
-def write_folder(output_dir, write, overwrite: bool = False) -> Path:
-    """Call `write(folder)` on a temporary folder beside `output_dir`, then rename it into place, so that
-    `output_dir` holds all of it or nothing of it; an `output_dir` holding files is refused unless `overwrite`
-    (it is then replaced only once the new folder is whole)."""
-    output_dir = Path(output_dir)
-    _check_destination(output_dir, overwrite)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.partial-"))
-    try:
-        write(partial)
-        old = None
-        if output_dir.exists():
-            old = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.old-"))
-            os.replace(output_dir, old / output_dir.name)
-        os.replace(partial, output_dir)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return output_dir

@@ -290,6 +290,15 @@ def latent_scale_section(factors: dict, dataset_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_latent_scale(folder: str | Path, factors: dict) -> Path:
+    """Set `scaling_factor` and `shift_factor` in the config.json of a model folder, every other field as it was,
+    written atomically (in transformers' format)."""
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text())
+    config.update(scaling_factor=factors["scaling_factor"], shift_factor=factors["shift_factor"])
+    return write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def update_card_latent_scale(folder: str | Path, factors: dict, dataset_name: str) -> Path | None:
     """Put `latent_scale_section` into the card of a run folder, in place of the one it holds, else before its
     Training or Results section (written whole or not at all); None where the folder has no card."""

@@ -1,6 +1,6 @@
 """`ImageCollator`: dataset items -> the batch a model takes."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -27,6 +27,13 @@ class ImageCollator:
 
     def __post_init__(self):
         self._normalization = normalization(self.pixel_range)  # refuses a range no model has
+
+    def __repr__(self) -> str:
+        """The dataclass's repr, naming the pixel range only where it is not [0, 1], so that a cache key made of it
+        before the range existed stays the same."""
+        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                 if f.name != "pixel_range" or tuple(self.pixel_range) != (0.0, 1.0)]
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     def __call__(self, features: list) -> dict[str, torch.Tensor]:
         if len(features) == 0:

@@ -13,16 +13,17 @@ from tqdm.auto import tqdm
 from ..data import iterate_batches, num_batches
 from ..models import VAEModel, VQVAEModel
 from .loop import seeded
-from .metrics import as_images, eval_mode, model_and_unit_images, model_device
+from .metrics import as_images, eval_mode, model_and_unit_images, model_device, to_model_range
 
 
 @torch.no_grad()
 def representations(model, images, batch_size: int = 500) -> torch.Tensor:
-    """`model.representation` of each image, flattened to (N, features): z = f(x) (AE), the posterior mean E_q[z]
-    (VAE), z_q (VQ-VAE). What a linear probe or a latent-layout plot reads."""
+    """`model.representation` of each image (in [0, 1], or uint8), flattened to (N, features): z = f(x) (AE), the
+    posterior mean E_q[z] (VAE), z_q (VQ-VAE). What a linear probe or a latent-layout plot reads."""
     device = model_device(model)
     with eval_mode(model):
-        chunks = [model.representation(x.to(device)).flatten(1).cpu() for x in as_images(images).split(batch_size)]
+        chunks = [model.representation(to_model_range(model, x.to(device))).flatten(1).cpu()
+                  for x in as_images(images).split(batch_size)]
     return torch.cat(chunks)
 
 

@@ -15,11 +15,10 @@ from ..data import ImageCollator, as_image_split, first_items, load_image_datase
 from ..diffusers_compat import from_diffusers, read_diffusers_config
 from ..evaluation import domain_features, scaling_factors
 from ..evaluation.metrics import unit_images
-from ..hub import write_model_card
+from ..hub import write_latent_scale, write_model_card
 from ..models import autoencoder_classes
 from ..models.image_processing_autoencoders import normalization
 from ..plots import plot_loss_curves, plot_reconstructions, plot_samples
-from ..results import write_text
 from .arguments import DataArguments, ModelArguments, build_config, requested_settings, training_arguments
 from .checkpoints import check_output_dir, check_resume_settings, resolve_checkpoint
 from .trainer import AutoencoderTrainer
@@ -190,7 +189,7 @@ def measure_latent_scale(model, data, model_args: ModelArguments, training_args)
     factors = scaling_factors(model, data.train, data.test, batch_size=training_args.per_device_eval_batch_size,
                               seed=training_args.seed, progress=not training_args.disable_tqdm)
     config.scaling_factor, config.shift_factor = factors["scaling_factor"], factors["shift_factor"]
-    write_text(Path(training_args.output_dir) / "config.json", config.to_json_string())
+    write_latent_scale(training_args.output_dir, factors)
     logger.info("scaling_factor %.6g, shift_factor %.6g (scaled test latents: mean %.3g, std %.3g)",
                 factors["scaling_factor"], factors["shift_factor"], factors.get("scaled_test_mean", float("nan")),
                 factors.get("scaled_test_std", float("nan")))
