@@ -155,3 +155,15 @@ def test_gradient_checkpointing_flag_trains(tmp_path, capsys):
     line = fails(capsys, "train", "--model_type", "vae", "--backbone", "mlp", "--output_dir", str(tmp_path / "m"),
                  "--do_train", "--gradient_checkpointing", *QUICK)
     assert "the mlp backbone has none" in line
+
+
+def test_evaluate_and_sample_commands_read_the_models_range(trained, tmp_path, capsys):
+    """`evaluate` feeds the model images in its range and scores them in [0, 1]: the run's own figures again (its
+    seed, 42 by default, draws the same posterior samples)."""
+    main(["evaluate", str(trained), "--max_eval_samples", "16", "--num_importance_samples", "0", "--seed", "42"])
+    printed = capsys.readouterr().out
+    metrics = json.loads(printed[printed.index("{"):])
+    recorded = json.loads((trained / "eval_results.json").read_text())
+    assert metrics["psnr"] == pytest.approx(recorded["eval_psnr"], abs=1e-4)
+    main(["sample", str(trained), "--num_samples", "4", "--output_file", str(tmp_path / "samples.png")])
+    assert (tmp_path / "samples.png").is_file()
