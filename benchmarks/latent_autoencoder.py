@@ -19,7 +19,9 @@ Sections (`--sections`, every one by default); the headline keys are at the top 
   1). Test PSNR and SSIM (`evaluation.evaluate`, on images mapped back to [0, 1]) and the reconstruction Fréchet
   distance in the features of a small classifier of the first 10,000 labelled training images (as a training
   run's card measures it: `evaluation.quality_metrics`), mean and sample std over seeds.
-  Target: the VAE's mean test PSNR at least 1.0 dB above the VQ-VAE's.
+  Target: the VAE's mean test PSNR at least 1.0 dB above the VQ-VAE's. Beside them (`--conv_vae`, on by default),
+  the same 8x8x4 KL-VAE on the conv backbone (`vae_conv`: the VQ-VAE's encoder and decoder with a latent map,
+  pixels in [-1, 1], the same c), which shows what the ldm layout's per-step cost takes at equal time.
 - `scaling` (`scaled_latent_std`, `scaled_latent_mean`): `evaluation.scaling_factors` of the first seed's VAE, measured
   on posterior samples of the whole training split and applied to the test split's. Target: std 1 +- 0.05,
   |mean| <= 0.05.
@@ -91,6 +93,15 @@ def vae_config(args, image_size: int, num_channels: int, block_out_channels=None
     return VAEConfig(backbone="ldm", image_size=image_size, num_channels=num_channels, latent_channels=4,
                      block_out_channels=channels, layers_per_block=args.layers_per_block,
                      norm_num_groups=math.gcd(*channels, args.norm_num_groups),
+                     gaussian_variance=args.gaussian_variance)
+
+
+def conv_vae_config(args, image_size: int, num_channels: int):
+    """The same 8x8x4 KL-VAE on the conv backbone (the VQ-VAE's, with a latent map): what the ldm layout costs."""
+    from hf_autoencoders.models import VAEConfig
+
+    return VAEConfig(backbone="conv", image_size=image_size, num_channels=num_channels, latent_channels=4,
+                     hidden_size=args.vq_hidden_size, pixel_range=(-1.0, 1.0),
                      gaussian_variance=args.gaussian_variance)
 
 
@@ -199,6 +210,8 @@ def quality_section(data, args) -> tuple[dict, object]:
 
     size, channels = data.train.images.shape[-1], data.train.images.shape[1]
     configs = {"vae": vae_config(args, size, channels), "vqvae": vqvae_config(args, size, channels)}
+    if args.conv_vae:
+        configs["vae_conv"] = conv_vae_config(args, size, channels)
     features = None
     if data.train.labels is not None:  # the features a training run's card uses: a classifier of 10,000 images
         features = domain_features(data.train.images[:10_000], data.train.labels[:10_000], epochs=args.feature_epochs,
@@ -216,6 +229,9 @@ def quality_section(data, args) -> tuple[dict, object]:
                       if metric in runs[0]}
                for name in configs}
     gain = summary["vae"]["test_psnr_db"]["mean"] - summary["vqvae"]["test_psnr_db"]["mean"]
+    if "vae_conv" in summary:
+        summary["vae_conv"]["psnr_gain_over_vqvae_db"] = (summary["vae_conv"]["test_psnr_db"]["mean"]
+                                                          - summary["vqvae"]["test_psnr_db"]["mean"])
     section = {
         "models": {name: {"config": config.to_diff_dict(), "latent_shape": latent_shape(config)}
                    for name, config in configs.items()},
@@ -238,8 +254,8 @@ def scaling_section(vae, data, args) -> dict:
 
     test = data.test.images[: args.max_eval_samples]
     factors = scaling_factors(vae, data.train, test, batch_size=256, progress=False)
-    return {**factors, "latents": "posterior samples z ~ q(z|x) of every training image; scaled test latents "
-                                  "(z - shift_factor) * scaling_factor"}
+    return {**factors, "measured_on": "every training image; checked on the test images' (z - shift_factor) * "
+                                      "scaling_factor"}
 
 
 def mosaics(images: torch.Tensor, count: int, side: int = 4) -> torch.Tensor:
@@ -451,6 +467,8 @@ def parse_args(argv=None):
     parser.add_argument("--gaussian_variance", type=float, default=0.005,
                         help="The VAE's decoder variance c in its pixel range (-1, 1): the light KL of latent "
                              "diffusion's autoencoders (MSE + 2c KL).")
+    parser.add_argument("--conv_vae", action=argparse.BooleanOptionalAction, default=True,
+                        help="Also train the same 8x8x4 KL-VAE on the conv backbone (vae_conv), at the same time.")
     parser.add_argument("--num_embeddings", type=int, default=512)
     parser.add_argument("--vq_hidden_size", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=128)
@@ -521,6 +539,8 @@ def main(argv=None) -> dict:
             results["untrained_vae"] = "the quality section did not run: scaling, tiling and export used a fresh VAE"
         if "scaling" in args.sections:
             results["scaling"] = scaling_section(vae, data, args)
+            vae.config.scaling_factor = results["scaling"]["scaling_factor"]  # the export carries them
+            vae.config.shift_factor = results["scaling"]["shift_factor"]
             results["scaled_latent_std"] = results["scaling"]["scaled_test_std"]
             results["scaled_latent_mean"] = results["scaling"]["scaled_test_mean"]
         if "tiling" in args.sections:

@@ -27,7 +27,7 @@ def test_latent_autoencoder_smoke_prints_the_headline_keys_and_its_command():
     assert result["export_max_abs_diff"] <= 1e-5  # exact conversion, trained or not
     assert 0 < result["tiled_peak_memory_ratio"] < 1  # tiles of the training size hold less than the whole image
     assert abs(result["scaled_latent_mean"]) < 0.5 and 0.5 < result["scaled_latent_std"] < 1.5
-    assert len(result["quality"]["runs"]) == 2 and result["speed"]["vs_diffusers_ratio"] > 0
+    assert len(result["quality"]["runs"]) == 3 and result["speed"]["vs_diffusers_ratio"] > 0  # vae, vqvae, vae_conv
 
 
 @pytest.mark.slow
