@@ -177,8 +177,10 @@ class AutoencoderPreTrainedModel(PreTrainedModel):
             raise ValueError(f"{name} is on the meta device and holds no values; pass a tensor with data.")
         expected_range = f"[{low:g}, {high:g}]"
         if not pixel_values.is_floating_point():
+            how = ("divide uint8 images by 255" if (low, high) == (0.0, 1.0)
+                   else "map uint8 images with model.to_model_range(images / 255)")
             raise ValueError(f"{name} must be floating point in {expected_range}, got dtype {pixel_values.dtype}; "
-                             "use the model's image processor (or model.to_model_range(uint8_images / 255)).")
+                             f"{how} or use the model's image processor.")
         if not check_values:
             return pixel_values.to(device=self.device, dtype=self.dtype)
         if not torch.isfinite(pixel_values).all():
@@ -188,7 +190,8 @@ class AutoencoderPreTrainedModel(PreTrainedModel):
             smallest, largest = (value.item() for value in pixel_values.aminmax())
             if smallest < low or largest > high:
                 if smallest >= 0 and largest > 1.5:
-                    hint = " They look like 0..255 values: use the model's image processor."
+                    how = "divide by 255" if (low, high) == (0.0, 1.0) else "map them with model.to_model_range(x / 255)"
+                    hint = f" They look like 0..255 values: {how}, or use the model's image processor."
                 elif smallest >= -1 and largest <= 1:
                     hint = " They look like [-1, 1] values: map them with (x + 1) / 2 (model.to_unit_range)."
                 else:
