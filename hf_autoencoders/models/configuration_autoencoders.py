@@ -231,6 +231,8 @@ class AutoencoderConfig(PreTrainedConfig):
         _require(self.gaussian_variance > 0, f"gaussian_variance (c) must be > 0, got {self.gaussian_variance}.")
         self._resolve_ldm_options()
         self._check_pixel_range()
+        _require(self.scaling_factor is None or self.scaling_factor > 0,
+                 f"scaling_factor must be > 0 (1 / the latents' standard deviation), got {self.scaling_factor}.")
         if self.hidden_size is None:
             self.hidden_size = _DEFAULT_HIDDEN_SIZE[self.backbone]
         if self.num_hidden_layers is None:
@@ -334,8 +336,6 @@ class AutoencoderConfig(PreTrainedConfig):
         self.pixel_range = tuple(float(bound) for bound in value)
         _require(self.likelihood != "bernoulli" or self.pixel_range == PIXEL_RANGES[0],
                  "likelihood='bernoulli' models binary pixels in {0, 1}: it needs pixel_range (0, 1).")
-        _require(self.scaling_factor is None or self.scaling_factor > 0,
-                 f"scaling_factor must be > 0 (1 / the latents' standard deviation), got {self.scaling_factor}.")
 
     def _check_vit_options(self) -> None:
         _require(self.vit_output_head in VIT_OUTPUT_HEADS,
