@@ -28,12 +28,14 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
 
     from hf_autoencoders.data import ImageCollator, first_items
     from hf_autoencoders.hub import write_model_card
+    from hf_autoencoders.models.image_processing_autoencoders import normalization
     from hf_autoencoders.training import (
         AutoencoderTrainer,
         build_model,
         check_request,
         fid_features,
         load_training_data,
+        measure_latent_scale,
         training_summary,
         write_pictures,
     )
@@ -48,13 +50,17 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
     data = load_training_data(data_args, training_args)
 
     # 4. The model: a new one of --model_type shaped for the images (its config from the flags and
-    #    --config_overrides), the one --model_name_or_path names, or the one the checkpoint holds.
+    #    --config_overrides), the one --model_name_or_path names (a diffusers AutoencoderKL folder is converted), or
+    #    the one the checkpoint holds; with --train_decoder_only its encoder is frozen.
     model = build_model(model_args, data, checkpoint)
 
     # 5. The image processor, saved beside the model so that it takes any image at inference, and the collator that
-    #    turns the decoded images into batches of pixel_values in [0, 1].
-    processor = data.image_processor(do_binarize=data_args.binarize)
-    collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization)
+    #    turns the decoded images into batches of pixel_values, both in the model's pixel range ([0, 1], or [-1, 1]
+    #    for the ldm backbone, as diffusers' pipelines expect).
+    pixel_range = model.config.pixel_range
+    processor = data.image_processor(do_binarize=data_args.binarize, **normalization(pixel_range))
+    collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization,
+                             pixel_range=pixel_range)
 
     # 6. The Trainer, taught to log each loss term, to refuse a NaN step, to evaluate with the library's loop and,
     #    with --push_to_hub, to push checkpoints as --hub_strategy says; a few test images go to the trackers of
@@ -88,15 +94,21 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
         trainer.save_metrics("eval", metrics)
 
     if trainer.is_world_process_zero():
-        # 9. Pictures (reconstructions, samples, loss curves, a VQ-VAE's codebook usage over the test set) and the
-        #    model card, with the numbers of that evaluation.
+        # 9. A latent map (the ldm backbone, or --latent_channels) is what a diffusion model trains on: its scaling and
+        #    shift factors, 1 / std and mean of the latents of the whole training split, checked on the test split,
+        #    go into config.json and the card.
+        latent_scale = measure_latent_scale(model, data, model_args, training_args)
+
+        # 10. Pictures (reconstructions, samples, loss curves, a VQ-VAE's codebook usage over the test set) and the
+        #     model card, with the numbers of that evaluation.
         pictures = write_pictures(model, data.test, collator, training_args.output_dir, trainer.state.log_history,
                                   training_args.seed, trainer.code_histogram)
         write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
                          training=training_summary(training_args, train_metrics) if training_args.do_train else None,
-                         repo_id=training_args.hub_model_id, license=training_args.hub_license)
+                         repo_id=training_args.hub_model_id, license=training_args.hub_license,
+                         latent_scale=latent_scale)
 
-        # 10. With --push_to_hub, upload the folder: the model, its code and processor, the card and the pictures
+        # 11. With --push_to_hub, upload the folder: the model, its code and processor, the card and the pictures
         #     (never the checkpoints' optimizer states).
         if trainer.hub_repo_id:
             print(f"pushed to {trainer.push_to_hub()}")

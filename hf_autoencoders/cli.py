@@ -9,6 +9,9 @@
     hf-autoencoders sample outputs/vqvae [--prior outputs/prior [--class_label 3] [--guidance_scale 2]]
                            [--num_samples 64] [--output_file samples.png]
     hf-autoencoders push outputs/vqvae user/my-vqvae
+    hf-autoencoders scaling-factor outputs/vae --dataset_name uoft-cs/cifar10 [--dry_run]
+    hf-autoencoders export outputs/vae outputs/vae-diffusers --to diffusers
+    hf-autoencoders encode outputs/vae --dataset_name uoft-cs/cifar10 --output_dir outputs/cifar-latents
     hf-autoencoders experiment compare --output_dir studies/compare --budget quick
 
 One convention for every command and example script: flags are spelled with underscores as in transformers'
@@ -132,10 +135,13 @@ def cmd_evaluate(argv: list[str]) -> None:
     prior = _load_prior(args.prior, model, args.model) if args.prior else None
     data = load_image_dataset(args.dataset_name, split=args.split, image_size=model.config.image_size,
                               num_channels=model.config.num_channels, max_samples=args.max_eval_samples)
-    collator = ImageCollator(binarize=args.binarize)
+    collator = ImageCollator(binarize=args.binarize)  # images in [0, 1]: what classifiers and features read
     test = data[args.split]
     loader = torch.utils.data.DataLoader(test, batch_size=args.batch_size, collate_fn=collator)
-    metrics = evaluate(model, loader, num_importance_samples=args.num_importance_samples, seed=args.seed)
+    model_loader = torch.utils.data.DataLoader(  # the same images in the model's pixel range, for the model
+        test, batch_size=args.batch_size,
+        collate_fn=ImageCollator(binarize=args.binarize, pixel_range=model.config.pixel_range))
+    metrics = evaluate(model, model_loader, num_importance_samples=args.num_importance_samples, seed=args.seed)
     if args.downstream or args.linear_probe or args.sample_quality:
         test_images = torch.cat([batch["pixel_values"] for batch in loader])
         metrics.update(_label_metrics(model, prior, data, args, collator, test_images))
@@ -166,6 +172,7 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
         sample_quality,
         train_classifier,
     )
+    from .evaluation.metrics import unit_images
 
     test_labels = data[args.split].labels
     flags = "--downstream, --linear_probe and --sample_quality"
@@ -191,7 +198,7 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
         classes = prior.config.num_classes if prior is not None else 0  # a class-conditional prior: classes in turn
         labels = {"class_labels": torch.arange(args.sample_quality) % classes} if classes else {}
-        samples = model.sample(args.sample_quality, generator=generator, prior=prior, **labels).clamp(0, 1)
+        samples = unit_images(model, model.sample(args.sample_quality, generator=generator, prior=prior, **labels))
         metrics.update({f"sample_{k}": v for k, v in sample_quality(classifier, samples).items()})
         metrics["sample_num_samples"] = args.sample_quality
     return metrics
@@ -336,6 +343,7 @@ def cmd_sample(argv: list[str]) -> None:
 
     import torch
 
+    from .evaluation.metrics import unit_images
     from .hub import load_model
     from .models.code_priors import default_temperature, resolve_guidance_scale
     from .plots import plot_labelled_rows, plot_samples
@@ -345,7 +353,7 @@ def cmd_sample(argv: list[str]) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     if args.prior is None:
         images = model.sample(args.num_samples, generator=generator)
-        print(f"wrote {plot_samples(images.clamp(0, 1), args.output_file)}")
+        print(f"wrote {plot_samples(unit_images(model, images), args.output_file)}")
         return
     prior = _load_prior(args.prior, model, args.model)
     classes = class_rows(args.class_label, prior, args.prior)
@@ -354,7 +362,7 @@ def cmd_sample(argv: list[str]) -> None:
     knobs = dict(temperature=temperature, top_k=args.top_k, top_p=args.top_p)
     if classes is None:
         images = model.sample(args.num_samples, generator=generator, prior=prior, **knobs)
-        print(f"wrote {plot_samples(images.clamp(0, 1), args.output_file)}")
+        print(f"wrote {plot_samples(unit_images(model, images), args.output_file)}")
         return
     per_row = min(8, args.num_samples) if len(classes) == 1 else math.ceil(args.num_samples / len(classes))
     rows = classes * math.ceil(args.num_samples / per_row) if len(classes) == 1 else classes
@@ -364,7 +372,7 @@ def cmd_sample(argv: list[str]) -> None:
     _, names = sample_grid_labels(prior, prior.config.num_classes)
     names = names if len(names) == prior.config.num_classes else [str(y) for y in range(prior.config.num_classes)]
     title = sampling_title(prior, guidance_scale, temperature, args.top_k, args.top_p)
-    path = plot_labelled_rows(images.clamp(0, 1), [names[y] for y in rows], args.output_file, title=title)
+    path = plot_labelled_rows(unit_images(model, images), [names[y] for y in rows], args.output_file, title=title)
     print(f"wrote {path}")
 
 
@@ -389,6 +397,136 @@ def cmd_push(argv: list[str]) -> None:
 
     print(push_to_hub(args.folder, args.repo_id, token=args.token, private=args.private or None,
                       include_checkpoints=args.include_checkpoints))
+
+
+def _scaling_factor_parser():
+    from .training.arguments import ArgumentParser
+
+    parser = ArgumentParser(
+        prog="hf-autoencoders scaling-factor",
+        description="Measure the scaling and shift factors of a trained model's latents (1 / std and mean of every "
+                    "entry, over the whole training split, streamed), check them on the test split, and write them "
+                    "into the model's config.json and card.")
+    parser.add_argument("model", help="A trained run folder (its config.json and README.md are updated).")
+    parser.add_argument("--dataset_name", default=None,
+                        help="The model's training images: a Hub id, a local folder, or nothing for the embedded "
+                             "digits. They are resized to the model's image size, as its training run did.")
+    parser.add_argument("--image_column", default=None)
+    parser.add_argument("--max_train_samples", type=int, default=None,
+                        help="Measure on the first N training images only (default: the whole split).")
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="Check on the first N test images.")
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0, help="Seeds the posterior samples of a VAE.")
+    parser.add_argument("--dry_run", action="store_true", help="Print the factors without writing them.")
+    return parser
+
+
+def cmd_scaling_factor(argv: list[str]) -> None:
+    args = parse_command("scaling-factor", _scaling_factor_parser, argv)
+    folder = Path(args.model)
+    if not args.dry_run and not (folder / "config.json").is_file():
+        raise ValueError(f"{args.model} is not a local model folder (no config.json): the factors are written into "
+                         "it. Pass a run folder, or --dry_run to only print them.")
+
+    from .data import load_image_dataset
+    from .evaluation import scaling_factors
+    from .hub import load_model, update_card_latent_scale, write_latent_scale
+    from .results import dumps
+
+    model = load_model(args.model)
+    if not getattr(model.config, "family", None):
+        raise ValueError(f"{args.model} holds a {model.config.model_type} model, not an autoencoder: the scaling "
+                         "factor is that of an autoencoder's latents.")
+    data = load_image_dataset(args.dataset_name, image_size=model.config.image_size,
+                              num_channels=model.config.num_channels, image_column=args.image_column,
+                              max_samples={"train": args.max_train_samples, "test": args.max_eval_samples})
+    factors = scaling_factors(model, data.train, data.splits.get("test"), batch_size=args.batch_size,
+                              seed=args.seed)
+    if not args.dry_run:
+        write_latent_scale(folder, factors)
+        update_card_latent_scale(folder, factors, data.name)
+    print(dumps(factors))
+
+
+def _export_parser():
+    from .training.arguments import ArgumentParser
+
+    parser = ArgumentParser(prog="hf-autoencoders export",
+                            description="Write a trained model in another library's format.")
+    parser.add_argument("model", help="A trained model: a run folder or a Hub id.")
+    parser.add_argument("output_dir", help="The folder to write (new, or empty).")
+    parser.add_argument("--to", choices=["diffusers"], default="diffusers",
+                        help="diffusers: an AutoencoderKL (VAE) or VQModel (VQ-VAE) folder that diffusers' "
+                             "from_pretrained and pipelines load, carrying scaling_factor and shift_factor. Needs the "
+                             "ldm backbone and pixels in [-1, 1].")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="Replace a folder that holds files.")
+    return parser
+
+
+def cmd_export(argv: list[str]) -> None:
+    args = parse_command("export", _export_parser, argv)
+    from .diffusers_compat import export_to_diffusers
+    from .hub import load_model
+    from .results import check_destination
+
+    check_destination(args.output_dir, args.overwrite_output_dir)
+    path = export_to_diffusers(load_model(args.model), args.output_dir, overwrite=args.overwrite_output_dir)
+    print(f"wrote {path}")
+
+
+def _encode_parser():
+    from .training.arguments import ArgumentParser
+
+    parser = ArgumentParser(
+        prog="hf-autoencoders encode",
+        description="Encode every image of a dataset with a trained model: the scaled latents (z - shift_factor) * "
+                    "scaling_factor of a VAE or AE, the code maps of a VQ-VAE, with the labels, as a `datasets` "
+                    "dataset (load_from_disk, push_to_hub): the input of a diffusion model or a language model.")
+    parser.add_argument("model", help="A trained model: a run folder or a Hub id.")
+    parser.add_argument("--dataset_name", default=None,
+                        help="A Hub id, a local folder, or nothing for the embedded digits. Its images must have the "
+                             "model's size and channels (they are not resized).")
+    parser.add_argument("--output_dir", required=True, help="The folder save_to_disk writes (new, or empty).")
+    parser.add_argument("--image_column", default=None)
+    parser.add_argument("--label_column", default=None)
+    parser.add_argument("--max_samples", type=int, default=None, help="Encode the first N images of each split.")
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0, help="Seeds the posterior samples of a VAE.")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="Replace a folder that holds files.")
+    return parser
+
+
+def cmd_encode(argv: list[str]) -> None:
+    args = parse_command("encode", _encode_parser, argv)
+    if args.max_samples is not None and args.max_samples < 1:
+        raise ValueError(f"--max_samples must be a positive integer, got {args.max_samples}")
+    import tempfile
+
+    from .data import load_image_dataset
+    from .evaluation import latents_dataset
+    from .evaluation.latents import NO_SCALING_FACTOR
+    from .hub import load_model
+    from .results import check_destination, write_folder
+
+    check_destination(args.output_dir, args.overwrite_output_dir)
+    model = load_model(args.model)
+    config = model.config
+    if not hasattr(model, "encode_indices") and getattr(config, "scaling_factor", None) is None:
+        raise ValueError(NO_SCALING_FACTOR)
+    data = load_image_dataset(args.dataset_name, image_column=args.image_column, label_column=args.label_column,
+                              max_samples=args.max_samples)
+    shape, expected = (data.num_channels, data.image_size), (config.num_channels, config.image_size)
+    if shape != expected:
+        raise ValueError(f"{data.name}'s images are {shape[0]}x{shape[1]}x{shape[1]} (channels x height x width), "
+                         f"but {args.model} encodes {expected[0]}x{expected[1]}x{expected[1]} images; encode a dataset "
+                         "of the images it was trained on, at its size and channels.")
+    Path(args.output_dir).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(args.output_dir).parent, prefix=".encode-") as work_dir:
+        dataset = latents_dataset(model, data.splits, work_dir, label_names=data.label_names,
+                                  batch_size=args.batch_size, seed=args.seed)
+        path = write_folder(args.output_dir, dataset.save_to_disk, overwrite=args.overwrite_output_dir)
+    rows = ", ".join(f"{split}: {len(split_data)}" for split, split_data in dataset.items())
+    print(f"wrote {path} ({rows})")
 
 
 def cmd_train(argv: list[str]) -> None:
@@ -468,6 +606,9 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "sample": cmd_sample,
     "push": cmd_push,
+    "scaling-factor": cmd_scaling_factor,
+    "export": cmd_export,
+    "encode": cmd_encode,
     "experiment": cmd_experiment,
 }
 

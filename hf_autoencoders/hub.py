@@ -18,6 +18,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, TrainerCallback
 
 from .models.code_priors import is_transformer_prior_config  # importing models registers the Auto classes
+from .results import write_text
 
 # What a model repository holds, besides the model code that config.json's auto_map names (`model_code_files`).
 MODEL_FILES = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "config.json",
@@ -25,10 +26,12 @@ MODEL_FILES = ("model.safetensors", "model-*-of-*.safetensors", "model.safetenso
 CARD_FILES = ("README.md", "*.png")
 _ARCHITECTURE_FIELDS = (
     "backbone", "image_size", "num_channels", "hidden_size", "num_hidden_layers", "num_downsamples", "patch_size",
-    "latent_dim", "likelihood", "gaussian_variance", "kl_weight", "quantizer", "num_embeddings", "embedding_dim",
-    "commitment_cost", "codebook_ema", "kmeans_init", "dead_code_threshold", "grid_size", "num_layers",
-    "num_quantizers", "rotation_trick", "num_classes", "class_dropout", "vqvae_identity",
+    "block_out_channels", "layers_per_block", "norm_num_groups", "mid_block_add_attention", "pixel_range",
+    "latent_dim", "latent_channels", "likelihood", "gaussian_variance", "kl_weight", "quantizer", "num_embeddings",
+    "embedding_dim", "commitment_cost", "codebook_ema", "kmeans_init", "dead_code_threshold", "grid_size",
+    "num_layers", "num_quantizers", "rotation_trick", "num_classes", "class_dropout", "vqvae_identity",
 )
+LATENT_SCALE_HEADING = "## Latent scale"
 
 
 def load_model(name_or_path: str, what: str = "the model"):
@@ -109,7 +112,7 @@ processor = AutoImageProcessor.from_pretrained("{{ name }}", trust_remote_code=T
 pixel_values = processor(images, return_tensors="pt").pixel_values  # images: PIL images or arrays
 reconstruction = model(pixel_values).reconstruction
 encoded = model.encode(pixel_values)  # .latent_dist (a VAE's q(z|x)) or .latents (AE, VQ-VAE)
-samples = model.sample(16)
+samples = processor.postprocess(model.sample(16))  # PIL images
 {%- else -%}
 import torch
 from transformers import AutoModel{% if kind == "transformer" %}, AutoModelForCausalLM{% endif %}
@@ -156,6 +159,9 @@ within each position; depth d's code c is the token d K + c, the start token is 
 {% for field, value in architecture.items() -%}
 | `{{ field }}` | {{ value }} |
 {% endfor %}
+{%- if latent_scale %}
+{{ latent_scale }}
+{%- endif %}
 {%- if training %}
 ## Training
 
@@ -237,13 +243,16 @@ def write_model_card(
     repo_id: str | None = None,
     license: str | None = None,
     base_model: str | None = None,
+    latent_scale: dict | None = None,
 ) -> Path:
     """Write the model card, `README.md` in `output_dir`, of an autoencoder or a prior over a VQ-VAE's codes (what
     `config` is), with huggingface_hub's `ModelCard` and `CARD_TEMPLATE`: metadata (library, tags, license, the
     dataset and `base_model` where they are Hub ids, a `model-index` holding the test metrics), how to use the model,
-    its architecture, how it was trained (`training`: hyperparameters and figures of training), the test `metrics`
-    (the numbers of one evaluation, a leading `eval_` dropped from their names; without them the card says that none
-    were measured), and the `pictures` (title -> file in `output_dir`). Returns the card's path."""
+    its architecture, its latents' scaling and shift factors and how they were measured (`latent_scale`, what
+    `evaluation.scaling_factors` returns), how it was trained (`training`: hyperparameters and figures of training),
+    the test `metrics` (the numbers of one evaluation, a leading `eval_` dropped from their names; without them the
+    card says that none were measured), and the `pictures` (title -> file in `output_dir`). Returns the card's
+    path."""
     output_dir = Path(output_dir)
     if getattr(config, "family", None):
         kind, description = "autoencoder", f"{config.display_name} ({config.backbone} backbone)"
@@ -280,8 +289,8 @@ def write_model_card(
     card = ModelCard.from_template(
         card_data, template_str=CARD_TEMPLATE, kind=kind, description=description, dataset=dataset_name,
         name=repo_id or "path/to/this/folder", base_model=base_model,
-        architecture={f: _format(getattr(config, f)) for f in _ARCHITECTURE_FIELDS
-                      if getattr(config, f, None) is not None},
+        architecture=_architecture(config, kind),
+        latent_scale=latent_scale_section(latent_scale, dataset_name) if latent_scale else None,
         training={k: _format(v) for k, v in (training or {}).items()},
         results={k: _format(v) for k, v in numeric.items()}, num_examples=int(numeric.get("num_examples", 0)) or "all",
         quality_features=metrics.get("quality_features"), generability=metrics.get("generability_prior"),
@@ -294,6 +303,64 @@ def write_model_card(
     path = output_dir / "README.md"
     card.save(path)
     return path
+
+
+def _architecture(config, kind: str) -> dict[str, str]:
+    """The fields of the card's Architecture table: those an autoencoder's config.json names (not the fields of
+    another backbone), those a prior's config holds."""
+    written = config.to_diff_dict() if kind == "autoencoder" else None
+    return {field: _format(tuple(value) if isinstance(value, list) else value)
+            for field in _ARCHITECTURE_FIELDS
+            if (value := getattr(config, field, None)) is not None and (written is None or field in written)}
+
+
+def latent_scale_section(factors: dict, dataset_name: str) -> str:
+    """The card's section on the latents' scaling and shift factors and how they were measured (`factors`: what
+    `evaluation.scaling_factors` returns)."""
+    lines = [
+        LATENT_SCALE_HEADING, "",
+        "A diffusion model on these latents trains on `(z - shift_factor) * scaling_factor` and decodes its own with "
+        "`model.decode(latents / scaling_factor + shift_factor)`; `hf-autoencoders export RUN OUT --to diffusers` "
+        "carries both into diffusers' config.", "",
+        "| | value |", "|---|---|",
+        f"| `scaling_factor` | {_format(factors['scaling_factor'])} |",
+        f"| `shift_factor` | {_format(factors['shift_factor'])} |", "",
+        f"Measured on the {factors.get('latents', 'latents')} of the {factors['num_train_images']} training images of "
+        f"`{dataset_name}` ({factors['num_train_values']} values, streamed in batches): `shift_factor` is their mean "
+        "and `scaling_factor` 1 / their standard deviation.",
+    ]
+    if "scaled_test_std" in factors:
+        lines[-1] += (f" On the {factors['num_test_images']} test images, the scaled latents have mean "
+                      f"{_format(factors['scaled_test_mean'])} and standard deviation "
+                      f"{_format(factors['scaled_test_std'])}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_latent_scale(folder: str | Path, factors: dict) -> Path:
+    """Set `scaling_factor` and `shift_factor` in the config.json of a model folder, every other field as it was,
+    written atomically (in transformers' format)."""
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text())
+    config.update(scaling_factor=factors["scaling_factor"], shift_factor=factors["shift_factor"])
+    return write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def update_card_latent_scale(folder: str | Path, factors: dict, dataset_name: str) -> Path | None:
+    """Put `latent_scale_section` into the card of a run folder, in place of the one it holds, else before its
+    Training or Results section (written whole or not at all); None where the folder has no card."""
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        return None
+    text = path.read_text()
+    section = latent_scale_section(factors, dataset_name)
+    start = text.find(LATENT_SCALE_HEADING + "\n")
+    if start >= 0:
+        end = text.find("\n## ", start + len(LATENT_SCALE_HEADING))
+        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+    else:
+        anchor = next((i for i in (text.find("\n## Training\n"), text.find("\n## Results\n")) if i >= 0), len(text))
+        text = text[:anchor + 1] + section + text[anchor + 1:]
+    return write_text(path, text)
 
 
 def push_to_hub(

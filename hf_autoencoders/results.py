@@ -1,5 +1,5 @@
-"""Results files: JSON that every reader can parse, written so that a crash never leaves half a file; and the one
-scheme of cache keys (`fingerprint`).
+"""Results files: JSON that every reader can parse, and folders, written so that a crash never leaves half of one
+(`write_text`, `write_folder`); and the one scheme of cache keys (`fingerprint`).
 
 Python's `json` writes NaN and Infinity as bare tokens that are not JSON; here a non-finite float becomes `null`
 (a metric that could not be measured), tensors and numpy numbers become plain numbers, and paths strings.
@@ -9,6 +9,8 @@ import hashlib
 import json
 import math
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 
@@ -69,3 +71,36 @@ def fingerprint(*parts) -> str:
         for piece in ((header or "").encode(), data):
             digest.update(len(piece).to_bytes(8, "little") + piece)  # length-prefixed: parts never run together
     return digest.hexdigest()
+
+
+def check_destination(output_dir, overwrite: bool = False) -> None:
+    """Refuse an output folder that is a file, or that holds files (unless `overwrite`), before any work."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"{output_dir} exists and is not a folder; choose another output folder.")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise ValueError(f"{output_dir} already holds files; choose an empty or new folder (or overwrite it "
+                         "explicitly).")
+
+
+def write_folder(output_dir, write, overwrite: bool = False) -> Path:
+    """Call `write(folder)` on a temporary folder beside `output_dir`, then rename it into place, so that
+    `output_dir` holds all of it or nothing of it; an `output_dir` holding files is refused unless `overwrite`
+    (it is then replaced only once the new folder is whole)."""
+    output_dir = Path(output_dir)
+    check_destination(output_dir, overwrite)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.partial-"))
+    try:
+        write(partial)
+        old = None
+        if output_dir.exists():
+            old = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.old-"))
+            os.replace(output_dir, old / output_dir.name)
+        os.replace(partial, output_dir)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return output_dir

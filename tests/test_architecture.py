@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "hf_autoencoders"
 # The layers, bottom first; a module may import from its own part and the layers strictly below it.
-LAYERS = {"models": 0, "results": 0, "data": 1, "plots": 1, "evaluation": 2, "hub": 2, "training": 3, "studies": 4,
+LAYERS = {"models": 0, "results": 0, "data": 1, "plots": 1, "evaluation": 2, "hub": 2, "diffusers_compat": 2,
+          "training": 3, "studies": 4,
           "cli": 5}
 FAMILY_NAMES = {"ae", "vae", "vqvae", "pixelcnn_prior"}
 MODEL_TYPES = {f"hf_autoencoders_{name}" for name in FAMILY_NAMES}

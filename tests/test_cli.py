@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # A fresh cache of --help texts (see `training.parsing.help_cache_file`), so that every test renders them.
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "XDG_CACHE_HOME": tempfile.mkdtemp()}
-COMMANDS = ["train", "train-prior", "evaluate", "sample", "push", "experiment"]
+COMMANDS = ["train", "train-prior", "evaluate", "sample", "push", "scaling-factor", "export", "encode", "experiment"]
 EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py"))
 
 

@@ -33,7 +33,15 @@ from .frechet import (
     precision_recall_density_coverage,
     quality_metrics,
 )
-from .latents import interpolate_latents, representations
+from .latents import (
+    encoded_latents,
+    interpolate_latents,
+    latent_statistics,
+    latents_dataset,
+    representations,
+    scaled_latents,
+    scaling_factors,
+)
 from .loop import evaluate, likelihood_bounds
 from .metrics import CodebookUsage, codebook_stats, mse, nats_to_bits_per_dim, psnr, ssim
 
@@ -43,5 +51,6 @@ __all__ = [
     "predict_proba", "psnr", "representations", "sample_quality", "ssim", "train_classifier",
     "FID_WEIGHTS_URL", "DomainFeatures", "FIDInceptionV3", "ImageFeatures", "InceptionFeatures", "domain_features",
     "feature_metrics", "frechet_distance", "inception_features", "kernel_inception_distance",
-    "precision_recall_density_coverage", "quality_metrics",
+    "precision_recall_density_coverage", "quality_metrics", "encoded_latents", "latent_statistics", "latents_dataset",
+    "scaled_latents", "scaling_factors",
 ]

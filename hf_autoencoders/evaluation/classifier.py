@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .metrics import as_images, eval_mode, model_device
+from .metrics import as_images, eval_mode, model_device, to_model_range, unit_images
 
 
 class SmallCNN(nn.Module):
@@ -112,7 +112,7 @@ def downstream_accuracy(model, classifier: nn.Module, test_images, test_labels, 
     test_images = as_images(test_images, "test_images").float()
     device = model_device(model)
     with eval_mode(model):
-        reconstructions = torch.cat([model(x.to(device)).reconstruction.float().clamp(0, 1).cpu()
+        reconstructions = torch.cat([unit_images(model, model(to_model_range(model, x.to(device))).reconstruction).cpu()
                                      for x in test_images.split(batch_size)])
     return {"classifier_test_accuracy": classifier_accuracy(classifier, test_images, test_labels),
             "downstream_accuracy": classifier_accuracy(classifier, reconstructions, test_labels)}

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ..data import iterate_batches
 from .features import ImageFeatures
 from .loop import seeded
-from .metrics import as_images, eval_mode, model_device
+from .metrics import as_images, eval_mode, model_device, to_model_range, unit_images
 
 METRICS = ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage")
 
@@ -182,8 +182,9 @@ def quality_metrics(
 
     Reconstructions are ``model(x).reconstruction`` of each real image; samples are ``num_samples`` (default N)
     images of ``model.sample(n, generator=..., prior=prior)`` (AE and VAE: z ~ N(0, I); VQ-VAE: uniform codes, or
-    ``prior``'s, a class-conditional prior's with the classes in turn and its default guidance). Both are clamped to
-    [0, 1]. Seeded by ``seed``. Needs at least 6 real images and 6 samples.
+    ``prior``'s, a class-conditional prior's with the classes in turn and its default guidance), both mapped from the
+    model's pixel range to [0, 1] and clamped; the model reads the real images in its range. Seeded by ``seed``. Needs
+    at least 6 real images and 6 samples.
 
     Returns plain floats under ``f"{target}_{metric}_{features.name}"`` for target in ("reconstruction", "sample")
     and metric in METRICS, with ``quality_num_real`` (N), ``quality_num_samples`` (M, with samples) and
@@ -205,7 +206,7 @@ def quality_metrics(
         for x in tqdm(batches, desc="real images", disable=not progress, leave=False):
             real.append(features.extract(x, batch_size))
             if reconstructions:
-                recon = model(x.to(device)).reconstruction.float().clamp(0, 1)
+                recon = unit_images(model, model(to_model_range(model, x.to(device))).reconstruction)
                 reconstructed.append(features.extract(recon, batch_size))
         real = torch.cat(real)
         results = {"quality_num_real": len(real)}
@@ -221,7 +222,7 @@ def quality_metrics(
                 n = min(batch_size, num_samples - start)
                 labels = {"class_labels": torch.arange(start, start + n) % classes} if classes else {}
                 images = model.sample(n, generator=generator, prior=prior, **labels)
-                fake.append(features.extract(images.float().clamp(0, 1), batch_size))
+                fake.append(features.extract(unit_images(model, images), batch_size))
             metrics = feature_metrics(real, torch.cat(fake), seed=seed)
             results.update({f"sample_{name}_{features.name}": v for name, v in metrics.items()})
             results["quality_num_samples"] = num_samples

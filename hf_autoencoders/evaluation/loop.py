@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..data import iterate_batches, num_batches
 from ..models import code_statistics
-from .metrics import as_images, eval_mode, model_device, mse, nats_to_bits_per_dim, psnr, ssim
+from .metrics import eval_mode, model_and_unit_images, model_device, mse, nats_to_bits_per_dim, psnr, ssim, unit_images
 
 
 def likelihood_bounds(model, pixel_values: torch.Tensor, num_samples: int, generator=None, max_pairs: int = 4096):
@@ -65,7 +65,8 @@ def evaluate(
     tensor, ...), as a dict of floats (and the integer counts `num_examples`, `iwae_num_samples`).
 
     - Every model: `loss` and each of `model.loss_terms` (set averages of the per-image values), `mse` (per pixel),
-      `psnr` (dB) and `ssim`, per image on the reconstruction clamped to [0, 1], averaged over the set.
+      `psnr` (dB) and `ssim`, per image on the reconstruction mapped to [0, 1] and clamped, averaged over the set.
+      The batches are uint8 images (mapped into the model's pixel range) or floats in the model's range.
     - A model whose output has a code map (`indices`), codebook health over the whole set, from the set's code
       histogram (never a batch's): `codebook_usage` (fraction of the `config.num_embeddings` codes used at least
       once), `codebook_dead_codes` (how many were never used), `codebook_perplexity` and `codebook_entropy`
@@ -84,7 +85,8 @@ def evaluate(
     Seeded (`seed`), so the same call gives the same numbers. With an `accelerate` `accelerator`, each process
     evaluates its shard and the sums are added across processes (fixed-size tensors, so a process without a batch
     still joins every collective); `forward_context` wraps each model call (e.g. the Trainer's autocast), and
-    `on_batch(pixel_values, output)` sees every batch's clean images and model output (e.g. to keep reconstructions).
+    `on_batch(images, output)` sees every batch's clean images, in [0, 1], and model output (e.g. to keep
+    reconstructions).
     """
     if num_importance_samples < 0:
         raise ValueError(f"num_importance_samples must be >= 0 (0 skips the IWAE bound), got {num_importance_samples}.")
@@ -113,23 +115,23 @@ def evaluate(
                 if count >= max_examples:
                     break
                 x = x[: max_examples - int(count)]
-            x = as_images(x, "pixel_values").to(device)
+            x, unit = (images.to(device) for images in model_and_unit_images(model, x))
             inputs = x + noise_std * torch.randn(x.shape, generator=noise_generator, device=device) if noise_std else x
             with forward_context():
                 output = model(inputs, target_pixel_values=x if noise_std else None)
             if on_batch is not None:
-                on_batch(x, output)
-            reconstruction = output.reconstruction.float().clamp(0, 1)
+                on_batch(unit, output)
+            reconstruction = unit_images(model, output.reconstruction)
             values = {name: getattr(output, name) * len(x) for name in ["loss", *model.loss_terms]}
             values.update(
-                mse=mse(x, reconstruction, reduction="none").sum(),
-                psnr=psnr(x, reconstruction, reduction="none").sum(),
-                ssim=ssim(x, reconstruction, reduction="none").sum(),
+                mse=mse(unit, reconstruction, reduction="none").sum(),
+                psnr=psnr(unit, reconstruction, reduction="none").sum(),
+                ssim=ssim(unit, reconstruction, reduction="none").sum(),
             )
             if noise_std > 0:
-                noisy = inputs.clamp(0, 1)
-                values.update(input_psnr=psnr(x, noisy, reduction="none").sum(),
-                              input_ssim=ssim(x, noisy, reduction="none").sum())
+                noisy = unit_images(model, inputs)
+                values.update(input_psnr=psnr(unit, noisy, reduction="none").sum(),
+                              input_ssim=ssim(unit, noisy, reduction="none").sum())
             if bounds:
                 elbo, iwae = likelihood_bounds(model, x, num_importance_samples, generator)
                 values.update(elbo=elbo.sum(), iwae_nll=-iwae.sum())

@@ -24,6 +24,30 @@ def as_images(x, name: str = "images") -> torch.Tensor:
     return x.float() / 255.0 if x.dtype == torch.uint8 else x
 
 
+def to_model_range(model, images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] in the model's pixel range (`model.to_model_range`; as they are for a model without one)."""
+    return model.to_model_range(images) if hasattr(model, "to_model_range") else images
+
+
+def unit_images(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """A model's output images (reconstructions, samples) in [0, 1], clamped, float32: what metrics, features and
+    plots read."""
+    pixel_values = pixel_values.float()
+    return (model.to_unit_range(pixel_values) if hasattr(model, "to_unit_range") else pixel_values).clamp(0, 1)
+
+
+def model_and_unit_images(model, x, name: str = "pixel_values") -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch as (the model's input, in its pixel range; the same images in [0, 1], what metrics read): uint8
+    pixels k are k / 255 mapped into the model's range; float pixels are taken as already in it, as the training
+    collator gives them."""
+    x = torch.as_tensor(x)
+    if x.dtype == torch.uint8:
+        unit = as_images(x, name)
+        return to_model_range(model, unit), unit
+    x = as_images(x, name)
+    return x, (model.to_unit_range(x) if hasattr(model, "to_unit_range") else x)
+
+
 def model_device(model) -> torch.device:
     try:
         return next(model.parameters()).device

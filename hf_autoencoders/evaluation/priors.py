@@ -136,7 +136,8 @@ def prior_test_metrics(prior, codes, vqvae=None, images=None, collator=None,
     uniform-prior figure beside it."""
     decoder = None
     if vqvae is not None and images is not None and getattr(vqvae.likelihood, "discrete", False):
-        loader = DataLoader(images, batch_size=batch_size, shuffle=False, collate_fn=collator or ImageCollator())
+        collator = collator or ImageCollator(pixel_range=vqvae.config.pixel_range)
+        loader = DataLoader(images, batch_size=batch_size, shuffle=False, collate_fn=collator)
         with eval_mode(vqvae):
             decoder = torch.cat([decoder_nll(vqvae, batch["pixel_values"].to(vqvae.device)).double().cpu()
                                  for batch in loader])

@@ -1,13 +1,19 @@
-"""Encoders f and decoders g for images: MLP, convolutional (VQ-VAE paper) and ViT.
+"""Encoders f and decoders g for images: MLP, convolutional (VQ-VAE paper), ViT, and the autoencoder of latent
+diffusion (ldm, in diffusers' layout).
 
 Every encoder maps pixels (batch, C, H, W) either to a vector (batch, out_dim) — the latent of an AE or VAE — or to a
-grid (batch, out_dim, h, w) — the z_e of a VQ-VAE. Every decoder is the mirror image. `build_encoder` and
-`build_decoder` pick the backbone named by `config.backbone`.
+grid (batch, out_dim, h, w) — the z_e of a VQ-VAE, the latent map of a spatial AE or VAE. Every decoder is the mirror
+image. `build_encoder` and `build_decoder` pick the backbone named by `config.backbone`.
+
+Gradient checkpointing: the repeated blocks (conv residual blocks, transformer blocks, the ldm backbone's levels and
+mid block) are transformers' `GradientCheckpointingLayer`s, so `model.gradient_checkpointing_enable()` (or the
+Trainer's `--gradient_checkpointing`) recomputes their activations in the backward pass instead of keeping them.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .configuration_autoencoders import AutoencoderConfig
 
@@ -59,7 +65,7 @@ class MLPDecoder(nn.Module):
 # --------------------------------------------------------------------------------------------------------------- conv
 
 
-class ResidualBlock(nn.Module):
+class ResidualBlock(GradientCheckpointingLayer):
     """x + conv1x1(act(conv3x3(act(x)))), the residual block of the VQ-VAE paper."""
 
     def __init__(self, config: AutoencoderConfig):
@@ -159,7 +165,7 @@ class SelfAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, width))
 
 
-class TransformerBlock(nn.Module):
+class TransformerBlock(GradientCheckpointingLayer):
     """Pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x)) with a GELU MLP `mlp_ratio` times wider."""
 
     def __init__(self, width: int, num_heads: int, mlp_ratio: float):
@@ -268,8 +274,181 @@ class ViTDecoder(ViTStack):
         return image.contiguous()
 
 
-_ENCODERS = {"mlp": MLPEncoder, "conv": ConvEncoder, "vit": ViTEncoder}
-_DECODERS = {"mlp": MLPDecoder, "conv": ConvDecoder, "vit": ViTDecoder}
+# ---------------------------------------------------------------------------------------------------------------- ldm
+# The autoencoder of latent diffusion (taming-transformers' VQGAN, Esser et al., 2021; LDM, Rombach et al., 2022).
+# Module and parameter names are diffusers' (`AutoencoderKL`, `VQModel`), so a state dict maps one to one onto theirs.
+
+
+def _group_norm(config: AutoencoderConfig, channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(config.norm_num_groups, channels, eps=1e-6)
+
+
+class ResnetBlock(nn.Module):
+    """shortcut(x) + conv2(SiLU(norm2(conv1(SiLU(norm1(x)))))), GroupNorm and 3x3 convolutions, with a 1x1
+    `conv_shortcut` where the channels change (diffusers' `ResnetBlock2D` without a time embedding)."""
+
+    def __init__(self, config: AutoencoderConfig, in_channels: int, out_channels: int):
+        super().__init__()
+        self.norm1 = _group_norm(config, in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = _group_norm(config, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        residual = hidden if self.conv_shortcut is None else self.conv_shortcut(hidden)
+        hidden = self.conv1(F.silu(self.norm1(hidden)))
+        return residual + self.conv2(F.silu(self.norm2(hidden)))
+
+
+class AttentionBlock(nn.Module):
+    """x + to_out(softmax(q k^T / sqrt(C)) v) over the h w positions of a (batch, C, h, w) map, with q, k, v linear
+    maps of GroupNorm(x): the single-head self-attention of the mid block (diffusers' `Attention` with `group_norm`,
+    `to_q`, `to_k`, `to_v`, `to_out`), through `F.scaled_dot_product_attention`."""
+
+    def __init__(self, config: AutoencoderConfig, channels: int):
+        super().__init__()
+        self.group_norm = _group_norm(config, channels)
+        self.to_q = nn.Linear(channels, channels)
+        self.to_k = nn.Linear(channels, channels)
+        self.to_v = nn.Linear(channels, channels)
+        self.to_out = nn.ModuleList([nn.Linear(channels, channels)])
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = hidden.shape
+        tokens = self.group_norm(hidden).flatten(2).transpose(1, 2)  # (batch, h w, C)
+        query, key, value = (projection(tokens).unsqueeze(1) for projection in (self.to_q, self.to_k, self.to_v))
+        out = self.to_out[0](F.scaled_dot_product_attention(query, key, value).squeeze(1))
+        return hidden + out.transpose(1, 2).reshape(batch, channels, height, width)
+
+
+class MidBlock(GradientCheckpointingLayer):
+    """ResNet block, self-attention (with `mid_block_add_attention`), ResNet block, at the latent's resolution
+    (diffusers' `UNetMidBlock2D`)."""
+
+    def __init__(self, config: AutoencoderConfig, channels: int):
+        super().__init__()
+        self.resnets = nn.ModuleList(ResnetBlock(config, channels, channels) for _ in range(2))
+        self.attentions = nn.ModuleList([AttentionBlock(config, channels)] if config.mid_block_add_attention else [])
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = self.resnets[0](hidden)
+        for attention in self.attentions:
+            hidden = attention(hidden)
+        return self.resnets[1](hidden)
+
+
+class Downsample(nn.Module):
+    """One row and column of zeros at the bottom and right, then a stride-2 3x3 convolution (diffusers'
+    `Downsample2D` with padding 0, as in taming-transformers)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(hidden, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour upsampling by 2, then a 3x3 convolution (diffusers' `Upsample2D`)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(hidden, scale_factor=2.0, mode="nearest"))
+
+
+class DownBlock(GradientCheckpointingLayer):
+    """One encoder level: ResNet blocks, then a `Downsample` unless it is the last level (diffusers'
+    `DownEncoderBlock2D`)."""
+
+    def __init__(self, config: AutoencoderConfig, in_channels: int, out_channels: int, downsample: bool):
+        super().__init__()
+        widths = [in_channels] + [out_channels] * config.layers_per_block
+        self.resnets = nn.ModuleList(ResnetBlock(config, a, b) for a, b in zip(widths, widths[1:]))
+        self.downsamplers = nn.ModuleList([Downsample(out_channels)] if downsample else [])
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        for layer in [*self.resnets, *self.downsamplers]:
+            hidden = layer(hidden)
+        return hidden
+
+
+class UpBlock(GradientCheckpointingLayer):
+    """One decoder level: `layers_per_block + 1` ResNet blocks, then an `Upsample` unless it is the last level
+    (diffusers' `UpDecoderBlock2D`)."""
+
+    def __init__(self, config: AutoencoderConfig, in_channels: int, out_channels: int, upsample: bool):
+        super().__init__()
+        widths = [in_channels] + [out_channels] * (config.layers_per_block + 1)
+        self.resnets = nn.ModuleList(ResnetBlock(config, a, b) for a, b in zip(widths, widths[1:]))
+        self.upsamplers = nn.ModuleList([Upsample(out_channels)] if upsample else [])
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        for layer in [*self.resnets, *self.upsamplers]:
+            hidden = layer(hidden)
+        return hidden
+
+
+class LDMEncoder(nn.Module):
+    """conv_in -> one `DownBlock` per entry of `block_out_channels` -> `MidBlock` -> GroupNorm, SiLU, conv_out to
+    out_dim channels -> the 1x1 `quant_conv`. Fully convolutional: any image whose sides are multiples of f gives a
+    (batch, out_dim, H / f, W / f) map (for a VAE, out_dim = 2 c: the posterior's means, then log-variances)."""
+
+    def __init__(self, config: AutoencoderConfig, out_dim: int, spatial: bool = True):
+        super().__init__()
+        if not spatial:
+            raise ValueError("The ldm backbone's latent is a map (batch, c, h, w); give the model latent_channels.")
+        channels = config.block_out_channels
+        self.conv_in = nn.Conv2d(config.num_channels, channels[0], 3, padding=1)
+        self.down_blocks = nn.ModuleList(
+            DownBlock(config, channels[max(level - 1, 0)], width, downsample=level < len(channels) - 1)
+            for level, width in enumerate(channels)
+        )
+        self.mid_block = MidBlock(config, channels[-1])
+        self.conv_norm_out = _group_norm(config, channels[-1])
+        self.conv_out = nn.Conv2d(channels[-1], out_dim, 3, padding=1)
+        self.quant_conv = nn.Conv2d(out_dim, out_dim, 1)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        hidden = self.conv_in(pixel_values)
+        for block in self.down_blocks:
+            hidden = block(hidden)
+        hidden = self.mid_block(hidden)
+        return self.quant_conv(self.conv_out(F.silu(self.conv_norm_out(hidden))))
+
+
+class LDMDecoder(nn.Module):
+    """The mirror of `LDMEncoder`: the 1x1 `post_quant_conv` -> conv_in -> `MidBlock` -> one `UpBlock` per level,
+    widest first -> GroupNorm, SiLU, conv_out to the image channels."""
+
+    def __init__(self, config: AutoencoderConfig, in_dim: int, spatial: bool = True, out_channels: int = 3):
+        super().__init__()
+        if not spatial:
+            raise ValueError("The ldm backbone's latent is a map (batch, c, h, w); give the model latent_channels.")
+        channels = config.block_out_channels[::-1]
+        self.post_quant_conv = nn.Conv2d(in_dim, in_dim, 1)
+        self.conv_in = nn.Conv2d(in_dim, channels[0], 3, padding=1)
+        self.mid_block = MidBlock(config, channels[0])
+        self.up_blocks = nn.ModuleList(
+            UpBlock(config, channels[max(level - 1, 0)], width, upsample=level < len(channels) - 1)
+            for level, width in enumerate(channels)
+        )
+        self.conv_norm_out = _group_norm(config, channels[-1])
+        self.conv_out = nn.Conv2d(channels[-1], out_channels, 3, padding=1)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        hidden = self.mid_block(self.conv_in(self.post_quant_conv(latents)))
+        for block in self.up_blocks:
+            hidden = block(hidden)
+        return self.conv_out(F.silu(self.conv_norm_out(hidden)))
+
+
+_ENCODERS = {"mlp": MLPEncoder, "conv": ConvEncoder, "vit": ViTEncoder, "ldm": LDMEncoder}
+_DECODERS = {"mlp": MLPDecoder, "conv": ConvDecoder, "vit": ViTDecoder, "ldm": LDMDecoder}
 
 
 def build_encoder(config: AutoencoderConfig, out_dim: int, spatial: bool = False) -> nn.Module:
@@ -283,9 +462,9 @@ def build_decoder(config: AutoencoderConfig, in_dim: int, spatial: bool = False,
 
 
 def init_weights(module: nn.Module, std: float) -> None:
-    """PyTorch's default (fan-in) initialisation for linear and conv layers, unit LayerNorms and truncated-normal
-    ViT position embeddings; used as `PreTrainedModel._init_weights`."""
-    if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.LayerNorm)):
+    """PyTorch's default (fan-in) initialisation for linear and conv layers (as diffusers'), unit LayerNorms and
+    GroupNorms and truncated-normal ViT position embeddings; used as `PreTrainedModel._init_weights`."""
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.LayerNorm, nn.GroupNorm)):
         module.reset_parameters()
     elif isinstance(module, ViTStack):
         nn.init.trunc_normal_(module.position_embedding, std=std)

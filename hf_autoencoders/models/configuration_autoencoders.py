@@ -11,7 +11,7 @@ import typing
 
 from transformers import PreTrainedConfig
 
-BACKBONES = ("mlp", "conv", "vit")
+BACKBONES = ("mlp", "conv", "vit", "ldm")
 LIKELIHOODS = ("gaussian", "bernoulli", "discretized_logistic")
 QUANTIZERS = ("vq", "fsq", "simvq", "lfq")
 CODEBOOK_QUANTIZERS = ("vq", "simvq")  # a nearest codeword e_k of a codebook: what the rotation trick rotates onto
@@ -22,10 +22,24 @@ VIT_OUTPUT_HEADS = ("linear", "pixel_shuffle")
 # Fields of the ViT that were dropped from the library (options measured not to pay): a config naming them is refused.
 REMOVED_VIT_FIELDS = ("vit_position_encoding", "vit_rope_theta", "vit_patch_stem", "vit_decoder_hidden_size")
 
+PIXEL_RANGES = ((0.0, 1.0), (-1.0, 1.0))
+
 # Per-backbone defaults for fields left as None.
 _DEFAULT_HIDDEN_SIZE = {"mlp": 512, "conv": 64, "vit": 64}
 _DEFAULT_NUM_HIDDEN_LAYERS = {"mlp": 2, "conv": 0, "vit": 1}
 _DEFAULT_NUM_ATTENTION_HEADS = {"mlp": 4, "conv": 4, "vit": 2}
+# The ldm backbone's defaults (diffusers' names): three levels (f = 4), one ResNet block per level, GroupNorm of 32
+# groups, attention in the mid block; images in [-1, 1] and a 4-channel latent map, as diffusers' AutoencoderKL.
+LDM_DEFAULTS = {"block_out_channels": (64, 128, 128), "layers_per_block": 1, "norm_num_groups": 32,
+                "mid_block_add_attention": True, "pixel_range": (-1.0, 1.0)}
+LDM_DEFAULT_LATENT_CHANNELS = 4
+# Fields of the conv and ViT backbones that an ldm config does not use (its config.json leaves them out).
+_NOT_LDM_FIELDS = ("hidden_size", "num_hidden_layers", "num_downsamples", "num_residual_blocks", "patch_size",
+                   "num_attention_heads")
+# Fields added after checkpoints were first saved: config.json names them only where they are set, so the configs of
+# models that do not use them (and the studies' run keys made from them) stay as they were.
+_WRITTEN_WHEN_SET = ("latent_channels", "block_out_channels", "layers_per_block", "norm_num_groups",
+                     "mid_block_add_attention", "scaling_factor", "shift_factor")
 
 
 MAX_CODES = 2**20  # the largest codebook: code histograms and priors hold K entries per code map position
@@ -101,8 +115,18 @@ class AutoencoderConfig(PreTrainedConfig):
             un-embedded back into pixels (Dosovitskiy et al., 2021; He et al., 2022), with learned position
             embeddings; attention through `torch.nn.functional.scaled_dot_product_attention`. Its design options are
             the `vit_*` fields below.
+            `"ldm"`: the autoencoder of latent diffusion (Esser et al., 2021, "VQGAN"; Rombach et al., 2022, "LDM") in
+            diffusers' module layout, so that its weights map one to one onto diffusers' `AutoencoderKL` and
+            `VQModel`: a 3x3 convolution, then at each level `layers_per_block` ResNet blocks (GroupNorm, SiLU, 3x3
+            convolutions) and, but at the last level, a stride-2 3x3 convolution; a mid block (ResNet block,
+            single-head self-attention, ResNet block); GroupNorm, SiLU and a 3x3 convolution to the latent channels
+            and a 1x1 convolution (`quant_conv`). The decoder mirrors it (`post_quant_conv`, mid block, levels of
+            `layers_per_block + 1` ResNet blocks with nearest-neighbour upsampling and a 3x3 convolution). Its latent
+            is always a map, f = 2^(len(block_out_channels) - 1) times smaller than the image on each side; its
+            options are the ldm fields below.
         hidden_size (`int`, *optional*): width of the backbone (units of an MLP layer, channels of the conv
-            backbone, token width of the ViT). Defaults to 512 / 64 / 64 for mlp / conv / vit.
+            backbone, token width of the ViT). Defaults to 512 / 64 / 64 for mlp / conv / vit (the last level's
+            channels for ldm, which sets its widths with `block_out_channels`).
         num_hidden_layers (`int`, *optional*): hidden layers of the MLP, or transformer blocks of the ViT encoder
             and of its decoder. Defaults to 2 / 1 for mlp / vit (unused by conv).
         num_downsamples (`int`, defaults to 2): stride-2 stages of the conv backbone; the latent grid of a conv (and
@@ -130,6 +154,23 @@ class AutoencoderConfig(PreTrainedConfig):
     4x-wide MLPs, and a pixel-shuffle head half the token width, so those checkpoints give the same outputs.
         linear (`bool`, defaults to `False`): no nonlinearity anywhere (MLP backbone only). A linear AE trained on
             squared error spans the same subspace as PCA (Baldi & Hornik, 1989).
+
+    ldm options (backbone="ldm" only, with diffusers' names; written to config.json for every ldm model):
+        block_out_channels (`tuple[int]`, defaults to (64, 128, 128)): the channels of each level, from the image
+            side; their number sets the downsampling factor f = 2^(levels - 1).
+        layers_per_block (`int`, defaults to 1): ResNet blocks per encoder level (the decoder has one more).
+        norm_num_groups (`int`, defaults to 32): GroupNorm groups; must divide every entry of block_out_channels.
+        mid_block_add_attention (`bool`, defaults to `True`): self-attention between the mid blocks' ResNet blocks.
+
+    Pixel range and latent scale:
+        pixel_range (`tuple[float]`, *optional*): the range of the model's inputs and outputs, (0, 1), or (-1, 1) as
+            diffusers' pipelines expect. Defaults to (-1, 1) for ldm and (0, 1) for the other backbones. The image
+            processor maps images into it (`do_normalize`); `model.to_model_range` and `model.to_unit_range` map
+            between it and [0, 1]. The loss is computed in it: the same images in (-1, 1) have 4 times the squared
+            error, so a Gaussian variance c in (-1, 1) weighs the KL term as c / 4 does in (0, 1).
+        scaling_factor (`float`, *optional*): s such that the latents (z - shift_factor) * s have unit variance
+            (diffusers' `scaling_factor`, what a diffusion model is trained on); None until measured on data.
+        shift_factor (`float`, *optional*): the latents' mean, subtracted before scaling; None until measured.
 
     Decoder likelihood p(x | z):
         likelihood (`str`, defaults to `"gaussian"`):
@@ -163,6 +204,13 @@ class AutoencoderConfig(PreTrainedConfig):
     likelihood: str = "gaussian"
     gaussian_variance: float = 0.5
     initializer_range: float = 0.02
+    block_out_channels: list[int] | tuple[int, ...] | None = None
+    layers_per_block: int | None = None
+    norm_num_groups: int | None = None
+    mid_block_add_attention: bool | None = None
+    pixel_range: list[float] | tuple[float, ...] | None = None
+    scaling_factor: float | None = None
+    shift_factor: float | None = None
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
@@ -182,6 +230,10 @@ class AutoencoderConfig(PreTrainedConfig):
         _require(self.num_channels >= 1, f"num_channels must be >= 1, got {self.num_channels}.")
         _require(self.image_size >= 1, f"image_size must be >= 1, got {self.image_size}.")
         _require(self.gaussian_variance > 0, f"gaussian_variance (c) must be > 0, got {self.gaussian_variance}.")
+        self._resolve_ldm_options()
+        self._check_pixel_range()
+        _require(self.scaling_factor is None or self.scaling_factor > 0,
+                 f"scaling_factor must be > 0 (1 / the latents' standard deviation), got {self.scaling_factor}.")
         if self.hidden_size is None:
             self.hidden_size = _DEFAULT_HIDDEN_SIZE[self.backbone]
         if self.num_hidden_layers is None:
@@ -201,6 +253,14 @@ class AutoencoderConfig(PreTrainedConfig):
                 f"image_size={self.image_size} is not divisible by 2**num_downsamples={factor}; "
                 f"use an image_size that is a multiple of {factor} or change num_downsamples.",
             )
+        if self.backbone == "ldm":
+            factor = self.downsampling_factor
+            _require(self.image_size % factor == 0,
+                     f"image_size={self.image_size} is not divisible by the ldm backbone's downsampling factor "
+                     f"f={factor} (2**(len(block_out_channels) - 1)); use an image_size that is a multiple of {factor} "
+                     "or fewer block_out_channels.")
+            _require(not self.linear, "linear=True needs backbone='mlp' or 'conv' (the ldm backbone has GroupNorm, "
+                                      "SiLU and attention).")
         if self.backbone == "vit":
             _require(
                 self.patch_size >= 1 and self.image_size % self.patch_size == 0,
@@ -223,10 +283,60 @@ class AutoencoderConfig(PreTrainedConfig):
 
     def to_diff_dict(self) -> dict:
         """What config.json holds: transformers' difference from the defaults, with every `vit_*` option of a ViT
-        (so that its config says which ViT it is, whatever the defaults become) and none of another backbone's."""
-        vit = self.backbone == "vit"
-        return {key: value for key, value in super().to_diff_dict().items()
-                if not key.startswith("vit_") or (vit and value is not None)}
+        and every ldm option of an ldm model (so that its config says which backbone it is, whatever the defaults
+        become) and none of another backbone's; the fields added later only where they are set, and the pixel range
+        where it is not (0, 1) or the backbone is ldm."""
+        vit, ldm = self.backbone == "vit", self.backbone == "ldm"
+        written = {}
+        for key, value in super().to_diff_dict().items():
+            if key.startswith("vit_") and not (vit and value is not None):
+                continue
+            if (key in _WRITTEN_WHEN_SET and value is None) or (ldm and key in _NOT_LDM_FIELDS):
+                continue
+            if key == "pixel_range" and not ldm and tuple(value) == PIXEL_RANGES[0]:
+                continue
+            written[key] = value
+        return written
+
+    def _resolve_ldm_options(self) -> None:
+        """Fill the ldm options of an ldm config with their defaults and check them, and set the fields of the other
+        backbones to what the ldm backbone has (its widths are `block_out_channels`, its mid-block attention has one
+        head); refuse the ldm options on another backbone."""
+        names = ("block_out_channels", "layers_per_block", "norm_num_groups", "mid_block_add_attention")
+        if self.backbone != "ldm":
+            given = [name for name in names if getattr(self, name) is not None]
+            _require(not given, f"{', '.join(given)} apply to backbone='ldm' only, but backbone={self.backbone!r}; "
+                                "pass backbone='ldm' or leave them out.")
+            return
+        for name in names:
+            if getattr(self, name) is None:
+                setattr(self, name, LDM_DEFAULTS[name])
+        channels = self.block_out_channels
+        _require(isinstance(channels, (list, tuple)) and len(channels) >= 1
+                 and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels),
+                 f"block_out_channels must be a non-empty sequence of positive integers such as (64, 128, 128), got "
+                 f"{channels!r}.")
+        self.block_out_channels = tuple(channels)
+        _require(self.layers_per_block >= 1, f"layers_per_block must be >= 1, got {self.layers_per_block}.")
+        _require(self.norm_num_groups >= 1 and all(c % self.norm_num_groups == 0 for c in channels),
+                 f"norm_num_groups={self.norm_num_groups} must divide every entry of block_out_channels={channels}; "
+                 "choose channels that are multiples of it, or fewer groups.")
+        implied = {"hidden_size": channels[-1], "num_hidden_layers": 0, "num_attention_heads": 1}
+        for name, value in implied.items():
+            _require(getattr(self, name) in (None, value),
+                     f"{name} does not apply to backbone='ldm' (its widths are block_out_channels, its mid-block "
+                     f"attention has one head); leave {name} out.")
+            setattr(self, name, value)
+
+    def _check_pixel_range(self) -> None:
+        if self.pixel_range is None:
+            self.pixel_range = LDM_DEFAULTS["pixel_range"] if self.backbone == "ldm" else PIXEL_RANGES[0]
+        value = self.pixel_range
+        _require(isinstance(value, (list, tuple)) and tuple(value) in PIXEL_RANGES,
+                 f"pixel_range must be (0, 1) or (-1, 1), got {value!r}.")
+        self.pixel_range = tuple(float(bound) for bound in value)
+        _require(self.likelihood != "bernoulli" or self.pixel_range == PIXEL_RANGES[0],
+                 "likelihood='bernoulli' models binary pixels in {0, 1}: it needs pixel_range (0, 1).")
 
     def _check_vit_options(self) -> None:
         _require(self.vit_output_head in VIT_OUTPUT_HEADS,
@@ -237,11 +347,23 @@ class AutoencoderConfig(PreTrainedConfig):
                  f"vit_decoder_num_layers must be >= 0 or None, got {self.vit_decoder_num_layers}.")
 
     @property
-    def latent_grid_size(self) -> int:
-        """Side of the spatial latent grid (VQ-VAE code map)."""
+    def downsampling_factor(self) -> int:
+        """f: how many times smaller the spatial latent grid is than the image, on each side."""
         if self.backbone == "vit":
-            return self.image_size // self.patch_size
-        return self.image_size // 2**self.num_downsamples
+            return self.patch_size
+        if self.backbone == "ldm":
+            return 2 ** (len(self.block_out_channels) - 1)
+        return 2**self.num_downsamples
+
+    @property
+    def latent_grid_size(self) -> int:
+        """Side of the spatial latent grid (VQ-VAE code map, spatial AE/VAE latent)."""
+        return self.image_size // self.downsampling_factor
+
+    @property
+    def spatial_latent(self) -> bool:
+        """Whether the latent is a map (batch, channels, h, w) rather than a vector."""
+        return True
 
     @property
     def num_pixels(self) -> int:
@@ -252,7 +374,11 @@ class AEConfig(AutoencoderConfig):
     r"""
     A deterministic autoencoder x -> z = f(x) -> g(z), trained to minimise ||x - g(f(x))||^2.
 
-        latent_dim (`int`, defaults to 16): size of the latent vector z.
+        latent_dim (`int`, defaults to 16): size of the latent vector z (with `latent_channels`, the size of the
+            latent map, latent_channels * h * w).
+        latent_channels (`int`, *optional*): make z a map of shape (latent_channels, h, w) on the backbone's latent
+            grid (h = w = image_size / f), as the autoencoders of latent diffusion have, instead of a vector. Any
+            backbone; the ldm backbone always has one (4 channels by default).
         noise_std (`float`, defaults to 0.0): standard deviation of Gaussian noise added to the input during
             training only (a denoising autoencoder, Vincent et al., 2008); the target stays the clean image.
 
@@ -263,13 +389,37 @@ class AEConfig(AutoencoderConfig):
     family = "ae"  # the name --model_type takes
     display_name = "AE"
 
-    latent_dim: int = 16
+    latent_dim: int | None = None
+    latent_channels: int | None = None
     noise_std: float = 0.0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if self.backbone == "ldm" and self.latent_channels is None:
+            self.latent_channels = LDM_DEFAULT_LATENT_CHANNELS
+        if self.latent_channels is not None:
+            _require(self.latent_channels >= 1, f"latent_channels must be >= 1, got {self.latent_channels}.")
+            size = self.latent_channels * self.latent_grid_size**2
+            _require(self.latent_dim in (None, size),
+                     f"latent_dim={self.latent_dim} does not match the latent map of latent_channels="
+                     f"{self.latent_channels} on a {self.latent_grid_size}x{self.latent_grid_size} grid ({size} "
+                     "entries); leave latent_dim out with latent_channels.")
+            self.latent_dim = size
+        elif self.latent_dim is None:
+            self.latent_dim = 16
         _require(self.latent_dim >= 1, f"latent_dim must be >= 1, got {self.latent_dim}.")
         _require(self.noise_std >= 0, f"noise_std must be >= 0, got {self.noise_std}.")
+
+    @property
+    def spatial_latent(self) -> bool:
+        return self.latent_channels is not None
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The shape of one latent: (latent_dim,), or (latent_channels, h, w) for a latent map."""
+        if self.latent_channels is None:
+            return (self.latent_dim,)
+        return (self.latent_channels, self.latent_grid_size, self.latent_grid_size)
 
 
 class VAEConfig(AEConfig):
@@ -327,6 +477,9 @@ class VAEConfig(AEConfig):
             "score_function_baseline='leave_one_out' needs num_latent_samples >= 2.",
         )
         _require(self.num_categories >= 0, f"num_categories must be >= 0, got {self.num_categories}.")
+        _require(self.num_categories == 0 or self.latent_channels is None,
+                 "num_categories > 0 (a categorical latent per image) needs a vector latent; leave latent_channels out "
+                 "(and use a backbone other than ldm).")
         _require(
             self.categorical_estimator in CATEGORICAL_ESTIMATORS,
             f"categorical_estimator={self.categorical_estimator!r} is not known; use one of {CATEGORICAL_ESTIMATORS}.",
@@ -349,7 +502,8 @@ class VQVAEConfig(AutoencoderConfig):
             its sign, the code being the binary number they spell; an entropy penalty spreads the codes.
         num_embeddings (`int`, defaults to 512): codebook size K (derived as prod(fsq_levels) for FSQ; a power of 2
             for LFQ).
-        embedding_dim (`int`, defaults to 64): dimension d of z_e and of the decoder input.
+        embedding_dim (`int`, defaults to 64): dimension d of z_e and of the decoder input (the latent channels of
+            the ldm backbone).
         commitment_cost (`float`, defaults to 0.25): beta of the commitment loss beta * ||z_e - sg(e)||^2 (for LFQ,
             beta * ||z - sg(sign(z))||^2).
         num_quantizers (`int`, defaults to 1): residual quantization of depth n (Lee et al., 2022, "RQ-VAE";

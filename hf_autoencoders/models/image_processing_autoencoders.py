@@ -1,4 +1,5 @@
-"""Image processor of the autoencoders: any image -> pixel_values in [0, 1] on the 8-bit grid, and back.
+"""Image processor of the autoencoders: any image -> pixel_values in [0, 1] on the 8-bit grid (or in the model's
+range (-1, 1), with `do_normalize`), and back.
 
 Every image is brought to 8 bits (16-bit images k -> round(k / 257), float images x in [0, 1] -> round(255 x)), then
 to a fixed mode ("L" or "RGB"; alpha is dropped, palettes are applied), resized to `image_size x image_size` with PIL
@@ -26,6 +27,33 @@ _RETURN_TENSORS = (None, "pt", "np")
 def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:
     """uint8 pixels k -> float32 k / 255 in [0, 1] (the one conversion shared by the processor and the collator)."""
     return images.float().div_(255.0)
+
+
+def normalization(pixel_range) -> dict:
+    """The processor settings that map [0, 1] pixels into a model's `pixel_range`: none for (0, 1); for (-1, 1),
+    mean 0.5 and std 0.5, x -> (x - 0.5) / 0.5 = 2x - 1, as diffusers' `VaeImageProcessor` does."""
+    if tuple(pixel_range) == (0.0, 1.0):
+        return {"do_normalize": False}
+    if tuple(pixel_range) == (-1.0, 1.0):
+        return {"do_normalize": True, "image_mean": 0.5, "image_std": 0.5}
+    raise ValueError(f"pixel_range must be (0, 1) or (-1, 1), got {pixel_range!r}.")
+
+
+def _per_channel(values, pixel_values: torch.Tensor) -> torch.Tensor:
+    """A mean or std given as one number or one per channel, shaped to broadcast over (batch, C, H, W)."""
+    values = torch.as_tensor(values, dtype=pixel_values.dtype, device=pixel_values.device)
+    return values.view(1, -1, 1, 1) if values.ndim else values
+
+
+def normalize(pixel_values: torch.Tensor, image_mean, image_std) -> torch.Tensor:
+    """(x - mean) / std per channel: the one map from [0, 1] into a model's range, shared by the processor and the
+    training collator so that both give the same tensors."""
+    return (pixel_values - _per_channel(image_mean, pixel_values)) / _per_channel(image_std, pixel_values)
+
+
+def denormalize(pixel_values: torch.Tensor, image_mean, image_std) -> torch.Tensor:
+    """x * std + mean per channel: the inverse of `normalize`."""
+    return pixel_values * _per_channel(image_std, pixel_values) + _per_channel(image_mean, pixel_values)
 
 
 def binarize(pixel_values: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -144,6 +172,9 @@ class AutoencoderImageProcessorKwargs(ImagesKwargs, total=False):
     num_channels: int
     do_binarize: bool
     binarize_threshold: float
+    do_normalize: bool
+    image_mean: float | list[float]
+    image_std: float | list[float]
 
 
 class AutoencoderImageProcessor(BaseImageProcessor):
@@ -156,10 +187,14 @@ class AutoencoderImageProcessor(BaseImageProcessor):
         resample (`int`, defaults to `PIL.Image.Resampling.BILINEAR`): PIL filter used when resizing.
         do_binarize (`bool`, defaults to `False`): map x to 1[x > binarize_threshold], for Bernoulli likelihoods.
         binarize_threshold (`float`, defaults to 0.5): threshold of the binarization.
+        do_normalize (`bool`, defaults to `False`): map x to (x - image_mean) / image_std, into the range of a model
+            whose `config.pixel_range` is (-1, 1) (mean 0.5 and std 0.5: x -> 2x - 1, diffusers' convention).
+        image_mean, image_std (`float` or one per channel, default 0.5): the normalization's mean and std.
 
     `preprocess(images)` returns `pixel_values` of shape (batch, num_channels, image_size, image_size), float32,
-    with values k / 255 for integers k in [0, 255] (or exactly 0 / 1 when binarizing). `postprocess(pixel_values)`
-    clamps to [0, 1] and returns PIL images.
+    with values k / 255 for integers k in [0, 255] (or exactly 0 / 1 when binarizing), normalized with
+    `do_normalize`. `postprocess(pixel_values)` undoes the normalization, clamps to [0, 1] and returns PIL images (or
+    tensors in [0, 1] with `output_type="pt"`).
     """
 
     model_input_names = ["pixel_values"]
@@ -172,6 +207,9 @@ class AutoencoderImageProcessor(BaseImageProcessor):
         resample: int = Image.Resampling.BILINEAR,
         do_binarize: bool = False,
         binarize_threshold: float = 0.5,
+        do_normalize: bool = False,
+        image_mean: float | list[float] = 0.5,
+        image_std: float | list[float] = 0.5,
         **kwargs,
     ):
         kwargs.pop("image_processor_type", None)
@@ -187,6 +225,15 @@ class AutoencoderImageProcessor(BaseImageProcessor):
         self.resample = int(resample)
         self.do_binarize = bool(do_binarize)
         self.binarize_threshold = float(binarize_threshold)
+        for name, value in (("image_mean", image_mean), ("image_std", image_std)):
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if len(values) not in (1, num_channels) or not all(isinstance(v, (int, float)) for v in values):
+                raise ValueError(f"{name} must be a number or one number per channel ({num_channels}), got {value!r}.")
+        if any(v <= 0 for v in (image_std if isinstance(image_std, (list, tuple)) else [image_std])):
+            raise ValueError(f"image_std must be > 0, got {image_std!r}.")
+        self.do_normalize = bool(do_normalize)
+        self.image_mean = list(image_mean) if isinstance(image_mean, (list, tuple)) else float(image_mean)
+        self.image_std = list(image_std) if isinstance(image_std, (list, tuple)) else float(image_std)
 
     def __call__(self, images, **kwargs) -> BatchFeature:
         return self.preprocess(images, **kwargs)
@@ -213,6 +260,7 @@ class AutoencoderImageProcessor(BaseImageProcessor):
         return_tensors: str | None = "pt",
         do_binarize: bool | None = None,
         binarize_threshold: float | None = None,
+        do_normalize: bool | None = None,
         **kwargs,
     ) -> BatchFeature:
         """
@@ -221,15 +269,16 @@ class AutoencoderImageProcessor(BaseImageProcessor):
                 uint8, or floats in [0, 1]), file path or bytes; a list of those; or a 4-d batch (numpy NHWC, torch
                 NCHW).
             return_tensors (`str`, defaults to `"pt"`): "pt" for a torch tensor, "np" for a numpy array.
-            do_binarize, binarize_threshold: override the processor's settings for this call.
+            do_binarize, binarize_threshold, do_normalize: override the processor's settings for this call.
 
         Returns:
-            `BatchFeature` with `pixel_values` (batch, num_channels, image_size, image_size), float32 in [0, 1].
+            `BatchFeature` with `pixel_values` (batch, num_channels, image_size, image_size), float32 in [0, 1], or
+            normalized into the model's range with `do_normalize`.
         """
         if kwargs:
             raise ValueError(
                 f"preprocess got unexpected arguments {sorted(kwargs)}; accepted: return_tensors, do_binarize, "
-                "binarize_threshold."
+                "binarize_threshold, do_normalize."
             )
         if return_tensors not in _RETURN_TENSORS:
             raise ValueError(f"return_tensors must be one of {_RETURN_TENSORS}, got {return_tensors!r}.")
@@ -238,12 +287,18 @@ class AutoencoderImageProcessor(BaseImageProcessor):
         pixel_values = uint8_to_unit(self.to_uint8(images))
         if do_binarize:
             pixel_values = binarize(pixel_values, threshold)
+        if self.do_normalize if do_normalize is None else do_normalize:
+            pixel_values = normalize(pixel_values, self.image_mean, self.image_std)
         if return_tensors == "np":
             pixel_values = pixel_values.numpy()
         return BatchFeature(data={"pixel_values": pixel_values})
 
-    def postprocess(self, pixel_values) -> list[Image.Image]:
-        """pixel_values (batch, C, H, W) or (C, H, W) with C in 1, 3 as PIL images, clamped to [0, 1] and rounded."""
+    def postprocess(self, pixel_values, output_type: str = "pil", do_normalize: bool | None = None):
+        """pixel_values (batch, C, H, W) or (C, H, W) with C in 1, 3, in the processor's range (normalized with
+        `do_normalize`), back to images: the normalization undone, clamped to [0, 1], as PIL images rounded to 8
+        bits (`output_type="pil"`) or as a float tensor in [0, 1] (`"pt"`)."""
+        if output_type not in ("pil", "pt"):
+            raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}.")
         pixel_values = torch.as_tensor(pixel_values).detach().float().cpu()
         if pixel_values.ndim == 3:
             pixel_values = pixel_values[None]
@@ -252,10 +307,15 @@ class AutoencoderImageProcessor(BaseImageProcessor):
                 f"pixel_values has shape {tuple(pixel_values.shape)}; expected (batch, C, H, W) or (C, H, W) "
                 "with C in 1, 3."
             )
+        if self.do_normalize if do_normalize is None else do_normalize:
+            pixel_values = denormalize(pixel_values, self.image_mean, self.image_std)
+        if output_type == "pt":
+            return pixel_values.clamp(0, 1)
         uint8 = (pixel_values.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         return [Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image) for image in uint8]
 
 
 __all__ = [
-    "AutoencoderImageProcessor", "binarize", "image_to_uint8", "to_eight_bits", "to_pil_image", "uint8_to_unit",
+    "AutoencoderImageProcessor", "binarize", "denormalize", "image_to_uint8", "normalization", "normalize",
+    "to_eight_bits", "to_pil_image", "uint8_to_unit",
 ]

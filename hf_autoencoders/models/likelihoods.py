@@ -68,7 +68,8 @@ class DiscretizedLogisticLikelihood(nn.Module):
         P(x) = sigmoid((x + 1/510 - mu) / s) - sigmoid((x - 1/510 - mu) / s),
 
     with the edge bins extended to -inf (x = 0) and +inf (x = 1). This is a proper probability mass, so
-    -log P / (D ln 2) is the bits/dim figure quoted for image models.
+    -log P / (D ln 2) is the bits/dim figure quoted for image models. In the pixel range (-1, 1) the 256 levels are
+    2/255 apart, with the edge bins at -1 and 1 (as PixelCNN++ has them).
     """
 
     constant = 0.0
@@ -76,10 +77,13 @@ class DiscretizedLogisticLikelihood(nn.Module):
 
     def __init__(self, config: AutoencoderConfig):
         super().__init__()
-        self.log_scale = nn.Parameter(torch.full((1, config.num_channels, 1, 1), math.log(0.1)))
+        self.low, self.high = config.pixel_range
+        initial_scale = 0.1 * (self.high - self.low)
+        self.log_scale = nn.Parameter(torch.full((1, config.num_channels, 1, 1), math.log(initial_scale)))
 
     def nll(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        half_bin = 0.5 / 255
+        half_bin = 0.5 * (self.high - self.low) / 255
+        low, high = self.low, self.high
         inv_scale = torch.exp(-self.log_scale.clamp(min=-7.0))
         upper = (x + half_bin - params) * inv_scale
         lower = (x - half_bin - params) * inv_scale
@@ -87,11 +91,12 @@ class DiscretizedLogisticLikelihood(nn.Module):
         log_survival_lower = F.logsigmoid(-lower)  # log P(X > lower), used at x = 1
         # log(sigmoid(a) - sigmoid(b)) = log(sigmoid(a)) + log(1 - exp(log sigmoid(b) - log sigmoid(a))), stable:
         log_bin = log_cdf_upper + torch.log(-torch.expm1(F.logsigmoid(lower) - log_cdf_upper).clamp(max=-1e-12))
-        log_prob = torch.where(x < half_bin, log_cdf_upper, torch.where(x > 1 - half_bin, log_survival_lower, log_bin))
+        log_prob = torch.where(x < low + half_bin, log_cdf_upper,
+                               torch.where(x > high - half_bin, log_survival_lower, log_bin))
         return -log_prob.flatten(1).sum(1)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
-        return params.clamp(0, 1)
+        return params.clamp(self.low, self.high)
 
 
 _LIKELIHOODS = {

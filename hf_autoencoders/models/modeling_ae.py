@@ -19,20 +19,23 @@ class AEModel(AutoencoderPreTrainedModel):
 
     def __init__(self, config: AEConfig):
         super().__init__(config)
-        self.encoder = build_encoder(config, config.latent_dim)
-        self.decoder = build_decoder(config, config.latent_dim)
+        spatial = config.latent_channels is not None
+        width = config.latent_channels if spatial else config.latent_dim
+        self.encoder = build_encoder(config, width, spatial)
+        self.decoder = build_decoder(config, width, spatial)
         self._build_likelihood()
         self.post_init()
 
     def encode(self, pixel_values: torch.Tensor, return_dict: bool = True) -> EncoderOutput | tuple:
-        """`latents` z = f(x), shape (batch, latent_dim)."""
-        latents = self.encoder(self.check_pixel_values(pixel_values))
+        """`latents` z = f(x), shape (batch, latent_dim), or (batch, latent_channels, h, w) for a latent map."""
+        latents = self._encode_pixels(self.check_pixel_values(pixel_values, any_size=True))
         return EncoderOutput(latents=latents) if return_dict else (latents,)
 
     def decode(self, latents: torch.Tensor, return_dict: bool = True):
         """`sample` E[x | z] = g(z) (through the likelihood's mean, e.g. a sigmoid for Bernoulli), shape
         (batch, C, H, W)."""
-        return self._decoded(self.decoder(self._check_latents(latents, self.config.latent_dim)), return_dict)
+        latents = self._check_latents(latents, self.config.latent_shape)
+        return self._decoded(self._decode_latents(latents), return_dict)
 
     def representation(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """z = f(x)."""
@@ -47,7 +50,7 @@ class AEModel(AutoencoderPreTrainedModel):
             raise ValueError("An AE decodes z ~ N(0, I); a learned prior over codes applies to a VQ-VAE. "
                              "Pass prior=None.")
         device = generator.device if generator is not None else self.device
-        latents = torch.randn(num_samples, self.config.latent_dim, generator=generator, device=device)
+        latents = torch.randn(num_samples, *self.config.latent_shape, generator=generator, device=device)
         return self.decode(latents).sample
 
     def forward(

@@ -186,11 +186,16 @@ class VAEModel(AutoencoderPreTrainedModel):
 
     config_class = VAEConfig
     loss_terms = ("reconstruction_loss", "kl_loss")
+    diffusers_class = "AutoencoderKL"
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
-        self.encoder = build_encoder(config, config.num_categories + 2 * config.latent_dim)
-        self.decoder = build_decoder(config, config.num_categories + config.latent_dim)
+        if config.latent_channels is not None:  # a latent map: the encoder gives [means; log-variances] channels
+            self.encoder = build_encoder(config, 2 * config.latent_channels, spatial=True)
+            self.decoder = build_decoder(config, config.latent_channels, spatial=True)
+        else:
+            self.encoder = build_encoder(config, config.num_categories + 2 * config.latent_dim)
+            self.decoder = build_decoder(config, config.num_categories + config.latent_dim)
         self._build_likelihood()
         # Moving-average baseline b of the score-function estimator.
         self.register_buffer("score_baseline", torch.zeros(()), persistent=False)
@@ -201,14 +206,23 @@ class VAEModel(AutoencoderPreTrainedModel):
         """Size of the decoder's input: num_categories (one-hot c) + latent_dim (z)."""
         return self.config.num_categories + self.config.latent_dim
 
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one decoder input: (latent_size,), or (latent_channels, h, w) for a latent map."""
+        return self.config.latent_shape if self.config.latent_channels is not None else (self.latent_size,)
+
     def encode(self, pixel_values: torch.Tensor, return_dict: bool = True) -> PosteriorOutput | tuple:
-        """`latent_dist`: the approximate posterior q(z|x), a `DiagonalGaussian` (a `CategoricalGaussianPosterior`
-        q(c, z|x) with a categorical part); `encode(x).latent_dist.sample()` is differentiable."""
-        posterior = self._posterior(self.check_pixel_values(pixel_values))
+        """`latent_dist`: the approximate posterior q(z|x), a `DiagonalGaussian` (of shape (batch, latent_channels,
+        h, w) for a latent map; a `CategoricalGaussianPosterior` q(c, z|x) with a categorical part);
+        `encode(x).latent_dist.sample()` is differentiable."""
+        pixel_values = self.check_pixel_values(pixel_values, any_size=True)
+        posterior = self._posterior(self._encode_pixels(pixel_values))
         return PosteriorOutput(latent_dist=posterior) if return_dict else (posterior,)
 
-    def _posterior(self, pixel_values: torch.Tensor) -> DiagonalGaussian | CategoricalGaussianPosterior:
-        out = self.encoder(pixel_values)
+    def _posterior(self, out: torch.Tensor) -> DiagonalGaussian | CategoricalGaussianPosterior:
+        """q(z|x) from the encoder's output."""
+        if self.config.latent_channels is not None:
+            return DiagonalGaussian(*out.chunk(2, dim=1))
         num_categories = self.config.num_categories
         mean, logvar = out[:, num_categories:].chunk(2, dim=-1)
         if num_categories == 0:
@@ -223,8 +237,9 @@ class VAEModel(AutoencoderPreTrainedModel):
 
     def decode(self, latents: torch.Tensor, return_dict: bool = True):
         """`sample` E[x | z], shape (batch, C, H, W); latents (batch, latent_size) = [one_hot(c), z] with a
-        categorical part."""
-        return self._decoded(self.decoder(self._check_latents(latents, self.latent_size)), return_dict)
+        categorical part, (batch, latent_channels, h, w) for a latent map."""
+        latents = self._check_latents(latents, self.latent_shape)
+        return self._decoded(self._decode_latents(latents), return_dict)
 
     def representation(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The posterior mean E_q[z] ([pi, mu] with a categorical part)."""
@@ -233,10 +248,12 @@ class VAEModel(AutoencoderPreTrainedModel):
     def log_likelihood(self, pixel_values: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """log p(x | z) in nats with every constant (for ELBO and importance-sampled NLL).
 
-        latents (batch, D) gives (batch,); leading sample dimensions broadcast against the batch: (S, batch, D) gives
-        (S, batch), and (S, 1, D) decodes each of the S latents once and scores every image under it."""
-        lead = latents.shape[:-1]
-        params = self.decoder(latents.reshape(-1, latents.shape[-1]))
+        latents (batch, *latent_shape) gives (batch,); leading sample dimensions broadcast against the batch:
+        (S, batch, *latent_shape) gives (S, batch), and (S, 1, *latent_shape) decodes each of the S latents once and
+        scores every image under it."""
+        event = self.latent_shape
+        lead = latents.shape[: latents.ndim - len(event)]
+        params = self.decoder(latents.reshape(-1, *event))
         params = params.view(*lead, *params.shape[1:])
         shape = torch.broadcast_shapes(lead, pixel_values.shape[:1])
         x = pixel_values.expand(*shape, *pixel_values.shape[1:]).flatten(0, len(shape) - 1)
@@ -247,13 +264,14 @@ class VAEModel(AutoencoderPreTrainedModel):
         """log p(z) = log N(z; 0, I) per sample; with a categorical part log p(c, z) = -log K + log N(z; 0, I)."""
         num_categories = self.config.num_categories
         if num_categories == 0:
-            return standard_normal_log_prob(latents)
+            return standard_normal_log_prob(latents, len(self.latent_shape))
         return standard_normal_log_prob(latents[..., num_categories:]) - math.log(num_categories)
 
     def sample_latents(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draws from the prior, shape (num_samples, latent_size): z ~ N(0, I), and c ~ Uniform(K) one-hot first."""
+        """Draws from the prior, shape (num_samples, *latent_shape): z ~ N(0, I), and c ~ Uniform(K) one-hot
+        first."""
         device = generator.device if generator is not None else self.device
-        latents = torch.randn(num_samples, self.config.latent_dim, generator=generator, device=device)
+        latents = torch.randn(num_samples, *self.config.latent_shape, generator=generator, device=device)
         if self.config.num_categories > 0:
             index = torch.randint(self.config.num_categories, (num_samples,), generator=generator, device=device)
             categories = nn.functional.one_hot(index, self.config.num_categories).to(latents.dtype)
@@ -279,7 +297,7 @@ class VAEModel(AutoencoderPreTrainedModel):
 
         with ELBO <= IWAE_K <= log p(x), the IWAE bound tightening as K grows."""
         pixel_values = self.check_pixel_values(pixel_values)
-        posterior = self._posterior(pixel_values)
+        posterior = self._posterior(self.encoder(pixel_values))
         z = posterior.sample(generator, num_samples)
         return self.log_likelihood(pixel_values, z) + self.log_prior(z) - posterior.log_prob(z)
 
@@ -293,7 +311,7 @@ class VAEModel(AutoencoderPreTrainedModel):
     ) -> AutoencoderOutput | tuple:
         config = self.config
         pixel_values, target = self._inputs(pixel_values, target_pixel_values)
-        posterior = self._posterior(self._corrupt(pixel_values))
+        posterior = self._posterior(self.encoder(self._corrupt(pixel_values)))
         num_samples = config.num_latent_samples
         gaussian = posterior if config.num_categories == 0 else posterior.gaussian
         score_function = config.gradient_estimator == "score_function"

@@ -28,6 +28,7 @@ class VQVAEModel(AutoencoderPreTrainedModel):
 
     config_class = VQVAEConfig
     loss_terms = ("reconstruction_loss", "codebook_loss", "commitment_loss")
+    diffusers_class = "VQModel"
 
     def __init__(self, config: VQVAEConfig):
         super().__init__(config)
@@ -47,7 +48,7 @@ class VQVAEModel(AutoencoderPreTrainedModel):
 
     def encode(self, pixel_values: torch.Tensor, return_dict: bool = True) -> EncoderOutput | tuple:
         """`latents`: z_e(x), the unquantized encoder output, shape (batch, d, h, w) (`decode` quantizes it)."""
-        latents = self.encoder(self.check_pixel_values(pixel_values))
+        latents = self._encode_pixels(self.check_pixel_values(pixel_values, any_size=True))
         return EncoderOutput(latents=latents) if return_dict else (latents,)
 
     def quantize(self, latents: torch.Tensor):
@@ -59,16 +60,12 @@ class VQVAEModel(AutoencoderPreTrainedModel):
         `VQModel`, the grid is quantized first (and `commit_loss` reported) unless `force_not_quantize`, which
         decodes it as given (e.g. codes already looked up, or a point between codes)."""
         grid = self.config.latent_grid_size
-        expected = (self.config.embedding_dim, grid, grid)
-        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or tuple(latents.shape[1:]) != expected:
-            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-            raise ValueError(f"latents must be a tensor of shape (batch, {', '.join(map(str, expected))}), got {got}.")
-        latents = latents.to(device=self.device, dtype=self.dtype)
+        latents = self._check_latents(latents, (self.config.embedding_dim, grid, grid))
         commit_loss = None
         if not force_not_quantize:
             quantized = self.quantize(latents)
             latents, commit_loss = quantized.quantized, quantized.commitment_loss
-        return self._decoded(self.decoder(latents), return_dict, commit_loss)
+        return self._decoded(self._decode_latents(latents), return_dict, commit_loss)
 
     def representation(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """z_q, the quantized grid the decoder reads, shape (batch, d, h, w)."""
@@ -86,7 +83,10 @@ class VQVAEModel(AutoencoderPreTrainedModel):
         shape = f"(batch, {', '.join(map(str, self.indices_shape))})"
         if not isinstance(indices, torch.Tensor) or indices.is_floating_point():
             raise ValueError(f"indices must be an integer tensor of shape {shape}.")
-        if indices.ndim != 1 + len(self.indices_shape) or tuple(indices.shape[1:]) != self.indices_shape:
+        expected = self.indices_shape
+        spatial_ok = tuple(indices.shape[-2:]) == expected[-2:] or (  # a fully convolutional model decodes any grid
+            self.fully_convolutional and min(indices.shape[-2:], default=0) > 0)
+        if indices.ndim != 1 + len(expected) or tuple(indices.shape[1:-2]) != expected[:-2] or not spatial_ok:
             depth = f" (num_quantizers={self.config.num_quantizers})" if self.config.num_quantizers > 1 else ""
             raise ValueError(f"indices must have shape {shape}{depth}, got {tuple(indices.shape)}.")
         if indices.numel() and (indices.min() < 0 or indices.max() >= num_embeddings):

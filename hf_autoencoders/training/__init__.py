@@ -17,7 +17,7 @@ _NAMES = {
     "check_output_dir": "checkpoints", "resolve_checkpoint": "checkpoints",
     "parse_args": "parsing", "parse_command": "parsing", "parse_prior_args": "parsing",
     "build_model": "run", "check_request": "run", "fid_features": "run", "fit": "run", "load_training_data": "run",
-    "run_training": "run", "training_summary": "run", "write_pictures": "run",
+    "measure_latent_scale": "run", "run_training": "run", "training_summary": "run", "write_pictures": "run",
     "AutoencoderTrainer": "trainer",
 }
 

@@ -39,13 +39,43 @@ class ModelArguments:
     )
     backbone: str | None = field(
         default=None,
-        metadata={"help": "mlp, conv or vit (default: conv). conv, strided convolutions and residual blocks as in "
-                          "the VQ-VAE paper, is the sound choice for every family and image size: its cost grows "
-                          "only linearly with the pixels. vit, a transformer over patches, is for those who want "
-                          "patch tokens or train on GPUs, where it scales; docs/results.md compares it with conv at "
-                          "equal training time. mlp suits small images only: its weights grow with the pixels."},
+        metadata={"help": "mlp, conv, vit or ldm (default: conv; ldm when --block_out_channels is given). conv, "
+                          "strided convolutions and residual blocks as in the VQ-VAE paper, is the sound choice for "
+                          "every family and image size: its cost grows only linearly with the pixels. vit, a "
+                          "transformer over patches, is for those who want patch tokens or train on GPUs, where it "
+                          "scales; docs/results.md compares it with conv at equal training time. mlp suits small "
+                          "images only: its weights grow with the pixels. ldm is the autoencoder of latent diffusion "
+                          "in diffusers' AutoencoderKL / VQModel layout (ResNet levels, GroupNorm, mid-block "
+                          "attention), pixels in [-1, 1]: choose it to train or fine-tune the VAE of a diffusion "
+                          "model and use it in diffusers' pipelines."},
     )
     latent_dim: int | None = field(default=None, metadata={"help": "AE/VAE latent size."})
+    latent_channels: int | None = field(
+        default=None,
+        metadata={"help": "AE/VAE: make the latent a map of this many channels on the backbone's grid, (c, H / f, "
+                          "W / f), the input of a latent diffusion model (default with ldm: 4). More channels "
+                          "reconstruct better but give the diffusion model a richer latent to learn "
+                          "(docs/models.md)."},
+    )
+    block_out_channels: list[int] | None = field(
+        default=None,
+        metadata={"help": "The ldm backbone's channels per level, e.g. 32 64 64 (selects backbone ldm): n levels "
+                          "downsample by f = 2^(n - 1); the first level, at full resolution, costs the most."},
+    )
+    layers_per_block: int | None = field(
+        default=None, metadata={"help": "ldm: ResNet blocks per encoder level (the decoder has one more); default 1."}
+    )
+    pixel_range: list[float] | None = field(
+        default=None,
+        metadata={"help": "The range of the model's pixels: 0 1, or -1 1 as diffusers' pipelines expect (default: -1 "
+                          "1 for ldm, 0 1 otherwise). The image processor and the batches follow it."},
+    )
+    train_decoder_only: bool = field(
+        default=False,
+        metadata={"help": "With --model_name_or_path (a run folder, or a diffusers AutoencoderKL / VQModel folder): "
+                          "train the decoder only, the encoder, its quant_conv and the codebook frozen, so that the "
+                          "latents, and a diffusion model trained on them, stay valid."},
+    )
     hidden_size: int | None = field(default=None, metadata={"help": "Backbone width."})
     likelihood: str | None = field(default=None, metadata={"help": "gaussian, bernoulli or discretized_logistic."})
     kl_weight: float | None = field(default=None, metadata={"help": "VAE beta."})
@@ -310,11 +340,14 @@ def build_config(model_args: ModelArguments, image_size: int, num_channels: int)
     """A new config of the requested family, shaped for the data, or the config of `model_name_or_path`."""
     from transformers import AutoConfig
 
+    from ..diffusers_compat import config_from_diffusers, read_diffusers_config
     from ..models import autoencoder_classes
 
     config_class, _ = autoencoder_classes(model_args.model_type)
     if model_args.model_name_or_path is not None:
-        config = AutoConfig.from_pretrained(model_args.model_name_or_path)
+        theirs = read_diffusers_config(model_args.model_name_or_path)
+        config = (AutoConfig.from_pretrained(model_args.model_name_or_path) if theirs is None
+                  else config_from_diffusers(theirs, model_args.model_name_or_path))
         if config.model_type != config_class.model_type:
             family = getattr(config, "family", None)
             hint = f"pass --model_type {family}" if family else "pass the folder of an autoencoder"
@@ -324,8 +357,10 @@ def build_config(model_args: ModelArguments, image_size: int, num_channels: int)
             )
         return config
     known = set(config_class.__dataclass_fields__)
-    values = {"image_size": image_size, "num_channels": num_channels, "backbone": "conv"}
-    for key, value in requested_settings(model_args).items():
+    settings = requested_settings(model_args)
+    backbone = "ldm" if "block_out_channels" in settings else "conv"  # the channels of levels are ldm's
+    values = {"image_size": image_size, "num_channels": num_channels, "backbone": backbone}
+    for key, value in settings.items():
         if key not in known:
             raise ValueError(f"--{key} does not apply to --model_type {model_args.model_type}: it is not a field of "
                              f"{config_class.__name__}.")
@@ -335,6 +370,7 @@ def build_config(model_args: ModelArguments, image_size: int, num_channels: int)
 
 def requested_settings(model_args: ModelArguments) -> dict:
     """The config fields this command sets explicitly: the model flags given and --config_overrides."""
-    names = ("backbone", "latent_dim", "hidden_size", "likelihood", "kl_weight", "num_embeddings", "embedding_dim")
+    names = ("backbone", "latent_dim", "latent_channels", "block_out_channels", "layers_per_block", "pixel_range",
+             "hidden_size", "likelihood", "kl_weight", "num_embeddings", "embedding_dim")
     values = {name: getattr(model_args, name) for name in names if getattr(model_args, name) is not None}
     return {**values, **parse_overrides(model_args.config_overrides)}

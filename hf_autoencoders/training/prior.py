@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedConfig, Trainer, set_seed
 
 from ..data import ImageCollator, ImageTensorDataset, load_image_dataset
+from ..evaluation.metrics import unit_images
 from ..evaluation.priors import prior_test_metrics
 from ..hub import load_model, write_model_card
 from ..models import PixelCNNPriorConfig, PixelCNNPriorModel, VQVAEConfig, code_priors
@@ -120,7 +121,8 @@ def extract_codes(
             VQ-VAE (architecture fields, weights, codebook), of the dataset's images and labels and of the collator's
             settings, so a later call with the same model and data reads the file instead of encoding. None: no
             cache.
-        collator: turns a list of items into float pixel_values in [0, 1]; default `ImageCollator()`.
+        collator: turns a list of items into float pixel_values in the VQ-VAE's pixel range; default
+            `ImageCollator(pixel_range=vqvae.config.pixel_range)`.
         progress: show a tqdm progress bar while encoding.
 
     Returns:
@@ -133,7 +135,7 @@ def extract_codes(
                          f"{getattr(vqvae.config, 'model_type', type(vqvae).__name__)!r} model.")
     if len(dataset) == 0:
         raise ValueError("extract_codes got an empty dataset.")
-    collator = collator or ImageCollator()
+    collator = collator or ImageCollator(pixel_range=vqvae.config.pixel_range)
     path = None
     if cache_dir is not None:
         key = fingerprint("codes", _CODE_CACHE_VERSION, model_fingerprint(vqvae), dataset_fingerprint(dataset),
@@ -350,7 +352,7 @@ def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
     binarize = _saved_binarize(prior_args.vqvae) if prior_args.binarize is None else prior_args.binarize
     cache_dir = prior_args.code_cache_dir or output_dir / CODE_CACHE_FOLDER
     batch_size = training_args.per_device_eval_batch_size
-    collator = ImageCollator(binarize=binarize)
+    collator = ImageCollator(binarize=binarize, pixel_range=config.pixel_range)
     train_codes, train_labels = extract_codes(vqvae, train_set, batch_size, cache_dir, collator)
     test_codes, test_labels = extract_codes(vqvae, test_set, batch_size, cache_dir, collator)
     conditional = prior_args.class_conditional
@@ -428,13 +430,15 @@ def _write_pictures(vqvae, prior, output_dir: Path, num_samples: int, seed: int)
     labels, rows = sample_grid_labels(prior, num_samples)
     guidance = code_priors.resolve_guidance_scale(prior, None)
     samples = vqvae.sample(num_samples if labels is None else len(labels), generator=generator, prior=prior,
-                           class_labels=labels).clamp(0, 1).cpu()
+                           class_labels=labels)
+    samples = unit_images(vqvae, samples).cpu()
     title = sampling_title(prior, guidance, code_priors.default_temperature(prior), None, None)
     if rows is None:
         plot_samples(samples, output_dir / "samples.png")
     else:
         plot_labelled_rows(samples, rows, output_dir / "samples.png", title=title)
     generator = torch.Generator(device=vqvae.device).manual_seed(seed)
-    plot_samples(vqvae.sample(num_samples, generator=generator).clamp(0, 1).cpu(), output_dir / "uniform_samples.png")
+    plot_samples(unit_images(vqvae, vqvae.sample(num_samples, generator=generator)).cpu(),
+                 output_dir / "uniform_samples.png")
     return {f"{title}, decoded by the VQ-VAE": "samples.png",
             "Baseline: uniformly random codes, decoded (the VQ-VAE without a prior)": "uniform_samples.png"}

@@ -12,9 +12,12 @@ import torch
 from transformers import AutoConfig, AutoModel, set_seed
 
 from ..data import ImageCollator, as_image_split, first_items, load_image_dataset
-from ..evaluation import domain_features
-from ..hub import write_model_card
+from ..diffusers_compat import from_diffusers, read_diffusers_config
+from ..evaluation import domain_features, scaling_factors
+from ..evaluation.metrics import unit_images
+from ..hub import write_latent_scale, write_model_card
 from ..models import autoencoder_classes
+from ..models.image_processing_autoencoders import normalization
 from ..plots import plot_code_usage, plot_loss_curves, plot_reconstructions, plot_samples
 from .arguments import DataArguments, ModelArguments, build_config, requested_settings, training_arguments
 from .checkpoints import check_output_dir, check_resume_settings, resolve_checkpoint
@@ -49,7 +52,8 @@ def fit(model, train_dataset, eval_dataset=None, *, output_dir, collator=None, *
         defaults["accelerator_config"] = {"dispatch_batches": False}  # see `_read_streams_per_process`
     args = training_arguments(output_dir, **{**defaults, **training_kwargs})
     trainer = AutoencoderTrainer(
-        model=model, args=args, data_collator=collator or ImageCollator(), train_dataset=train_dataset,
+        model=model, args=args, data_collator=collator or ImageCollator(pixel_range=model.config.pixel_range),
+        train_dataset=train_dataset,
         eval_dataset=eval_dataset,
     )
     trainer.train()
@@ -64,6 +68,10 @@ def check_request(model_args: ModelArguments, data_args: DataArguments, training
     if training_args.do_eval and not training_args.do_train and model_args.model_name_or_path is None:
         raise ValueError("--do_eval without --do_train evaluates an untrained, random model. Add --do_train, or pass "
                          "--model_name_or_path with a trained model to evaluate it.")
+    if model_args.train_decoder_only and model_args.model_name_or_path is None and checkpoint is None:
+        raise ValueError("--train_decoder_only fine-tunes the decoder of a trained model: pass --model_name_or_path "
+                         "(a run folder, or a diffusers AutoencoderKL / VQModel folder such as a Stable Diffusion VAE "
+                         "saved locally).")
     if checkpoint is not None:
         config_class, _ = autoencoder_classes(model_args.model_type)
         check_resume_settings(checkpoint, config_class.model_type, requested_settings(model_args))
@@ -112,8 +120,9 @@ def load_training_data(data_args: DataArguments, training_args):
 
 
 def build_model(model_args: ModelArguments, data, checkpoint: str | None):
-    """The model to train: the one a checkpoint holds (resuming), a pretrained one, or a new one of the arguments'
-    family and size for the data's image shape."""
+    """The model to train: the one a checkpoint holds (resuming), a pretrained one (a run folder, or a diffusers
+    AutoencoderKL / VQModel folder, converted), or a new one of the arguments' family and size for the data's image
+    shape; its encoder frozen with --train_decoder_only."""
     _, model_class = autoencoder_classes(model_args.model_type)
     config = build_config(model_args, data.image_size, data.num_channels)
     if checkpoint is not None:  # the run continues with the model its checkpoint holds
@@ -125,8 +134,13 @@ def build_model(model_args: ModelArguments, data, checkpoint: str | None):
             f"--num_channels {config.num_channels}."
         )
     if model_args.model_name_or_path is not None and checkpoint is None:
-        return AutoModel.from_pretrained(model_args.model_name_or_path)
-    return model_class(config)
+        path = model_args.model_name_or_path
+        model = from_diffusers(path) if read_diffusers_config(path) is not None else AutoModel.from_pretrained(path)
+    else:
+        model = model_class(config)
+    if model_args.train_decoder_only:
+        model.freeze_encoder()
+    return model
 
 
 def fid_features(data, training_args):
@@ -157,11 +171,12 @@ def write_pictures(model, test_set, collator, output_dir, log_history=None, seed
     output_dir = Path(output_dir)
     model.eval()
     with torch.no_grad():
-        originals = collator(first_items(test_set, 16))["pixel_values"].to(model.device)
-        reconstructions = model(originals, return_loss=False).reconstruction.clamp(0, 1)
-        plot_reconstructions(originals.cpu(), reconstructions.cpu(), output_dir / "reconstructions.png")
+        originals = collator(first_items(test_set, 16))["pixel_values"].to(model.device)  # in the model's range
+        reconstructions = unit_images(model, model(originals, return_loss=False).reconstruction)
+        plot_reconstructions(unit_images(model, originals).cpu(), reconstructions.cpu(),
+                             output_dir / "reconstructions.png")
         generator = torch.Generator(device=model.device).manual_seed(seed)
-        plot_samples(model.sample(32, generator=generator).clamp(0, 1).cpu(), output_dir / "samples.png")
+        plot_samples(unit_images(model, model.sample(32, generator=generator)).cpu(), output_dir / "samples.png")
     samples = "Samples"
     if hasattr(model, "check_prior"):  # a VQ-VAE samples uniformly random codes: say so, they are no real samples
         samples = ("Uniformly random codes, decoded (the VQ-VAE without a prior; a prior over its codes, "
@@ -189,6 +204,28 @@ def write_loss_curves(log_history, output_dir) -> dict[str, str]:
     return {"Loss curves": "loss_curves.png"}
 
 
+def measure_latent_scale(model, data, model_args: ModelArguments, training_args) -> dict | None:
+    """The scaling and shift factors of a model whose latent a diffusion model trains on (a latent map: the ldm
+    backbone, or `latent_channels`), measured on the whole training split and checked on the test split
+    (`evaluation.scaling_factors`), set in its config and written into the saved config.json (atomically); what
+    the card states. A decoder-only run keeps the factors the model had (its latents did not change: a diffusion
+    model trained on them stays valid). None for other models, or when nothing was trained."""
+    config = model.config
+    spatial = config.backbone == "ldm" or getattr(config, "latent_channels", None) is not None
+    if not (spatial and training_args.do_train):
+        return None
+    if model_args.train_decoder_only and config.scaling_factor is not None:
+        return None
+    factors = scaling_factors(model, data.train, data.test, batch_size=training_args.per_device_eval_batch_size,
+                              seed=training_args.seed, progress=not training_args.disable_tqdm)
+    config.scaling_factor, config.shift_factor = factors["scaling_factor"], factors["shift_factor"]
+    write_latent_scale(training_args.output_dir, factors)
+    logger.info("scaling_factor %.6g, shift_factor %.6g (scaled test latents: mean %.3g, std %.3g)",
+                factors["scaling_factor"], factors["shift_factor"], factors.get("scaled_test_mean", float("nan")),
+                factors.get("scaled_test_std", float("nan")))
+    return factors
+
+
 def training_summary(training_args, train_metrics: dict) -> dict:
     """What a card's Training section shows: the hyperparameters that shape a run, and the figures its training
     measured (train_loss, train_runtime, ...)."""
@@ -203,8 +240,10 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     set_seed(training_args.seed)
     data = load_training_data(data_args, training_args)
     model = build_model(model_args, data, checkpoint)
-    processor = data.image_processor(do_binarize=data_args.binarize)
-    collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization)
+    pixel_range = model.config.pixel_range
+    processor = data.image_processor(do_binarize=data_args.binarize, **normalization(pixel_range))
+    collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization,
+                             pixel_range=pixel_range)
     trainer = AutoencoderTrainer(
         model=model, args=training_args, data_collator=collator, train_dataset=data.train, eval_dataset=data.test,
         processing_class=processor, image_log_pixel_values=collator(first_items(data.test, 8))["pixel_values"],
@@ -227,11 +266,13 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
     if trainer.is_world_process_zero():
+        latent_scale = measure_latent_scale(model, data, model_args, training_args)
         pictures = write_pictures(model, data.test, collator, training_args.output_dir, trainer.state.log_history,
                                   training_args.seed, trainer.code_histogram)
         write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
                          training=training_summary(training_args, train_metrics) if training_args.do_train else None,
-                         repo_id=training_args.hub_model_id, license=training_args.hub_license)
+                         repo_id=training_args.hub_model_id, license=training_args.hub_license,
+                         latent_scale=latent_scale)
         if trainer.hub_repo_id:
             print(f"pushed to {trainer.push_to_hub()}")
     return {**train_metrics, **metrics}

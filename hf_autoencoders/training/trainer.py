@@ -16,7 +16,7 @@ from transformers import Trainer, TrainerCallback
 
 from ..data import UnreadableImageError
 from ..evaluation import evaluate, feature_metrics
-from ..evaluation.metrics import eval_mode
+from ..evaluation.metrics import eval_mode, unit_images
 from ..hub import HubPushCallback, push_to_hub
 from ..plots import image_grid
 from ..results import write_json
@@ -71,6 +71,10 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
     def __init__(self, model=None, args=None, *rest, image_log_pixel_values: torch.Tensor | None = None, **kwargs):
         if model is not None and args is not None and uses_channels_last(model, args):
             model.to(memory_format=torch.channels_last)
+        if (args is not None and getattr(args, "activation_checkpointing", False)
+                and not getattr(model, "supports_gradient_checkpointing", True)):
+            raise ValueError("--gradient_checkpointing recomputes the repeated blocks of the conv, vit and ldm "
+                             f"backbones; the {model.config.backbone} backbone has none: leave the flag out.")
         self.hub_repo_id = None
         if args is not None and args.push_to_hub:
             self.hub_repo_id, args.push_to_hub = args.hub_model_id or Path(args.output_dir).name, False
@@ -154,9 +158,9 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
         model = self.accelerator.unwrap_model(self.model)
         real, reconstructed = [], []
 
-        def keep_features(pixel_values, output):
-            real.append(features.extract(pixel_values))
-            reconstructed.append(features.extract(output.reconstruction.float().clamp(0, 1)))
+        def keep_features(images, output):
+            real.append(features.extract(images))
+            reconstructed.append(features.extract(unit_images(model, output.reconstruction)))
 
         results, histogram = evaluate(
             model, dataloader, num_importance_samples=num_importance_samples, seed=self.args.seed,
@@ -193,8 +197,9 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
         generator = torch.Generator(device=model.device).manual_seed(self.args.seed)
         batch_size = self.args.per_device_eval_batch_size
         with eval_mode(model):
-            samples = torch.cat([features.extract(model.sample(min(batch_size, len(real) - i), generator=generator)
-                                                  .float().clamp(0, 1)) for i in range(0, len(real), batch_size)])
+            samples = torch.cat([features.extract(unit_images(model, model.sample(min(batch_size, len(real) - i),
+                                                                                  generator=generator)))
+                                 for i in range(0, len(real), batch_size)])
         results = {"quality_num_real": len(real), "quality_num_samples": len(samples),
                    "quality_features": features.description}
         for target, fake in (("reconstruction", reconstructed), ("sample", samples)):
@@ -210,8 +215,9 @@ def uses_channels_last(model, args) -> bool:
 
 
 def channels_last_by_default(model, device: torch.device) -> bool:
-    """True for a conv backbone trained on CPU, where oneDNN's convolutions are faster in that layout."""
-    return getattr(model.config, "backbone", None) == "conv" and device.type == "cpu"
+    """True for the convolutional backbones (conv, ldm) trained on CPU, where oneDNN's convolutions are faster in
+    that layout."""
+    return getattr(model.config, "backbone", None) in ("conv", "ldm") and device.type == "cpu"
 
 
 class NonFiniteGuard(TrainerCallback):
@@ -264,13 +270,14 @@ class ImagesCallback(TrainerCallback):
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            images = self.pixel_values.to(model.device)
-            reconstruction = model(images, return_loss=False).reconstruction.clamp(0, 1)
+            pixel_values = self.pixel_values.to(model.device)  # in the model's pixel range, as the collator gives
+            images = unit_images(model, pixel_values)
+            reconstruction = unit_images(model, model(pixel_values, return_loss=False).reconstruction)
             generator = torch.Generator(device=model.device).manual_seed(args.seed)
-            samples = model.sample(len(images), generator=generator).clamp(0, 1)
+            samples = unit_images(model, model.sample(len(images), generator=generator))
         model.train(was_training)
-        grids = {"reconstructions": image_grid(torch.cat([images, reconstruction]).float().cpu(), nrow=len(images)),
-                 "samples": image_grid(samples.float().cpu(), nrow=len(images))}
+        grids = {"reconstructions": image_grid(torch.cat([images, reconstruction]).cpu(), nrow=len(images)),
+                 "samples": image_grid(samples.cpu(), nrow=len(images))}
         for callback in self.callback_handler.callbacks:
             for name, grid in grids.items():
                 if getattr(callback, "tb_writer", None) is not None:  # TensorBoard
