@@ -35,6 +35,7 @@ EXPERIMENTS = {
     "linear-pca": "linear_pca",
     "estimators": "estimators",
     "backbones": "backbones",
+    "gan-recipe": "gan_recipe",
 }
 
 
