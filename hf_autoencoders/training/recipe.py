@@ -447,7 +447,8 @@ class TokenizerRecipe:
                         disc_num_layers=self.discriminator.num_layers, lecam_weight=args.lecam_weight,
                         r1_weight=args.r1_weight, **self.guard.summary())
         if self.ema is not None:
-            info.update(model_ema_decay=args.model_ema_decay, ema_num_updates=self.ema.num_updates)
+            info.update(model_ema_decay=args.model_ema_decay, ema_num_updates=self.ema.num_updates,
+                        saved_weights="ema" if args.save_ema_weights else "trained")
         return info
 
 

@@ -18,6 +18,7 @@ from ..models import autoencoder_classes
 from ..plots import plot_loss_curves, plot_reconstructions, plot_samples
 from .arguments import DataArguments, ModelArguments, build_config, requested_settings, training_arguments
 from .checkpoints import check_output_dir, check_resume_settings, resolve_checkpoint
+from .recipe import check_recipe_resume
 from .trainer import AutoencoderTrainer
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def check_request(model_args: ModelArguments, data_args: DataArguments, training
     if checkpoint is not None:
         config_class, _ = autoencoder_classes(model_args.model_type)
         check_resume_settings(checkpoint, config_class.model_type, requested_settings(model_args))
+        check_recipe_resume(checkpoint, training_args)
     if data_args.streaming and training_args.do_train and training_args.max_steps <= 0:
         raise ValueError("--streaming needs --max_steps: a stream has no length to count epochs by.")
     return checkpoint
@@ -196,7 +198,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
                                   training_args.seed)
         write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
                          training=training_summary(training_args, train_metrics) if training_args.do_train else None,
-                         repo_id=training_args.hub_model_id, license=training_args.hub_license)
+                         repo_id=training_args.hub_model_id, license=training_args.hub_license,
+                         recipe=trainer.recipe.description() if trainer.recipe else None)
         if trainer.hub_repo_id:
             print(f"pushed to {trainer.push_to_hub()}")
     return {**train_metrics, **metrics}

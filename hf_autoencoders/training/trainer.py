@@ -34,10 +34,11 @@ class TrainingDivergedError(FloatingPointError):
 class StrictJSONMetrics:
     """`save_metrics` as the Trainer's (`<split>_results.json`, and `all_results.json` holding every split this
     trainer saved), in strict JSON: a metric that could not be measured is `null`, never `NaN`; `log_metrics` prints
-    the numbers (not descriptions such as `quality_features`)."""
+    the numbers (not descriptions such as `quality_features`, nor what was not measured)."""
 
     def log_metrics(self, split: str, metrics: dict) -> None:
-        super().log_metrics(split, {name: value for name, value in metrics.items() if not isinstance(value, str)})
+        super().log_metrics(split, {name: value for name, value in metrics.items()
+                                    if value is not None and not isinstance(value, str)})
 
     def save_metrics(self, split: str, metrics: dict, combined: bool = True) -> None:
         if not self.is_world_process_zero():
@@ -108,14 +109,17 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
                            commit_message=commit_message)
 
     def train(self, *args, **kwargs):
-        """`Trainer.train`; with an EMA saved as the model (`save_ema_weights`), the model then holds the EMA weights
-        (what `save_model` writes), the trained ones kept beside for `evaluate` (`recipe.trained_weights`)."""
+        """`Trainer.train`. With the tokenizer recipe, its metrics also hold the recipe's settings and the GAN phase's
+        record (`TokenizerRecipe.description`); with an EMA saved as the model (`save_ema_weights`), the model then
+        holds the EMA weights (what `save_model` writes), the trained ones kept beside for `evaluate`
+        (`recipe.trained_weights`)."""
         try:
             result = super().train(*args, **kwargs)
         except UnreadableImageError as err:  # a lazy or streamed image, met during training
             raise UnreadableImageError(f"{_original_message(err)} {self._save_progress()}") from err
         if self.recipe is not None:
             self.recipe.finish(self.model)
+            result.metrics.update(self.recipe.description())  # the recipe's settings and its GAN phase's record
         return result
 
     def _save_progress(self) -> str:
