@@ -582,3 +582,25 @@ def test_the_must_show_command_trains_offline_and_logs_every_term(shared_data, t
     assert "## Tokenizer recipe" in card and "### The trained weights" in card and "not LPIPS values" in card
     assert not any("discriminator" in k for k in load_file(out / "model.safetensors"))
     assert AutoModel.from_pretrained(out).config.model_type == "hf_autoencoders_vqvae"
+
+
+def test_evaluate_command_reports_the_perceptual_distance(tmp_path, monkeypatch, capsys):
+    import datasets
+
+    from hf_autoencoders.cli import main as cli_main
+    from hf_autoencoders.evaluation.perceptual import PERCEPTUAL_NETWORKS
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    VQVAEModel(VQVAEConfig(hidden_size=16, num_embeddings=16, embedding_dim=8)).save_pretrained(tmp_path / "model")
+    cli_main(["evaluate", str(tmp_path / "model"), "--perceptual", "rotation", "--max_eval_samples", "16",
+              "--max_train_samples", "64", "--num_importance_samples", "0"])
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["perceptual_rotation"] > 0 and "rotation" in metrics["perceptual_network"]
+    with pytest.raises(SystemExit):
+        cli_main(["evaluate", str(tmp_path / "model"), "--lpips_weights", "x"])
+    assert "--lpips_weights applies to --perceptual lpips" in capsys.readouterr().err
+    from hf_autoencoders.cli import _evaluate_parser
+
+    choices = next(a.choices for a in _evaluate_parser()._actions if a.dest == "perceptual")
+    assert sorted(choices) == sorted(PERCEPTUAL_NETWORKS)
