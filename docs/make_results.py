@@ -53,9 +53,14 @@ CLAIMS = [
     ("prior_beats_uniform_codes", "3.2.4"),
     ("prior_sampling_wastes_samples", "estimators"),
     ("score_function_variance", "estimators"),
+    ("perceptual_lowers_reconstruction_fd", "recipe"),
+    ("perceptual_costs_psnr", "recipe"),
+    ("gan_lowers_reconstruction_fd_further", "recipe"),
+    ("late_start_is_safer", "recipe"),
+    ("adaptive_weight_is_safer", "recipe"),
 ]
 ORDER = ["linear-pca", "backbones", "compare", "latent-size", "kl-weight", "latent-layout", "denoising", "samples",
-         "estimators"]
+         "estimators", "gan-recipe"]
 # The figures each experiment's section shows (the rest are in its report.md).
 FIGURES = {
     "linear-pca": ["pca_vs_linear_ae.png"],
@@ -68,6 +73,8 @@ FIGURES = {
     "samples": ["ae_samples.png", "vae_samples.png", "vq_vae_samples.png", "vq_vae_pixelcnn_prior_samples.png"],
     "estimators": ["gradient_variance.png", "log_px_vs_samples.png"],
     "backbones": ["psnr_by_backbone.png", "patch_seam_crops.png", "patch_error_maps.png", "receptive_fields.png"],
+    "gan-recipe": ["pixel_loss_reconstructions.png", "perceptual_reconstructions.png",
+                   "perceptual_gan_adaptive_weight_late_start_reconstructions.png", "gan_curves.png"],
 }
 
 
@@ -217,7 +224,7 @@ def build() -> str:
         "## Reproduce",
         "```bash\nexport OMP_NUM_THREADS=1\nfor data in mnist cifar10; do\n"
         "  names=\"linear-pca backbones compare latent-size kl-weight latent-layout denoising samples estimators\"\n"
-        "  [ $data = cifar10 ] && names=\"backbones compare samples\"\n"
+        "  [ $data = cifar10 ] && names=\"backbones compare samples gan-recipe\"\n"
         "  for name in $names; do\n"
         "    hf-autoencoders experiment $name --budget seed --dataset_name ../shared/data/$data \\\n"
         "      --output_dir runs/seed/$data/$name --runs_dir runs/seed/$data/runs --resume\n"
