@@ -59,9 +59,14 @@ CLAIMS = [
     ("simvq_uses_more_codes_than_a_plain_codebook", "quantizers"),
     ("residual_depth4_gains", "quantizers"),
     ("residual_depth_improves", "quantizers"),
+    ("perceptual_lowers_reconstruction_fd", "recipe"),
+    ("perceptual_costs_psnr", "recipe"),
+    ("gan_lowers_reconstruction_fd_further", "recipe"),
+    ("late_start_is_safer", "recipe"),
+    ("adaptive_weight_is_safer", "recipe"),
 ]
 ORDER = ["linear-pca", "backbones", "compare", "latent-size", "kl-weight", "latent-layout", "denoising", "samples",
-         "estimators", "quantizers"]
+         "estimators", "quantizers", "gan-recipe"]
 # The figures each experiment's section shows (the rest are in its report.md).
 FIGURES = {
     "linear-pca": ["pca_vs_linear_ae.png"],
@@ -75,6 +80,8 @@ FIGURES = {
     "estimators": ["gradient_variance.png", "log_px_vs_samples.png"],
     "backbones": ["psnr_by_backbone.png", "patch_seam_crops.png", "patch_error_maps.png", "receptive_fields.png"],
     "quantizers": ["code_usage.png", "code_usage_residual.png"],
+    "gan-recipe": ["pixel_loss_reconstructions.png", "perceptual_reconstructions.png",
+                   "perceptual_gan_adaptive_weight_late_start_reconstructions.png", "gan_curves.png"],
 }
 
 
@@ -224,7 +231,7 @@ def build() -> str:
         "## Reproduce",
         "```bash\nexport OMP_NUM_THREADS=1\nfor data in mnist cifar10; do\n"
         "  names=\"linear-pca backbones compare latent-size kl-weight latent-layout denoising samples estimators\"\n"
-        "  [ $data = cifar10 ] && names=\"backbones compare samples quantizers\"\n"
+        "  [ $data = cifar10 ] && names=\"backbones compare samples quantizers gan-recipe\"\n"
         "  for name in $names; do\n"
         "    hf-autoencoders experiment $name --budget seed --dataset_name ../shared/data/$data \\\n"
         "      --output_dir runs/seed/$data/$name --runs_dir runs/seed/$data/runs --resume\n"

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
 
     # 6. The Trainer, taught to log each loss term, to refuse a NaN step, to evaluate with the library's loop and,
     #    with --push_to_hub, to push checkpoints as --hub_strategy says; a few test images go to the trackers of
-    #    --report_to at every evaluation.
+    #    --report_to at every evaluation. With the tokenizer recipe's flags it also trains a perceptual term, a
+    #    discriminator beside the model and an EMA of the weights (which the model holds at the end, and saves).
     trainer = AutoencoderTrainer(
         model=model,
         args=training_args,
@@ -100,13 +101,15 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
         latent_scale = measure_latent_scale(model, data, model_args, training_args)
 
         # 10. Pictures (reconstructions, samples, loss curves, a VQ-VAE's codebook usage over the test set) and the
-        #     model card, with the numbers of that evaluation.
+        #     model card, with the numbers of that evaluation and, with the tokenizer recipe (--perceptual_weight,
+        #     --disc_weight, --use_ema), what it trained with.
         pictures = write_pictures(model, data.test, collator, training_args.output_dir, trainer.state.log_history,
                                   training_args.seed, trainer.code_histogram)
         write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
                          training=training_summary(training_args, train_metrics) if training_args.do_train else None,
                          repo_id=training_args.hub_model_id, license=training_args.hub_license,
-                         latent_scale=latent_scale)
+                         latent_scale=latent_scale,
+                         recipe=trainer.recipe.description() if trainer.recipe else None)
 
         # 11. With --push_to_hub, upload the folder: the model, its code and processor, the card and the pictures
         #     (never the checkpoints' optimizer states).

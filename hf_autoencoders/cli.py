@@ -92,6 +92,13 @@ def _evaluate_parser():
     parser.add_argument("--generability_steps", type=int, default=None,
                         help="Training steps of --generability's prior (default: the library's fixed budget; compare "
                              "VQ-VAEs only at equal steps).")
+    parser.add_argument("--perceptual", choices=["rotation", "domain", "lpips"], default=None,
+                        help="Also the perceptual distance of each reconstruction to its image (perceptual_<name>), "
+                             "on this network: rotation or domain (small CNNs trained on the training images, offline; "
+                             "domain needs labels) or lpips (the published LPIPS-VGG, read from --lpips_weights or "
+                             "downloaded). Figures of different networks do not compare; only lpips gives LPIPS.")
+    parser.add_argument("--lpips_weights", default=None, metavar="PATH",
+                        help="With --perceptual lpips: a folder holding vgg16-397923af.pth and lpips' v0.1 vgg.pth.")
     parser.add_argument("--classifier_epochs", type=int, default=5)
     parser.add_argument("--max_train_samples", type=int, default=10_000,
                         help="Training images for the classifier, the probe and the domain features.")
@@ -119,6 +126,8 @@ def cmd_evaluate(argv: list[str]) -> None:
         raise ValueError("--generability_steps applies to --generability; add --generability")
     if args.generability_steps is not None and args.generability_steps < 1:
         raise ValueError(f"--generability_steps must be a positive integer, got {args.generability_steps}")
+    if args.lpips_weights and args.perceptual != "lpips":
+        raise ValueError("--lpips_weights applies to --perceptual lpips; add it")
     if args.num_samples is not None and args.num_samples < 6:
         raise ValueError(f"--num_samples must be at least 6 (density and coverage use 5 nearest neighbours), got "
                          f"{args.num_samples}")
@@ -141,7 +150,11 @@ def cmd_evaluate(argv: list[str]) -> None:
     model_loader = torch.utils.data.DataLoader(  # the same images in the model's pixel range, for the model
         test, batch_size=args.batch_size,
         collate_fn=ImageCollator(binarize=args.binarize, pixel_range=model.config.pixel_range))
-    metrics = evaluate(model, model_loader, num_importance_samples=args.num_importance_samples, seed=args.seed)
+    perceptual = _perceptual_network(model, data, args, collator) if args.perceptual else None
+    metrics = evaluate(model, model_loader, num_importance_samples=args.num_importance_samples, seed=args.seed,
+                       perceptual=perceptual)
+    if perceptual is not None:
+        metrics["perceptual_network"] = perceptual.description
     if args.downstream or args.linear_probe or args.sample_quality:
         test_images = torch.cat([batch["pixel_values"] for batch in loader])
         metrics.update(_label_metrics(model, prior, data, args, collator, test_images))
@@ -204,9 +217,10 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
     return metrics
 
 
-def _train_images(model, data, args, collator, flags: str):
-    """The first --max_train_samples labelled training images, as pixel_values and labels: what the classifier, the
-    probe and the domain features learn from."""
+def _train_images(model, data, args, collator, flags: str | None = None):
+    """The first --max_train_samples training images, as pixel_values and labels: what the classifier, the probe, the
+    domain features and the offline perceptual networks learn from. With `flags` (what needs them), labels are
+    required."""
     from .data import load_image_dataset
 
     train_split = data.splits.get("train")
@@ -214,11 +228,24 @@ def _train_images(model, data, args, collator, flags: str):
         train_split = load_image_dataset(args.dataset_name, split="train", image_size=model.config.image_size,
                                          num_channels=model.config.num_channels,
                                          max_samples=args.max_train_samples)["train"]
-    if train_split.labels is None:
+    if flags and train_split.labels is None:
         raise ValueError(f"{flags} need class labels, but the dataset has none; pass a labelled dataset (or "
                          "--label_column) or drop those flags.")
     n = min(len(train_split), args.max_train_samples)
-    return collator([train_split[i] for i in range(n)])["pixel_values"], train_split.labels[:n]
+    labels = None if train_split.labels is None else train_split.labels[:n]
+    return collator([train_split[i] for i in range(n)])["pixel_values"], labels
+
+
+def _perceptual_network(model, data, args, collator):
+    """--perceptual: the network the perceptual distance is measured on (`evaluation.perceptual`)."""
+    from .evaluation.perceptual import perceptual_network
+
+    if args.perceptual == "lpips":
+        return perceptual_network("lpips", lpips_weights=args.lpips_weights, device=model.device)
+    images, labels = _train_images(model, data, args, collator, "--perceptual domain" if args.perceptual == "domain"
+                                   else None)
+    return perceptual_network(args.perceptual, images, labels, num_classes=data.num_labels, dataset_name=data.name,
+                              device=model.device)
 
 
 def _feature_extractors(model, data, args, collator) -> list:

@@ -173,6 +173,12 @@ The hyperparameters, and the figures measured while training (on the training da
 | `{{ field }}` | {{ value }} |
 {% endfor %}
 {%- endif %}
+{%- if recipe %}
+## Tokenizer recipe
+{% for paragraph in recipe %}
+{{ paragraph }}
+{% endfor %}
+{%- endif %}
 ## Results
 
 {% if results -%}
@@ -193,6 +199,22 @@ The `generability_*` figures say how well this VQ-VAE's codes can be generated
 (`hf_autoencoders.training.generability`): {{ generability }}. Compare them between VQ-VAEs of the same data at the same budget, beside the reconstruction
 figures: a VQ-VAE that reconstructs better does not always generate better.
 {% endif %}
+{%- for weights, values in beside.items() %}
+### The {{ weights }} weights
+
+{% if weights == "trained" -%}
+The weights of this repository are the exponential moving average of the trained weights; the trained weights
+themselves measured:
+{%- else -%}
+The exponential moving average of the weights (not the weights of this repository) measured:
+{%- endif %}
+
+| metric | value |
+|---|---|
+{% for metric, value in values.items() -%}
+| {{ metric }} | {{ value }} |
+{% endfor %}
+{%- endfor %}
 {%- else -%}
 No test metrics were measured: this run was made without `--do_eval`, so the card holds the figures of training only.
 {%- if kind == "autoencoder" %} `hf-autoencoders evaluate` measures them.{% endif %}
@@ -202,6 +224,42 @@ No test metrics were measured: this run was made without `--do_eval`, so the car
 
 ![{{ title }}]({{ file }})
 {% endfor %}"""
+
+
+def recipe_paragraphs(recipe: dict) -> list[str]:
+    """What a card says about the tokenizer recipe a model was trained with (`TokenizerRecipe.description()`): the
+    perceptual term and its network, the discriminator and what the collapse guard saw, which weights were saved."""
+    r = {k: _format(v) for k, v in recipe.items()}
+    paragraphs = []
+    if "perceptual_network" in recipe:
+        name = recipe["perceptual_network"]
+        kind = "" if name == "lpips" else (": these are not LPIPS values, and compare only with figures of the same "
+                                           "network on the same data")
+        paragraphs.append(f"**Perceptual term** (weight {r['perceptual_weight']}): the `{name}` network, "
+                          f"{recipe['perceptual_network_description']}. The `perceptual_{name}` figures below are "
+                          f"distances on it{kind}.")
+    if "disc_weight" in recipe:
+        weight = f"{r['disc_weight']} times the adaptive weight" if recipe["adaptive_weight"] else r["disc_weight"]
+        text = (f"**Discriminator**: a PatchGAN of {r['disc_num_layers']} layers from {r['disc_channels']} channels, "
+                f"{recipe['disc_loss']} loss, weight {weight}, from step {r['disc_start']} (not part of this "
+                f"repository). While it trained, the PSNR of a fixed batch of held-out images was watched: ")
+        if recipe.get("gan_collapse_events"):
+            text += (f"it fell more than {r['gan_guard_margin_db']} dB below its {r['gan_reference_psnr']} dB of step "
+                     f"{r['gan_reference_step']} at {r['gan_collapse_events']} checks, first at step "
+                     f"{r['gan_first_collapse_step']}, by up to {r['gan_worst_psnr_drop_db']} dB (the guard's action: "
+                     f"{recipe['gan_guard_action']}).")
+        elif recipe.get("gan_reference_psnr") is not None:
+            text += (f"it never fell more than {r['gan_guard_margin_db']} dB below its {r['gan_reference_psnr']} dB of "
+                     f"step {r['gan_reference_step']}.")
+        else:
+            text += "the run ended before the discriminator started."
+        paragraphs.append(text)
+    if "model_ema_decay" in recipe:
+        saved = ("these are the weights of this repository" if recipe.get("saved_weights") == "ema" else
+                 "the trained weights are those of this repository")
+        paragraphs.append(f"**EMA of the weights** (decay {r['model_ema_decay']}, {r['ema_num_updates']} updates): "
+                          f"{saved}; the test metrics of both are below.")
+    return paragraphs
 
 
 def _format(value) -> str:
@@ -244,6 +302,7 @@ def write_model_card(
     license: str | None = None,
     base_model: str | None = None,
     latent_scale: dict | None = None,
+    recipe: dict | None = None,
 ) -> Path:
     """Write the model card, `README.md` in `output_dir`, of an autoencoder or a prior over a VQ-VAE's codes (what
     `config` is), with huggingface_hub's `ModelCard` and `CARD_TEMPLATE`: metadata (library, tags, license, the
@@ -251,8 +310,10 @@ def write_model_card(
     its architecture, its latents' scaling and shift factors and how they were measured (`latent_scale`, what
     `evaluation.scaling_factors` returns), how it was trained (`training`: hyperparameters and figures of training),
     the test `metrics` (the numbers of one evaluation, a leading `eval_` dropped from their names; without them the
-    card says that none were measured), and the `pictures` (title -> file in `output_dir`). Returns the card's
-    path."""
+    card says that none were measured), and the `pictures` (title -> file in `output_dir`). `recipe` (the tokenizer
+    recipe's `TokenizerRecipe.description()`) adds what it trained with, which weights were saved and what its
+    collapse guard recorded; the metrics of the other set of weights (`trained_*` or `ema_*`) get their own table,
+    out of the model-index. Returns the card's path."""
     output_dir = Path(output_dir)
     if getattr(config, "family", None):
         kind, description = "autoencoder", f"{config.display_name} ({config.backbone} backbone)"
@@ -261,6 +322,13 @@ def write_model_card(
     else:
         kind, description = "pixelcnn", f"{config.display_name} (autoregressive backbone)"
     metrics = {name.removeprefix("eval_"): value for name, value in (metrics or {}).items()}
+    beside = {}  # the other set of weights of a run with an EMA: not this model's figures
+    for weights in ("trained", "ema"):
+        values = {name: metrics.pop(name) for name in [n for n in metrics if n.startswith(f"{weights}_")]}
+        values = {name.removeprefix(f"{weights}_"): _format(float(v)) for name, v in sorted(values.items())
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        if values:
+            beside[weights] = values
     numeric = {k: float(v) for k, v in sorted(metrics.items())
                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
     dataset_id = _hub_id(dataset_name)
@@ -294,7 +362,8 @@ def write_model_card(
         training={k: _format(v) for k, v in (training or {}).items()},
         results={k: _format(v) for k, v in numeric.items()}, num_examples=int(numeric.get("num_examples", 0)) or "all",
         quality_features=metrics.get("quality_features"), generability=metrics.get("generability_prior"),
-        pictures=pictures or {}, num_quantizers=getattr(config, "num_quantizers", 1),
+        pictures=pictures or {}, beside=beside,
+        recipe=recipe_paragraphs(recipe) if recipe else [], num_quantizers=getattr(config, "num_quantizers", 1),
         vqvae_id=_hub_id(getattr(config, "vqvae_name_or_path", None)),
         vqvae_identity=getattr(config, "vqvae_identity", None) or "not recorded",
         num_classes=getattr(config, "num_classes", 0) if kind != "autoencoder" else 0,

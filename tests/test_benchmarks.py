@@ -204,3 +204,27 @@ def test_studies_and_benchmarks_build_training_arguments_through_the_one_factory
             if isinstance(node, ast.Call) and name.endswith("TrainingArguments"):
                 calls.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not calls, calls
+
+
+def test_tokenizer_recipe_smoke_prints_the_issue_keys_and_its_command(tmp_path):
+    proc = subprocess.run([sys.executable, "benchmarks/tokenizer_recipe.py", "--smoke", "--cache_dir",
+                           str(tmp_path / "cache"), "--output", str(tmp_path / "out.json")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result == json.loads((tmp_path / "out.json").read_text())
+    assert result["command"] == (f"python benchmarks/tokenizer_recipe.py --smoke --cache_dir {tmp_path / 'cache'} "
+                                 f"--output {tmp_path / 'out.json'}")
+    for key in ("fd_reduction", "psnr_cost_db", "ema_fd_ratio", "step_cost_ratio"):
+        assert _finite(result[key]), key
+    assert result["collapsed_seeds"] in (0, 1) and result["step_cost_ratio"] > 0
+    assert set(result["targets_met"]) == {"fd_reduction", "psnr_cost_db", "collapsed_seeds", "ema_fd_ratio",
+                                          "step_cost_ratio"}
+    arms = {run["arm"] for run in result["runs"]}
+    assert arms == {"pixel", "recipe", "perceptual_rotation", "perceptual_domain"}
+    recipe = next(run for run in result["runs"] if run["arm"] == "recipe")
+    assert recipe["raw"]["psnr"] != recipe["psnr"] and recipe["disc_start"] == 3 and recipe["ema_num_updates"] == 6
+    assert "rotation" in result["perceptual_networks"]["rotation"]
+    refused = subprocess.run([sys.executable, "benchmarks/tokenizer_recipe.py", "--data", str(tmp_path / "absent")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "is not a folder" in refused.stderr

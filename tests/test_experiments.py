@@ -188,6 +188,28 @@ def test_quantizers_experiment_contents(study):
     assert {"code_usage.png", "code_usage_residual.png"} <= set(results["figures"])
 
 
+def test_gan_recipe_contents(study):
+    """The gan-recipe experiment: six groups, each GAN run's collapse record, samples from a transformer prior, the
+    recipe's settings in the run keys (each group trained its own models)."""
+    folder, results = study("gan-recipe")
+    groups = results["groups"]
+    assert len(groups) == 6 and "pixel loss" in groups and "+ perceptual" in groups
+    gan = [label for label in groups if "GAN" in label]
+    assert len(gan) == 4
+    for label, group in groups.items():
+        metrics = group["runs"][0]["metrics"]
+        assert metrics["prior_sample_fd_domain"] >= 0 and metrics["perceptual_rotation"] >= 0, label
+        assert ("gan_collapse_events" in metrics) == (label in gan), label
+    settings = results["summary"]["settings"]
+    assert settings["+ perceptual + GAN, adaptive weight, early start"]["disc_start"] == 1
+    assert settings["+ perceptual + GAN, fixed weight, late start"]["adaptive_weight"] is False
+    assert len(list((folder / "runs").glob("vqvae_s0-*"))) == 6
+    assert {c["key"] for c in results["claims"]} == {
+        "perceptual_lowers_reconstruction_fd", "perceptual_costs_psnr", "gan_lowers_reconstruction_fd_further",
+        "late_start_is_safer", "adaptive_weight_is_safer"}
+    assert "rotation" in results["summary"]["perceptual_network"]
+
+
 def test_frechet_distance_judges_samples(study):
     """Sample quality is the Frechet distance on domain features."""
     _, results = study("samples")

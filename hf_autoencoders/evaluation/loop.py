@@ -59,6 +59,7 @@ def evaluate(
     on_batch=None,
     progress: bool = True,
     return_code_histogram: bool = False,
+    perceptual=None,
 ) -> dict[str, float] | tuple[dict[str, float], torch.Tensor]:
     """
     Every metric of an autoencoder over `data` (anything `data.iterate_batches` reads: a dataset, a DataLoader, a
@@ -81,6 +82,8 @@ def evaluate(
       (`model.likelihood.discrete`) also `elbo_bits_per_dim` and `iwae_bits_per_dim` (of the negated bounds).
     - With `noise_std` s > 0 the model reads x + s * eps (a fixed draw) and is scored against the clean x (a
       denoising test); `input_psnr` and `input_ssim` score the noisy input itself.
+    - With a `perceptual` network (`perceptual.PerceptualDistance`): `perceptual_<its name>`, the perceptual
+      distance of each reconstruction (clamped) to its image, averaged.
 
     Seeded (`seed`), so the same call gives the same numbers. With an `accelerate` `accelerator`, each process
     evaluates its shard and the sums are added across processes (fixed-size tensors, so a process without a batch
@@ -96,6 +99,7 @@ def evaluate(
     names = ["loss", *model.loss_terms, "mse", "psnr", "ssim"]
     names += ["input_psnr", "input_ssim"] if noise_std > 0 else []
     names += ["elbo", "iwae_nll"] if bounds else []
+    names += [f"perceptual_{perceptual.name}"] if perceptual is not None else []
     sums = torch.zeros(len(names), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.float64, device=device)
     num_codes = getattr(model.config, "num_embeddings", None)
@@ -132,6 +136,8 @@ def evaluate(
                 noisy = unit_images(model, inputs)
                 values.update(input_psnr=psnr(unit, noisy, reduction="none").sum(),
                               input_ssim=ssim(unit, noisy, reduction="none").sum())
+            if perceptual is not None:
+                values[f"perceptual_{perceptual.name}"] = perceptual(reconstruction, unit).sum()
             if bounds:
                 elbo, iwae = likelihood_bounds(model, x, num_importance_samples, generator)
                 values.update(elbo=elbo.sum(), iwae_nll=-iwae.sum())

@@ -58,6 +58,11 @@ class MLPDecoder(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.shape = (out_channels, config.image_size, config.image_size)
 
+    @property
+    def output_layer(self) -> nn.Module:
+        """The layer that writes the output (where the tokenizer recipe's adaptive weight compares gradients)."""
+        return self.layers[-1]
+
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         return self.layers(latents).view(-1, *self.shape)
 
@@ -131,6 +136,11 @@ class ConvDecoder(nn.Module):
         if config.num_downsamples == 0:
             layers.append(nn.Conv2d(channels, out_channels, 3, padding=1))
         self.layers = nn.Sequential(*layers)
+
+    @property
+    def output_layer(self) -> nn.Module:
+        """The layer that writes the output (where the tokenizer recipe's adaptive weight compares gradients)."""
+        return self.layers[-1]
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         return self.layers(latents)
@@ -253,6 +263,11 @@ class ViTDecoder(ViTStack):
         else:
             self.patch_unembedding = nn.Linear(width, out_channels * patch_pixels)
             self.output_conv = None
+
+    @property
+    def output_layer(self) -> nn.Module:
+        """The layer that writes the output (where the tokenizer recipe's adaptive weight compares gradients)."""
+        return self.output_conv if self.output_conv is not None else self.patch_unembedding
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         if self.spatial:

@@ -36,6 +36,7 @@ EXPERIMENTS = {
     "estimators": "estimators",
     "backbones": "backbones",
     "quantizers": "quantizers",
+    "gan-recipe": "gan_recipe",
 }
 
 

@@ -167,18 +167,20 @@ class RunStore:
 
 
 def train_quietly(trainer_class, model, dataset, collator, *, steps: int, batch_size: int, learning_rate: float,
-                  seed: int, progress: bool = False, description: str = "", callbacks=None) -> list[dict]:
+                  seed: int, progress: bool = False, description: str = "", callbacks=None, training=None,
+                  **trainer_kwargs) -> list[dict]:
     """Train `model` with a transformers Trainer of `trainer_class` for `steps` steps and return its log history.
     Nothing is written to disk; with `progress`, the Trainer's step bar is shown; `callbacks` are added to the
-    Trainer's (e.g. a step timer)."""
+    Trainer's (e.g. a step timer); `training` holds other training-argument fields (e.g. the tokenizer recipe's) and
+    `trainer_kwargs` other arguments of the trainer (`eval_dataset`, `perceptual_network`)."""
     with tempfile.TemporaryDirectory() as scratch:
         args = training_arguments(
             scratch, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
             logging_steps=max(1, steps // 25), disable_tqdm=not progress, seed=seed,
-            dataloader_pin_memory=torch.cuda.is_available(), run_name=description or None,
+            dataloader_pin_memory=torch.cuda.is_available(), run_name=description or None, **(training or {}),
         )
         trainer = trainer_class(model=model, args=args, data_collator=collator, train_dataset=dataset,
-                                callbacks=callbacks)
+                                callbacks=callbacks, **trainer_kwargs)
         trainer.remove_callback(PrinterCallback)
         trainer.train()
     return trainer.state.log_history
@@ -267,32 +269,44 @@ class Runner:
         return config_class(**{**values, **fields})
 
     def fit(self, label: str, family: str, fields: dict, seed: int, epochs: float | None = None,
-            steps: int | None = None):
+            steps: int | None = None, training: dict | None = None, trainer_kwargs: dict | None = None):
         """The model of (`family`, `fields`, `seed`) trained under the budget (or for `steps` steps where given):
-        loaded from the store when it is finished there (and resuming), else trained and saved. Returns (model read
-        back from disk, record)."""
+        loaded from the store when it is finished there (and resuming), else trained and saved. `training` holds
+        training-argument fields beyond the budget's (the tokenizer recipe's), `trainer_kwargs` arguments of the
+        `AutoencoderTrainer` (a `perceptual_network`); both are part of the run's key. Returns (model read back from
+        disk, record)."""
         b = self.budget
         config = self.config(family, **fields)
         steps = steps or b.train_steps(len(self.train_set), epochs)
-        folder, spec = self.run_folder(family, config, seed, steps)
+        folder, spec = self.run_folder(family, config, seed, steps, training, trainer_kwargs)
         model_class = autoencoder_classes(family)[1]
 
         def train(model):
+            extra = dict(trainer_kwargs or {})
+            if training:  # what the trainer watches while training (the collapse guard): the first test images
+                extra.setdefault("eval_dataset", ImageTensorDataset((self.test_x[:64] * 255).round().to(torch.uint8)))
             return train_quietly(AutoencoderTrainer, model, self.train_set, ImageCollator(), steps=steps,
                                  batch_size=b.batch_size, learning_rate=b.learning_rate, seed=seed,
-                                 progress=self.progress)
+                                 progress=self.progress, training=training, **extra)
 
         return self.trained(folder, lambda: model_class(copy.deepcopy(config)), train, seed,
                             {"label": label, "spec": spec})
 
-    def run_folder(self, family: str, config, seed: int, steps: int) -> tuple[Path, dict]:
+    def run_folder(self, family: str, config, seed: int, steps: int, training: dict | None = None,
+                   trainer_kwargs: dict | None = None) -> tuple[Path, dict]:
         """The store folder of the `family` model with `config` trained for `steps` steps from `seed` under the
         budget, and what it is keyed on: everything that determines the weights, the config as config.json holds
-        it (`to_diff_dict`). Named by what it is, not by its label."""
+        it (`to_diff_dict`), and any other training fields and trainer arguments (a network by its weights). Named
+        by what it is, not by its label."""
         b = self.budget
         spec = {"dataset": self.data.name, "train_examples": len(self.train_set), "family": family,
                 "config": _config_dict(config), "steps": steps, "batch_size": b.batch_size,
                 "learning_rate": b.learning_rate, "seed": seed}
+        if training:
+            spec["training"] = dict(training)
+        if trainer_kwargs:
+            spec["trainer"] = {name: _weights_digest(value) if isinstance(value, torch.nn.Module) else repr(value)
+                               for name, value in trainer_kwargs.items()}
         return self.store.folder(f"{family}_s{seed}", spec), spec
 
     def trained(self, folder: Path, build, train, seed: int, record: dict):
@@ -321,17 +335,18 @@ class Runner:
 
     def train(self, label: str, family: str, fields: dict | None = None, *, test_noise_std: float = 0.0,
               seeds: list[int] | None = None, epochs: float | None = None, steps: int | None = None,
-              bar=None) -> Group:
+              bar=None, training: dict | None = None, trainer_kwargs: dict | None = None) -> Group:
         """Train (or reload) `family` with config `fields` for each seed (for `steps` steps where given, else the
-        budget's length) and evaluate each run on the test images, given with Gaussian noise of `test_noise_std` on
-        the input (clean targets). Returns the group."""
+        budget's length; with the training fields `training` and trainer arguments `trainer_kwargs`, see `fit`) and
+        evaluate each run on the test images, given with Gaussian noise of `test_noise_std` on the input (clean
+        targets). Returns the group."""
         if label in self.groups:
             raise ValueError(f"a group named {label!r} exists already in this experiment")
         runs = []
         for seed in seeds or self.seeds:
             if bar is not None:
                 bar.set_postfix_str(f"{label}, seed {seed}")
-            model, record = self.fit(label, family, fields or {}, seed, epochs, steps)
+            model, record = self.fit(label, family, fields or {}, seed, epochs, steps, training, trainer_kwargs)
             run = Run(label, family, seed, model, {}, record["log_history"], record["train_seconds"],
                       record["spec"]["steps"])
             run.metrics = self.evaluate(run, test_noise_std)
@@ -426,38 +441,53 @@ class Runner:
             metrics.update(self.quality(model))
         return metrics
 
-    # ------------------------------------------------------------------------------------ PixelCNN priors
+    # ------------------------------------------------------------------------------------------------ priors
 
-    def train_prior(self, vq_run: Run) -> tuple[PixelCNNPriorModel, dict]:
-        """A PixelCNN prior over the code maps of `vq_run`'s training images (trained, or reloaded from the store);
-        returns it and its statistics (test NLL in nats and bits per code, against log2 K for uniform codes)."""
+    def train_prior(self, vq_run: Run, prior_type: str = "pixelcnn") -> tuple[torch.nn.Module, dict]:
+        """A prior over the code maps of `vq_run`'s training images (trained, or reloaded from the store): a
+        PixelCNN of the budget's size, or with `prior_type="transformer"` a GPT-2 prior of `code_priors`' default
+        size; both for the budget's `prior_steps`. Returns it and its statistics (test NLL in nats and bits per
+        code, against log2 K for uniform codes)."""
+        from transformers import AutoModelForCausalLM
+
+        from ..models import code_priors
         from ..evaluation.priors import code_nll
-        from ..training.prior import CodeDataset, PriorTrainer, collate_codes, extract_codes
+        from ..training.prior import CodeDataset, PriorTrainer, extract_codes, prior_collator
 
         b, vqvae = self.budget, vq_run.model
-        config = PixelCNNPriorConfig(num_embeddings=vqvae.config.num_embeddings,
-                                     grid_size=vqvae.config.latent_grid_size, hidden_size=b.prior_hidden_size,
-                                     num_layers=b.prior_layers)
+        num_embeddings, grid = vqvae.config.num_embeddings, vqvae.config.latent_grid_size
+        if prior_type == "pixelcnn":
+            config = PixelCNNPriorConfig(num_embeddings=num_embeddings, grid_size=grid,
+                                         hidden_size=b.prior_hidden_size, num_layers=b.prior_layers)
+            build = lambda: PixelCNNPriorModel(copy.deepcopy(config))  # noqa: E731
+            sizes = {"hidden_size": config.hidden_size, "num_layers": config.num_layers}
+        elif prior_type == "transformer":
+            config = code_priors.transformer_prior_config(num_embeddings, grid)
+            build = lambda: AutoModelForCausalLM.from_config(copy.deepcopy(config))  # noqa: E731
+            sizes = {"hidden_size": config.n_embd, "num_layers": config.n_layer, "num_heads": config.n_head}
+        else:
+            raise ValueError(f"prior_type must be pixelcnn or transformer, got {prior_type!r}")
         spec = {"vqvae": _weights_digest(vqvae), "config": _config_dict(config), "steps": b.prior_steps,
                 "batch_size": b.batch_size, "learning_rate": b.learning_rate, "seed": vq_run.seed}
-        folder = self.store.folder(f"{vq_run.slug}_s{vq_run.seed}_pixelcnn_prior", spec)
+        suffix = "pixelcnn_prior" if prior_type == "pixelcnn" else "transformer_prior"
+        folder = self.store.folder(f"{vq_run.slug}_s{vq_run.seed}_{suffix}", spec)
 
         def train(prior):
             train_codes, _ = extract_codes(vqvae, self.train_set, progress=False)
-            return train_quietly(PriorTrainer, prior, CodeDataset(train_codes), collate_codes, steps=b.prior_steps,
-                                 batch_size=b.batch_size, learning_rate=b.learning_rate, seed=vq_run.seed)
+            return train_quietly(PriorTrainer, prior, CodeDataset(train_codes), prior_collator(prior),
+                                 steps=b.prior_steps, batch_size=b.batch_size, learning_rate=b.learning_rate,
+                                 seed=vq_run.seed)
 
-        prior, record = self.trained(folder, lambda: PixelCNNPriorModel(copy.deepcopy(config)), train, vq_run.seed,
-                                     {"spec": spec})
+        prior, record = self.trained(folder, build, train, vq_run.seed, {"spec": spec})
         prior.config.vqvae_identity = vqvae.identity()  # recorded after the store key: the stored runs keep theirs
         test_codes, _ = extract_codes(vqvae, ImageTensorDataset((self.test_x * 255).round().to(torch.uint8)),
                                       progress=False)
         nll = code_nll(prior, CodeDataset(test_codes))
-        return prior, {"prior_test_nll_nats_per_code": nll, "prior_test_bits_per_code": nll / math.log(2),
-                       "uniform_bits_per_code": math.log2(config.num_embeddings), "prior_steps": b.prior_steps,
+        return prior, {"prior_type": prior_type, "prior_test_nll_nats_per_code": nll,
+                       "prior_test_bits_per_code": nll / math.log(2),
+                       "uniform_bits_per_code": math.log2(num_embeddings), "prior_steps": b.prior_steps,
                        "prior_train_seconds": record["train_seconds"],
-                       "prior_config": {"hidden_size": config.hidden_size, "num_layers": config.num_layers,
-                                        "grid_size": config.grid_size},
+                       "prior_config": {**sizes, "grid_size": grid},
                        "prior_loss_curve": [[e["step"], e["loss"]] for e in record["log_history"] if "loss" in e]}
 
     def train_transformer_prior(self, vq_run: Run) -> tuple[torch.nn.Module, dict]:

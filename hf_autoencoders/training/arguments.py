@@ -216,6 +216,108 @@ class AutoencoderTrainingArguments(TrainingArguments):
                   "Default: on for the conv backbone on CPU, where oneDNN's convolutions are faster in that layout."},
     )
 
+    # The tokenizer recipe (training/recipe.py, docs/models.md "The tokenizer recipe"): training settings, not model
+    # config: the saved model holds neither the perceptual network nor the discriminator.
+    perceptual_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight w_p of the perceptual term: the loss gains w_p d(x^, x) per pixel, d an LPIPS-style "
+                  "distance (--perceptual_network). Reconstructions trained on pixel error alone are blurry; this "
+                  "term keeps texture and edges at a small cost in PSNR. The tokenizer recipes weight it about as "
+                  "much as the per-pixel reconstruction error; 0 turns it off."},
+    )
+    perceptual_network: str = field(
+        default="rotation",
+        metadata={"help": "The network of the perceptual distance. rotation: a small CNN trained on the training "
+                  "images to tell how they were rotated (self-supervised: no labels, no download; trained once and "
+                  "cached). domain: the same CNN trained on the labels; it is kin to the network the domain Fréchet "
+                  "distances are measured with, so it flatters them. lpips: the published LPIPS-VGG, whose weights "
+                  "are downloaded, or read from --lpips_weights. Figures of different networks do not compare, and "
+                  "only lpips gives LPIPS values."},
+    )
+    lpips_weights: str | None = field(
+        default=None,
+        metadata={"help": "With --perceptual_network lpips: a folder holding torchvision's vgg16-397923af.pth and "
+                  "lpips' v0.1 vgg.pth (or one file with both sets of keys), for machines without internet. The "
+                  "keys are checked: weights that do not fit are refused, never partly loaded."},
+    )
+    disc_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight w_adv of the adversarial term (a PatchGAN discriminator); 0 trains without one. "
+                  "With --adaptive_weight it is the ratio of the adversarial gradient to the reconstruction gradient "
+                  "at the decoder's last layer (the recipes use a half to one); raise it for sharper images, lower "
+                  "it if the collapse guard fires."},
+    )
+    disc_start: int | None = field(
+        default=None,
+        metadata={"help": "The optimizer step at which the discriminator and the adversarial term start (default: "
+                  "halfway through the run). Start it once the reconstructions are good: a discriminator that starts "
+                  "on blurry reconstructions wins easily, and its gradients can wreck them."},
+    )
+    disc_loss: str = field(
+        default="hinge",
+        metadata={"help": "hinge (VQGAN, LDM, LlamaGen) or non_saturating (the original GAN's generator loss, "
+                  "StyleGAN's choice)."},
+    )
+    adaptive_weight: bool = field(
+        default=True,
+        metadata={"help": "Scale the adversarial term by ||grad L_rec|| / ||grad L_G|| at the decoder's last layer "
+                  "(VQGAN's adaptive weight), so --disc_weight means the same whatever the scale of the losses; "
+                  "false uses --disc_weight as it is (LlamaGen's default)."},
+    )
+    disc_learning_rate: float | None = field(
+        default=None, metadata={"help": "The discriminator's Adam learning rate (default: --learning_rate)."}
+    )
+    disc_channels: int = field(
+        default=64,
+        metadata={"help": "Channels of the discriminator's first layer (doubling at each downsampling): the default "
+                  "is the recipes' for full-size images; fewer make each step cheaper on small images and CPUs."},
+    )
+    disc_num_layers: int = field(
+        default=3, metadata={"help": "Downsampling layers of the PatchGAN discriminator (fewer for small images)."}
+    )
+    lecam_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of LeCAM regularisation of the discriminator (keeps its predictions on real and "
+                  "fake images from drifting apart; helps on small datasets). 0: off."},
+    )
+    r1_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight gamma of the R1 gradient penalty on real images (gamma/2 E||grad D(x)||²): "
+                  "steadies the discriminator at the cost of a second backward pass. 0: off."},
+    )
+    gan_guard_margin: float = field(
+        default=2.0,
+        metadata={"help": "The collapse guard: while the discriminator is on, the PSNR of a fixed batch of held-out "
+                  "images is measured every --gan_guard_steps; a fall of more than this many dB below its value at "
+                  "--disc_start is a collapse, logged, written into the results and the model card, and acted on "
+                  "as --gan_guard_action says."},
+    )
+    gan_guard_action: str = field(
+        default="warn",
+        metadata={"help": "What a collapse does: warn (log and record it), lower (also halve the adversarial weight "
+                  "at every check it lasts) or stop (end training; the weights of the last check that passed are "
+                  "the ones saved)."},
+    )
+    gan_guard_steps: int | None = field(
+        default=None, metadata={"help": "Steps between the collapse guard's checks (default: --logging_steps)."}
+    )
+    use_ema: bool = field(
+        default=False,
+        metadata={"help": "Keep an exponential moving average of the weights (decay --model_ema_decay), evaluate it "
+                  "beside the trained weights and save it as the model (see --save_ema_weights): averaged weights "
+                  "usually reconstruct better, and smooth out a GAN's oscillations."},
+    )
+    model_ema_decay: float = field(
+        default=0.999,
+        metadata={"help": "Decay of the weights' EMA (not the VQ codebook's ema_decay), with a warm-up for the "
+                  "first steps: closer to 1 averages over more steps, for long runs."},
+    )
+    save_ema_weights: bool = field(
+        default=True,
+        metadata={"help": "With --use_ema, save the averaged weights as the model (the trained ones stay in the "
+                  "checkpoints); false saves the trained weights. The model card gives the metrics of both."},
+    )
+
     def __post_init__(self):
         accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
         if not (accelerator.is_available() if accelerator else torch.cuda.is_available()):
@@ -225,6 +327,35 @@ class AutoencoderTrainingArguments(TrainingArguments):
         super().__post_init__()
         if not torch.cuda.is_available():  # pinned memory only helps host-to-GPU copies
             self.dataloader_pin_memory = False
+        self._check_recipe()
+
+    def _check_recipe(self) -> None:
+        from ..evaluation.perceptual import PERCEPTUAL_NETWORKS
+        from .adversarial import GAN_LOSSES, GUARD_ACTIONS
+
+        for name in ("perceptual_weight", "disc_weight", "lecam_weight", "r1_weight"):
+            value = getattr(self, name)
+            if not (value >= 0 and value != float("inf")):
+                raise ValueError(f"--{name} must be a finite number >= 0 (0 turns it off), got {value}.")
+        choices = {"perceptual_network": PERCEPTUAL_NETWORKS, "disc_loss": GAN_LOSSES,
+                   "gan_guard_action": GUARD_ACTIONS}
+        for name, known in choices.items():
+            if getattr(self, name) not in known:
+                raise ValueError(f"--{name} must be one of {', '.join(known)}, got {getattr(self, name)!r}.")
+        if self.lpips_weights is not None and self.perceptual_network != "lpips":
+            raise ValueError("--lpips_weights applies to --perceptual_network lpips only.")
+        if self.disc_start is not None and self.disc_start < 0:
+            raise ValueError(f"--disc_start must be an optimizer step >= 0, got {self.disc_start}.")
+        for name in ("disc_channels", "disc_num_layers", "gan_guard_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be a positive integer, got {value}.")
+        if not 0 <= self.model_ema_decay < 1:
+            raise ValueError(f"--model_ema_decay must lie in [0, 1), got {self.model_ema_decay}.")
+        if self.disc_learning_rate is not None and not self.disc_learning_rate > 0:
+            raise ValueError(f"--disc_learning_rate must be positive, got {self.disc_learning_rate}.")
+        if not self.gan_guard_margin > 0:
+            raise ValueError(f"--gan_guard_margin must be a positive number of dB, got {self.gan_guard_margin}.")
 
 
 def training_arguments(output_dir, **fields) -> AutoencoderTrainingArguments:

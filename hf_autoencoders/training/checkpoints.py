@@ -51,16 +51,21 @@ def checkpoint_problems(folder: Path) -> list[str]:
     rng_states = sorted(folder.glob("rng_state*.pth"))
     if not rng_states:
         problems.append("no rng_state.pth")
-    if (folder / "model.safetensors").is_file() and not _complete_safetensors(folder / "model.safetensors"):
-        problems.append("a truncated or corrupt model.safetensors")
-    for state in [folder / "optimizer.pt", folder / "scheduler.pt", *rng_states]:
+    # the model's, and the tokenizer recipe's where the run had one (its discriminator and EMA weights, their states)
+    for weights in ["model.safetensors", "discriminator.safetensors", "ema.safetensors"]:
+        if (folder / weights).is_file() and not _complete_safetensors(folder / weights):
+            problems.append(f"a truncated or corrupt {weights}")
+    extra_states = [folder / name for name in ("discriminator_optimizer.pt", "discriminator_scheduler.pt",
+                                               "last_good.pt")]
+    for state in [folder / "optimizer.pt", folder / "scheduler.pt", *rng_states, *extra_states]:
         if state.is_file() and not _complete_zip(state):
             problems.append(f"a truncated or corrupt {state.name}")
-    if (folder / "trainer_state.json").is_file():
-        try:
-            json.loads((folder / "trainer_state.json").read_text())
-        except (ValueError, UnicodeDecodeError):
-            problems.append("a corrupt trainer_state.json")
+    for name in ("trainer_state.json", "recipe_state.json"):
+        if (folder / name).is_file():
+            try:
+                json.loads((folder / name).read_text())
+            except (ValueError, UnicodeDecodeError):
+                problems.append(f"a corrupt {name}")
     return problems
 
 

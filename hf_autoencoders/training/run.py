@@ -21,6 +21,7 @@ from ..models.image_processing_autoencoders import normalization
 from ..plots import plot_code_usage, plot_loss_curves, plot_reconstructions, plot_samples
 from .arguments import DataArguments, ModelArguments, build_config, requested_settings, training_arguments
 from .checkpoints import check_output_dir, check_resume_settings, resolve_checkpoint
+from .recipe import check_recipe_resume
 from .trainer import AutoencoderTrainer
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def check_request(model_args: ModelArguments, data_args: DataArguments, training
     if checkpoint is not None:
         config_class, _ = autoencoder_classes(model_args.model_type)
         check_resume_settings(checkpoint, config_class.model_type, requested_settings(model_args))
+        check_recipe_resume(checkpoint, training_args)
     if training_args.generability:
         if model_args.model_type != "vqvae":
             raise ValueError(f"--generability measures how well a VQ-VAE's codes can be generated; --model_type "
@@ -272,7 +274,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
                          training=training_summary(training_args, train_metrics) if training_args.do_train else None,
                          repo_id=training_args.hub_model_id, license=training_args.hub_license,
-                         latent_scale=latent_scale)
+                         latent_scale=latent_scale,
+                         recipe=trainer.recipe.description() if trainer.recipe else None)
         if trainer.hub_repo_id:
             print(f"pushed to {trainer.push_to_hub()}")
     return {**train_metrics, **metrics}

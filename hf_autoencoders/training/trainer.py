@@ -21,6 +21,7 @@ from ..hub import HubPushCallback, push_to_hub
 from ..plots import image_grid
 from ..results import write_json
 from .checkpoints import checkpoint_problems
+from .recipe import RecipeCallback, TokenizerRecipe, check_recipe_resume, uses_recipe
 
 logger = logging.getLogger(__name__)
 MAX_CONSECUTIVE_SKIPS = 10  # with --skip_nonfinite_steps, this many skipped steps in a row still stop the run
@@ -33,10 +34,11 @@ class TrainingDivergedError(FloatingPointError):
 class StrictJSONMetrics:
     """`save_metrics` as the Trainer's (`<split>_results.json`, and `all_results.json` holding every split this
     trainer saved), in strict JSON: a metric that could not be measured is `null`, never `NaN`; `log_metrics` prints
-    the numbers (not descriptions such as `quality_features`)."""
+    the numbers (not descriptions such as `quality_features`, nor what was not measured)."""
 
     def log_metrics(self, split: str, metrics: dict) -> None:
-        super().log_metrics(split, {name: value for name, value in metrics.items() if not isinstance(value, str)})
+        super().log_metrics(split, {name: value for name, value in metrics.items()
+                                    if value is not None and not isinstance(value, str)})
 
     def save_metrics(self, split: str, metrics: dict, combined: bool = True) -> None:
         if not self.is_world_process_zero():
@@ -66,9 +68,18 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
 
     `image_log_pixel_values`: a few images whose reconstructions, and samples of the model, go to the trackers
     `report_to` names (TensorBoard, Weights & Biases, Trackio) at every evaluation.
+
+    The tokenizer recipe (`recipe.TokenizerRecipe`), where the arguments ask for it (`perceptual_weight`,
+    `disc_weight`, `use_ema`): a perceptual term (`perceptual_network` gives a built one, else it is built from
+    `args.perceptual_network` and the training images), a PatchGAN discriminator trained beside the model with its own
+    optimizer and schedule, an EMA of the weights and the collapse guard; every term is logged, and checkpoints hold
+    their state. The EMA is evaluated beside the trained weights (`eval_ema_*`) and, unless `args.save_ema_weights`
+    is false, it is the model at the end: `train` leaves the EMA weights in the model, which `save_model` writes, and
+    `evaluate` then gives the trained weights' metrics beside (`eval_trained_*`).
     """
 
-    def __init__(self, model=None, args=None, *rest, image_log_pixel_values: torch.Tensor | None = None, **kwargs):
+    def __init__(self, model=None, args=None, *rest, image_log_pixel_values: torch.Tensor | None = None,
+                 perceptual_network=None, **kwargs):
         if model is not None and args is not None and uses_channels_last(model, args):
             model.to(memory_format=torch.channels_last)
         if (args is not None and getattr(args, "activation_checkpointing", False)
@@ -84,9 +95,11 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
                                               private=self.args.hub_private_repo))
         if image_log_pixel_values is not None:
             self.add_callback(ImagesCallback(image_log_pixel_values, self.callback_handler))
+        self.recipe = TokenizerRecipe(self, perceptual_network) if uses_recipe(self.args) else None
+        if self.recipe is not None:
+            self.add_callback(RecipeCallback(self))  # before the guard: it averages the discriminator's gradients
         self.add_callback(NonFiniteGuard(self))
-        self._term_sums: dict[str, torch.Tensor] = {}
-        self._term_steps = 0
+        self._term_sums: dict[str, tuple[torch.Tensor, int]] = {}
         self.nonfinite_loss = False  # since the last optimizer step
         self.skipped_steps = 0
         self.code_histogram = None  # the code counts of the last evaluation (see `evaluate`)
@@ -101,10 +114,18 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
                            commit_message=commit_message)
 
     def train(self, *args, **kwargs):
+        """`Trainer.train`. With the tokenizer recipe, its metrics also hold the recipe's settings and the GAN phase's
+        record (`TokenizerRecipe.description`); with an EMA saved as the model (`save_ema_weights`), the model then
+        holds the EMA weights (what `save_model` writes), the trained ones kept beside for `evaluate`
+        (`recipe.trained_weights`)."""
         try:
-            return super().train(*args, **kwargs)
+            result = super().train(*args, **kwargs)
         except UnreadableImageError as err:  # a lazy or streamed image, met during training
             raise UnreadableImageError(f"{_original_message(err)} {self._save_progress()}") from err
+        if self.recipe is not None:
+            self.recipe.finish(self.model)
+            result.metrics.update(self.recipe.description())  # the recipe's settings and its GAN phase's record
+        return result
 
     def _save_progress(self) -> str:
         """Save a checkpoint of the steps trained before an error in the data (one process: under several, the
@@ -116,29 +137,62 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
         return (f"The {step} steps trained are saved in {Path(self.args.output_dir) / f'checkpoint-{step}'}; go on "
                 "with --resume_from_checkpoint latest once the image is fixed (or with --skip_bad_images).")
 
+    def add_training_terms(self, values: dict) -> None:
+        """Add scalars to the running means of the next training log (each averaged over the steps it was given)."""
+        for name, value in values.items():
+            total, count = self._term_sums.get(name, (0.0, 0))
+            value = value.detach().float() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+            self._term_sums[name] = (total + value.to(self.args.device), count + 1)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         self.nonfinite_loss = self.nonfinite_loss or not torch.isfinite(loss).all()
+        if self.recipe is not None and self.recipe.pending is not None:
+            logs = self.recipe.discriminator_backward(1.0 / self.current_gradient_accumulation_steps)
+            self.nonfinite_loss = self.nonfinite_loss or not torch.isfinite(logs["discriminator_loss"])
+            self.add_training_terms(logs)
         return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
+        loss = outputs.loss
         if model.training:
-            for name, value in outputs.items():
-                if name != "loss" and isinstance(value, torch.Tensor) and value.ndim == 0:
-                    self._term_sums[name] = self._term_sums.get(name, 0) + value.detach().float()
-            self._term_steps += 1
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
+            self.add_training_terms({name: value for name, value in outputs.items()
+                                     if name != "loss" and isinstance(value, torch.Tensor) and value.ndim == 0})
+            if self.recipe is not None:
+                extra, terms = self.recipe.generator_terms(model, inputs, outputs, self.state.global_step)
+                loss = loss + extra
+                self.add_training_terms(terms)
+        return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._term_steps:  # a training log: add the running means of the terms
-            for name, total in self._term_sums.items():
-                mean = self.accelerator.reduce(total / self._term_steps, reduction="mean")
+        if "loss" in logs and self._term_sums:  # a training log: add the running means of the terms
+            for name, (total, count) in self._term_sums.items():
+                mean = self.accelerator.reduce(total / count, reduction="mean")
                 logs[name] = round(mean.item(), 6)
-            self._term_sums, self._term_steps = {}, 0
+            self._term_sums = {}
             if self.skipped_steps:
                 logs["skipped_steps"] = self.skipped_steps
         super().log(logs, start_time)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if self.recipe is not None:
+            self.recipe.create_optimizer(num_training_steps)  # the discriminator's, beside the model's
+        return scheduler
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.recipe is not None and self.args.should_save:  # before trainer_state.json, which is written last
+            self.recipe.save(output_dir)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            if self.recipe is not None:
+                self.recipe.load(checkpoint)
+            else:
+                check_recipe_resume(checkpoint, self.args)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval",
                  num_importance_samples: int = 0, features=None) -> dict[str, float]:
@@ -156,24 +210,36 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
         if isinstance(getattr(dataloader, "batch_sampler", None), BatchSamplerShard):
             dataloader.batch_sampler.even_batches = False
         model = self.accelerator.unwrap_model(self.model)
-        real, reconstructed = [], []
+        perceptual = None if self.recipe is None else self.recipe.perceptual
 
-        def keep_features(images, output):
-            real.append(features.extract(images))
-            reconstructed.append(features.extract(unit_images(model, output.reconstruction)))
+        def run(prefix: str, histogram_of_these_weights: bool) -> dict:
+            real, reconstructed = [], []
 
-        results, histogram = evaluate(
-            model, dataloader, num_importance_samples=num_importance_samples, seed=self.args.seed,
-            accelerator=self.accelerator, forward_context=self.compute_loss_context_manager,
-            on_batch=keep_features if features is not None else None, progress=not self.args.disable_tqdm,
-            return_code_histogram=True,
-        )
-        self.code_histogram = histogram if histogram.sum() > 0 else None
-        if features is not None:
-            real, reconstructed = (self._gather_rows(rows, features.num_features) for rows in (real, reconstructed))
-            results.update(self._quality_metrics(model, features, real, reconstructed))
-        metrics = {f"{metric_key_prefix}_{name}": round(value, 6) if isinstance(value, float) else value
-                   for name, value in results.items()}
+            def keep_features(pixel_values, output):
+                real.append(features.extract(pixel_values))
+                reconstructed.append(features.extract(unit_images(model, output.reconstruction)))
+
+            results, histogram = evaluate(
+                model, dataloader, num_importance_samples=num_importance_samples, seed=self.args.seed,
+                accelerator=self.accelerator, forward_context=self.compute_loss_context_manager,
+                on_batch=keep_features if features is not None else None, progress=not self.args.disable_tqdm,
+                perceptual=perceptual, return_code_histogram=True,
+            )
+            if histogram_of_these_weights:  # the card's usage picture: the weights evaluated first
+                self.code_histogram = histogram if histogram.sum() > 0 else None
+            if features is not None:
+                real, reconstructed = (self._gather_rows(rows, features.num_features) for rows in (real, reconstructed))
+                results.update(self._quality_metrics(model, features, real, reconstructed))
+            return {f"{prefix}_{name}": round(value, 6) if isinstance(value, float) else value
+                    for name, value in results.items()}
+
+        metrics = run(metric_key_prefix, True)
+        other = None if self.recipe is None else self.recipe.other_weights()
+        if other is not None:  # the EMA beside the trained weights while training; after it, the other way round
+            name, swapped = other
+            with swapped(model):
+                metrics.update({key: value for key, value in run(f"{metric_key_prefix}_{name}", False).items()
+                                if not isinstance(value, str)})
         self.log({name: value for name, value in metrics.items() if not isinstance(value, str)})
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
@@ -229,7 +295,9 @@ class NonFiniteGuard(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         trainer = self.trainer
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        # the model's and, with the tokenizer recipe, the discriminator's: a bad step applies to neither
+        parameters = [*model.parameters(), *(trainer.recipe.discriminator_parameters() if trainer.recipe else [])]
+        grads = [p.grad for p in parameters if p.grad is not None]
         bad_grads = bool(grads) and not torch.isfinite(torch.nn.utils.get_total_norm(grads))
         bad_loss, trainer.nonfinite_loss = trainer.nonfinite_loss, False
         if not (bad_loss or bad_grads):
@@ -237,7 +305,7 @@ class NonFiniteGuard(TrainerCallback):
             return
         what = "the loss" if bad_loss else "the gradient norm"
         if getattr(args, "skip_nonfinite_steps", False) and self.consecutive_skips < MAX_CONSECUTIVE_SKIPS:
-            for p in model.parameters():
+            for p in parameters:
                 p.grad = None  # the optimizer skips parameters without a gradient: no update, no state change
             trainer.skipped_steps += 1
             self.consecutive_skips += 1
