@@ -43,7 +43,7 @@ from transformers.optimization import get_scheduler
 from ..data import iterate_batches
 from ..data.decoding import first_items
 from ..evaluation.loop import seeded
-from ..evaluation.metrics import psnr
+from ..evaluation.metrics import psnr, unit_images
 from ..evaluation.perceptual import PerceptualDistance, lpips_network, offline_perceptual_network
 from .adversarial import (
     CollapseGuard,
@@ -198,7 +198,8 @@ class TokenizerRecipe:
         extra = reconstruction.new_zeros((), dtype=torch.float32)
         per_pixel = outputs.loss.float() / self.num_pixels
         if self.perceptual is not None:
-            distance = self.perceptual(reconstruction, target.to(reconstruction.dtype)).mean()
+            unit = getattr(self.trainer.accelerator.unwrap_model(model), "to_unit_range", lambda images: images)
+            distance = self.perceptual(unit(reconstruction), unit(target.to(reconstruction.dtype))).mean()
             logs[f"perceptual_{self.perceptual.name}"] = distance
             per_pixel = per_pixel + args.perceptual_weight * distance
             extra = extra + self.num_pixels * args.perceptual_weight * distance
@@ -327,10 +328,10 @@ class TokenizerRecipe:
         model.eval()
         try:
             with seeded(self.args.seed, images.device), self.trainer.compute_loss_context_manager():
-                reconstruction = model(images, return_loss=False).reconstruction.float().clamp(0, 1)
+                reconstruction = unit_images(model, model(images, return_loss=False).reconstruction)
         finally:
             model.train(was_training)
-        return psnr(images.float(), reconstruction)
+        return psnr(unit_images(model, images), reconstruction)
 
     def snapshot(self, model) -> None:
         """Remember the current weights (and EMA) as the last good ones."""
