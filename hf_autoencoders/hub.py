@@ -128,7 +128,7 @@ images = vqvae.sample(16, generator=torch.Generator().manual_seed(0), prior=prio
 
 It needs `transformers>=5` and `torch`.
 {%- if kind != "transformer" %} `trust_remote_code=True` runs the model code saved in this repository; with
-`pip install hf-autoencoders` and `import hf_autoencoders.models`, it is not needed.{% endif %}
+`pip install hf-autoencoders` and `import hf_autoencoders`, it is not needed.{% endif %}
 {% if kind == "transformer" %}
 Tokens 0 .. K-1 are the VQ-VAE's codes in raster order, K is the start token and K+1+y the token of class y
 (`hf_autoencoders.models.code_priors`).
