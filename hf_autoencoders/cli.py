@@ -15,6 +15,7 @@ Hub id. A user error prints one `error: ...` line saying what to do, and exits w
 """
 
 import errno
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,17 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{path} already exists; choose another --output_file or pass --overwrite_output_file.")
     if not path.parent.exists():
         raise FileNotFoundError(f"the folder {path.parent} of --output_file does not exist; create it first.")
+
+
+def check_single_process(command: str) -> None:
+    """Refuse to run `command`, which works in one process, as one of several processes launched together (by
+    torchrun or accelerate launch, which set WORLD_SIZE): each would do the whole work and write the same files."""
+    launched = os.environ.get("WORLD_SIZE", "1")
+    if launched.strip() not in ("", "0", "1"):
+        raise ValueError(f"`hf-autoencoders {command}` runs in one process, but it was launched as one of several "
+                         f"(WORLD_SIZE={launched}, as torchrun and accelerate launch set it): each would do the whole "
+                         f"work and write the same files. Run `hf-autoencoders {command} ...` without a launcher; "
+                         "only train and train-prior run on several processes.")
 
 
 def _load_prior(name_or_path: str, model, model_name: str):
@@ -92,6 +104,7 @@ def _evaluate_parser():
 
 def cmd_evaluate(argv: list[str]) -> None:
     args = parse_command("evaluate", _evaluate_parser, argv)
+    check_single_process("evaluate")
     for name in ("max_eval_samples", "max_train_samples", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}")
@@ -241,6 +254,7 @@ def _sample_parser():
 
 def cmd_sample(argv: list[str]) -> None:
     args = parse_command("sample", _sample_parser, argv)
+    check_single_process("sample")
     if args.num_samples < 1:
         raise ValueError(f"--num_samples must be a positive integer, got {args.num_samples}")
     if not args.temperature >= 0:
@@ -293,6 +307,7 @@ def _push_parser():
 
 def cmd_push(argv: list[str]) -> None:
     args = parse_command("push", _push_parser, argv)
+    check_single_process("push")
 
     from .hub import push_to_hub
 
@@ -353,6 +368,7 @@ def cmd_experiment(argv: list[str]) -> dict:
     from .studies import check_request, run_experiment
 
     args = parse_command("experiment", _experiment_parser, argv)
+    check_single_process("experiment")
     if args.quick and args.budget not in (None, "quick"):
         raise ValueError(f"--quick is --budget quick; it contradicts --budget {args.budget}")
     budget = "quick" if args.quick else args.budget or "mlp"

@@ -163,3 +163,39 @@ def test_command_line(folders, arguments, pattern, capsys):
 
 def test_there_are_at_least_forty_hostile_cases():
     assert len(MODEL_CASES) + len(CLI_CASES) >= 40
+
+
+# ------------------------------------------------------------------------------------ issue 29: the second probe
+# (id, environment variables, arguments ({root} is the sandbox), pattern of the one error line)
+ENVIRONMENT_CASES = [
+    ("evaluate under torchrun", {"WORLD_SIZE": "2", "RANK": "1"}, ["evaluate", "{root}/vae", "--output_file",
+                                                                  "{root}/m.json"], "runs in one process.*WORLD_SIZE=2"),
+    ("sample under torchrun", {"WORLD_SIZE": "2", "RANK": "0"}, ["sample", "{root}/vae", "--output_file",
+                                                                "{root}/s.png"], "runs in one process"),
+    ("experiment under accelerate", {"WORLD_SIZE": "4"}, ["experiment", "compare", "--output_dir", "{root}/o"],
+     "runs in one process.*only train and train-prior"),
+    ("push under torchrun", {"WORLD_SIZE": "2"}, ["push", "{root}/vae", "me/x"], "runs in one process"),
+]
+
+
+def _one_error_line(folders, arguments, capsys) -> str:
+    """Run the command on the sandbox; assert it ended with one `error: ...` line, no traceback, the user's files
+    untouched and nothing written; return that line."""
+    before = {p: p.read_bytes() for p in folders.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as info:
+        cli_main([a.replace("{root}", str(folders)) for a in arguments])
+    assert info.value.code != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: "), err[-2000:]
+    assert {p: p.read_bytes() for p in folders.rglob("*") if p.is_file()} == before
+    return last
+
+
+@pytest.mark.parametrize("environment, arguments, pattern", [case[1:] for case in ENVIRONMENT_CASES],
+                         ids=[case[0] for case in ENVIRONMENT_CASES])
+def test_command_line_in_an_environment(folders, environment, arguments, pattern, capsys, monkeypatch):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert re.search(pattern, _one_error_line(folders, arguments, capsys))

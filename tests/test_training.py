@@ -2,6 +2,7 @@
 evaluation per run, only with --do_eval."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -390,3 +391,46 @@ def test_push_to_hub_while_training_and_at_the_end(tmp_path, monkeypatch):
         ("me/tiny", "checkpoint-2", None), ("me/tiny", "checkpoint-2", "last-checkpoint"), ("me/tiny", "run", None)]
     assert {"README.md", "model.safetensors", "samples.png"} <= pushes[-1][3]
     assert not any(name.startswith("checkpoint-") for name in pushes[-1][3])
+
+
+def test_torchrun_on_cpus_without_a_backend_trains_one_distributed_run(tmp_path):
+    """`torchrun --nproc_per_node 2` on CPUs without --ddp_backend: the two processes train one run with DDP (each
+    step reads two batches, so the epoch advances twice as fast as alone), and transformers' warning of a process
+    group outside distributed mode does not reach the user."""
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29557"]
+    result = script("train_ae.py", "--output_dir", str(out), "--max_steps", "2", "--do_train", "--backbone", "mlp",
+                    "--per_device_train_batch_size", "16", "--report_to", "none", *TINY[:2], "--logging_steps", "1",
+                    launcher=launcher)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "parallel_mode != ParallelMode.DISTRIBUTED" not in result.stderr + result.stdout
+    state = json.loads((out / "trainer_state.json").read_text())
+    from hf_autoencoders.data import load_image_dataset
+
+    images = len(load_image_dataset("digits").train)
+    assert state["global_step"] == 2
+    assert state["log_history"][1]["epoch"] == pytest.approx(2 / math.ceil(images / (2 * 16)))  # alone: 2 / 94
+
+
+def test_a_multi_process_launch_that_stayed_single_is_refused(monkeypatch, tmp_path):
+    """WORLD_SIZE > 1 in the environment, but the process did not join a process group (what accelerate did on CPUs
+    before the arguments said use_cpu): each process would train alone into the same --output_dir. The arguments
+    refuse it when they set up the devices, naming the way out."""
+    from functools import cached_property
+    from types import SimpleNamespace
+
+    import transformers
+
+    from hf_autoencoders.training import training_arguments
+
+    def alone(self):
+        self.distributed_state = SimpleNamespace(num_processes=1, distributed_type="NO")
+        return torch.device("cpu")
+
+    monkeypatch.setattr(transformers.TrainingArguments, "_setup_devices", cached_property(alone))
+    transformers.TrainingArguments._setup_devices.__set_name__(transformers.TrainingArguments, "_setup_devices")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"one of 2 processes.*--ddp_backend gloo"):
+        training_arguments(tmp_path / "run").device
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert training_arguments(tmp_path / "run").device.type == "cpu"

@@ -4,8 +4,10 @@
 `ArgumentParser`, the parser of every command and example script of this library."""
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from transformers import HfArgumentParser, TrainingArguments
@@ -188,6 +190,22 @@ class AutoencoderTrainingArguments(TrainingArguments):
         super().__post_init__()
         if not torch.cuda.is_available():  # pinned memory only helps host-to-GPU copies
             self.dataloader_pin_memory = False
+
+    @cached_property
+    def _setup_devices(self) -> torch.device:
+        """The Trainer's device set-up, refusing a process launched as one of several (`WORLD_SIZE` > 1, as
+        torchrun and accelerate launch set it) that did not join their process group: each would train alone and
+        write the same output folder."""
+        device = TrainingArguments._setup_devices.func(self)
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        joined = self.distributed_state.num_processes if self.distributed_state is not None else 1
+        if launched > 1 and joined != launched:
+            raise ValueError(
+                f"this process is one of {launched} processes launched together (WORLD_SIZE={launched}), but it did "
+                f"not join their process group, so each would train alone into the same --output_dir. Pass "
+                "--ddp_backend gloo on CPUs (nccl on NVIDIA GPUs), or launch a single process with python."
+            )
+        return device
 
 
 def training_arguments(output_dir, **fields) -> AutoencoderTrainingArguments:
