@@ -60,6 +60,7 @@ def _load_prior(name_or_path: str, model, model_name: str):
 
 
 def _evaluate_parser():
+    from .evaluation import EVAL_SEED, FEATURE_TRAIN_IMAGES
     from .training.arguments import ArgumentParser
 
     parser = ArgumentParser(prog="hf-autoencoders evaluate", description="Test metrics of a trained model, as JSON.")
@@ -92,10 +93,13 @@ def _evaluate_parser():
                         help="The FID InceptionV3 weights (pt_inception-2015-12-05-6726825d.pth); without it "
                              "inception features download them once.")
     parser.add_argument("--classifier_epochs", type=int, default=5)
-    parser.add_argument("--max_train_samples", type=int, default=10_000,
+    parser.add_argument("--max_train_samples", type=int, default=FEATURE_TRAIN_IMAGES,
                         help="Training images for the classifier, the probe and the domain features.")
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0, help="Seeds every random draw: the same seed, the same numbers.")
+    parser.add_argument("--seed", type=int, default=EVAL_SEED,
+                        help="Seeds every draw of the evaluation (a VAE's latents, the samples): the same seed, the "
+                             "same numbers. The default is the seed of a training run's evaluation, so the numbers "
+                             "match its card. The domain features are the dataset's, whatever the seed.")
     parser.add_argument("--output_file", "--output", default=None, help="Also write the metrics to this JSON file.")
     parser.add_argument("--overwrite_output_file", "--overwrite", action="store_true",
                         help="Write over an existing --output_file.")
@@ -132,12 +136,27 @@ def cmd_evaluate(argv: list[str]) -> None:
     collator = ImageCollator(binarize=args.binarize)
     test = data[args.split]
     loader = torch.utils.data.DataLoader(test, batch_size=args.batch_size, collate_fn=collator)
-    metrics = evaluate(model, loader, num_importance_samples=args.num_importance_samples, seed=args.seed)
+    extractors = _feature_networks(model, data, args) if args.fid else []
+    real, reconstructed = ({features.name: [] for features in extractors} for _ in range(2))
+
+    def keep_features(pixel_values, output):  # the Fréchet distance's features, in the same pass (as training's)
+        for features in extractors:
+            real[features.name].append(features.extract(pixel_values))
+            reconstructed[features.name].append(features.extract(output.reconstruction.float().clamp(0, 1)))
+
+    metrics = evaluate(model, loader, num_importance_samples=args.num_importance_samples, seed=args.seed,
+                       on_batch=keep_features if extractors else None)
     if args.downstream or args.linear_probe or args.sample_quality:
         test_images = torch.cat([batch["pixel_values"] for batch in loader])
         metrics.update(_label_metrics(model, prior, data, args, collator, test_images))
-    if args.fid:
-        metrics.update(_quality_metrics(model, prior, data, args, collator, loader))
+    if extractors:
+        from .evaluation import quality_from_features
+
+        for features in extractors:
+            metrics.update(quality_from_features(
+                model, features, torch.cat(real[features.name]), torch.cat(reconstructed[features.name]),
+                num_samples=args.num_samples, prior=prior, seed=args.seed, batch_size=args.batch_size, progress=True))
+        metrics["quality_features"] = "; ".join(features.description for features in extractors)
     from .results import dumps
 
     text = dumps(metrics)
@@ -189,9 +208,9 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
     return metrics
 
 
-def _train_images(model, data, args, collator, flags: str):
-    """The first --max_train_samples labelled training images, as pixel_values and labels: what the classifier, the
-    probe and the domain features learn from."""
+def _train_split(model, data, args, flags: str):
+    """The labelled training split (its first --max_train_samples images): what the classifier, the probe and the
+    domain features learn from."""
     from .data import load_image_dataset
 
     train_split = data.splits.get("train")
@@ -202,31 +221,31 @@ def _train_images(model, data, args, collator, flags: str):
     if train_split.labels is None:
         raise ValueError(f"{flags} need class labels, but the dataset has none; pass a labelled dataset (or "
                          "--label_column) or drop those flags.")
+    return train_split
+
+
+def _train_images(model, data, args, collator, flags: str):
+    """The first --max_train_samples labelled training images, as pixel_values and labels (`_train_split`)."""
+    train_split = _train_split(model, data, args, flags)
     n = min(len(train_split), args.max_train_samples)
     return collator([train_split[i] for i in range(n)])["pixel_values"], train_split.labels[:n]
 
 
-def _quality_metrics(model, prior, data, args, collator, loader) -> dict:
-    """--fid: Fréchet distance, KID, precision, recall, density and coverage of the reconstructions of the test
-    images and of --num_samples samples, on each kind of --features (keys end in _domain or _inception)."""
-    from .evaluation import domain_features, inception_features, quality_metrics
+def _feature_networks(model, data, args) -> list:
+    """--fid: the feature networks of each kind of --features, the domain one first: the dataset's
+    (`evaluation.dataset_features`, the network a training run's evaluation measures in) and InceptionV3."""
+    from .evaluation import dataset_features, inception_features
 
     kinds = args.features or (["domain", "inception"] if args.inception_weights else ["domain"])
     extractors = []
     if "inception" in kinds:  # first: a missing weights file should stop the command before any training
         extractors.append(inception_features(args.inception_weights, device=model.device))
     if "domain" in kinds:
-        images, labels = _train_images(model, data, args, collator, "--fid with domain features")
-        extractors.insert(0, domain_features(images, labels, num_classes=data.num_labels, seed=args.seed,
-                                             epochs=args.classifier_epochs, device=model.device,
-                                             dataset_name=args.dataset_name or "the embedded digits"))
-    metrics, descriptions = {}, []
-    for features in extractors:
-        metrics.update(quality_metrics(model, loader, features=features, num_samples=args.num_samples, prior=prior,
-                                       seed=args.seed, batch_size=args.batch_size))
-        descriptions.append(metrics.pop("quality_features"))
-    metrics["quality_features"] = "; ".join(descriptions)
-    return metrics
+        train_split = _train_split(model, data, args, "--fid with domain features")
+        extractors.insert(0, dataset_features(train_split, num_classes=data.num_labels, dataset_name=data.name,
+                                              max_images=args.max_train_samples, epochs=args.classifier_epochs,
+                                              device=model.device))
+    return extractors
 
 
 def _sample_parser():

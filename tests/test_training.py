@@ -4,6 +4,7 @@ evaluation per run, only with --do_eval."""
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -305,7 +306,7 @@ def test_a_run_without_do_eval_evaluates_nothing(tmp_path, monkeypatch):
     import hf_autoencoders.training.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "evaluate", lambda *a, **k: pytest.fail("the test split was evaluated"))
-    monkeypatch.setattr(run_module, "domain_features", lambda *a, **k: pytest.fail("a classifier was trained"))
+    monkeypatch.setattr(run_module, "dataset_features", lambda *a, **k: pytest.fail("a classifier was trained"))
     out = tmp_path / "run"
     metrics = train(["--output_dir", str(out), "--do_train", "--max_steps", "2", "--backbone", "mlp"], "vae")
     assert "train_loss" in metrics and not any(name.startswith("eval_") for name in metrics)
@@ -434,3 +435,26 @@ def test_a_multi_process_launch_that_stayed_single_is_refused(monkeypatch, tmp_p
         training_arguments(tmp_path / "run").device
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert training_arguments(tmp_path / "run").device.type == "cpu"
+
+
+def test_a_model_gets_the_same_fd_from_its_run_and_from_evaluate(tmp_path):
+    """One feature network per dataset: the run's evaluation (trained with seed 42) and `hf-autoencoders evaluate`
+    measure a VAE in the same features, whose identity (seed, settings, hash of the weights) stands beside every FD
+    (card, eval_results.json, evaluate's output), and give it the same Fréchet distances and KIDs."""
+    from hf_autoencoders.cli import main as cli_main
+
+    out = tmp_path / "run"
+    metrics = train(["--output_dir", str(out), "--do_train", "--do_eval", "--max_steps", "2", "--backbone", "mlp",
+                     "--seed", "42", "--save_strategy", "no"], "vae")
+    cli_main(["evaluate", str(out), "--fid", "--max_eval_samples", "64", "--num_importance_samples", "0",
+              "--output_file", str(tmp_path / "evaluated.json")])
+    measured = json.loads((tmp_path / "evaluated.json").read_text())
+    features = measured["quality_features"]
+    assert re.search(r"seed 0\b.*sha256 [0-9a-f]{16}", features), features
+    assert metrics["eval_quality_features"] == features
+    assert json.loads((out / "eval_results.json").read_text())["eval_quality_features"] == features
+    assert re.search(r"sha256 [0-9a-f]{16}", (out / "README.md").read_text())
+    for target in ("reconstruction", "sample"):
+        for metric in ("fd", "kid", "precision", "recall"):
+            key = f"{target}_{metric}_domain"
+            assert metrics[f"eval_{key}"] == pytest.approx(measured[key], rel=1e-4, abs=1e-6), key

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoConfig, AutoModel, set_seed
 
 from ..data import ImageCollator, as_image_split, first_items, load_image_dataset
-from ..evaluation import domain_features
+from ..evaluation import dataset_features
 from ..hub import write_model_card
 from ..models import autoencoder_classes
 from ..plots import plot_loss_curves, plot_reconstructions, plot_samples
@@ -25,7 +25,6 @@ HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "max_steps", "num_train_epochs", "lr_scheduler_type",
     "max_grad_norm", "weight_decay", "seed",
 )
-FID_TRAIN_IMAGES = 10_000  # labelled training images the classifier of the domain features learns from
 
 
 def fit(model, train_dataset, eval_dataset=None, *, output_dir, collator=None, **training_kwargs):
@@ -117,22 +116,12 @@ def build_model(model_args: ModelArguments, data, checkpoint: str | None):
 
 
 def fid_features(data, training_args):
-    """The features a run's Fréchet distance and its companions are measured in: a SmallCNN trained on the first
-    `FID_TRAIN_IMAGES` labelled training images of `data` (by the main process of each machine, then read from the
-    cache by the others: `evaluation.domain_features`); None when the training images carry no labels."""
-    first = next(iter(data.train), None)
-    if not (isinstance(first, dict) and "labels" in first):
-        return None
-    images, labels, count = [], [], 0
-    for batch in torch.utils.data.DataLoader(data.train, batch_size=512, collate_fn=ImageCollator(return_labels=True)):
-        images.append(batch["pixel_values"])
-        labels.append(batch["labels"])
-        count += len(batch["labels"])
-        if count >= FID_TRAIN_IMAGES:
-            break
+    """The features a run's Fréchet distance and its companions are measured in: the dataset's feature network
+    (`evaluation.dataset_features`, the one `hf-autoencoders evaluate` uses too), trained by the main process of each
+    machine and read from the cache by the others; None when the training images carry no labels."""
     with training_args.main_process_first(local=True, desc="training the classifier of the Fréchet distance"):
-        return domain_features(torch.cat(images)[:FID_TRAIN_IMAGES], torch.cat(labels)[:FID_TRAIN_IMAGES],
-                               seed=training_args.seed, dataset_name=data.name, device=training_args.device)
+        return dataset_features(data.train, num_classes=data.num_labels, dataset_name=data.name,
+                                device=training_args.device)
 
 
 def write_pictures(model, test_set, collator, output_dir, log_history=None, seed: int = 0) -> dict[str, str]:

@@ -15,8 +15,7 @@ from accelerate.data_loader import BatchSamplerShard
 from transformers import Trainer, TrainerCallback
 
 from ..data import UnreadableImageError
-from ..evaluation import evaluate, feature_metrics
-from ..evaluation.metrics import eval_mode
+from ..evaluation import EVAL_SEED, evaluate, quality_from_features
 from ..hub import HubPushCallback, push_to_hub
 from ..plots import image_grid
 from ..results import write_json
@@ -136,12 +135,13 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
         super().log(logs, start_time)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval",
-                 num_importance_samples: int = 0, features=None) -> dict[str, float]:
+                 num_importance_samples: int = 0, features=None, seed: int = EVAL_SEED) -> dict[str, float]:
         """The metrics of `hf_autoencoders.evaluation.evaluate` over the evaluation set, prefixed, logged and passed
         to the callbacks. `num_importance_samples` K > 0 adds the ELBO and IWAE bounds of a VAE. With `features` (an
         `evaluation.ImageFeatures`), the same pass also gives the Fréchet distance, KID, precision, recall, density
         and coverage of the reconstructions and of as many samples against the evaluation images, on those
-        features (the keys of `evaluation.quality_metrics`).
+        features (the keys of `evaluation.quality_metrics`). The evaluation's draws (a VAE's posterior samples, the
+        samples) are seeded by `seed`, not by the training seed: `hf-autoencoders evaluate` gives the same numbers.
 
         Exact under several processes: the processes' last batches are left uneven instead of being padded with
         repeated images, and the sums (and features) are gathered across processes."""
@@ -156,13 +156,13 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
             reconstructed.append(features.extract(output.reconstruction.float().clamp(0, 1)))
 
         results = evaluate(
-            model, dataloader, num_importance_samples=num_importance_samples, seed=self.args.seed,
+            model, dataloader, num_importance_samples=num_importance_samples, seed=seed,
             accelerator=self.accelerator, forward_context=self.compute_loss_context_manager,
             on_batch=keep_features if features is not None else None, progress=not self.args.disable_tqdm,
         )
         if features is not None:
             real, reconstructed = (self._gather_rows(rows, features.num_features) for rows in (real, reconstructed))
-            results.update(self._quality_metrics(model, features, real, reconstructed))
+            results.update(self._quality_metrics(model, features, real, reconstructed, seed))
         metrics = {f"{metric_key_prefix}_{name}": round(value, 6) if isinstance(value, float) else value
                    for name, value in results.items()}
         self.log({name: value for name, value in metrics.items() if not isinstance(value, str)})
@@ -179,23 +179,14 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
         stride = len(padded) // len(counts)
         return torch.cat([padded[i * stride:i * stride + n] for i, n in enumerate(counts)]).cpu()
 
-    def _quality_metrics(self, model, features, real: torch.Tensor, reconstructed: torch.Tensor) -> dict:
-        """`evaluation.quality_metrics` from the features of the evaluation images and of their reconstructions,
-        with as many samples of the model (seeded); empty, with a warning, below the 6 images they need."""
+    def _quality_metrics(self, model, features, real: torch.Tensor, reconstructed: torch.Tensor, seed: int) -> dict:
+        """`evaluation.quality_from_features`: from the features of the evaluation images and of their
+        reconstructions, with as many samples of the model; empty, with a warning, below the 6 images they need."""
         if len(real) < 6:
             logger.warning("No Fréchet distance: it needs at least 6 evaluation images, got %d.", len(real))
             return {}
-        generator = torch.Generator(device=model.device).manual_seed(self.args.seed)
-        batch_size = self.args.per_device_eval_batch_size
-        with eval_mode(model):
-            samples = torch.cat([features.extract(model.sample(min(batch_size, len(real) - i), generator=generator)
-                                                  .float().clamp(0, 1)) for i in range(0, len(real), batch_size)])
-        results = {"quality_num_real": len(real), "quality_num_samples": len(samples),
-                   "quality_features": features.description}
-        for target, fake in (("reconstruction", reconstructed), ("sample", samples)):
-            metrics = feature_metrics(real, fake, seed=self.args.seed)
-            results.update({f"{target}_{name}_{features.name}": value for name, value in metrics.items()})
-        return results
+        return quality_from_features(model, features, real, reconstructed, seed=seed,
+                                     batch_size=self.args.per_device_eval_batch_size)
 
 
 def uses_channels_last(model, args) -> bool:
