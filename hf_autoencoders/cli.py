@@ -235,6 +235,7 @@ def _feature_networks(model, data, args) -> list:
     """--fid: the feature networks of each kind of --features, the domain one first: the dataset's
     (`evaluation.dataset_features`, the network a training run's evaluation measures in) and InceptionV3."""
     from .evaluation import dataset_features, inception_features
+    from .hub import public_name
 
     kinds = args.features or (["domain", "inception"] if args.inception_weights else ["domain"])
     extractors = []
@@ -242,7 +243,7 @@ def _feature_networks(model, data, args) -> list:
         extractors.append(inception_features(args.inception_weights, device=model.device))
     if "domain" in kinds:
         train_split = _train_split(model, data, args, "--fid with domain features")
-        extractors.insert(0, dataset_features(train_split, num_classes=data.num_labels, dataset_name=data.name,
+        extractors.insert(0, dataset_features(train_split, num_classes=data.num_labels, dataset_name=public_name(data.name),
                                               max_images=args.max_train_samples, epochs=args.classifier_epochs,
                                               device=model.device))
     return extractors

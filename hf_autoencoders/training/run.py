@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoModel, set_seed
 
 from ..data import ImageCollator, as_image_split, first_items, load_image_dataset
 from ..evaluation import dataset_features
-from ..hub import write_model_card
+from ..hub import public_name, write_model_card
 from ..models import autoencoder_classes
 from ..plots import plot_loss_curves, plot_reconstructions, plot_samples
 from .arguments import DataArguments, ModelArguments, build_config, requested_settings, training_arguments
@@ -120,7 +120,7 @@ def fid_features(data, training_args):
     (`evaluation.dataset_features`, the one `hf-autoencoders evaluate` uses too), trained by the main process of each
     machine and read from the cache by the others; None when the training images carry no labels."""
     with training_args.main_process_first(local=True, desc="training the classifier of the Fréchet distance"):
-        return dataset_features(data.train, num_classes=data.num_labels, dataset_name=data.name,
+        return dataset_features(data.train, num_classes=data.num_labels, dataset_name=public_name(data.name),
                                 device=training_args.device)
 
 
