@@ -243,9 +243,9 @@ def _feature_networks(model, data, args) -> list:
         extractors.append(inception_features(args.inception_weights, device=model.device))
     if "domain" in kinds:
         train_split = _train_split(model, data, args, "--fid with domain features")
-        extractors.insert(0, dataset_features(train_split, num_classes=data.num_labels, dataset_name=public_name(data.name),
-                                              max_images=args.max_train_samples, epochs=args.classifier_epochs,
-                                              device=model.device))
+        extractors.insert(0, dataset_features(
+            train_split, num_classes=data.num_labels, dataset_name=public_name(data.name),
+            max_images=args.max_train_samples, epochs=args.classifier_epochs, device=model.device))
     return extractors
 
 

@@ -168,10 +168,10 @@ def test_there_are_at_least_forty_hostile_cases():
 # ------------------------------------------------------------------------------------ issue 29: the second probe
 # (id, environment variables, arguments ({root} is the sandbox), pattern of the one error line)
 ENVIRONMENT_CASES = [
-    ("evaluate under torchrun", {"WORLD_SIZE": "2", "RANK": "1"}, ["evaluate", "{root}/vae", "--output_file",
-                                                                  "{root}/m.json"], "runs in one process.*WORLD_SIZE=2"),
-    ("sample under torchrun", {"WORLD_SIZE": "2", "RANK": "0"}, ["sample", "{root}/vae", "--output_file",
-                                                                "{root}/s.png"], "runs in one process"),
+    ("evaluate under torchrun", {"WORLD_SIZE": "2", "RANK": "1"},
+     ["evaluate", "{root}/vae", "--output_file", "{root}/m.json"], "runs in one process.*WORLD_SIZE=2"),
+    ("sample under torchrun", {"WORLD_SIZE": "2", "RANK": "0"},
+     ["sample", "{root}/vae", "--output_file", "{root}/s.png"], "runs in one process"),
     ("experiment under accelerate", {"WORLD_SIZE": "4"}, ["experiment", "compare", "--output_dir", "{root}/o"],
      "runs in one process.*only train and train-prior"),
     ("push under torchrun", {"WORLD_SIZE": "2"}, ["push", "{root}/vae", "me/x"], "runs in one process"),

@@ -459,3 +459,18 @@ def test_a_model_gets_the_same_fd_from_its_run_and_from_evaluate(tmp_path):
         for metric in ("fd", "kid", "precision", "recall"):
             key = f"{target}_{metric}_domain"
             assert metrics[f"eval_{key}"] == pytest.approx(measured[key], rel=1e-4, abs=1e-6), key
+
+
+def test_a_short_run_logs_enough_points_for_a_loss_curve(tmp_path):
+    """Without --logging_steps, a 12-step run logs its loss often enough to draw a curve (before: every 50 steps,
+    so no loss at all); an explicit --logging_steps is kept."""
+    out = tmp_path / "run"
+    run_training(*parse_args(["--output_dir", str(out), "--do_train", "--max_steps", "12", "--backbone", "mlp",
+                              "--hidden_size", "8", "--report_to", "none", "--disable_tqdm", "true",
+                              "--save_strategy", "no"], model_type="ae"))
+    logged = [entry["step"] for entry in json.loads((out / "trainer_state.json").read_text())["log_history"]
+              if "loss" in entry]
+    assert len(logged) >= 6 and (out / "loss_curves.png").is_file()
+    assert "top: test images" not in (out / "README.md").read_text()
+    _, _, args = parse_args(["--output_dir", str(tmp_path / "x"), "--max_steps", "12", "--logging_steps", "5"])
+    assert args.logging_steps == 5

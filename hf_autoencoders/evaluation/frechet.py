@@ -243,6 +243,6 @@ def quality_metrics(
             if reconstructions:
                 recon = model(x.to(device)).reconstruction.float().clamp(0, 1)
                 reconstructed.append(features.extract(recon, batch_size))
-    return quality_from_features(model, features, torch.cat(real), torch.cat(reconstructed) if reconstructions else None,
-                                 num_samples=num_samples, prior=prior, seed=seed, batch_size=batch_size,
-                                 samples=samples, progress=progress)
+    reconstructed = torch.cat(reconstructed) if reconstructions else None
+    return quality_from_features(model, features, torch.cat(real), reconstructed, num_samples=num_samples, prior=prior,
+                                 seed=seed, batch_size=batch_size, samples=samples, progress=progress)

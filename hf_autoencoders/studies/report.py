@@ -10,7 +10,15 @@ from pathlib import Path
 
 import torch
 
-from ..plots import figure, plot_interpolations, plot_loss_curves, plot_reconstructions, plot_samples, save_image_grid
+from ..plots import (
+    figure,
+    log_axis,
+    plot_interpolations,
+    plot_loss_curves,
+    plot_reconstructions,
+    plot_samples,
+    save_image_grid,
+)
 from ..results import write_json
 from .runner import Group, Runner
 from .verdicts import RULE, Claim
@@ -163,7 +171,7 @@ class Report:
                 ax.errorbar(xs, ys, yerr=errors[0] if errors and any(errors[0]) else None, marker="o", ms=4,
                             capsize=3, label=label)
             if logx:
-                ax.set_xscale("log")
+                log_axis(ax, "x")
             ax.set(xlabel=xlabel, ylabel=ylabel)
             ax.grid(alpha=0.3)
             if len(series) > 1:

@@ -13,6 +13,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 CODE_CACHE_FOLDER = "code_cache"  # where a prior run keeps the codes it extracted, inside its output_dir
+LOGGING_STEPS, LOGGED_POINTS = 50, 20  # without --logging_steps: every 50 steps, or 20 logs over a shorter run
 
 
 class ArgumentParser(HfArgumentParser):
@@ -155,7 +156,12 @@ class AutoencoderTrainingArguments(TrainingArguments):
     per_device_train_batch_size: int = field(default=128, metadata={"help": "Batch size per device."})
     per_device_eval_batch_size: int = field(default=256, metadata={"help": "Eval batch size per device."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
-    logging_steps: float = field(default=50, metadata={"help": "Log every N steps."})
+    logging_steps: float | None = field(
+        default=None,
+        metadata={"help": "Log every N steps (a number in (0, 1): that fraction of the run). Default: every "
+                  f"{LOGGING_STEPS} steps, or more often on a short run so that its loss curve has "
+                  f"{LOGGED_POINTS} points."},
+    )
     save_steps: float = field(default=500, metadata={"help": "Checkpoint every N steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep the last N checkpoints."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False for image inputs."})
@@ -182,6 +188,9 @@ class AutoencoderTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        self.logging_steps_given = self.logging_steps is not None  # else `logging_steps_for` adapts it to the run
+        if self.logging_steps is None:
+            self.logging_steps = LOGGING_STEPS
         accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
         if not (accelerator.is_available() if accelerator else torch.cuda.is_available()):
             # Say so to accelerate: without it, processes launched by torchrun on CPUs would each train alone
@@ -206,6 +215,12 @@ class AutoencoderTrainingArguments(TrainingArguments):
                 "--ddp_backend gloo on CPUs (nccl on NVIDIA GPUs), or launch a single process with python."
             )
         return device
+
+
+def logging_steps_for(total_steps: int) -> int:
+    """How often a run of `total_steps` steps logs when --logging_steps is not given: every `LOGGING_STEPS` steps,
+    or often enough for `LOGGED_POINTS` logs on a shorter run, so that even a short run draws a loss curve."""
+    return max(1, min(LOGGING_STEPS, total_steps // LOGGED_POINTS))
 
 
 def training_arguments(output_dir, **fields) -> AutoencoderTrainingArguments:

@@ -125,8 +125,8 @@ def fid_features(data, training_args):
 
 
 def write_pictures(model, test_set, collator, output_dir, log_history=None, seed: int = 0) -> dict[str, str]:
-    """reconstructions.png (16 test images over their reconstructions), samples.png (32 samples) and, when the run
-    logged a training loss, loss_curves.png, in `output_dir`; returns {title on the card: file}."""
+    """reconstructions.png (16 test images and their reconstructions, in labelled rows), samples.png (32 samples)
+    and, when the run logged a training loss, loss_curves.png, in `output_dir`; returns {title on the card: file}."""
     output_dir = Path(output_dir)
     model.eval()
     with torch.no_grad():
@@ -135,8 +135,7 @@ def write_pictures(model, test_set, collator, output_dir, log_history=None, seed
         plot_reconstructions(originals.cpu(), reconstructions.cpu(), output_dir / "reconstructions.png")
         generator = torch.Generator(device=model.device).manual_seed(seed)
         plot_samples(model.sample(32, generator=generator).clamp(0, 1).cpu(), output_dir / "samples.png")
-    pictures = {"Reconstructions (top: test images, bottom: reconstructions)": "reconstructions.png",
-                "Samples": "samples.png"}
+    pictures = {"Reconstructions": "reconstructions.png", "Samples": "samples.png"}
     return {**pictures, **write_loss_curves(log_history, output_dir)}
 
 

@@ -8,6 +8,7 @@ keep their weights in channels-last memory order (`channels_last`), which only c
 """
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -17,8 +18,9 @@ from transformers import Trainer, TrainerCallback
 from ..data import UnreadableImageError
 from ..evaluation import EVAL_SEED, evaluate, quality_from_features
 from ..hub import HubPushCallback, push_to_hub
-from ..plots import image_grid
+from ..plots import RECONSTRUCTION_ROW_LABELS, image_grid
 from ..results import write_json
+from .arguments import logging_steps_for
 from .checkpoints import checkpoint_problems
 
 logger = logging.getLogger(__name__)
@@ -95,10 +97,20 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
                            commit_message=commit_message)
 
     def train(self, *args, **kwargs):
+        if not getattr(self.args, "logging_steps_given", True):  # --logging_steps not given: fit it to the run
+            self.args.logging_steps = logging_steps_for(self._planned_steps())
         try:
             return super().train(*args, **kwargs)
         except UnreadableImageError as err:  # a lazy or streamed image, met during training
             raise UnreadableImageError(f"{_original_message(err)} {self._save_progress()}") from err
+
+    def _planned_steps(self) -> int:
+        """The optimizer steps this run will take: --max_steps, or the epochs' steps over every process."""
+        args = self.args
+        if args.max_steps > 0 or not hasattr(self.train_dataset, "__len__"):
+            return max(args.max_steps, 0)
+        batches = math.ceil(len(self.train_dataset) / (args.train_batch_size * args.world_size))
+        return math.ceil(batches / args.gradient_accumulation_steps * args.num_train_epochs)
 
     def _save_progress(self) -> str:
         """Save a checkpoint of the steps trained before an error in the data (one process: under several, the
@@ -237,8 +249,8 @@ class NonFiniteGuard(TrainerCallback):
 
 
 class ImagesCallback(TrainerCallback):
-    """At every evaluation, a grid of originals (top) over reconstructions (bottom), and a grid of samples, logged
-    as images to every tracker of `report_to` that takes them: TensorBoard, Weights & Biases and Trackio."""
+    """At every evaluation, a grid of originals over their reconstructions (labelled rows), and a grid of samples,
+    logged as images to every tracker of `report_to` that takes them: TensorBoard, Weights & Biases and Trackio."""
 
     def __init__(self, pixel_values: torch.Tensor, callback_handler):
         self.pixel_values = pixel_values
@@ -255,7 +267,8 @@ class ImagesCallback(TrainerCallback):
             generator = torch.Generator(device=model.device).manual_seed(args.seed)
             samples = model.sample(len(images), generator=generator).clamp(0, 1)
         model.train(was_training)
-        grids = {"reconstructions": image_grid(torch.cat([images, reconstruction]).float().cpu(), nrow=len(images)),
+        grids = {"reconstructions": image_grid(torch.cat([images, reconstruction]).float().cpu(), nrow=len(images),
+                                               row_labels=RECONSTRUCTION_ROW_LABELS),
                  "samples": image_grid(samples.float().cpu(), nrow=len(images))}
         for callback in self.callback_handler.callbacks:
             for name, grid in grids.items():
