@@ -30,10 +30,15 @@ class AutoencoderOutput(ModelOutput):
     """
     The one output of every autoencoder's forward.
 
+    Its first field is `latents`, an image's features: what transformers' "image-feature-extraction" pipeline
+    returns (it reads the first value of the output's fields). As a tuple (`return_dict=False`, or `output[0]`) the
+    loss comes first, as the Trainer and transformers' models have it: (loss, reconstruction, latents, indices, ...).
+
     Args:
+        latents: the latent the decoder read: z, shape (batch, latent_dim) (AE, VAE: a draw from q(z|x)), or the
+            quantized grid z_q, shape (batch, embedding_dim, h, w) (VQ-VAE).
         loss: the training objective, a per-sample sum averaged over the batch (independent of batch size).
         reconstruction: the decoder's mean image E[x | z], shape (batch, C, H, W).
-        latents: the latent vector z, shape (batch, latent_dim) (AE, VAE).
         indices: the code map of a VQ-VAE, shape (batch, h, w).
         reconstruction_loss: -log p(x | z) up to a constant (||x - g(z)||^2 / 2c for the Gaussian likelihood).
         kl_loss: KL(q(z|x) || p(z)) (VAE).
@@ -43,9 +48,9 @@ class AutoencoderOutput(ModelOutput):
         codebook_usage: fraction of the K codes used in the batch (VQ-VAE).
     """
 
+    latents: torch.FloatTensor | None = None
     loss: torch.FloatTensor | None = None
     reconstruction: torch.FloatTensor | None = None
-    latents: torch.FloatTensor | None = None
     indices: torch.LongTensor | None = None
     reconstruction_loss: torch.FloatTensor | None = None
     kl_loss: torch.FloatTensor | None = None
@@ -53,6 +58,11 @@ class AutoencoderOutput(ModelOutput):
     commitment_loss: torch.FloatTensor | None = None
     perplexity: torch.FloatTensor | None = None
     codebook_usage: torch.FloatTensor | None = None
+
+    def to_tuple(self) -> tuple:
+        """The fields that are not None, the loss first: (loss, reconstruction, latents, indices, ...)."""
+        first = [name for name in ("loss", "reconstruction", "latents") if name in self]
+        return tuple(self[name] for name in first + [name for name in self.keys() if name not in first])
 
 
 @dataclass
