@@ -14,6 +14,7 @@ scripts, and each also answers to its dash spelling (--output_dir or --output-di
 Hub id. A user error prints one `error: ...` line saying what to do, and exits with status 2.
 """
 
+import difflib
 import errno
 import os
 import sys
@@ -418,7 +419,8 @@ COMMANDS = {
 
 
 def fail(message: str, status: int = 2):
-    """End the command with one `error: ...` line on stderr."""
+    """End the command with one `error: ...` line on stderr (a message of several lines joined into one)."""
+    message = " ".join(line.strip() for line in message.splitlines() if line.strip())
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(status)
 
@@ -462,7 +464,9 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__.strip())
         return
     if argv[0] not in COMMANDS:
-        fail(f"unknown command {argv[0]!r}; use one of {', '.join(COMMANDS)} (see `hf-autoencoders --help`).")
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1, cutoff=0.6)
+        guess = f"did you mean {close[0]}? " if close else ""
+        fail(f"unknown command {argv[0]!r}; {guess}use one of {', '.join(COMMANDS)} (see `hf-autoencoders --help`).")
     run_main(COMMANDS[argv[0]], argv[1:])
 
 

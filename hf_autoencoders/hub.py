@@ -12,6 +12,7 @@ Hub.)"""
 import ast
 import json
 import math
+import os
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
@@ -40,8 +41,15 @@ def load_model(name_or_path: str, what: str = "the model"):
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except OSError as err:
+        offline = [name for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+                   if os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")]
+        if offline:
+            raise FileNotFoundError(
+                f"{what} {name_or_path} is neither a model folder nor a model in the Hub's cache, and "
+                f"{' and '.join(offline)} {'are' if len(offline) > 1 else 'is'} set, so the Hub was not asked: unset "
+                "it to download the model once (it is then cached), or pass the folder of a saved model.") from None
         raise FileNotFoundError(f"{what} {name_or_path} is neither a model folder nor a model on the Hub that can be "
-                                f"reached ({err}).") from None
+                                f"reached ({' '.join(str(err).split())}).") from None
     except ValueError as err:  # a model type this version does not know
         raise ValueError(f"{what} {name_or_path} holds a model hf_autoencoders cannot load: {err}") from None
     auto_class = AutoModelForCausalLM if is_transformer_prior_config(config) else AutoModel

@@ -175,6 +175,33 @@ ENVIRONMENT_CASES = [
     ("experiment under accelerate", {"WORLD_SIZE": "4"}, ["experiment", "compare", "--output_dir", "{root}/o"],
      "runs in one process.*only train and train-prior"),
     ("push under torchrun", {"WORLD_SIZE": "2"}, ["push", "{root}/vae", "me/x"], "runs in one process"),
+    ("an offline model id", {"HF_HUB_OFFLINE": "1"}, ["evaluate", "no-such/model"], "HF_HUB_OFFLINE"),
+    ("an offline prior id", {"HF_HUB_OFFLINE": "1"}, ["sample", "{root}/vqvae", "--prior", "no-such/prior",
+                                                      "--output_file", "{root}/s.png"], "HF_HUB_OFFLINE"),
+    ("an offline VQ-VAE id", {"HF_HUB_OFFLINE": "1"}, ["train-prior", "--vqvae", "no-such/vqvae", "--output_dir",
+                                                       "{root}/o"], "HF_HUB_OFFLINE"),
+    ("an offline dataset id", {"HF_HUB_OFFLINE": "1"}, ["train", "--do_train", "--dataset_name", "no-such/dataset",
+                                                        "--output_dir", "{root}/o"], "HF_HUB_OFFLINE"),
+    ("an offline dataset to evaluate on", {"HF_DATASETS_OFFLINE": "1"},
+     ["evaluate", "{root}/vae", "--dataset_name", "no-such/dataset"], "HF_DATASETS_OFFLINE"),
+]
+
+TYPO_CASES = [  # (id, arguments, the suggestion of the one error line)
+    ("train --max_stesp", ["train", "--max_stesp", "10", "--output_dir", "{root}/o"], "did you mean --max_steps"),
+    ("train --learnig_rate", ["train", "--learnig_rate", "1e-3", "--output_dir", "{root}/o"],
+     "did you mean --learning_rate"),
+    ("train-prior --vqae", ["train-prior", "--vqae", "{root}/vqvae", "--output_dir", "{root}/o"],
+     "did you mean --vqvae"),
+    ("evaluate --datset_name", ["evaluate", "{root}/vae", "--datset_name", "x"], "did you mean --dataset_name"),
+    ("sample --temprature", ["sample", "{root}/vqvae", "--temprature", "0.5"], "did you mean --temperature"),
+    ("push --pirvate", ["push", "{root}/vae", "me/x", "--pirvate"], "did you mean --private"),
+    ("experiment --budjet", ["experiment", "compare", "--output_dir", "{root}/o", "--budjet", "quick"],
+     "did you mean --budget"),
+    ("a mistyped command", ["evalute", "{root}/vae"], "did you mean evaluate"),
+    ("imagefolder without its folder", ["train", "--do_train", "--dataset_name", "imagefolder", "--output_dir",
+                                        "{root}/o"], "--train_dir"),
+    ("--train_dir with a Hub dataset", ["train", "--do_train", "--dataset_name", "ylecun/mnist", "--train_dir",
+                                        "{root}/mine", "--output_dir", "{root}/o"], "--train_dir.*--dataset_name"),
 ]
 
 
@@ -199,3 +226,13 @@ def test_command_line_in_an_environment(folders, environment, arguments, pattern
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert re.search(pattern, _one_error_line(folders, arguments, capsys))
+
+
+@pytest.mark.parametrize("arguments, pattern", [case[1:] for case in TYPO_CASES], ids=[case[0] for case in TYPO_CASES])
+def test_a_mistyped_flag_gets_a_suggestion(folders, arguments, pattern, capsys):
+    assert re.search(pattern, _one_error_line(folders, arguments, capsys))
+    assert not (folders / "o").exists()
+
+
+def test_issue_29_adds_at_least_sixteen_hostile_cases():
+    assert len(ENVIRONMENT_CASES) + len(TYPO_CASES) >= 16

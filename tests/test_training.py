@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
@@ -474,3 +475,24 @@ def test_a_short_run_logs_enough_points_for_a_loss_curve(tmp_path):
     assert "top: test images" not in (out / "README.md").read_text()
     _, _, args = parse_args(["--output_dir", str(tmp_path / "x"), "--max_steps", "12", "--logging_steps", "5"])
     assert args.logging_steps == 5
+
+
+@pytest.mark.parametrize("with_validation", [False, True])
+def test_transformers_image_folder_spelling(tmp_path, with_validation):
+    """--dataset_name imagefolder --train_dir DIR [--validation_dir DIR], as transformers' image examples spell it,
+    trains on the folder's images (--dataset_name DIR does the same)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("validation", 4)):
+        for label in ("cat", "dog"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / label / f"{i}.png")
+    folders = ["--train_dir", str(tmp_path / "train")]
+    folders += ["--validation_dir", str(tmp_path / "validation")] if with_validation else []
+    metrics = train(["--dataset_name", "imagefolder", *folders, "--output_dir", str(tmp_path / "run"), "--do_train",
+                     "--do_eval", "--max_steps", "1", "--backbone", "mlp", "--fid", "false"], "ae")
+    assert metrics["eval_num_examples"] == (8 if with_validation else 2)  # the validation folder, or 10% carved
+    assert AutoModel.from_pretrained(tmp_path / "run").config.image_size == 16

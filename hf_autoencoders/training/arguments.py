@@ -3,11 +3,14 @@
 `TrainingArguments`, with defaults that suit autoencoders); `PriorArguments` for a prior over a VQ-VAE's codes; and
 `ArgumentParser`, the parser of every command and example script of this library."""
 
+import difflib
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import torch
 from transformers import HfArgumentParser, TrainingArguments
@@ -19,7 +22,8 @@ LOGGING_STEPS, LOGGED_POINTS = 50, 20  # without --logging_steps: every 50 steps
 class ArgumentParser(HfArgumentParser):
     """transformers' `HfArgumentParser` (flags from dataclasses, or added one by one), with every flag spelled with
     underscores as in transformers' scripts also answering to its dash spelling (--output_dir or --output-dir), and
-    an error as one `error: ...` line (exit status 2)."""
+    an error as one `error: ...` line (exit status 2) that suggests the flag a mistyped one was meant to be (as
+    argparse's `suggest_on_error` does from Python 3.14 on)."""
 
     def __init__(self, dataclass_types=(), **kwargs):
         super().__init__(dataclass_types, **kwargs)
@@ -28,8 +32,23 @@ class ArgumentParser(HfArgumentParser):
         dashed = [name.replace("_", "-") for name in names if name.startswith("--") and "_" in name]
         return super().add_argument(*names, *(name for name in dashed if name not in names), **kwargs)
 
+    def parse_known_args(self, args=None, namespace=None):
+        self.given = list(sys.argv[1:] if args is None else args)  # for the suggestions of `error`
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"error: {message}{self.suggestion(message)} (see `{self.prog} --help`)\n")
+
+    def suggestion(self, message: str) -> str:
+        """'; did you mean --max_steps?' when `message` says a flag is unknown or missing and a flag given is
+        close to a known one."""
+        if not message.startswith(("unrecognized arguments", "the following arguments are required")):
+            return ""
+        known = [option for option in self._option_string_actions if option.startswith("--")]
+        flags = [word.split("=", 1)[0] for word in getattr(self, "given", []) if word.startswith("--")]
+        guesses = [close[0] for flag in flags if flag not in known
+                   for close in [difflib.get_close_matches(flag, known, n=1, cutoff=0.7)] if close]
+        return f"; did you mean {' and '.join(dict.fromkeys(guesses))}?" if guesses else ""
 
 
 @dataclass
@@ -73,6 +92,15 @@ class DataArguments:
     dataset_name: str | None = field(
         default=None,
         metadata={"help": "A Hub id (ylecun/mnist), a local folder, or nothing for the embedded digits (no network)."},
+    )
+    train_dir: str | None = field(
+        default=None,
+        metadata={"help": "A folder of training images (PNG, JPEG, ...; one subfolder per class, or none), as "
+                  "transformers' image examples spell it, with or without --dataset_name imagefolder: the same as "
+                  "--dataset_name DIR. A test split is carved from it unless --validation_dir is given."},
+    )
+    validation_dir: str | None = field(
+        default=None, metadata={"help": "With --train_dir: a folder of test images, laid out as --train_dir."}
     )
     image_column: str | None = field(default=None, metadata={"help": "Image column (found by type if not given)."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (found by type if not given)."})
@@ -133,6 +161,15 @@ class DataArguments:
     )
 
     def __post_init__(self):
+        if self.validation_dir is not None and self.train_dir is None:
+            raise ValueError("--validation_dir goes with --train_dir (the training images); pass both.")
+        if self.train_dir is not None and self.dataset_name not in (None, "imagefolder"):
+            raise ValueError(f"--train_dir names the training images, so it does not go with --dataset_name "
+                             f"{self.dataset_name}: pass one or the other.")
+        if self.dataset_name == "imagefolder" and self.train_dir is None:
+            raise ValueError("--dataset_name imagefolder needs the folder of images: add --train_dir DIR (and "
+                             "--validation_dir DIR for test images), as in transformers' image examples, or pass "
+                             "the folder itself: --dataset_name DIR.")
         if self.in_memory_max_gb < 0:
             raise ValueError(f"--in_memory_max_gb must be >= 0 (0 decodes every split per batch), got "
                              f"{self.in_memory_max_gb}.")
@@ -146,6 +183,15 @@ class DataArguments:
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be a positive number of images, got {value}; leave it out to use "
                                  "the whole split.")
+
+
+    def source(self) -> tuple[str | None, dict]:
+        """What `load_image_dataset` reads, as (name_or_path, load_kwargs): --dataset_name, or the image folders of
+        --train_dir and --validation_dir (datasets' imagefolder, the latter the test split)."""
+        if self.validation_dir is not None:
+            files = {"train": str(Path(self.train_dir) / "**"), "test": str(Path(self.validation_dir) / "**")}
+            return "imagefolder", {"data_files": files}
+        return self.train_dir or self.dataset_name, {}
 
 
 @dataclass

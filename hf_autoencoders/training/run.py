@@ -74,9 +74,11 @@ def check_request(model_args: ModelArguments, data_args: DataArguments, training
 def load_training_data(data_args: DataArguments, training_args):
     """The train and test splits the arguments name. The main process of each machine decodes (into the decoded
     cache) while the others wait, then they map its file."""
+    name_or_path, load_kwargs = data_args.source()
     with training_args.main_process_first(local=True, desc="loading and decoding the images"):
         data = load_image_dataset(
-            data_args.dataset_name,
+            name_or_path,
+            load_kwargs=load_kwargs,
             config_name=data_args.dataset_config_name,
             image_size=data_args.image_size,
             num_channels=data_args.num_channels,
