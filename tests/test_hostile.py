@@ -236,3 +236,107 @@ def test_a_mistyped_flag_gets_a_suggestion(folders, arguments, pattern, capsys):
 
 def test_issue_29_adds_at_least_sixteen_hostile_cases():
     assert len(ENVIRONMENT_CASES) + len(TYPO_CASES) >= 16
+
+
+# ------------------------------------------------------------------ caches that cannot be written, killed builds
+# A cache folder that cannot be written (a read-only HOME; here a path under a file, which refuses even root): the
+# work is done without the cache, with a warning naming it.
+def _features_cache(unwritable):
+    from hf_autoencoders.evaluation import domain_features
+
+    images, labels = torch.rand(40, 1, 28, 28), torch.arange(40) % 4
+    return domain_features(images, labels, cache_dir=unwritable, epochs=1, width=2, progress=False).num_features
+
+
+def _image_folder(folder: Path, count: int = 24) -> Path:
+    """A folder of `count` small PNGs in two classes: a dataset on disk, whose splits the decoded cache keeps."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        (folder / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"class{i % 2}" / f"{i}.png")
+    return folder
+
+
+def _decoded_cache(unwritable):
+    from hf_autoencoders.data import load_image_dataset
+
+    images = _image_folder(unwritable.parents[2] / "images")
+    return len(load_image_dataset(images, image_size=8, cache_dir=unwritable).train) > 0
+
+
+def _code_cache(unwritable):
+    from hf_autoencoders.data import load_image_dataset
+    from hf_autoencoders.training.prior import extract_codes
+
+    codes, _ = extract_codes(vqvae().eval(), load_image_dataset("digits", max_samples=8).test, 4, unwritable)
+    return len(codes)
+
+
+def _help_cache(unwritable, monkeypatch):
+    from hf_autoencoders.training.parsing import parse_command
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(unwritable))
+    with pytest.raises(SystemExit) as info:
+        parse_command("sample", __import__("hf_autoencoders.cli", fromlist=["x"])._sample_parser, ["--help"])
+    return info.value.code == 0
+
+
+def _inception_weights(unwritable, monkeypatch):
+    from hf_autoencoders.evaluation import FIDInceptionV3, inception_features
+
+    downloaded_into = []
+
+    def download(url, model_dir=None, **kwargs):  # the download, offline: only where it would write is checked
+        Path(model_dir).mkdir(parents=True, exist_ok=True)
+        downloaded_into.append(model_dir)
+        return FIDInceptionV3().state_dict()
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(unwritable))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", download)
+    features = inception_features(device="cpu", progress=False)
+    return features.num_features == 2048 and not str(downloaded_into[0]).startswith(str(unwritable))
+
+
+CACHE_CASES = [  # (id, the work, given the unwritable folder (and monkeypatch), what it returns)
+    ("the FD classifier's cache", lambda folder, _: _features_cache(folder), 16),
+    ("the decoded images' cache", lambda folder, _: _decoded_cache(folder), True),
+    ("the prior's code cache", lambda folder, _: _code_cache(folder), 8),
+    ("the --help cache", _help_cache, True),
+    ("the Inception weights' cache", _inception_weights, True),
+]
+
+
+@pytest.mark.parametrize("work, expected", [case[1:] for case in CACHE_CASES], ids=[case[0] for case in CACHE_CASES])
+def test_a_cache_that_cannot_be_written_falls_back(tmp_path, work, expected, caplog, capsys, monkeypatch):
+    (tmp_path / "home").write_text("a file where the cache folder's parent should be")
+    unwritable = tmp_path / "home" / ".cache" / "hf_autoencoders"
+    with caplog.at_level("WARNING"):
+        assert work(unwritable, monkeypatch) == expected
+    warned = caplog.text + capsys.readouterr().err
+    assert re.search(r"(cannot|could not) (be )?(written|kept|use)", warned, re.I), warned
+    assert str(tmp_path / "home") in warned
+
+
+def test_partial_files_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    """A cache build killed half-way leaves `<file>.<host>-<pid>.partial`: the next build in that folder removes
+    those of processes of this machine that are gone, never a live process's nor another machine's."""
+    import subprocess
+    import sys
+
+    from hf_autoencoders.data import load_image_dataset
+    from hf_autoencoders.results import partial_path
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    target = tmp_path / "0123456789abcdef01234567.npy"
+    killed = partial_path(target, pid=dead_pid)
+    alive = partial_path(target, pid=1)  # init: a live process
+    elsewhere = target.with_name(f"{target.name}.ffffffff-{dead_pid}.partial")  # another machine's
+    for path in (killed, alive, elsewhere):
+        path.write_bytes(b"half an array")
+    load_image_dataset(_image_folder(tmp_path / "images"), image_size=8, cache_dir=tmp_path)
+    assert not killed.exists() and alive.exists() and elsewhere.exists()
+    assert any(tmp_path.glob("*.npy"))  # the cache was built

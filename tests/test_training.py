@@ -496,3 +496,19 @@ def test_transformers_image_folder_spelling(tmp_path, with_validation):
                      "--do_eval", "--max_steps", "1", "--backbone", "mlp", "--fid", "false"], "ae")
     assert metrics["eval_num_examples"] == (8 if with_validation else 2)  # the validation folder, or 10% carved
     assert AutoModel.from_pretrained(tmp_path / "run").config.image_size == 16
+
+
+def test_a_read_only_cache_folder_still_gives_the_card_and_the_results(tmp_path, monkeypatch, caplog):
+    """After training, the classifier of the Fréchet distance cannot be kept (a read-only HOME: here the datasets
+    cache lies under a file): the evaluation, its results files and the card are all written, with a warning."""
+    import datasets
+
+    (tmp_path / "home").write_text("not a folder")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "home" / ".cache" / "datasets"))
+    out = tmp_path / "run"
+    with caplog.at_level("WARNING"):
+        metrics = train(["--output_dir", str(out), "--do_train", "--do_eval", "--max_steps", "2", "--backbone", "mlp",
+                         "--save_strategy", "no"], "ae")
+    assert "eval_sample_fd_domain" in metrics and "sample_fd_domain" in (out / "README.md").read_text()
+    assert "eval_sample_fd_domain" in json.loads((out / "eval_results.json").read_text())
+    assert "could not be written to its cache" in caplog.text

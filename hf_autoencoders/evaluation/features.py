@@ -21,7 +21,9 @@ SHA-256 of its weights), which stands beside every figure measured in it.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -30,13 +32,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import ImageCollator, iterate_batches
-from ..results import fingerprint
+from ..results import fingerprint, partial_path, remove_stale_partials
 from .classifier import SmallCNN, _default_device, _labels, train_classifier
 from .metrics import as_images
 
 FID_WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 )
+logger = logging.getLogger(__name__)
 FEATURE_SEED = 0  # the seed of a dataset's feature network, wherever a model is evaluated (`dataset_features`)
 FEATURE_TRAIN_IMAGES = 10_000  # the labelled training images it learns from
 
@@ -164,11 +167,17 @@ def domain_features(
         with torch.enable_grad():  # callers often sit under no_grad (an evaluation)
             classifier = train_classifier(images, labels, num_classes, epochs, width=width, seed=seed, device=device,
                                           progress=progress)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        save_file({k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()}, partial,
-                  metadata={k: json.dumps(v) for k, v in settings.items()})
-        os.replace(partial, path)  # atomic: a concurrent reader sees the whole file or none
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_partials(cache_dir)
+            partial = partial_path(path)
+            save_file({k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()}, partial,
+                      metadata={k: json.dumps(v) for k, v in settings.items()})
+            os.replace(partial, path)  # atomic: a concurrent reader sees the whole file or none
+        except OSError as err:  # a read-only or full disk: the classifier is used all the same, not kept
+            logger.warning("The domain classifier could not be written to its cache in %s (%s); it is used without "
+                           "being kept, and trained again next time (pass cache_dir= a writable folder, or set "
+                           "HF_DATASETS_CACHE).", cache_dir, err)
     c, h, w = shape
     identity = {"features": "domain", "network": "SmallCNN", **settings, "train_images": len(images),
                 "sha256": weights_sha256(classifier)}
@@ -411,6 +420,17 @@ class InceptionFeatures(ImageFeatures):
         return super().train(False)  # BatchNorm must keep its running statistics
 
 
+def _writable(folder: Path) -> bool:
+    """Whether files can be created in `folder` (made if missing): tried, since permission bits do not say it for
+    root or read-only file systems."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
@@ -438,9 +458,15 @@ def inception_features(weights_path: str | os.PathLike | None = None, *, device=
         if _offline() and not cached.is_file():
             raise FileNotFoundError(f"Standard FID needs the InceptionV3 FID weights, which are not in {cached.parent} "
                                     f"and HF_HUB_OFFLINE forbids downloading them: {how_to}.")
+        model_dir = cached.parent if cached.is_file() or _writable(cached.parent) else None
+        if model_dir is None:  # a read-only home: download into a temporary folder, not kept
+            model_dir = Path(tempfile.mkdtemp(prefix="fid-inception-"))
+            logger.warning("The InceptionV3 FID weights cannot be kept in %s (not writable); they are downloaded into "
+                           "%s for this run only (set TORCH_HOME to a writable folder, or pass --inception_weights "
+                           "PATH).", cached.parent, model_dir)
         try:
-            state_dict = torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, map_location="cpu", progress=progress,
-                                                            check_hash=True)
+            state_dict = torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, model_dir=str(model_dir),
+                                                            map_location="cpu", progress=progress, check_hash=True)
         except Exception as err:  # no network, a proxy, a truncated file: all mean the same to the user
             raise FileNotFoundError(f"Standard FID needs the InceptionV3 FID weights, which could not be downloaded "
                                     f"({type(err).__name__}: {err}): {how_to}.") from None

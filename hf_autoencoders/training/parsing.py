@@ -42,8 +42,9 @@ def parse_command(name: str, build_parser: Callable, args: list[str] | None = No
             try:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 write_text(cached, text)
-            except OSError:
-                pass  # a read-only home: the help is rendered every time
+            except OSError as err:  # a read-only home: the help is rendered every time
+                print(f"warning: the --help text could not be kept in {cached.parent} ({err}); it is rendered each "
+                      "time (set XDG_CACHE_HOME to a writable folder)", file=sys.stderr)
         print(text, end="")
         raise SystemExit(0)
     parser = build_parser()
