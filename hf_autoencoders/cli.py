@@ -19,7 +19,9 @@ scripts, and each also answers to its dash spelling (--output_dir or --output-di
 Hub id. A user error prints one `error: ...` line saying what to do, and exits with status 2.
 """
 
+import difflib
 import errno
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +43,17 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
         raise FileNotFoundError(f"the folder {path.parent} of --output_file does not exist; create it first.")
 
 
+def check_single_process(command: str) -> None:
+    """Refuse to run `command`, which works in one process, as one of several processes launched together (by
+    torchrun or accelerate launch, which set WORLD_SIZE): each would do the whole work and write the same files."""
+    launched = os.environ.get("WORLD_SIZE", "1")
+    if launched.strip() not in ("", "0", "1"):
+        raise ValueError(f"`hf-autoencoders {command}` runs in one process, but it was launched as one of several "
+                         f"(WORLD_SIZE={launched}, as torchrun and accelerate launch set it): each would do the whole "
+                         f"work and write the same files. Run `hf-autoencoders {command} ...` without a launcher; "
+                         "only train and train-prior run on several processes.")
+
+
 def _load_prior(name_or_path: str, model, model_name: str):
     from .hub import load_model
 
@@ -53,6 +66,7 @@ def _load_prior(name_or_path: str, model, model_name: str):
 
 
 def _evaluate_parser():
+    from .evaluation import EVAL_SEED, FEATURE_TRAIN_IMAGES
     from .training.arguments import ArgumentParser
 
     parser = ArgumentParser(prog="hf-autoencoders evaluate", description="Test metrics of a trained model, as JSON.")
@@ -100,10 +114,13 @@ def _evaluate_parser():
     parser.add_argument("--lpips_weights", default=None, metavar="PATH",
                         help="With --perceptual lpips: a folder holding vgg16-397923af.pth and lpips' v0.1 vgg.pth.")
     parser.add_argument("--classifier_epochs", type=int, default=5)
-    parser.add_argument("--max_train_samples", type=int, default=10_000,
+    parser.add_argument("--max_train_samples", type=int, default=FEATURE_TRAIN_IMAGES,
                         help="Training images for the classifier, the probe and the domain features.")
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0, help="Seeds every random draw: the same seed, the same numbers.")
+    parser.add_argument("--seed", type=int, default=EVAL_SEED,
+                        help="Seeds every draw of the evaluation (a VAE's latents, the samples): the same seed, the "
+                             "same numbers. The default is the seed of a training run's evaluation, so the numbers "
+                             "match its card. The domain features are the dataset's, whatever the seed.")
     parser.add_argument("--output_file", "--output", default=None, help="Also write the metrics to this JSON file.")
     parser.add_argument("--overwrite_output_file", "--overwrite", action="store_true",
                         help="Write over an existing --output_file.")
@@ -112,6 +129,7 @@ def _evaluate_parser():
 
 def cmd_evaluate(argv: list[str]) -> None:
     args = parse_command("evaluate", _evaluate_parser, argv)
+    check_single_process("evaluate")
     for name in ("max_eval_samples", "max_train_samples", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}")
@@ -138,6 +156,7 @@ def cmd_evaluate(argv: list[str]) -> None:
 
     from .data import ImageCollator, load_image_dataset
     from .evaluation import evaluate
+    from .evaluation.metrics import unit_images
     from .hub import load_model
 
     model = load_model(args.model)
@@ -151,16 +170,30 @@ def cmd_evaluate(argv: list[str]) -> None:
         test, batch_size=args.batch_size,
         collate_fn=ImageCollator(binarize=args.binarize, pixel_range=model.config.pixel_range))
     perceptual = _perceptual_network(model, data, args, collator) if args.perceptual else None
+    extractors = _feature_networks(model, data, args) if args.fid or args.generability else []
+    fid_features = extractors if args.fid else []
+    real, reconstructed = ({features.name: [] for features in fid_features} for _ in range(2))
+
+    def keep_features(pixel_values, output):  # the Fréchet distance's features, in the same pass (as training's)
+        for features in fid_features:
+            real[features.name].append(features.extract(pixel_values))
+            reconstructed[features.name].append(features.extract(unit_images(model, output.reconstruction)))
+
     metrics = evaluate(model, model_loader, num_importance_samples=args.num_importance_samples, seed=args.seed,
-                       perceptual=perceptual)
+                       perceptual=perceptual, on_batch=keep_features if fid_features else None)
     if perceptual is not None:
         metrics["perceptual_network"] = perceptual.description
     if args.downstream or args.linear_probe or args.sample_quality:
         test_images = torch.cat([batch["pixel_values"] for batch in loader])
         metrics.update(_label_metrics(model, prior, data, args, collator, test_images))
-    extractors = _feature_extractors(model, data, args, collator) if args.fid or args.generability else []
-    if args.fid:
-        metrics.update(_quality_metrics(model, prior, extractors, args, loader))
+    if fid_features:
+        from .evaluation import quality_from_features
+
+        for features in fid_features:
+            metrics.update(quality_from_features(
+                model, features, torch.cat(real[features.name]), torch.cat(reconstructed[features.name]),
+                num_samples=args.num_samples, prior=prior, seed=args.seed, batch_size=args.batch_size, progress=True))
+        metrics["quality_features"] = "; ".join(features.description for features in fid_features)
     if args.generability:
         metrics.update(_generability(model, data, args, collator, extractors))
     from .results import dumps
@@ -217,10 +250,9 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
     return metrics
 
 
-def _train_images(model, data, args, collator, flags: str | None = None):
-    """The first --max_train_samples training images, as pixel_values and labels: what the classifier, the probe, the
-    domain features and the offline perceptual networks learn from. With `flags` (what needs them), labels are
-    required."""
+def _train_split(model, data, args, flags: str | None = None):
+    """The training split (its first --max_train_samples images): what the classifier, the probe, the domain
+    features and the offline perceptual networks learn from. With `flags` (what needs them), labels are required."""
     from .data import load_image_dataset
 
     train_split = data.splits.get("train")
@@ -231,6 +263,12 @@ def _train_images(model, data, args, collator, flags: str | None = None):
     if flags and train_split.labels is None:
         raise ValueError(f"{flags} need class labels, but the dataset has none; pass a labelled dataset (or "
                          "--label_column) or drop those flags.")
+    return train_split
+
+
+def _train_images(model, data, args, collator, flags: str | None = None):
+    """The first --max_train_samples training images, as pixel_values and labels (`_train_split`)."""
+    train_split = _train_split(model, data, args, flags)
     n = min(len(train_split), args.max_train_samples)
     labels = None if train_split.labels is None else train_split.labels[:n]
     return collator([train_split[i] for i in range(n)])["pixel_values"], labels
@@ -248,34 +286,22 @@ def _perceptual_network(model, data, args, collator):
                               device=model.device)
 
 
-def _feature_extractors(model, data, args, collator) -> list:
-    """The features of --fid and --generability, as --features and --inception_weights say."""
-    from .evaluation import domain_features, inception_features
+def _feature_networks(model, data, args) -> list:
+    """--fid: the feature networks of each kind of --features, the domain one first: the dataset's
+    (`evaluation.dataset_features`, the network a training run's evaluation measures in) and InceptionV3."""
+    from .evaluation import dataset_features, inception_features
+    from .hub import public_name
 
     kinds = args.features or (["domain", "inception"] if args.inception_weights else ["domain"])
     extractors = []
     if "inception" in kinds:  # first: a missing weights file should stop the command before any training
         extractors.append(inception_features(args.inception_weights, device=model.device))
     if "domain" in kinds:
-        images, labels = _train_images(model, data, args, collator, "--fid and --generability with domain features")
-        extractors.insert(0, domain_features(images, labels, num_classes=data.num_labels, seed=args.seed,
-                                             epochs=args.classifier_epochs, device=model.device,
-                                             dataset_name=args.dataset_name or "the embedded digits"))
+        train_split = _train_split(model, data, args, "--fid and --generability with domain features")
+        extractors.insert(0, dataset_features(
+            train_split, num_classes=data.num_labels, dataset_name=public_name(data.name),
+            max_images=args.max_train_samples, epochs=args.classifier_epochs, device=model.device))
     return extractors
-
-
-def _quality_metrics(model, prior, extractors, args, loader) -> dict:
-    """--fid: Fréchet distance, KID, precision, recall, density and coverage of the reconstructions of the test
-    images and of --num_samples samples, on each kind of --features (keys end in _domain or _inception)."""
-    from .evaluation import quality_metrics
-
-    metrics, descriptions = {}, []
-    for features in extractors:
-        metrics.update(quality_metrics(model, loader, features=features, num_samples=args.num_samples, prior=prior,
-                                       seed=args.seed, batch_size=args.batch_size))
-        descriptions.append(metrics.pop("quality_features"))
-    metrics["quality_features"] = "; ".join(descriptions)
-    return metrics
 
 
 def _generability(model, data, args, collator, extractors) -> dict:
@@ -349,6 +375,7 @@ def class_rows(requested: list[str] | None, prior, prior_name: str) -> list[int]
 
 def cmd_sample(argv: list[str]) -> None:
     args = parse_command("sample", _sample_parser, argv)
+    check_single_process("sample")
     if args.num_samples < 1:
         raise ValueError(f"--num_samples must be a positive integer, got {args.num_samples}")
     if args.temperature is not None and not 0 <= args.temperature < float("inf"):
@@ -419,6 +446,7 @@ def _push_parser():
 
 def cmd_push(argv: list[str]) -> None:
     args = parse_command("push", _push_parser, argv)
+    check_single_process("push")
 
     from .hub import push_to_hub
 
@@ -609,6 +637,7 @@ def cmd_experiment(argv: list[str]) -> dict:
     from .studies import check_request, run_experiment
 
     args = parse_command("experiment", _experiment_parser, argv)
+    check_single_process("experiment")
     if args.quick and args.budget not in (None, "quick"):
         raise ValueError(f"--quick is --budget quick; it contradicts --budget {args.budget}")
     budget = "quick" if args.quick else args.budget or "mlp"
@@ -641,7 +670,8 @@ COMMANDS = {
 
 
 def fail(message: str, status: int = 2):
-    """End the command with one `error: ...` line on stderr."""
+    """End the command with one `error: ...` line on stderr (a message of several lines joined into one)."""
+    message = " ".join(line.strip() for line in message.splitlines() if line.strip())
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(status)
 
@@ -685,7 +715,9 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__.strip())
         return
     if argv[0] not in COMMANDS:
-        fail(f"unknown command {argv[0]!r}; use one of {', '.join(COMMANDS)} (see `hf-autoencoders --help`).")
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1, cutoff=0.6)
+        guess = f"did you mean {close[0]}? " if close else ""
+        fail(f"unknown command {argv[0]!r}; {guess}use one of {', '.join(COMMANDS)} (see `hf-autoencoders --help`).")
     run_main(COMMANDS[argv[0]], argv[1:])
 
 

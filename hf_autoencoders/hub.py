@@ -12,6 +12,7 @@ Hub.)"""
 import ast
 import json
 import math
+import os
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
@@ -44,8 +45,15 @@ def load_model(name_or_path: str, what: str = "the model"):
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except OSError as err:
+        offline = [name for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+                   if os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")]
+        if offline:
+            raise FileNotFoundError(
+                f"{what} {name_or_path} is neither a model folder nor a model in the Hub's cache, and "
+                f"{' and '.join(offline)} {'are' if len(offline) > 1 else 'is'} set, so the Hub was not asked: unset "
+                "it to download the model once (it is then cached), or pass the folder of a saved model.") from None
         raise FileNotFoundError(f"{what} {name_or_path} is neither a model folder nor a model on the Hub that can be "
-                                f"reached ({err}).") from None
+                                f"reached ({' '.join(str(err).split())}).") from None
     except ValueError as err:  # a model type this version does not know
         raise ValueError(f"{what} {name_or_path} holds a model hf_autoencoders cannot load: {err}") from None
     auto_class = AutoModelForCausalLM if is_transformer_prior_config(config) else AutoModel
@@ -91,7 +99,9 @@ def upload_files(folder, include_checkpoints: bool = False) -> list[str]:
     return sorted(files)
 
 
-# The card, a Jinja template filled by `ModelCard.from_template`. `kind` is "autoencoder", "pixelcnn" or "transformer".
+# The card, a Jinja template filled by `ModelCard.from_template`. `kind` is "autoencoder", "pixelcnn" or "transformer";
+# `name` is the repository (USAGE_PLACEHOLDER until it is known: `push_to_hub` then names it).
+USAGE_PLACEHOLDER = "path/to/this/folder"
 CARD_TEMPLATE = """---
 {{ card_data }}
 ---
@@ -141,7 +151,7 @@ images = vqvae.sample(16, generator=torch.Generator().manual_seed(0), prior=prio
 
 It needs `transformers>=5` and `torch`.
 {%- if kind != "transformer" %} `trust_remote_code=True` runs the model code saved in this repository; with
-`pip install hf-autoencoders` and `import hf_autoencoders.models`, it is not needed.{% endif %}
+`pip install hf-autoencoders` and `import hf_autoencoders`, it is not needed.{% endif %}
 {%- if kind != "autoencoder" %} `vqvae.sample` checks that the prior was trained on this VQ-VAE's codes (the
 identity its config records).{% endif %}
 {% if kind == "transformer" %}
@@ -290,6 +300,21 @@ def _hub_id(name: str | None) -> str | None:
     return name
 
 
+def public_name(name: str | None) -> str | None:
+    """How a card names a dataset or model: its Hub id, or for a local folder only the folder's own name (a card
+    never shows where a user keeps files)."""
+    if not name or _hub_id(name):
+        return name
+    return Path(name).name if Path(name).exists() or "/" in name or "\\" in name else name
+
+
+def _measured_quality(name: str, value: float) -> bool:
+    """Whether a test figure belongs in the card's model-index: a measure of the model, not a count (`num_examples`,
+    `quality_num_real`, `iwae_num_samples`, ...), a spread (`kid_std`) or a loss it does not train (an EMA
+    codebook's or FSQ's `codebook_loss`, 0 by construction). The results table keeps every figure."""
+    return not ("num_" in name or "_std" in name or (name.endswith("_loss") and value == 0.0))
+
+
 def write_model_card(
     output_dir: str | Path,
     config,
@@ -331,22 +356,21 @@ def write_model_card(
             beside[weights] = values
     numeric = {k: float(v) for k, v in sorted(metrics.items())
                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
-    dataset_id = _hub_id(dataset_name)
+    dataset_id, dataset = _hub_id(dataset_name), public_name(str(dataset_name))
     eval_results = [
         EvalResult(task_type="image-to-image" if kind == "autoencoder" else "unconditional-image-generation",
-                   dataset_type=dataset_id or Path(str(dataset_name)).name, dataset_name=str(dataset_name),
-                   dataset_split="test", metric_type=key, metric_name=key, metric_value=value)
-        for key, value in numeric.items() if key != "num_examples"
+                   dataset_type=dataset, dataset_name=dataset, dataset_split="test", metric_type=key,
+                   metric_name=key, metric_value=value)
+        for key, value in numeric.items() if _measured_quality(key, value)
     ]
-    prior = {}
-    if kind != "autoencoder":  # not the text-generation widget a GPT-2 config would invite: these are image priors
-        prior = dict(pipeline_tag="unconditional-image-generation", inference=False)
+    # transformers 5 has no pipeline for autoencoders (the usage snippet shows the calls); a prior is tagged as the
+    # image generator it is, not with the text-generation widget a GPT-2 config would invite
+    pipeline_tag = None if kind == "autoencoder" else "unconditional-image-generation"
     card_data = ModelCardData(
         model_name=repo_id or output_dir.name,
         library_name="transformers",
-        # transformers 5 has no pipeline for autoencoders; the usage snippet shows the calls
-        pipeline_tag=prior.pop("pipeline_tag", None),
-        **prior,
+        pipeline_tag=pipeline_tag,
+        inference=False,  # no inference widget: as the Hub's VAE cards say
         tags=["hf-autoencoders", "autoencoder", description.split(" (")[0].lower().replace(" ", "-"), "image",
               *([config.backbone] if kind == "autoencoder" else [])],
         datasets=[dataset_id] if dataset_id else None,
@@ -355,10 +379,10 @@ def write_model_card(
         eval_results=eval_results or None,
     )
     card = ModelCard.from_template(
-        card_data, template_str=CARD_TEMPLATE, kind=kind, description=description, dataset=dataset_name,
-        name=repo_id or "path/to/this/folder", base_model=base_model,
+        card_data, template_str=CARD_TEMPLATE, kind=kind, description=description, dataset=dataset,
+        name=repo_id or USAGE_PLACEHOLDER, base_model=public_name(base_model), base_model_id=_hub_id(base_model),
         architecture=_architecture(config, kind),
-        latent_scale=latent_scale_section(latent_scale, dataset_name) if latent_scale else None,
+        latent_scale=latent_scale_section(latent_scale, dataset) if latent_scale else None,
         training={k: _format(v) for k, v in (training or {}).items()},
         results={k: _format(v) for k, v in numeric.items()}, num_examples=int(numeric.get("num_examples", 0)) or "all",
         quality_features=metrics.get("quality_features"), generability=metrics.get("generability_prior"),
@@ -442,18 +466,40 @@ def push_to_hub(
     include_checkpoints: bool = False,
     path_in_repo: str | None = None,
 ) -> str:
-    """Upload the model files of a run folder (`upload_files`) to `repo_id`. Returns the commit URL."""
+    """Upload the model files of a run folder (`upload_files`) to `repo_id`, its card first naming `repo_id`
+    (`name_card`). Returns the commit URL."""
     folder = Path(folder)
     missing = [f for f in ("config.json", "model.safetensors") if not (folder / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a trained model folder (missing {', '.join(missing)}); pass the "
                                 "--output_dir of a finished training run.")
     api = api or HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, token=token)
+    repo = api.create_repo(repo_id, private=private, exist_ok=True, token=token)
+    if path_in_repo is None:
+        name_card(folder, getattr(repo, "repo_id", None) or repo_id)  # the full id: owner/name
     commit = api.upload_folder(repo_id=repo_id, folder_path=folder, path_in_repo=path_in_repo,
                                allow_patterns=upload_files(folder, include_checkpoints),
                                commit_message=commit_message, token=token)
     return str(getattr(commit, "commit_url", commit))
+
+
+def name_card(folder: str | Path, repo_id: str) -> None:
+    """Make the card a run wrote (`write_model_card`) name the repository it is pushed to: its title, the
+    model-index and the usage snippet, which said `USAGE_PLACEHOLDER` (or another repository) until now. Cards that
+    this library did not write are left alone."""
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        return
+    card = ModelCard.load(path)
+    old = card.data.model_name
+    if "hf-autoencoders" not in (card.data.tags or []) or old == repo_id:
+        return
+    text = card.text.replace(f'"{USAGE_PLACEHOLDER}"', f'"{repo_id}"')
+    if old:
+        text = text.replace(f'from_pretrained("{old}"', f'from_pretrained("{repo_id}"')
+        text = text.replace(f"# {old}\n", f"# {repo_id}\n", 1)
+    card.text, card.data.model_name = text, repo_id
+    card.save(path)
 
 
 class HubPushCallback(TrainerCallback):

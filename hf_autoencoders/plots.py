@@ -47,9 +47,11 @@ def _to_uint8_images(images, name: str = "images") -> np.ndarray:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def image_grid(images, nrow: int = 8, padding: int = 2, pad_value: float = 1.0, scale: int = 1) -> np.ndarray:
+def image_grid(images, nrow: int = 8, padding: int = 2, pad_value: float = 1.0, scale: int = 1,
+               row_labels=None) -> np.ndarray:
     """Tile ``images`` into a uint8 grid (H, W, C) of ``nrow`` images per row with ``padding`` pixels of
-    ``pad_value`` between and around the tiles, upscaled ``scale`` times (nearest neighbour)."""
+    ``pad_value`` between and around the tiles, upscaled ``scale`` times (nearest neighbour). ``row_labels`` (one
+    string per row of tiles) are written in a column left of the tiles, so the picture says what each row holds."""
     if nrow < 1 or padding < 0 or scale < 1:
         raise ValueError(
             f"nrow and scale must be >= 1 and padding >= 0; got nrow={nrow}, padding={padding}, scale={scale}"
@@ -65,20 +67,48 @@ def image_grid(images, nrow: int = 8, padding: int = 2, pad_value: float = 1.0, 
         grid[top : top + h, left : left + w] = tile
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    if row_labels is not None:
+        if len(row_labels) != nrows:
+            raise ValueError(f"row_labels needs one label per row of tiles ({nrows}); got {len(row_labels)}")
+        grid = _label_rows(grid, list(map(str, row_labels)), (h + padding) * scale, padding * scale)
     return grid
 
 
-def save_image_grid(images, path, nrow: int = 8, padding: int = 2, pad_value: float = 1.0, scale: int = 1) -> Path:
+def _label_rows(grid: np.ndarray, labels: list[str], row_height: int, top: int) -> np.ndarray:
+    """`grid` with a column on its left holding `labels`, one per band of `row_height` pixels from `top` down, dark
+    text on the grid's background."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=max(8, min(14, row_height // 3)))
+    background = tuple(int(v) for v in grid[0, 0])
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    margin = max(probe.textbbox((0, 0), label, font=font)[2] for label in labels) + 8
+    canvas = Image.new("RGB", (grid.shape[1] + margin, grid.shape[0]), background * (3 // len(background)))
+    canvas.paste(Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).convert("RGB"), (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    ink = (0, 0, 0) if sum(background) / len(background) > 127 else (255, 255, 255)
+    for i, label in enumerate(labels):
+        draw.text((margin - 4, top + i * row_height + (row_height - top) // 2), label, fill=ink, font=font, anchor="rm")
+    labelled = np.asarray(canvas)
+    return labelled[..., :1] if grid.shape[-1] == 1 else labelled
+
+
+def save_image_grid(images, path, nrow: int = 8, padding: int = 2, pad_value: float = 1.0, scale: int = 1,
+                    row_labels=None) -> Path:
     """`image_grid` saved as a grayscale or RGB PNG."""
-    grid = image_grid(images, nrow, padding, pad_value, scale)
+    grid = image_grid(images, nrow, padding, pad_value, scale, row_labels)
     path = _prepare_path(path)
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)  # (H, W) -> "L", (H, W, 3) -> "RGB"
     return path
 
 
+RECONSTRUCTION_ROW_LABELS = ("original", "reconstruction")
+
+
 def plot_reconstructions(originals, reconstructions, path, n: int = 16, nrow: int = 8, scale: int = 2) -> Path:
     """The first ``n`` originals and their reconstructions as pairs of rows: ``nrow`` originals above their
-    ``nrow`` reconstructions, repeated until ``n`` images are shown."""
+    ``nrow`` reconstructions, repeated until ``n`` images are shown; each row labelled on the picture
+    (`RECONSTRUCTION_ROW_LABELS`)."""
     originals, reconstructions = torch.as_tensor(originals), torch.as_tensor(reconstructions)
     if originals.shape != reconstructions.shape:
         raise ValueError(
@@ -93,7 +123,8 @@ def plot_reconstructions(originals, reconstructions, path, n: int = 16, nrow: in
         pad = nrow - (block.stop - block.start)  # fill the last pair of rows with blank tiles
         for images in (originals[block], reconstructions[block]):
             rows.append(torch.cat([images.cpu().float(), torch.ones(pad, *images.shape[1:])]))
-    return save_image_grid(torch.cat(rows), path, nrow=nrow, scale=scale)
+    return save_image_grid(torch.cat(rows), path, nrow=nrow, scale=scale,
+                           row_labels=RECONSTRUCTION_ROW_LABELS * (len(rows) // 2))
 
 
 def plot_samples(samples, path, nrow: int = 8, scale: int = 2) -> Path:
@@ -245,14 +276,28 @@ def _loss_series(log_history: list[dict], keys=None) -> dict[str, dict[str, tupl
     return series
 
 
-def plot_loss_curves(log_history, path, keys: list[str] | None = None, title: str | None = None) -> Path:
-    """Train and eval curves of every loss term against the global step, one subplot per term.
+def _plain_log_formatter(**kwargs):
+    """A formatter of log-axis ticks that writes plain numbers (50, 0.2, 1e-05) instead of 5x10^1, on the ticks
+    matplotlib chooses to label."""
+    from matplotlib import ticker
 
-    ``log_history`` is a transformers ``Trainer.state.log_history`` (a list of dicts with keys such as ``loss``,
-    ``reconstruction_loss``, ``kl_loss``, ``eval_loss``, ``eval_reconstruction_loss`` and ``step``) or the path of a
-    ``trainer_state.json``. Terms are the keys ending in ``loss`` (``eval_`` stripped), or ``keys`` if given. A
-    subplot uses a log y-axis when all its values are positive.
-    """
+    class PlainLogFormatter(ticker.LogFormatter):
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    return PlainLogFormatter(**kwargs)
+
+
+def log_axis(ax, axis: str = "y") -> None:
+    """Give `ax` a logarithmic `axis` ("x" or "y") whose ticks read as plain numbers."""
+    getattr(ax, f"set_{axis}scale")("log")
+    target = getattr(ax, f"{axis}axis")
+    target.set_major_formatter(_plain_log_formatter())
+    target.set_minor_formatter(_plain_log_formatter(labelOnlyBase=False))
+
+
+def loss_curves_figure(log_history, keys: list[str] | None = None, title: str | None = None):
+    """The Figure of `plot_loss_curves`."""
     if isinstance(log_history, (str, Path)):
         log_history = json.loads(Path(log_history).read_text())["log_history"]
     series = _loss_series(log_history, keys)
@@ -273,16 +318,28 @@ def plot_loss_curves(log_history, path, keys: list[str] | None = None, title: st
             ax.plot(steps, values, label=split, lw=1.5 if split == "eval" else 1, marker=marker, ms=3)
             all_values += values
         if all(v > 0 for v in all_values):
-            ax.set_yscale("log")
+            log_axis(ax)
         ax.set_title(term)
         ax.set_xlabel("step")
         ax.legend(fontsize="small")
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, which="both")
     for ax in list(axes.flat)[len(terms) :]:
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_loss_curves(log_history, path, keys: list[str] | None = None, title: str | None = None) -> Path:
+    """Train and eval curves of every loss term against the global step, one subplot per term.
+
+    ``log_history`` is a transformers ``Trainer.state.log_history`` (a list of dicts with keys such as ``loss``,
+    ``reconstruction_loss``, ``kl_loss``, ``eval_loss``, ``eval_reconstruction_loss`` and ``step``) or the path of a
+    ``trainer_state.json``. Terms are the keys ending in ``loss`` (``eval_`` stripped), or ``keys`` if given. A
+    subplot uses a log y-axis (`log_axis`) when all its values are positive.
+    """
+    fig = loss_curves_figure(log_history, keys, title)
     path = _prepare_path(path)
     fig.savefig(path, dpi=120)
     return path

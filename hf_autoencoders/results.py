@@ -1,5 +1,6 @@
 """Results files: JSON that every reader can parse, and folders, written so that a crash never leaves half of one
-(`write_text`, `write_folder`); and the one scheme of cache keys (`fingerprint`).
+(`write_text`, `write_folder`); the one scheme of cache keys (`fingerprint`); and the partial files of atomic writes
+(`partial_path`), which a writer killed half-way leaves behind and the next writer removes (`remove_stale_partials`).
 
 Python's `json` writes NaN and Infinity as bare tokens that are not JSON; here a non-finite float becomes `null`
 (a metric that could not be measured), tensors and numpy numbers become plain numbers, and paths strings.
@@ -9,9 +10,14 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
+
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # this machine, in partial files' names
+_PARTIAL = re.compile(r"\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)\.partial$")
 
 
 def jsonable(value):
@@ -104,3 +110,36 @@ def write_folder(output_dir, write, overwrite: bool = False) -> Path:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return output_dir
+
+
+def partial_path(path, pid: int | None = None) -> Path:
+    """Where `path` is written before it is renamed into place (atomic): beside it, `<name>.<host>-<pid>.partial`,
+    named after this machine and process (`pid`, default this one) so that `remove_stale_partials` can tell a dead
+    writer's leftovers from a live writer's work."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.{_HOST}-{os.getpid() if pid is None else pid}.partial")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, and belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_partials(folder) -> list[Path]:
+    """Delete the partial files (`partial_path`) in `folder` whose writer, a process of this machine, is gone: what a
+    cache build killed half-way left behind. Never a live process's file, nor another machine's (a shared folder),
+    nor anything on Windows (where no such check is safe). Returns the paths removed."""
+    removed = []
+    if os.name != "posix" or not Path(folder).is_dir():
+        return removed
+    for path in Path(folder).glob("*.partial"):
+        match = _PARTIAL.search(path.name)
+        if match and match["host"] == _HOST and not _alive(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -142,3 +142,46 @@ def test_run_main_closes_the_process_group_the_command_joined(tmp_path, outcome)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("order", ["package first", "transformers first"])
+def test_importing_the_package_registers_the_auto_classes(tmp_path, order):
+    """After `import hf_autoencoders`, the import every plugin user types, a run folder loads with the Auto classes
+    as this package's classes, without trust_remote_code, whichever of the two imports comes first."""
+    import hf_autoencoders.models as M
+
+    M.VAEModel(M.VAEConfig(backbone="mlp", hidden_size=8, latent_dim=2)).save_pretrained(tmp_path / "vae")
+    M.AutoencoderImageProcessor().save_pretrained(tmp_path / "vae")
+    imports = ["import hf_autoencoders", "from transformers import AutoConfig, AutoImageProcessor, AutoModel"]
+    code = "\n".join(imports if order == "package first" else imports[::-1]) + f"""
+model = AutoModel.from_pretrained({str(tmp_path / "vae")!r})
+processor = AutoImageProcessor.from_pretrained({str(tmp_path / "vae")!r})
+config = AutoConfig.from_pretrained({str(tmp_path / "vae")!r})
+print(type(model).__module__, type(processor).__module__, type(config).__module__)
+"""
+    result = run("-c", code, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["hf_autoencoders.models.modeling_vae",
+                                     "hf_autoencoders.models.image_processing_autoencoders",
+                                     "hf_autoencoders.models.configuration_autoencoders"]
+
+
+@pytest.mark.parametrize("command", ["", "train", "evaluate", "sample", "push"])
+def test_help_imports_neither_torch_nor_transformers(command, tmp_path):
+    """What keeps `--help` fast (benchmarks/cli_startup.py) although the package registers the Auto classes: they
+    register once transformers is imported, and `--help` read from its cache imports neither it nor torch."""
+    code = f"""
+import sys
+from hf_autoencoders.cli import main
+try:
+    main({[command, "--help"] if command else ["--help"]!r})
+except SystemExit:
+    pass
+print(sorted(name for name in ("torch", "transformers") if name in sys.modules))
+"""
+    env = {**ENV, "XDG_CACHE_HOME": str(tmp_path)}
+    for _ in range(2):  # the first call renders the help and keeps it
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"

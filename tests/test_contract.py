@@ -217,3 +217,40 @@ def test_diagonal_gaussian_sums_over_the_whole_latent_of_any_shape():
     torch.testing.assert_close(spatial.kl(), flat.kl())
     reference = torch.distributions.Normal(mean, (0.5 * logvar).exp())
     torch.testing.assert_close(spatial.log_prob(z), reference.log_prob(z).sum((-3, -2, -1)))
+
+
+@pytest.mark.parametrize("family", AUTOENCODER_FAMILIES)
+def test_feature_extraction_pipeline_returns_the_latents(family, tmp_path, run_without_package):
+    """`pipeline("image-feature-extraction", model=folder)` reads the first output of the model: the latents (what
+    the decoder reads), not the loss; `output[0]` and return_dict=False tuples keep the loss first for the Trainer.
+    From a folder with the package imported, and with only transformers and trust_remote_code."""
+    import numpy as np
+    from PIL import Image
+    from transformers import pipeline
+
+    from hf_autoencoders.models import AutoencoderImageProcessor
+
+    model = build(family, "mlp").eval()
+    model.save_pretrained(tmp_path / "model")
+    AutoencoderImageProcessor(image_size=16, num_channels=3).save_pretrained(tmp_path / "model")
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    features = pipeline("image-feature-extraction", model=str(tmp_path / "model"), return_tensors=True)(image)
+    x = AutoencoderImageProcessor(image_size=16, num_channels=3)(image, return_tensors="pt").pixel_values
+    with torch.no_grad():
+        torch.manual_seed(0)
+        output = model(x)
+    assert features.shape == output.latents.shape and features.ndim >= 2
+    if family != "vae":  # a VAE's latents are drawn from q(z|x)
+        torch.testing.assert_close(features, output.latents)
+    assert output[0] is output.loss and model(x, return_dict=False)[0].ndim == 0
+    if family != "vqvae":  # one family shows the same without the package
+        return
+    result = run_without_package(f"""
+from transformers import pipeline
+features = pipeline("image-feature-extraction", model={str(tmp_path / "model")!r}, trust_remote_code=True,
+                    return_tensors=True)
+from PIL import Image
+print(tuple(features(Image.new("RGB", (20, 24))).shape))
+""", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == str(tuple(output.latents.shape))

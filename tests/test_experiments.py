@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from hf_autoencoders.cli import cmd_experiment
 from hf_autoencoders.cli import main as cli_main
@@ -390,3 +391,39 @@ def test_real_data_subsets(shared_data, tmp_path, dataset):
         assert results["budget"]["backbone"] == "conv" and len(results["seeds"]) == 2
     grid = 8 if dataset == "cifar10" else 7
     assert results["summary"]["priors"][0]["prior_config"]["grid_size"] == grid
+
+
+class _WidePosteriorVAE(torch.nn.Module):
+    """A VAE encoder whose posterior means are tight (std 0.3 per dimension) but whose posteriors are wide
+    (variance 0.91): its aggregate posterior q(z) = E_x q(z|x) has variance 0.3^2 + 0.91 = 1, so it fills N(0, I),
+    though the means alone look four times too narrow in variance."""
+
+    def __init__(self, latent_dim: int = 4):
+        super().__init__()
+        self.projection = torch.nn.Linear(28 * 28, latent_dim, bias=False)
+        self.latent_dim = latent_dim
+
+    def encode(self, pixel_values):
+        from hf_autoencoders.models import DiagonalGaussian, PosteriorOutput
+
+        codes = self.projection(pixel_values.flatten(1))
+        mean = 0.3 * (codes - codes.mean(0)) / codes.std(0)  # std 0.3 over the batch
+        return PosteriorOutput(latent_dist=DiagonalGaussian(mean, torch.full_like(mean, math.log(0.91))))
+
+    def representation(self, pixel_values):
+        return self.encode(pixel_values).latent_dist.mean
+
+
+def test_a_vae_with_wide_posteriors_fills_the_prior_by_its_aggregate_moments():
+    """"VAE latents fill N(0, I)" is judged on the aggregate posterior, mean E[mu] and variance Var(mu) + E[sigma^2]:
+    the std of the posterior means alone (0.3 here) would call this VAE three times too narrow."""
+    from hf_autoencoders.evaluation import aggregate_posterior
+    from hf_autoencoders.studies.latent_layout import layout_metrics
+
+    torch.manual_seed(0)
+    images = torch.rand(2000, 1, 28, 28)
+    mean, variance = aggregate_posterior(_WidePosteriorVAE(), images, batch_size=2000)
+    assert mean.abs().max() < 1e-5 and torch.allclose(variance, torch.ones(4, dtype=torch.float64), atol=0.01)
+    metrics, _ = layout_metrics(_WidePosteriorVAE(), images, torch.arange(2000) % 10, num_points=0)
+    assert metrics["aggregate_std"] == pytest.approx(1.0, abs=0.01) and metrics["prior_mismatch"] < 0.01
+    assert metrics["posterior_mean_std"] == pytest.approx(0.3, abs=0.01)  # what the means alone would say

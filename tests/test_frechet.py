@@ -282,7 +282,7 @@ def test_evaluate_fid_command(tmp_path, monkeypatch, capsys):
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["quality_num_real"] == 64 and metrics["quality_num_samples"] == 32
     assert metrics["sample_fd_domain"] > 0 and "reconstruction_kid_domain" in metrics
-    assert "300 labelled 1x28x28 training images of the embedded digits" in metrics["quality_features"]
+    assert "300 labelled 1x28x28 training images of digits, weights sha256 " in metrics["quality_features"]
     assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1  # the domain classifier, cached
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

@@ -163,3 +163,180 @@ def test_command_line(folders, arguments, pattern, capsys):
 
 def test_there_are_at_least_forty_hostile_cases():
     assert len(MODEL_CASES) + len(CLI_CASES) >= 40
+
+
+# ------------------------------------------------------------------------------------ issue 29: the second probe
+# (id, environment variables, arguments ({root} is the sandbox), pattern of the one error line)
+ENVIRONMENT_CASES = [
+    ("evaluate under torchrun", {"WORLD_SIZE": "2", "RANK": "1"},
+     ["evaluate", "{root}/vae", "--output_file", "{root}/m.json"], "runs in one process.*WORLD_SIZE=2"),
+    ("sample under torchrun", {"WORLD_SIZE": "2", "RANK": "0"},
+     ["sample", "{root}/vae", "--output_file", "{root}/s.png"], "runs in one process"),
+    ("experiment under accelerate", {"WORLD_SIZE": "4"}, ["experiment", "compare", "--output_dir", "{root}/o"],
+     "runs in one process.*only train and train-prior"),
+    ("push under torchrun", {"WORLD_SIZE": "2"}, ["push", "{root}/vae", "me/x"], "runs in one process"),
+    ("an offline model id", {"HF_HUB_OFFLINE": "1"}, ["evaluate", "no-such/model"], "HF_HUB_OFFLINE"),
+    ("an offline prior id", {"HF_HUB_OFFLINE": "1"}, ["sample", "{root}/vqvae", "--prior", "no-such/prior",
+                                                      "--output_file", "{root}/s.png"], "HF_HUB_OFFLINE"),
+    ("an offline VQ-VAE id", {"HF_HUB_OFFLINE": "1"}, ["train-prior", "--vqvae", "no-such/vqvae", "--output_dir",
+                                                       "{root}/o"], "HF_HUB_OFFLINE"),
+    ("an offline dataset id", {"HF_HUB_OFFLINE": "1"}, ["train", "--do_train", "--dataset_name", "no-such/dataset",
+                                                        "--output_dir", "{root}/o"], "HF_HUB_OFFLINE"),
+    ("an offline dataset to evaluate on", {"HF_DATASETS_OFFLINE": "1"},
+     ["evaluate", "{root}/vae", "--dataset_name", "no-such/dataset"], "HF_DATASETS_OFFLINE"),
+]
+
+TYPO_CASES = [  # (id, arguments, the suggestion of the one error line)
+    ("train --max_stesp", ["train", "--max_stesp", "10", "--output_dir", "{root}/o"], "did you mean --max_steps"),
+    ("train --learnig_rate", ["train", "--learnig_rate", "1e-3", "--output_dir", "{root}/o"],
+     "did you mean --learning_rate"),
+    ("train-prior --vqae", ["train-prior", "--vqae", "{root}/vqvae", "--output_dir", "{root}/o"],
+     "did you mean --vqvae"),
+    ("evaluate --datset_name", ["evaluate", "{root}/vae", "--datset_name", "x"], "did you mean --dataset_name"),
+    ("sample --temprature", ["sample", "{root}/vqvae", "--temprature", "0.5"], "did you mean --temperature"),
+    ("push --pirvate", ["push", "{root}/vae", "me/x", "--pirvate"], "did you mean --private"),
+    ("experiment --budjet", ["experiment", "compare", "--output_dir", "{root}/o", "--budjet", "quick"],
+     "did you mean --budget"),
+    ("a mistyped command", ["evalute", "{root}/vae"], "did you mean evaluate"),
+    ("imagefolder without its folder", ["train", "--do_train", "--dataset_name", "imagefolder", "--output_dir",
+                                        "{root}/o"], "--train_dir"),
+    ("--train_dir with a Hub dataset", ["train", "--do_train", "--dataset_name", "ylecun/mnist", "--train_dir",
+                                        "{root}/mine", "--output_dir", "{root}/o"], "--train_dir.*--dataset_name"),
+]
+
+
+def _one_error_line(folders, arguments, capsys) -> str:
+    """Run the command on the sandbox; assert it ended with one `error: ...` line, no traceback, the user's files
+    untouched and nothing written; return that line."""
+    before = {p: p.read_bytes() for p in folders.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as info:
+        cli_main([a.replace("{root}", str(folders)) for a in arguments])
+    assert info.value.code != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: "), err[-2000:]
+    assert {p: p.read_bytes() for p in folders.rglob("*") if p.is_file()} == before
+    return last
+
+
+@pytest.mark.parametrize("environment, arguments, pattern", [case[1:] for case in ENVIRONMENT_CASES],
+                         ids=[case[0] for case in ENVIRONMENT_CASES])
+def test_command_line_in_an_environment(folders, environment, arguments, pattern, capsys, monkeypatch):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert re.search(pattern, _one_error_line(folders, arguments, capsys))
+
+
+@pytest.mark.parametrize("arguments, pattern", [case[1:] for case in TYPO_CASES], ids=[case[0] for case in TYPO_CASES])
+def test_a_mistyped_flag_gets_a_suggestion(folders, arguments, pattern, capsys):
+    assert re.search(pattern, _one_error_line(folders, arguments, capsys))
+    assert not (folders / "o").exists()
+
+
+def test_issue_29_adds_at_least_sixteen_hostile_cases():
+    assert len(ENVIRONMENT_CASES) + len(TYPO_CASES) >= 16
+
+
+# ------------------------------------------------------------------ caches that cannot be written, killed builds
+# A cache folder that cannot be written (a read-only HOME; here a path under a file, which refuses even root): the
+# work is done without the cache, with a warning naming it.
+def _features_cache(unwritable):
+    from hf_autoencoders.evaluation import domain_features
+
+    images, labels = torch.rand(40, 1, 28, 28), torch.arange(40) % 4
+    return domain_features(images, labels, cache_dir=unwritable, epochs=1, width=2, progress=False).num_features
+
+
+def _image_folder(folder: Path, count: int = 24) -> Path:
+    """A folder of `count` small PNGs in two classes: a dataset on disk, whose splits the decoded cache keeps."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        (folder / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"class{i % 2}" / f"{i}.png")
+    return folder
+
+
+def _decoded_cache(unwritable):
+    from hf_autoencoders.data import load_image_dataset
+
+    images = _image_folder(unwritable.parents[2] / "images")
+    return len(load_image_dataset(images, image_size=8, cache_dir=unwritable).train) > 0
+
+
+def _code_cache(unwritable):
+    from hf_autoencoders.data import load_image_dataset
+    from hf_autoencoders.training.prior import extract_codes
+
+    codes, _ = extract_codes(vqvae().eval(), load_image_dataset("digits", max_samples=8).test, 4, unwritable)
+    return len(codes)
+
+
+def _help_cache(unwritable, monkeypatch):
+    from hf_autoencoders.training.parsing import parse_command
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(unwritable))
+    with pytest.raises(SystemExit) as info:
+        parse_command("sample", __import__("hf_autoencoders.cli", fromlist=["x"])._sample_parser, ["--help"])
+    return info.value.code == 0
+
+
+def _inception_weights(unwritable, monkeypatch):
+    from hf_autoencoders.evaluation import FIDInceptionV3, inception_features
+
+    downloaded_into = []
+
+    def download(url, model_dir=None, **kwargs):  # the download, offline: only where it would write is checked
+        Path(model_dir).mkdir(parents=True, exist_ok=True)
+        downloaded_into.append(model_dir)
+        return FIDInceptionV3().state_dict()
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(unwritable))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", download)
+    features = inception_features(device="cpu", progress=False)
+    return features.num_features == 2048 and not str(downloaded_into[0]).startswith(str(unwritable))
+
+
+CACHE_CASES = [  # (id, the work, given the unwritable folder (and monkeypatch), what it returns)
+    ("the FD classifier's cache", lambda folder, _: _features_cache(folder), 16),
+    ("the decoded images' cache", lambda folder, _: _decoded_cache(folder), True),
+    ("the prior's code cache", lambda folder, _: _code_cache(folder), 8),
+    ("the --help cache", _help_cache, True),
+    ("the Inception weights' cache", _inception_weights, True),
+]
+
+
+@pytest.mark.parametrize("work, expected", [case[1:] for case in CACHE_CASES], ids=[case[0] for case in CACHE_CASES])
+def test_a_cache_that_cannot_be_written_falls_back(tmp_path, work, expected, caplog, capsys, monkeypatch):
+    (tmp_path / "home").write_text("a file where the cache folder's parent should be")
+    unwritable = tmp_path / "home" / ".cache" / "hf_autoencoders"
+    with caplog.at_level("WARNING"):
+        assert work(unwritable, monkeypatch) == expected
+    warned = caplog.text + capsys.readouterr().err
+    assert re.search(r"(cannot|could not) (be )?(written|kept|use)", warned, re.I), warned
+    assert str(tmp_path / "home") in warned
+
+
+def test_partial_files_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    """A cache build killed half-way leaves `<file>.<host>-<pid>.partial`: the next build in that folder removes
+    those of processes of this machine that are gone, never a live process's nor another machine's."""
+    import subprocess
+    import sys
+
+    from hf_autoencoders.data import load_image_dataset
+    from hf_autoencoders.results import partial_path
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    target = tmp_path / "0123456789abcdef01234567.npy"
+    killed = partial_path(target, pid=dead_pid)
+    alive = partial_path(target, pid=1)  # init: a live process
+    elsewhere = target.with_name(f"{target.name}.ffffffff-{dead_pid}.partial")  # another machine's
+    for path in (killed, alive, elsewhere):
+        path.write_bytes(b"half an array")
+    load_image_dataset(_image_folder(tmp_path / "images"), image_size=8, cache_dir=tmp_path)
+    assert not killed.exists() and alive.exists() and elsewhere.exists()
+    assert any(tmp_path.glob("*.npy"))  # the cache was built

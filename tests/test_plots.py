@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -68,7 +69,8 @@ def test_save_image_grid_rejects_bad_shapes(tmp_path):
 def test_plot_reconstructions_pairs_rows(tmp_path):
     originals, reconstructions = images(8, seed=0), images(8, seed=1)
     grid = load(plot_reconstructions(originals, reconstructions, tmp_path / "rec.png", n=6, nrow=4, scale=1))
-    assert grid.shape == (4 * 30 + 2, 4 * 30 + 2)  # two pairs of rows of 4
+    assert grid.shape[0] == 4 * 30 + 2  # two pairs of rows of 4, right of their labels
+    grid = grid[:, grid.shape[1] - (4 * 30 + 2):]
     assert np.array_equal(tile(grid, 0, 2, 28), as_uint8(originals[2]))
     assert np.array_equal(tile(grid, 1, 2, 28), as_uint8(reconstructions[2]))
     assert np.array_equal(tile(grid, 2, 1, 28), as_uint8(originals[5]))
@@ -156,3 +158,30 @@ def test_plot_loss_curves_from_history_and_trainer_state(tmp_path):
     assert load(plot_loss_curves(history, tmp_path / "more.png")).shape[:2] == (2 * 420, 1620)
     with pytest.raises(ValueError, match="no loss values"):
         plot_loss_curves([{"learning_rate": 1.0, "step": 1}], tmp_path / "empty.png")
+
+
+def test_reconstruction_rows_are_labelled_on_the_picture(tmp_path):
+    """Four rows (input, reconstruction, input, reconstruction) cannot be captioned "top / bottom": each row says
+    what it holds, in a label column left of the tiles."""
+    originals, reconstructions = images(16, seed=0), images(16, seed=1)
+    grid = load(plot_reconstructions(originals, reconstructions, tmp_path / "rec.png", nrow=8, scale=1))
+    margin = grid.shape[1] - (8 * 30 + 2)
+    assert margin > 20 and grid.shape[0] == 4 * 30 + 2
+    for row in range(4):
+        band = grid[2 + row * 30 : row * 30 + 30, :margin]
+        assert (band < 128).any(), f"row {row} has no label"
+    assert np.array_equal(grid[2:30, margin + 2 : margin + 30], as_uint8(originals[0]))
+    assert np.array_equal(grid[32:60, margin + 2 : margin + 30], as_uint8(reconstructions[0]))
+    top, second = grid[2:30, :margin], grid[32:60, :margin]
+    assert not np.array_equal(top, second) and np.array_equal(top, grid[62:90, :margin])  # two labels, alternating
+
+
+def test_log_axes_read_as_plain_numbers():
+    """A loss between 40 and 70 on a log axis: its ticks read 40, 50, 60, not 5.4x10^1."""
+    history = [{"loss": 70 - 3 * step, "step": step} for step in range(1, 11)]
+    fig = plots.loss_curves_figure(history)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
+    assert labels and all(re.fullmatch(r"[0-9.]+(e[-+][0-9]+)?", label) for label in labels), labels
+    assert {"40", "50", "60"} <= set(labels)

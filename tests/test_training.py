@@ -2,7 +2,9 @@
 evaluation per run, only with --do_eval."""
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -320,7 +322,7 @@ def test_a_run_without_do_eval_evaluates_nothing(tmp_path, monkeypatch):
     import hf_autoencoders.training.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "evaluate", lambda *a, **k: pytest.fail("the test split was evaluated"))
-    monkeypatch.setattr(run_module, "domain_features", lambda *a, **k: pytest.fail("a classifier was trained"))
+    monkeypatch.setattr(run_module, "dataset_features", lambda *a, **k: pytest.fail("a classifier was trained"))
     out = tmp_path / "run"
     metrics = train(["--output_dir", str(out), "--do_train", "--max_steps", "2", "--backbone", "mlp"], "vae")
     assert "train_loss" in metrics and not any(name.startswith("eval_") for name in metrics)
@@ -349,7 +351,8 @@ def test_do_eval_gives_the_card_and_the_results_files_one_evaluation(tmp_path, m
     card = ModelCard.load(out / "README.md")
     on_card = {result.metric_type: result.metric_value for result in card.data.eval_results}
     numbers = {name.removeprefix("eval_"): value for name, value in evaluation.items() if not isinstance(value, str)}
-    assert on_card == {name: value for name, value in numbers.items() if name != "num_examples"}
+    measured = {name: value for name, value in numbers.items() if "num_" not in name and "_std" not in name}
+    assert on_card == measured and {"psnr", "iwae_nll", "sample_fd_domain"} <= set(on_card)
     assert f"| psnr | {evaluation['eval_psnr']:.4g} |" in card.text
 
 
@@ -406,3 +409,121 @@ def test_push_to_hub_while_training_and_at_the_end(tmp_path, monkeypatch):
         ("me/tiny", "checkpoint-2", None), ("me/tiny", "checkpoint-2", "last-checkpoint"), ("me/tiny", "run", None)]
     assert {"README.md", "model.safetensors", "samples.png"} <= pushes[-1][3]
     assert not any(name.startswith("checkpoint-") for name in pushes[-1][3])
+
+
+def test_torchrun_on_cpus_without_a_backend_trains_one_distributed_run(tmp_path):
+    """`torchrun --nproc_per_node 2` on CPUs without --ddp_backend: the two processes train one run with DDP (each
+    step reads two batches, so the epoch advances twice as fast as alone), and transformers' warning of a process
+    group outside distributed mode does not reach the user."""
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29557"]
+    result = script("train_ae.py", "--output_dir", str(out), "--max_steps", "2", "--do_train", "--backbone", "mlp",
+                    "--per_device_train_batch_size", "16", "--report_to", "none", *TINY[:2], "--logging_steps", "1",
+                    launcher=launcher)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "parallel_mode != ParallelMode.DISTRIBUTED" not in result.stderr + result.stdout
+    state = json.loads((out / "trainer_state.json").read_text())
+    from hf_autoencoders.data import load_image_dataset
+
+    images = len(load_image_dataset("digits").train)
+    assert state["global_step"] == 2
+    assert state["log_history"][1]["epoch"] == pytest.approx(2 / math.ceil(images / (2 * 16)))  # alone: 2 / 94
+
+
+def test_a_multi_process_launch_that_stayed_single_is_refused(monkeypatch, tmp_path):
+    """WORLD_SIZE > 1 in the environment, but the process did not join a process group (what accelerate did on CPUs
+    before the arguments said use_cpu): each process would train alone into the same --output_dir. The arguments
+    refuse it when they set up the devices, naming the way out."""
+    from functools import cached_property
+    from types import SimpleNamespace
+
+    import transformers
+
+    from hf_autoencoders.training import training_arguments
+
+    def alone(self):
+        self.distributed_state = SimpleNamespace(num_processes=1, distributed_type="NO")
+        return torch.device("cpu")
+
+    monkeypatch.setattr(transformers.TrainingArguments, "_setup_devices", cached_property(alone))
+    transformers.TrainingArguments._setup_devices.__set_name__(transformers.TrainingArguments, "_setup_devices")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"one of 2 processes.*--ddp_backend gloo"):
+        training_arguments(tmp_path / "run").device
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert training_arguments(tmp_path / "run").device.type == "cpu"
+
+
+def test_a_model_gets_the_same_fd_from_its_run_and_from_evaluate(tmp_path):
+    """One feature network per dataset: the run's evaluation (trained with seed 42) and `hf-autoencoders evaluate`
+    measure a VAE in the same features, whose identity (seed, settings, hash of the weights) stands beside every FD
+    (card, eval_results.json, evaluate's output), and give it the same Fréchet distances and KIDs."""
+    from hf_autoencoders.cli import main as cli_main
+
+    out = tmp_path / "run"
+    metrics = train(["--output_dir", str(out), "--do_train", "--do_eval", "--max_steps", "2", "--backbone", "mlp",
+                     "--seed", "42", "--save_strategy", "no"], "vae")
+    cli_main(["evaluate", str(out), "--fid", "--max_eval_samples", "64", "--num_importance_samples", "0",
+              "--output_file", str(tmp_path / "evaluated.json")])
+    measured = json.loads((tmp_path / "evaluated.json").read_text())
+    features = measured["quality_features"]
+    assert re.search(r"seed 0\b.*sha256 [0-9a-f]{16}", features), features
+    assert metrics["eval_quality_features"] == features
+    assert json.loads((out / "eval_results.json").read_text())["eval_quality_features"] == features
+    assert re.search(r"sha256 [0-9a-f]{16}", (out / "README.md").read_text())
+    for target in ("reconstruction", "sample"):
+        for metric in ("fd", "kid", "precision", "recall"):
+            key = f"{target}_{metric}_domain"
+            assert metrics[f"eval_{key}"] == pytest.approx(measured[key], rel=1e-4, abs=1e-6), key
+
+
+def test_a_short_run_logs_enough_points_for_a_loss_curve(tmp_path):
+    """Without --logging_steps, a 12-step run logs its loss often enough to draw a curve (before: every 50 steps,
+    so no loss at all); an explicit --logging_steps is kept."""
+    out = tmp_path / "run"
+    run_training(*parse_args(["--output_dir", str(out), "--do_train", "--max_steps", "12", "--backbone", "mlp",
+                              "--hidden_size", "8", "--report_to", "none", "--disable_tqdm", "true",
+                              "--save_strategy", "no"], model_type="ae"))
+    logged = [entry["step"] for entry in json.loads((out / "trainer_state.json").read_text())["log_history"]
+              if "loss" in entry]
+    assert len(logged) >= 6 and (out / "loss_curves.png").is_file()
+    assert "top: test images" not in (out / "README.md").read_text()
+    _, _, args = parse_args(["--output_dir", str(tmp_path / "x"), "--max_steps", "12", "--logging_steps", "5"])
+    assert args.logging_steps == 5
+
+
+@pytest.mark.parametrize("with_validation", [False, True])
+def test_transformers_image_folder_spelling(tmp_path, with_validation):
+    """--dataset_name imagefolder --train_dir DIR [--validation_dir DIR], as transformers' image examples spell it,
+    trains on the folder's images (--dataset_name DIR does the same)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("validation", 4)):
+        for label in ("cat", "dog"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / label / f"{i}.png")
+    folders = ["--train_dir", str(tmp_path / "train")]
+    folders += ["--validation_dir", str(tmp_path / "validation")] if with_validation else []
+    metrics = train(["--dataset_name", "imagefolder", *folders, "--output_dir", str(tmp_path / "run"), "--do_train",
+                     "--do_eval", "--max_steps", "1", "--backbone", "mlp", "--fid", "false"], "ae")
+    assert metrics["eval_num_examples"] == (8 if with_validation else 2)  # the validation folder, or 10% carved
+    assert AutoModel.from_pretrained(tmp_path / "run").config.image_size == 16
+
+
+def test_a_read_only_cache_folder_still_gives_the_card_and_the_results(tmp_path, monkeypatch, caplog):
+    """After training, the classifier of the Fréchet distance cannot be kept (a read-only HOME: here the datasets
+    cache lies under a file): the evaluation, its results files and the card are all written, with a warning."""
+    import datasets
+
+    (tmp_path / "home").write_text("not a folder")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "home" / ".cache" / "datasets"))
+    out = tmp_path / "run"
+    with caplog.at_level("WARNING"):
+        metrics = train(["--output_dir", str(out), "--do_train", "--do_eval", "--max_steps", "2", "--backbone", "mlp",
+                         "--save_strategy", "no"], "ae")
+    assert "eval_sample_fd_domain" in metrics and "sample_fd_domain" in (out / "README.md").read_text()
+    assert "eval_sample_fd_domain" in json.loads((out / "eval_results.json").read_text())
+    assert "could not be written to its cache" in caplog.text

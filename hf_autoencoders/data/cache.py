@@ -9,6 +9,8 @@ N x C x H x W bytes per split):
 
 The key hashes what was decoded, so a changed dataset, size or decoder gets a new entry. Both files are written to
 temporary names and renamed (atomic); the first process to build an entry holds `<key>.lock` while the others wait.
+A build killed half-way leaves its temporary files; the next build in the folder removes them
+(`results.remove_stale_partials`: only those of processes that are gone).
 An entry is used only if its manifest matches, its file has exactly the announced size and its bytes hash to the
 recorded SHA-256 (checked at every load, about 1 s per GB); otherwise it is rebuilt, never read.
 """
@@ -26,7 +28,7 @@ import datasets
 import numpy as np
 from filelock import FileLock
 
-from ..results import fingerprint
+from ..results import fingerprint, partial_path, remove_stale_partials
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 2  # bump when decoding changes (2: 16-bit and float images scaled, not clipped)
@@ -99,8 +101,10 @@ class DecodedCache:
             found = self.load()
             if found is not None:
                 return found
-            partial = self.data_path.with_name(f"{self.data_path.stem}.{os.getpid()}.partial.npy")
-            rewritten = partial.with_suffix(".kept.npy")
+            for leftover in remove_stale_partials(self.data_path.parent):
+                logger.info("Removed %s, left by a cache build that was killed.", leftover)
+            partial = partial_path(self.data_path)
+            rewritten = partial_path(self.data_path.with_suffix(".kept.npy"))
             try:
                 digest, count = hashlib.sha256(), 0
                 with open(partial, "wb") as file:
@@ -130,7 +134,7 @@ class DecodedCache:
                     "dtype": "uint8", "header_bytes": header_bytes, "sha256": digest.hexdigest(), "skipped": skipped,
                 }
                 os.replace(partial, self.data_path)  # atomic: a reader never sees half a file
-                temporary = self.manifest_path.with_name(f"{self.manifest_path.name}.{os.getpid()}.partial")
+                temporary = partial_path(self.manifest_path)
                 temporary.write_text(json.dumps(manifest) + "\n")
                 _fsync(temporary)
                 os.replace(temporary, self.manifest_path)

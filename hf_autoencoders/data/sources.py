@@ -3,6 +3,7 @@ which splits a run uses, and which columns hold the images and labels."""
 
 import hashlib
 import importlib.util
+import os
 import re
 import warnings
 from pathlib import Path
@@ -19,6 +20,13 @@ DATASET_OBJECTS = (datasets.Dataset, datasets.DatasetDict, datasets.IterableData
 
 class DatasetNotFoundError(FileNotFoundError):
     """The dataset is neither the embedded default, nor a local folder, nor reachable on the Hub."""
+
+
+def _offline_variables() -> str | None:
+    """'HF_DATASETS_OFFLINE and HF_HUB_OFFLINE', those of the two that are set, or None."""
+    offline = [name for name in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+               if os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")]
+    return " and ".join(offline) or None
 
 
 def _not_found(name: str, reason: str) -> DatasetNotFoundError:
@@ -78,6 +86,12 @@ def _load(path_or_id, name: str, kwargs: dict):
         hint = "Pass --dataset_config_name (config_name=...) to choose one."  # datasets' message lists them
         raise ValueError(f"Cannot load {name}: {err} {hint}") from err
     except (OSError, datasets.exceptions.DatasetsError) as err:  # ConnectionError, DatasetNotFoundError, ...
+        offline = _offline_variables()
+        if offline:
+            raise _not_found(name, f"is neither a local folder nor reachable: {offline} "
+                                   f"{'are' if ' and ' in offline else 'is'} set, so the Hub was not asked, and it is "
+                                   "not in the cache of `datasets` (unset it to download the dataset once: it is then "
+                                   "cached)") from None
         raise _not_found(name, f"is neither a local folder nor reachable on the Hub ({type(err).__name__}: {err})")
 
 

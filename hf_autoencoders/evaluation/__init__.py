@@ -18,22 +18,29 @@ from .classifier import (
     train_classifier,
 )
 from .features import (
+    FEATURE_SEED,
+    FEATURE_TRAIN_IMAGES,
     FID_WEIGHTS_URL,
     DomainFeatures,
     FIDInceptionV3,
     ImageFeatures,
     InceptionFeatures,
+    dataset_features,
     domain_features,
     inception_features,
+    weights_sha256,
 )
 from .frechet import (
     feature_metrics,
     frechet_distance,
     kernel_inception_distance,
     precision_recall_density_coverage,
+    quality_from_features,
     quality_metrics,
+    sample_features,
 )
 from .latents import (
+    aggregate_posterior,
     encoded_latents,
     interpolate_latents,
     latent_statistics,
@@ -42,15 +49,17 @@ from .latents import (
     scaled_latents,
     scaling_factors,
 )
-from .loop import evaluate, likelihood_bounds
+from .loop import EVAL_SEED, evaluate, likelihood_bounds
 from .metrics import CodebookUsage, codebook_stats, mse, nats_to_bits_per_dim, psnr, ssim
 
 __all__ = [
-    "CodebookUsage", "SmallCNN", "classifier_accuracy", "codebook_stats", "downstream_accuracy", "evaluate",
+    "EVAL_SEED", "CodebookUsage", "SmallCNN", "aggregate_posterior", "classifier_accuracy", "codebook_stats", "downstream_accuracy",
+    "evaluate",
     "interpolate_latents", "likelihood_bounds", "linear_probe_accuracy", "mse", "nats_to_bits_per_dim",
     "predict_proba", "psnr", "representations", "sample_quality", "ssim", "train_classifier",
-    "FID_WEIGHTS_URL", "DomainFeatures", "FIDInceptionV3", "ImageFeatures", "InceptionFeatures", "domain_features",
-    "feature_metrics", "frechet_distance", "inception_features", "kernel_inception_distance",
-    "precision_recall_density_coverage", "quality_metrics", "encoded_latents", "latent_statistics", "latents_dataset",
-    "scaled_latents", "scaling_factors",
+    "FEATURE_SEED", "FEATURE_TRAIN_IMAGES", "FID_WEIGHTS_URL", "DomainFeatures", "FIDInceptionV3", "ImageFeatures",
+    "InceptionFeatures", "dataset_features", "domain_features", "feature_metrics", "frechet_distance",
+    "inception_features", "kernel_inception_distance", "precision_recall_density_coverage", "quality_from_features",
+    "quality_metrics", "sample_features", "weights_sha256",
+    "encoded_latents", "latent_statistics", "latents_dataset", "scaled_latents", "scaling_factors",
 ]

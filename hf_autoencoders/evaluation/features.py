@@ -10,13 +10,20 @@ Two kinds, and every figure says which one it used:
   labelled training images, its last convolutional features pooled to a 2x2 grid. Works offline, on any dataset with
   labels; comparable between models evaluated on the same dataset with the same features, as the MNIST literature
   compares LeNet-feature FIDs, never with Inception FIDs. Trained once per dataset, seed and image shape, then read
-  from a cache on disk.
+  from a cache on disk. ``dataset_features(train_split)`` is the one network of a dataset that a training run's
+  evaluation and `hf-autoencoders evaluate` both measure in (`FEATURE_SEED`, the first `FEATURE_TRAIN_IMAGES`
+  labelled training images).
+
+Every feature network says what it is (``description``) and carries its ``identity`` (its kind, settings and the
+SHA-256 of its weights), which stands beside every figure measured in it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -24,14 +31,23 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import iterate_batches
-from ..results import fingerprint
+from ..data import ImageCollator, iterate_batches
+from ..results import fingerprint, partial_path, remove_stale_partials
 from .classifier import SmallCNN, _default_device, _labels, train_classifier
 from .metrics import as_images
 
 FID_WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 )
+logger = logging.getLogger(__name__)
+FEATURE_SEED = 0  # the seed of a dataset's feature network, wherever a model is evaluated (`dataset_features`)
+FEATURE_TRAIN_IMAGES = 10_000  # the labelled training images it learns from
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """The SHA-256 (hex) of a network's weights: every tensor of its state dict, by name (`results.fingerprint`)."""
+    return fingerprint("weights", *(part for name, tensor in sorted(module.state_dict().items())
+                                    for part in (name, tensor)))
 
 
 class ImageFeatures(nn.Module):
@@ -43,6 +59,7 @@ class ImageFeatures(nn.Module):
 
     name: str
     description: str
+    identity: dict
     num_features: int
     max_batch_size: int = 1024
 
@@ -79,11 +96,13 @@ class DomainFeatures(ImageFeatures):
 
     name = "domain"
 
-    def __init__(self, classifier: SmallCNN, image_shape: tuple[int, int, int], description: str):
+    def __init__(self, classifier: SmallCNN, image_shape: tuple[int, int, int], description: str,
+                 identity: dict | None = None):
         super().__init__()
         self.classifier = classifier.eval().requires_grad_(False)
         self.image_shape = tuple(image_shape)
         self.description = description
+        self.identity = identity or {"features": "domain", "sha256": weights_sha256(classifier)}
         self.num_features = 4 * classifier.classifier.in_features // 49
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -148,18 +167,57 @@ def domain_features(
         with torch.enable_grad():  # callers often sit under no_grad (an evaluation)
             classifier = train_classifier(images, labels, num_classes, epochs, width=width, seed=seed, device=device,
                                           progress=progress)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        save_file({k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()}, partial,
-                  metadata={k: json.dumps(v) for k, v in settings.items()})
-        os.replace(partial, path)  # atomic: a concurrent reader sees the whole file or none
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_partials(cache_dir)
+            partial = partial_path(path)
+            save_file({k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()}, partial,
+                      metadata={k: json.dumps(v) for k, v in settings.items()})
+            os.replace(partial, path)  # atomic: a concurrent reader sees the whole file or none
+        except OSError as err:  # a read-only or full disk: the classifier is used all the same, not kept
+            logger.warning("The domain classifier could not be written to its cache in %s (%s); it is used without "
+                           "being kept, and trained again next time (pass cache_dir= a writable folder, or set "
+                           "HF_DATASETS_CACHE).", cache_dir, err)
     c, h, w = shape
+    identity = {"features": "domain", "network": "SmallCNN", **settings, "train_images": len(images),
+                "sha256": weights_sha256(classifier)}
     description = (
         f"domain: SmallCNN (width {width}, {epochs} epochs, seed {seed}) trained on {len(images)} labelled {c}x{h}x{w} "
-        f"training images{f' of {dataset_name}' if dataset_name else ''}; last conv features pooled to 2x2 "
-        f"({8 * width}-d); comparable only with domain figures on the same data"
+        f"training images{f' of {dataset_name}' if dataset_name else ''}, weights sha256 {identity['sha256'][:16]}; "
+        f"last conv features pooled to 2x2 ({8 * width}-d); comparable only with domain figures in the same network"
     )
-    return DomainFeatures(classifier, shape, description)
+    return DomainFeatures(classifier, shape, description, identity)
+
+
+def dataset_features(
+    train_split,
+    *,
+    num_classes: int | None = None,
+    dataset_name: str | None = None,
+    max_images: int = FEATURE_TRAIN_IMAGES,
+    epochs: int = 5,
+    cache_dir: str | os.PathLike | None = None,
+    device=None,
+    progress: bool = True,
+) -> DomainFeatures | None:
+    """The feature network of a dataset: `domain_features` trained with `FEATURE_SEED` on the first `max_images`
+    labelled images of its train split (a dataset of `{"pixel_values", "labels"}` items, as `load_image_dataset`
+    gives), as the dataset holds them (never binarized), and `num_classes` (default: the largest label + 1). A
+    training run's evaluation and `hf-autoencoders evaluate` both call it, so a model gets the same figures in both
+    (their seeds apart). None when the split carries no labels."""
+    first = next(iter(train_split), None)
+    if not (isinstance(first, dict) and "labels" in first):
+        return None
+    images, labels, count = [], [], 0
+    for batch in torch.utils.data.DataLoader(train_split, batch_size=512, collate_fn=ImageCollator(return_labels=True)):
+        images.append(batch["pixel_values"])
+        labels.append(batch["labels"])
+        count += len(batch["labels"])
+        if count >= max_images:
+            break
+    return domain_features(torch.cat(images)[:max_images], torch.cat(labels)[:max_images], num_classes=num_classes,
+                           cache_dir=cache_dir, seed=FEATURE_SEED, epochs=epochs, dataset_name=dataset_name,
+                           device=device, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------- Inception features
@@ -346,10 +404,11 @@ class InceptionFeatures(ImageFeatures):
     num_features = 2048
     max_batch_size = 50
 
-    def __init__(self, network: FIDInceptionV3, description: str):
+    def __init__(self, network: FIDInceptionV3, description: str, identity: dict | None = None):
         super().__init__()
         self.network = network.eval().requires_grad_(False)
         self.description = description
+        self.identity = identity or {"features": "inception", "sha256": weights_sha256(network)}
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if pixel_values.shape[1] not in (1, 3):
@@ -359,6 +418,17 @@ class InceptionFeatures(ImageFeatures):
 
     def train(self, mode: bool = True):
         return super().train(False)  # BatchNorm must keep its running statistics
+
+
+def _writable(folder: Path) -> bool:
+    """Whether files can be created in `folder` (made if missing): tried, since permission bits do not say it for
+    root or read-only file systems."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def _offline() -> bool:
@@ -388,9 +458,15 @@ def inception_features(weights_path: str | os.PathLike | None = None, *, device=
         if _offline() and not cached.is_file():
             raise FileNotFoundError(f"Standard FID needs the InceptionV3 FID weights, which are not in {cached.parent} "
                                     f"and HF_HUB_OFFLINE forbids downloading them: {how_to}.")
+        model_dir = cached.parent if cached.is_file() or _writable(cached.parent) else None
+        if model_dir is None:  # a read-only home: download into a temporary folder, not kept
+            model_dir = Path(tempfile.mkdtemp(prefix="fid-inception-"))
+            logger.warning("The InceptionV3 FID weights cannot be kept in %s (not writable); they are downloaded into "
+                           "%s for this run only (set TORCH_HOME to a writable folder, or pass --inception_weights "
+                           "PATH).", cached.parent, model_dir)
         try:
-            state_dict = torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, map_location="cpu", progress=progress,
-                                                            check_hash=True)
+            state_dict = torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, model_dir=str(model_dir),
+                                                            map_location="cpu", progress=progress, check_hash=True)
         except Exception as err:  # no network, a proxy, a truncated file: all mean the same to the user
             raise FileNotFoundError(f"Standard FID needs the InceptionV3 FID weights, which could not be downloaded "
                                     f"({type(err).__name__}: {err}): {how_to}.") from None
@@ -405,5 +481,7 @@ def inception_features(weights_path: str | os.PathLike | None = None, *, device=
     if missing or unexpected:
         raise ValueError(f"{source} does not hold the FID InceptionV3 weights: {len(missing)} parameters missing "
                          f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}).")
-    description = f"inception: InceptionV3 pool3 (2048-d), FID weights from {source}; the FID of the literature"
-    return InceptionFeatures(network, description).to(_default_device(device))
+    identity = {"features": "inception", "network": "FIDInceptionV3", "sha256": weights_sha256(network)}
+    description = (f"inception: InceptionV3 pool3 (2048-d), FID weights from {source}, sha256 "
+                   f"{identity['sha256'][:16]}; the FID of the literature")
+    return InceptionFeatures(network, description, identity).to(_default_device(device))

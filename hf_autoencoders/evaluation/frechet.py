@@ -164,6 +164,47 @@ def feature_metrics(real, fake, *, seed: int = 0) -> dict[str, float]:
 
 
 @torch.no_grad()
+def sample_features(model, features: ImageFeatures, num_samples: int, *, prior=None, seed: int = 0,
+                    batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+    """Features of ``num_samples`` samples of ``model`` (``model.sample(n, generator=..., prior=prior)``, a
+    class-conditional prior's with the classes in turn and its default guidance, mapped from the model's pixel range
+    to [0, 1] and clamped), drawn in batches of ``batch_size`` from one generator seeded by ``seed``: the same seed
+    and batch size give the same samples."""
+    device = model_device(model)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    classes = getattr(getattr(prior, "config", None), "num_classes", 0)
+    fake = []
+    with eval_mode(model), seeded(seed, device):
+        for start in tqdm(range(0, num_samples, batch_size), desc="samples", disable=not progress, leave=False):
+            n = min(batch_size, num_samples - start)
+            labels = {"class_labels": torch.arange(start, start + n) % classes} if classes else {}
+            images = model.sample(n, generator=generator, prior=prior, **labels)
+            fake.append(features.extract(unit_images(model, images), batch_size))
+    return torch.cat(fake)
+
+
+def quality_from_features(model, features: ImageFeatures, real: torch.Tensor, reconstructed: torch.Tensor | None,
+                          *, num_samples: int | None = None, prior=None, seed: int = 0, batch_size: int = 256,
+                          samples: bool = True, progress: bool = False) -> dict:
+    """The figures of `quality_metrics` from the ``features`` of the real images (N, d) and of their reconstructions
+    (or None), with ``num_samples`` (default N) samples of ``model`` (`sample_features`): what a training run's
+    evaluation and `hf-autoencoders evaluate` both compute after their one pass over the test images."""
+    results = {"quality_num_real": len(real)}
+    if reconstructed is not None:
+        metrics = feature_metrics(real, reconstructed, seed=seed)
+        results.update({f"reconstruction_{name}_{features.name}": v for name, v in metrics.items()})
+    if samples:
+        num_samples = len(real) if num_samples is None else num_samples
+        fake = sample_features(model, features, num_samples, prior=prior, seed=seed, batch_size=batch_size,
+                               progress=progress)
+        metrics = feature_metrics(real, fake, seed=seed)
+        results.update({f"sample_{name}_{features.name}": v for name, v in metrics.items()})
+        results["quality_num_samples"] = num_samples
+    results["quality_features"] = features.description
+    return results
+
+
+@torch.no_grad()
 def quality_metrics(
     model,
     real_images,
@@ -208,23 +249,6 @@ def quality_metrics(
             if reconstructions:
                 recon = unit_images(model, model(to_model_range(model, x.to(device))).reconstruction)
                 reconstructed.append(features.extract(recon, batch_size))
-        real = torch.cat(real)
-        results = {"quality_num_real": len(real)}
-        if reconstructions:
-            metrics = feature_metrics(real, torch.cat(reconstructed), seed=seed)
-            results.update({f"reconstruction_{name}_{features.name}": v for name, v in metrics.items()})
-        if samples:
-            num_samples = len(real) if num_samples is None else num_samples
-            generator = torch.Generator(device=device).manual_seed(seed)
-            fake = []
-            classes = getattr(getattr(prior, "config", None), "num_classes", 0)
-            for start in tqdm(range(0, num_samples, batch_size), desc="samples", disable=not progress, leave=False):
-                n = min(batch_size, num_samples - start)
-                labels = {"class_labels": torch.arange(start, start + n) % classes} if classes else {}
-                images = model.sample(n, generator=generator, prior=prior, **labels)
-                fake.append(features.extract(unit_images(model, images), batch_size))
-            metrics = feature_metrics(real, torch.cat(fake), seed=seed)
-            results.update({f"sample_{name}_{features.name}": v for name, v in metrics.items()})
-            results["quality_num_samples"] = num_samples
-    results["quality_features"] = features.description
-    return results
+    reconstructed = torch.cat(reconstructed) if reconstructions else None
+    return quality_from_features(model, features, torch.cat(real), reconstructed, num_samples=num_samples, prior=prior,
+                                 seed=seed, batch_size=batch_size, samples=samples, progress=progress)

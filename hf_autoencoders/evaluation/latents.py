@@ -27,6 +27,31 @@ def representations(model, images, batch_size: int = 500) -> torch.Tensor:
     return torch.cat(chunks)
 
 
+@torch.no_grad()
+def aggregate_posterior(model, images, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The mean and the variance, per latent dimension (flattened), of the aggregate posterior over `images`,
+    q(z) = (1/N) sum_n q(z|x_n): the distribution of the latents the decoder is fed, which a VAE's prior should
+    match. With q(z|x_n) = N(mu_n, diag sigma_n^2) (`model.encode(x).latent_dist`), by the law of total variance
+
+        E_q[z_j] = mean_n mu_nj,        Var_q[z_j] = var_n mu_nj + mean_n sigma_nj^2,
+
+    so the spread of the posterior means alone understates it by the posteriors' own widths. A model without a
+    posterior (AE, VQ-VAE) has sigma = 0: the moments of `model.representation(x)`. Float64 tensors (D,)."""
+    device = model_device(model)
+    count, total, squares, widths = 0, 0.0, 0.0, 0.0
+    with eval_mode(model):
+        for x in as_images(images).split(batch_size):
+            x = x.to(device)
+            posterior = getattr(model.encode(x), "latent_dist", None)
+            mean = (model.representation(x) if posterior is None else posterior.mean).flatten(1).double().cpu()
+            variance = getattr(posterior, "var", None)
+            count += len(mean)
+            total, squares = total + mean.sum(0), squares + mean.pow(2).sum(0)
+            widths = widths + (0.0 if variance is None else variance.flatten(1).double().cpu().sum(0))
+    mean = total / count
+    return mean, (squares / count - mean.pow(2)).clamp_min(0) + widths / count
+
+
 def interpolate_latents(z0, z1, steps: int, method: str = "linear") -> torch.Tensor:
     """Points between batches of latents ``z0`` and ``z1`` of shape (batch, *latent_shape).
 

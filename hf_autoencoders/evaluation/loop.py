@@ -16,6 +16,10 @@ from ..data import iterate_batches, num_batches
 from ..models import code_statistics
 from .metrics import eval_mode, model_and_unit_images, model_device, mse, nats_to_bits_per_dim, psnr, ssim, unit_images
 
+# The seed of an evaluation's draws unless told otherwise: `hf-autoencoders evaluate`'s and a training run's (whatever
+# seed it trained with), so that both give a model the same numbers.
+EVAL_SEED = 0
+
 
 def likelihood_bounds(model, pixel_values: torch.Tensor, num_samples: int, generator=None, max_pairs: int = 4096):
     r"""The two bounds on log p(x) per image, in nats, from K = `num_samples` importance weights
@@ -53,7 +57,7 @@ def evaluate(
     num_importance_samples: int = 0,
     noise_std: float = 0.0,
     max_examples: int | None = None,
-    seed: int = 0,
+    seed: int = EVAL_SEED,
     accelerator=None,
     forward_context=contextlib.nullcontext,
     on_batch=None,

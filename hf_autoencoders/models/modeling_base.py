@@ -35,7 +35,13 @@ class AutoencoderOutput(ModelOutput):
     """
     The one output of every autoencoder's forward.
 
+    Its first field is `latents`, an image's features: what transformers' "image-feature-extraction" pipeline
+    returns (it reads the first value of the output's fields). As a tuple (`return_dict=False`, or `output[0]`) the
+    loss comes first, as the Trainer and transformers' models have it: (loss, reconstruction, latents, indices, ...).
+
     Args:
+        latents: the latent the decoder read: z, shape (batch, latent_dim) (AE, VAE: a draw from q(z|x)), or the
+            quantized grid z_q, shape (batch, embedding_dim, h, w) (VQ-VAE).
         loss: the training objective, a per-sample sum averaged over the batch (independent of batch size).
         reconstruction: the decoder's mean image E[x | z], shape (batch, C, H, W), in the model's pixel range.
         latents: the latent z (AE, VAE): a vector (batch, latent_dim), or a map (batch, latent_channels, h, w).
@@ -50,9 +56,9 @@ class AutoencoderOutput(ModelOutput):
         codebook_usage: fraction of the K codes used in the batch (VQ-VAE).
     """
 
+    latents: torch.FloatTensor | None = None
     loss: torch.FloatTensor | None = None
     reconstruction: torch.FloatTensor | None = None
-    latents: torch.FloatTensor | None = None
     indices: torch.LongTensor | None = None
     reconstruction_loss: torch.FloatTensor | None = None
     kl_loss: torch.FloatTensor | None = None
@@ -61,6 +67,11 @@ class AutoencoderOutput(ModelOutput):
     entropy_loss: torch.FloatTensor | None = None
     perplexity: torch.FloatTensor | None = None
     codebook_usage: torch.FloatTensor | None = None
+
+    def to_tuple(self) -> tuple:
+        """The fields that are not None, the loss first: (loss, reconstruction, latents, indices, ...)."""
+        first = [name for name in ("loss", "reconstruction", "latents") if name in self]
+        return tuple(self[name] for name in first + [name for name in self.keys() if name not in first])
 
 
 @dataclass

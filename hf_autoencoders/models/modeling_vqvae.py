@@ -159,6 +159,7 @@ class VQVAEModel(AutoencoderPreTrainedModel):
         output = AutoencoderOutput(
             loss=loss if return_loss else None,
             reconstruction=self.likelihood.mean(decoder_params),
+            latents=quantized.quantized,
             indices=quantized.indices,
             reconstruction_loss=reconstruction_loss,
             codebook_loss=quantized.codebook_loss,

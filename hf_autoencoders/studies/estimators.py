@@ -19,7 +19,7 @@ from ..evaluation.estimators import (
     compare_log_marginal_estimators,
 )
 from ..models import VAEConfig, VAEModel
-from ..plots import figure
+from ..plots import figure, log_axis
 from ..results import write_json, write_text
 from .verdicts import CONFIRMED, WITHIN_NOISE, Claim, Difference
 
@@ -290,7 +290,7 @@ def _plot(results: dict, output_dir: Path) -> dict[str, str]:
         rows = results["gradients"][name]
         ax.bar(range(len(rows)), [row["total_variance"] for row in rows.values()], color="tab:blue")
         ax.set_xticks(range(len(rows)), [label.replace(" (", "\n(") for label in rows], fontsize=7)
-        ax.set_yscale("log")
+        log_axis(ax)
         ax.set_ylabel("total variance of one gradient draw")
         ax.set_title(f"{title}: encoder gradient")
     fig.savefig(output_dir / "gradient_variance.png", dpi=110)
@@ -325,8 +325,8 @@ def _plot(results: dict, output_dir: Path) -> dict[str, str]:
             else:
                 ks = entry["sample_counts"]
                 ax.plot(ks, ks, color="gray", linestyle=":", label="ESS = K")
-                ax.set_yscale("log")
-            ax.set_xscale("log")
+                log_axis(ax, "y")
+            log_axis(ax, "x")
             ax.set_xlabel("number of samples K")
             ax.set_ylabel(ylabel)
             ax.set_title(title)

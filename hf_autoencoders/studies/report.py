@@ -10,7 +10,15 @@ from pathlib import Path
 
 import torch
 
-from ..plots import figure, plot_interpolations, plot_loss_curves, plot_reconstructions, plot_samples, save_image_grid
+from ..plots import (
+    figure,
+    log_axis,
+    plot_interpolations,
+    plot_loss_curves,
+    plot_reconstructions,
+    plot_samples,
+    save_image_grid,
+)
 from ..results import write_json
 from .runner import Group, Runner
 from .verdicts import RULE, Claim
@@ -20,7 +28,8 @@ COLUMN_NAMES = {
     "kl_loss": "KL (nats)", "elbo": "ELBO (nats)", "iwae_nll": "IWAE NLL (nats)", "active_units": "active units",
     "codebook_usage": "codebook usage", "codebook_perplexity": "perplexity", "downstream_accuracy": "downstream acc.",
     "linear_probe_accuracy": "probe acc.", "input_psnr": "noisy-input PSNR", "latent_silhouette": "silhouette",
-    "aggregate_mean_abs": "mean abs(mu_j)", "aggregate_std": "mean std_j", "prior_mismatch": "prior mismatch",
+    "aggregate_mean_abs": "mean abs(m_j)", "aggregate_std": "mean s_j", "posterior_mean_std": "std of means",
+    "prior_mismatch": "prior mismatch",
     "edge_sharpness": "edge sharpness", "objective_sse_units": "objective (SSE units)",
     "reconstruction_fd_domain": "recon. FD", "commitment_loss": "commitment", "codebook_loss": "codebook loss",
     "sample_fd_domain": "sample FD", "sample_kid_domain": "sample KID",
@@ -166,7 +175,7 @@ class Report:
                 ax.errorbar(xs, ys, yerr=errors[0] if errors and any(errors[0]) else None, marker="o", ms=4,
                             capsize=3, label=label)
             if logx:
-                ax.set_xscale("log")
+                log_axis(ax, "x")
             ax.set(xlabel=xlabel, ylabel=ylabel)
             ax.grid(alpha=0.3)
             if len(series) > 1:

@@ -3,20 +3,27 @@
 `TrainingArguments`, with defaults that suit autoencoders); `PriorArguments` for a prior over a VQ-VAE's codes; and
 `ArgumentParser`, the parser of every command and example script of this library."""
 
+import difflib
 import json
+import os
 import re
+import sys
 from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 CODE_CACHE_FOLDER = "code_cache"  # where a prior run keeps the codes it extracted, inside its output_dir
+LOGGING_STEPS, LOGGED_POINTS = 50, 20  # without --logging_steps: every 50 steps, or 20 logs over a shorter run
 
 
 class ArgumentParser(HfArgumentParser):
     """transformers' `HfArgumentParser` (flags from dataclasses, or added one by one), with every flag spelled with
     underscores as in transformers' scripts also answering to its dash spelling (--output_dir or --output-dir), and
-    an error as one `error: ...` line (exit status 2)."""
+    an error as one `error: ...` line (exit status 2) that suggests the flag a mistyped one was meant to be (as
+    argparse's `suggest_on_error` does from Python 3.14 on)."""
 
     def __init__(self, dataclass_types=(), **kwargs):
         super().__init__(dataclass_types, **kwargs)
@@ -25,8 +32,23 @@ class ArgumentParser(HfArgumentParser):
         dashed = [name.replace("_", "-") for name in names if name.startswith("--") and "_" in name]
         return super().add_argument(*names, *(name for name in dashed if name not in names), **kwargs)
 
+    def parse_known_args(self, args=None, namespace=None):
+        self.given = list(sys.argv[1:] if args is None else args)  # for the suggestions of `error`
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"error: {message}{self.suggestion(message)} (see `{self.prog} --help`)\n")
+
+    def suggestion(self, message: str) -> str:
+        """'; did you mean --max_steps?' when `message` says a flag is unknown or missing and a flag given is
+        close to a known one."""
+        if not message.startswith(("unrecognized arguments", "the following arguments are required")):
+            return ""
+        known = [option for option in self._option_string_actions if option.startswith("--")]
+        flags = [word.split("=", 1)[0] for word in getattr(self, "given", []) if word.startswith("--")]
+        guesses = [close[0] for flag in flags if flag not in known
+                   for close in [difflib.get_close_matches(flag, known, n=1, cutoff=0.7)] if close]
+        return f"; did you mean {' and '.join(dict.fromkeys(guesses))}?" if guesses else ""
 
 
 @dataclass
@@ -101,6 +123,15 @@ class DataArguments:
         default=None,
         metadata={"help": "A Hub id (ylecun/mnist), a local folder, or nothing for the embedded digits (no network)."},
     )
+    train_dir: str | None = field(
+        default=None,
+        metadata={"help": "A folder of training images (PNG, JPEG, ...; one subfolder per class, or none), as "
+                  "transformers' image examples spell it, with or without --dataset_name imagefolder: the same as "
+                  "--dataset_name DIR. A test split is carved from it unless --validation_dir is given."},
+    )
+    validation_dir: str | None = field(
+        default=None, metadata={"help": "With --train_dir: a folder of test images, laid out as --train_dir."}
+    )
     image_column: str | None = field(default=None, metadata={"help": "Image column (found by type if not given)."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (found by type if not given)."})
     image_size: int | None = field(default=None, metadata={"help": "Resize images to this size."})
@@ -160,6 +191,15 @@ class DataArguments:
     )
 
     def __post_init__(self):
+        if self.validation_dir is not None and self.train_dir is None:
+            raise ValueError("--validation_dir goes with --train_dir (the training images); pass both.")
+        if self.train_dir is not None and self.dataset_name not in (None, "imagefolder"):
+            raise ValueError(f"--train_dir names the training images, so it does not go with --dataset_name "
+                             f"{self.dataset_name}: pass one or the other.")
+        if self.dataset_name == "imagefolder" and self.train_dir is None:
+            raise ValueError("--dataset_name imagefolder needs the folder of images: add --train_dir DIR (and "
+                             "--validation_dir DIR for test images), as in transformers' image examples, or pass "
+                             "the folder itself: --dataset_name DIR.")
         if self.in_memory_max_gb < 0:
             raise ValueError(f"--in_memory_max_gb must be >= 0 (0 decodes every split per batch), got "
                              f"{self.in_memory_max_gb}.")
@@ -175,6 +215,15 @@ class DataArguments:
                                  "the whole split.")
 
 
+    def source(self) -> tuple[str | None, dict]:
+        """What `load_image_dataset` reads, as (name_or_path, load_kwargs): --dataset_name, or the image folders of
+        --train_dir and --validation_dir (datasets' imagefolder, the latter the test split)."""
+        if self.validation_dir is not None:
+            files = {"train": str(Path(self.train_dir) / "**"), "test": str(Path(self.validation_dir) / "**")}
+            return "imagefolder", {"data_files": files}
+        return self.train_dir or self.dataset_name, {}
+
+
 @dataclass
 class AutoencoderTrainingArguments(TrainingArguments):
     """`TrainingArguments` with defaults that suit autoencoders on small images."""
@@ -183,7 +232,12 @@ class AutoencoderTrainingArguments(TrainingArguments):
     per_device_train_batch_size: int = field(default=128, metadata={"help": "Batch size per device."})
     per_device_eval_batch_size: int = field(default=256, metadata={"help": "Eval batch size per device."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
-    logging_steps: float = field(default=50, metadata={"help": "Log every N steps."})
+    logging_steps: float | None = field(
+        default=None,
+        metadata={"help": "Log every N steps (a number in (0, 1): that fraction of the run). Default: every "
+                  f"{LOGGING_STEPS} steps, or more often on a short run so that its loss curve has "
+                  f"{LOGGED_POINTS} points."},
+    )
     save_steps: float = field(default=500, metadata={"help": "Checkpoint every N steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep the last N checkpoints."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False for image inputs."})
@@ -319,6 +373,9 @@ class AutoencoderTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        self.logging_steps_given = self.logging_steps is not None  # else `logging_steps_for` adapts it to the run
+        if self.logging_steps is None:
+            self.logging_steps = LOGGING_STEPS
         accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
         if not (accelerator.is_available() if accelerator else torch.cuda.is_available()):
             # Say so to accelerate: without it, processes launched by torchrun on CPUs would each train alone
@@ -356,6 +413,28 @@ class AutoencoderTrainingArguments(TrainingArguments):
             raise ValueError(f"--disc_learning_rate must be positive, got {self.disc_learning_rate}.")
         if not self.gan_guard_margin > 0:
             raise ValueError(f"--gan_guard_margin must be a positive number of dB, got {self.gan_guard_margin}.")
+
+    @cached_property
+    def _setup_devices(self) -> torch.device:
+        """The Trainer's device set-up, refusing a process launched as one of several (`WORLD_SIZE` > 1, as
+        torchrun and accelerate launch set it) that did not join their process group: each would train alone and
+        write the same output folder."""
+        device = TrainingArguments._setup_devices.func(self)
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        joined = self.distributed_state.num_processes if self.distributed_state is not None else 1
+        if launched > 1 and joined != launched:
+            raise ValueError(
+                f"this process is one of {launched} processes launched together (WORLD_SIZE={launched}), but it did "
+                f"not join their process group, so each would train alone into the same --output_dir. Pass "
+                "--ddp_backend gloo on CPUs (nccl on NVIDIA GPUs), or launch a single process with python."
+            )
+        return device
+
+
+def logging_steps_for(total_steps: int) -> int:
+    """How often a run of `total_steps` steps logs when --logging_steps is not given: every `LOGGING_STEPS` steps,
+    or often enough for `LOGGED_POINTS` logs on a shorter run, so that even a short run draws a loss curve."""
+    return max(1, min(LOGGING_STEPS, total_steps // LOGGED_POINTS))
 
 
 def training_arguments(output_dir, **fields) -> AutoencoderTrainingArguments:

@@ -42,12 +42,18 @@ def parse_command(name: str, build_parser: Callable, args: list[str] | None = No
             try:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 write_text(cached, text)
-            except OSError:
-                pass  # a read-only home: the help is rendered every time
+            except OSError as err:  # a read-only home: the help is rendered every time
+                print(f"warning: the --help text could not be kept in {cached.parent} ({err}); it is rendered each "
+                      "time (set XDG_CACHE_HOME to a writable folder)", file=sys.stderr)
         print(text, end="")
         raise SystemExit(0)
     parser = build_parser()
-    return parser.parse_args_into_dataclasses(args=args) if parser.dataclass_types else parser.parse_args(args)
+    if not parser.dataclass_types:
+        return parser.parse_args(args)
+    *parsed, unknown = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # one line, with a suggestion
+    return tuple(parsed)
 
 
 def parse_args(args: list[str] | None = None, model_type: str | None = None):

@@ -36,7 +36,7 @@ from ..evaluation.priors import prior_test_metrics
 from ..hub import load_model, write_model_card
 from ..models import PixelCNNPriorConfig, PixelCNNPriorModel, VQVAEConfig, code_priors
 from ..plots import plot_labelled_rows, plot_samples
-from ..results import fingerprint
+from ..results import fingerprint, partial_path, remove_stale_partials
 from .arguments import CODE_CACHE_FOLDER, PriorArguments, training_arguments
 from .checkpoints import check_output_dir, resolve_checkpoint
 from .run import training_summary, write_loss_curves
@@ -158,13 +158,19 @@ def extract_codes(
         vqvae.train(was_training)
 
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"codes": codes} if labels is None else {"codes": codes, "labels": labels}
-        partial = path.with_name(path.name + f".{os.getpid()}.tmp")
-        save_file(tensors, partial, metadata={"num_embeddings": str(vqvae.config.num_embeddings),
-                                              "num_quantizers": str(getattr(vqvae.config, "num_quantizers", 1)),
-                                              "num_images": str(len(codes))})
-        os.replace(partial, path)  # atomic: a reader never sees half a file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_partials(path.parent)
+            partial = partial_path(path)
+            save_file(tensors, partial, metadata={"num_embeddings": str(vqvae.config.num_embeddings),
+                                                  "num_quantizers": str(getattr(vqvae.config, "num_quantizers", 1)),
+                                                  "num_images": str(len(codes))})
+            os.replace(partial, path)  # atomic: a reader never sees half a file
+        except OSError as err:  # a read-only or full disk: the codes are used all the same, not kept
+            logger.warning("The codes could not be written to the code cache in %s (%s); they are used without being "
+                           "kept, and extracted again next time (--code_cache_dir chooses a writable folder).",
+                           path.parent, err)
     return codes, labels
 
 

@@ -13,9 +13,9 @@ from transformers import AutoConfig, AutoModel, set_seed
 
 from ..data import ImageCollator, as_image_split, first_items, load_image_dataset
 from ..diffusers_compat import from_diffusers, read_diffusers_config
-from ..evaluation import domain_features, scaling_factors
+from ..evaluation import dataset_features, scaling_factors
 from ..evaluation.metrics import unit_images
-from ..hub import write_latent_scale, write_model_card
+from ..hub import public_name, write_latent_scale, write_model_card
 from ..models import autoencoder_classes
 from ..models.image_processing_autoencoders import normalization
 from ..plots import plot_code_usage, plot_loss_curves, plot_reconstructions, plot_samples
@@ -29,7 +29,6 @@ HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "max_steps", "num_train_epochs", "lr_scheduler_type",
     "max_grad_norm", "weight_decay", "seed",
 )
-FID_TRAIN_IMAGES = 10_000  # labelled training images the classifier of the domain features learns from
 
 
 def fit(model, train_dataset, eval_dataset=None, *, output_dir, collator=None, **training_kwargs):
@@ -98,9 +97,11 @@ def check_request(model_args: ModelArguments, data_args: DataArguments, training
 def load_training_data(data_args: DataArguments, training_args):
     """The train and test splits the arguments name. The main process of each machine decodes (into the decoded
     cache) while the others wait, then they map its file."""
+    name_or_path, load_kwargs = data_args.source()
     with training_args.main_process_first(local=True, desc="loading and decoding the images"):
         data = load_image_dataset(
-            data_args.dataset_name,
+            name_or_path,
+            load_kwargs=load_kwargs,
             config_name=data_args.dataset_config_name,
             image_size=data_args.image_size,
             num_channels=data_args.num_channels,
@@ -146,30 +147,20 @@ def build_model(model_args: ModelArguments, data, checkpoint: str | None):
 
 
 def fid_features(data, training_args):
-    """The features a run's Fréchet distance and its companions are measured in: a SmallCNN trained on the first
-    `FID_TRAIN_IMAGES` labelled training images of `data` (by the main process of each machine, then read from the
-    cache by the others: `evaluation.domain_features`); None when the training images carry no labels."""
-    first = next(iter(data.train), None)
-    if not (isinstance(first, dict) and "labels" in first):
-        return None
-    images, labels, count = [], [], 0
-    for batch in torch.utils.data.DataLoader(data.train, batch_size=512, collate_fn=ImageCollator(return_labels=True)):
-        images.append(batch["pixel_values"])
-        labels.append(batch["labels"])
-        count += len(batch["labels"])
-        if count >= FID_TRAIN_IMAGES:
-            break
+    """The features a run's Fréchet distance and its companions are measured in: the dataset's feature network
+    (`evaluation.dataset_features`, the one `hf-autoencoders evaluate` uses too), trained by the main process of each
+    machine and read from the cache by the others; None when the training images carry no labels."""
     with training_args.main_process_first(local=True, desc="training the classifier of the Fréchet distance"):
-        return domain_features(torch.cat(images)[:FID_TRAIN_IMAGES], torch.cat(labels)[:FID_TRAIN_IMAGES],
-                               seed=training_args.seed, dataset_name=data.name, device=training_args.device)
+        return dataset_features(data.train, num_classes=data.num_labels, dataset_name=public_name(data.name),
+                                device=training_args.device)
 
 
 def write_pictures(model, test_set, collator, output_dir, log_history=None, seed: int = 0,
                    code_histogram=None) -> dict[str, str]:
-    """reconstructions.png (16 test images over their reconstructions), samples.png (32 samples; a VQ-VAE's are
-    uniformly random codes, and titled so), when the run logged a training loss loss_curves.png, and with the
-    evaluation's `code_histogram` (a model with codes, `AutoencoderTrainer.code_histogram`) code_usage.png, in
-    `output_dir`; returns {title on the card: file}."""
+    """reconstructions.png (16 test images and their reconstructions, in labelled rows), samples.png (32 samples; a
+    VQ-VAE's are uniformly random codes, and titled so), when the run logged a training loss loss_curves.png, and
+    with the evaluation's `code_histogram` (a model with codes, `AutoencoderTrainer.code_histogram`) code_usage.png,
+    in `output_dir`; returns {title on the card: file}."""
     output_dir = Path(output_dir)
     model.eval()
     with torch.no_grad():
@@ -183,7 +174,7 @@ def write_pictures(model, test_set, collator, output_dir, log_history=None, seed
     if hasattr(model, "check_prior"):  # a VQ-VAE samples uniformly random codes: say so, they are no real samples
         samples = ("Uniformly random codes, decoded (the VQ-VAE without a prior; a prior over its codes, "
                    "`hf-autoencoders train-prior`, generates)")
-    pictures = {"Reconstructions (top: test images, bottom: reconstructions)": "reconstructions.png",
+    pictures = {"Reconstructions": "reconstructions.png",
                 samples: "samples.png"}
     return {**pictures, **write_loss_curves(log_history, output_dir), **write_code_usage(code_histogram, output_dir)}
 

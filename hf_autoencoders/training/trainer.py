@@ -8,6 +8,7 @@ keep their weights in channels-last memory order (`channels_last`), which only c
 """
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -15,11 +16,12 @@ from accelerate.data_loader import BatchSamplerShard
 from transformers import Trainer, TrainerCallback
 
 from ..data import UnreadableImageError
-from ..evaluation import evaluate, feature_metrics
+from ..evaluation import EVAL_SEED, evaluate, quality_from_features
 from ..evaluation.metrics import eval_mode, unit_images
 from ..hub import HubPushCallback, push_to_hub
-from ..plots import image_grid
+from ..plots import RECONSTRUCTION_ROW_LABELS, image_grid
 from ..results import write_json
+from .arguments import logging_steps_for
 from .checkpoints import checkpoint_problems
 from .recipe import RecipeCallback, TokenizerRecipe, check_recipe_resume, uses_recipe
 
@@ -118,6 +120,8 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
         record (`TokenizerRecipe.description`); with an EMA saved as the model (`save_ema_weights`), the model then
         holds the EMA weights (what `save_model` writes), the trained ones kept beside for `evaluate`
         (`recipe.trained_weights`)."""
+        if not getattr(self.args, "logging_steps_given", True):  # --logging_steps not given: fit it to the run
+            self.args.logging_steps = logging_steps_for(self._planned_steps())
         try:
             result = super().train(*args, **kwargs)
         except UnreadableImageError as err:  # a lazy or streamed image, met during training
@@ -126,6 +130,14 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
             self.recipe.finish(self.model)
             result.metrics.update(self.recipe.description())  # the recipe's settings and its GAN phase's record
         return result
+
+    def _planned_steps(self) -> int:
+        """The optimizer steps this run will take: --max_steps, or the epochs' steps over every process."""
+        args = self.args
+        if args.max_steps > 0 or not hasattr(self.train_dataset, "__len__"):
+            return max(args.max_steps, 0)
+        batches = math.ceil(len(self.train_dataset) / (args.train_batch_size * args.world_size))
+        return math.ceil(batches / args.gradient_accumulation_steps * args.num_train_epochs)
 
     def _save_progress(self) -> str:
         """Save a checkpoint of the steps trained before an error in the data (one process: under several, the
@@ -195,12 +207,13 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
                 check_recipe_resume(checkpoint, self.args)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval",
-                 num_importance_samples: int = 0, features=None) -> dict[str, float]:
+                 num_importance_samples: int = 0, features=None, seed: int = EVAL_SEED) -> dict[str, float]:
         """The metrics of `hf_autoencoders.evaluation.evaluate` over the evaluation set, prefixed, logged and passed
         to the callbacks. `num_importance_samples` K > 0 adds the ELBO and IWAE bounds of a VAE. With `features` (an
         `evaluation.ImageFeatures`), the same pass also gives the Fréchet distance, KID, precision, recall, density
         and coverage of the reconstructions and of as many samples against the evaluation images, on those
-        features (the keys of `evaluation.quality_metrics`).
+        features (the keys of `evaluation.quality_metrics`). The evaluation's draws (a VAE's posterior samples, the
+        samples) are seeded by `seed`, not by the training seed: `hf-autoencoders evaluate` gives the same numbers.
 
         Exact under several processes: the processes' last batches are left uneven instead of being padded with
         repeated images, and the sums (and features) are gathered across processes. For a model with codes (a
@@ -220,7 +233,7 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
                 reconstructed.append(features.extract(unit_images(model, output.reconstruction)))
 
             results, histogram = evaluate(
-                model, dataloader, num_importance_samples=num_importance_samples, seed=self.args.seed,
+                model, dataloader, num_importance_samples=num_importance_samples, seed=seed,
                 accelerator=self.accelerator, forward_context=self.compute_loss_context_manager,
                 on_batch=keep_features if features is not None else None, progress=not self.args.disable_tqdm,
                 perceptual=perceptual, return_code_histogram=True,
@@ -229,7 +242,7 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
                 self.code_histogram = histogram if histogram.sum() > 0 else None
             if features is not None:
                 real, reconstructed = (self._gather_rows(rows, features.num_features) for rows in (real, reconstructed))
-                results.update(self._quality_metrics(model, features, real, reconstructed))
+                results.update(self._quality_metrics(model, features, real, reconstructed, seed))
             return {f"{prefix}_{name}": round(value, 6) if isinstance(value, float) else value
                     for name, value in results.items()}
 
@@ -254,24 +267,14 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
         stride = len(padded) // len(counts)
         return torch.cat([padded[i * stride:i * stride + n] for i, n in enumerate(counts)]).cpu()
 
-    def _quality_metrics(self, model, features, real: torch.Tensor, reconstructed: torch.Tensor) -> dict:
-        """`evaluation.quality_metrics` from the features of the evaluation images and of their reconstructions,
-        with as many samples of the model (seeded); empty, with a warning, below the 6 images they need."""
+    def _quality_metrics(self, model, features, real: torch.Tensor, reconstructed: torch.Tensor, seed: int) -> dict:
+        """`evaluation.quality_from_features`: from the features of the evaluation images and of their
+        reconstructions, with as many samples of the model; empty, with a warning, below the 6 images they need."""
         if len(real) < 6:
             logger.warning("No Fréchet distance: it needs at least 6 evaluation images, got %d.", len(real))
             return {}
-        generator = torch.Generator(device=model.device).manual_seed(self.args.seed)
-        batch_size = self.args.per_device_eval_batch_size
-        with eval_mode(model):
-            samples = torch.cat([features.extract(unit_images(model, model.sample(min(batch_size, len(real) - i),
-                                                                                  generator=generator)))
-                                 for i in range(0, len(real), batch_size)])
-        results = {"quality_num_real": len(real), "quality_num_samples": len(samples),
-                   "quality_features": features.description}
-        for target, fake in (("reconstruction", reconstructed), ("sample", samples)):
-            metrics = feature_metrics(real, fake, seed=self.args.seed)
-            results.update({f"{target}_{name}_{features.name}": value for name, value in metrics.items()})
-        return results
+        return quality_from_features(model, features, real, reconstructed, seed=seed,
+                                     batch_size=self.args.per_device_eval_batch_size)
 
 
 def uses_channels_last(model, args) -> bool:
@@ -325,8 +328,8 @@ class NonFiniteGuard(TrainerCallback):
 
 
 class ImagesCallback(TrainerCallback):
-    """At every evaluation, a grid of originals (top) over reconstructions (bottom), and a grid of samples, logged
-    as images to every tracker of `report_to` that takes them: TensorBoard, Weights & Biases and Trackio."""
+    """At every evaluation, a grid of originals over their reconstructions (labelled rows), and a grid of samples,
+    logged as images to every tracker of `report_to` that takes them: TensorBoard, Weights & Biases and Trackio."""
 
     def __init__(self, pixel_values: torch.Tensor, callback_handler):
         self.pixel_values = pixel_values
@@ -344,8 +347,9 @@ class ImagesCallback(TrainerCallback):
             generator = torch.Generator(device=model.device).manual_seed(args.seed)
             samples = unit_images(model, model.sample(len(images), generator=generator))
         model.train(was_training)
-        grids = {"reconstructions": image_grid(torch.cat([images, reconstruction]).cpu(), nrow=len(images)),
-                 "samples": image_grid(samples.cpu(), nrow=len(images))}
+        grids = {"reconstructions": image_grid(torch.cat([images, reconstruction]).float().cpu(), nrow=len(images),
+                                               row_labels=RECONSTRUCTION_ROW_LABELS),
+                 "samples": image_grid(samples.float().cpu(), nrow=len(images))}
         for callback in self.callback_handler.callbacks:
             for name, grid in grids.items():
                 if getattr(callback, "tb_writer", None) is not None:  # TensorBoard
