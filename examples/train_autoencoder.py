@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
         check_request,
         fid_features,
         load_training_data,
+        output_dir_lock,
         training_summary,
         write_pictures,
     )
@@ -43,63 +44,69 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
     checkpoint = check_request(model_args, data_args, training_args)
     set_seed(training_args.seed)
 
-    # 3. The images: a Hub id, a local folder or, without --dataset_name, the embedded digits. Small splits are
-    #    decoded once into a memory-mapped cache, large ones per batch, and --streaming streams them.
-    data = load_training_data(data_args, training_args)
+    # 3. Own the output folder for the run's life: a second run into it, started meanwhile, is refused, naming this
+    #    one (under torchrun or accelerate launch, the process that saves takes it for all).
+    with output_dir_lock(training_args.output_dir, training_args):
+        # 4. The images: a Hub id, a local folder or, without --dataset_name, the embedded digits. Small splits are
+        #    decoded once into a memory-mapped cache, large ones per batch, and --streaming streams them.
+        data = load_training_data(data_args, training_args)
 
-    # 4. The model: a new one of --model_type shaped for the images (its config from the flags and
-    #    --config_overrides), the one --model_name_or_path names, or the one the checkpoint holds.
-    model = build_model(model_args, data, checkpoint)
+        # 5. The model: a new one of --model_type shaped for the images (its config from the flags and
+        #    --config_overrides), the one --model_name_or_path names, or the one the checkpoint holds.
+        model = build_model(model_args, data, checkpoint)
 
-    # 5. The image processor, saved beside the model so that it takes any image at inference, and the collator that
-    #    turns the decoded images into batches of pixel_values in [0, 1].
-    processor = data.image_processor(do_binarize=data_args.binarize)
-    collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization)
+        # 6. The image processor, saved beside the model so that it takes any image at inference, and the collator
+        #    that turns the decoded images into batches of pixel_values in [0, 1].
+        processor = data.image_processor(do_binarize=data_args.binarize)
+        collator = ImageCollator(binarize=data_args.binarize,
+                                 stochastic_binarization=data_args.stochastic_binarization)
 
-    # 6. The Trainer, taught to log each loss term, to refuse a NaN step, to evaluate with the library's loop and,
-    #    with --push_to_hub, to push checkpoints as --hub_strategy says; a few test images go to the trackers of
-    #    --report_to at every evaluation.
-    trainer = AutoencoderTrainer(
-        model=model,
-        args=training_args,
-        data_collator=collator,
-        train_dataset=data.train,
-        eval_dataset=data.test,
-        processing_class=processor,
-        image_log_pixel_values=collator(first_items(data.test, 8))["pixel_values"],
-    )
+        # 7. The Trainer, taught to log each loss term, to refuse a NaN step, to evaluate with the library's loop and,
+        #    with --push_to_hub, to push checkpoints as --hub_strategy says; a few test images go to the trackers of
+        #    --report_to at every evaluation.
+        trainer = AutoencoderTrainer(
+            model=model,
+            args=training_args,
+            data_collator=collator,
+            train_dataset=data.train,
+            eval_dataset=data.test,
+            processing_class=processor,
+            image_log_pixel_values=collator(first_items(data.test, 8))["pixel_values"],
+        )
 
-    # 7. Train, then save the model with its code and processor, the results and the trainer's state.
-    train_metrics, metrics = {}, {}
-    if training_args.do_train:
-        train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
-        trainer.save_state()
-    trainer.save_model()
+        # 8. Train, then save the model with its code and processor, the results and the trainer's state.
+        train_metrics, metrics = {}, {}
+        if training_args.do_train:
+            train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
+            trainer.log_metrics("train", train_metrics)
+            trainer.save_metrics("train", train_metrics)
+            trainer.save_state()
+        trainer.save_model()
 
-    # 8. Evaluate once, on the test split: every loss term, MSE, PSNR, SSIM, codebook usage, a VAE's bound on
-    #    log p(x) from 64 importance samples and, unless --fid false, the Fréchet distance and its companions in the
-    #    features of a small classifier of the labelled training images. Without --do_eval nothing is evaluated.
-    if training_args.do_eval:
-        features = fid_features(data, training_args) if training_args.fid else None
-        metrics = trainer.evaluate(num_importance_samples=64, features=features)
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
+        # 9. Evaluate once, on the test split: every loss term, MSE, PSNR, SSIM, codebook usage, a VAE's bound on
+        #    log p(x) from 64 importance samples and, unless --fid false, the Fréchet distance and its companions in
+        #    the features of a small classifier of the labelled training images. Without --do_eval nothing is
+        #    evaluated.
+        if training_args.do_eval:
+            features = fid_features(data, training_args) if training_args.fid else None
+            metrics = trainer.evaluate(num_importance_samples=64, features=features)
+            trainer.log_metrics("eval", metrics)
+            trainer.save_metrics("eval", metrics)
 
-    if trainer.is_world_process_zero():
-        # 9. Pictures (reconstructions, samples, loss curves) and the model card, with the numbers of that evaluation.
-        pictures = write_pictures(model, data.test, collator, training_args.output_dir, trainer.state.log_history,
-                                  training_args.seed)
-        write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
-                         training=training_summary(training_args, train_metrics) if training_args.do_train else None,
-                         repo_id=training_args.hub_model_id, license=training_args.hub_license)
+        if trainer.is_world_process_zero():
+            # 10. Pictures (reconstructions, samples, loss curves) and the model card, with the numbers of that
+            #     evaluation.
+            pictures = write_pictures(model, data.test, collator, training_args.output_dir,
+                                      trainer.state.log_history, training_args.seed)
+            training = training_summary(training_args, train_metrics) if training_args.do_train else None
+            write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
+                             training=training, repo_id=training_args.hub_model_id, license=training_args.hub_license)
 
-        # 10. With --push_to_hub, upload the folder: the model, its code and processor, the card and the pictures
-        #     (never the checkpoints' optimizer states).
-        if trainer.hub_repo_id:
-            print(f"pushed to {trainer.push_to_hub()}")
-    return {**train_metrics, **metrics}
+            # 11. With --push_to_hub, upload the folder: the model, its code and processor, the card and the pictures
+            #     (never the checkpoints' optimizer states).
+            if trainer.hub_repo_id:
+                print(f"pushed to {trainer.push_to_hub()}")
+        return {**train_metrics, **metrics}
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Hub id. A user error prints one `error: ...` line saying what to do, and exits w
 
 import errno
 import sys
+import tempfile
 from pathlib import Path
 
 from .training.parsing import parse_args, parse_command, parse_prior_args
@@ -29,11 +30,26 @@ def _version() -> str:
     return __version__
 
 
-def _refuse_existing(path: Path, overwrite: bool) -> None:
+def check_output_file(path: Path, overwrite: bool, models: tuple = (), example: str = "results.json") -> None:
+    """Before any work: refuse an --output_file that is a folder, that exists (without --overwrite_output_file), that
+    is a file of one of the `models` the command reads, or whose folder is missing or cannot be written."""
+    if path.is_dir():
+        raise IsADirectoryError(f"--output_file {path} is a folder; name a file, e.g. {path / example}.")
+    for model in models:
+        folder = Path(model) if model else None
+        if folder is not None and folder.is_dir() and path.exists() and folder.resolve() in path.resolve().parents:
+            raise ValueError(f"--output_file {path} belongs to the model {model}: writing over it would change the "
+                             "model. Choose a file outside its folder.")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another --output_file or pass --overwrite_output_file.")
     if not path.parent.exists():
         raise FileNotFoundError(f"the folder {path.parent} of --output_file does not exist; create it first.")
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as err:
+        raise PermissionError(f"--output_file {path} cannot be written ({err.strerror}: {path.parent}); choose a "
+                              "folder you can write to.") from None
 
 
 def _load_prior(name_or_path: str, model, model_name: str):
@@ -104,7 +120,7 @@ def cmd_evaluate(argv: list[str]) -> None:
         raise ValueError(f"--num_samples must be at least 6 (density and coverage use 5 nearest neighbours), got "
                          f"{args.num_samples}")
     if args.output_file:
-        _refuse_existing(Path(args.output_file), args.overwrite_output_file)
+        check_output_file(Path(args.output_file), args.overwrite_output_file, (args.model, args.prior))
 
     import torch
 
@@ -125,12 +141,12 @@ def cmd_evaluate(argv: list[str]) -> None:
         metrics.update(_label_metrics(model, prior, data, args, collator, test_images))
     if args.fid:
         metrics.update(_quality_metrics(model, prior, data, args, collator, loader))
-    from .results import dumps
+    from .results import dumps, write_text
 
     text = dumps(metrics)
+    print(text, flush=True)  # first: a file that cannot be written after all loses none of the numbers
     if args.output_file:
-        Path(args.output_file).write_text(text + "\n")
-    print(text)
+        write_text(args.output_file, text + "\n")
 
 
 def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
@@ -251,7 +267,7 @@ def cmd_sample(argv: list[str]) -> None:
         raise ValueError(f"--top_p must lie in (0, 1], got {args.top_p}")
     if args.prior is None and (args.top_k is not None or args.top_p is not None or args.class_label is not None):
         raise ValueError("--top_k, --top_p and --class_label apply to sampling with a --prior")
-    _refuse_existing(Path(args.output_file), args.overwrite_output_file)
+    check_output_file(Path(args.output_file), args.overwrite_output_file, (args.model, args.prior), "samples.png")
 
     import torch
 

@@ -34,7 +34,7 @@ from ..models import PixelCNNPriorConfig, PixelCNNPriorModel, VQVAEConfig, code_
 from ..plots import plot_samples
 from ..results import fingerprint
 from .arguments import CODE_CACHE_FOLDER, PriorArguments, training_arguments
-from .checkpoints import check_output_dir, resolve_checkpoint
+from .checkpoints import check_not_input, check_output_dir, output_dir_lock, resolve_checkpoint
 from .run import training_summary, write_loss_curves
 from .trainer import StrictJSONMetrics
 
@@ -265,56 +265,60 @@ def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
     """Extract (cached) codes with the VQ-VAE, train the prior, evaluate it (with --do_eval: its loss and
     `prior_test_metrics` on the test codes), and save it with samples.png, uniform_samples.png, loss_curves.png, the
     results files and a model card. Returns the metrics."""
-    vqvae = load_vqvae(prior_args.vqvae)
+    check_not_input(training_args.output_dir, {"--vqvae": prior_args.vqvae})
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     check_output_dir(training_args.output_dir, prior_args.overwrite_output_dir, resume=checkpoint is not None)
-    set_seed(training_args.seed)
-    output_dir = Path(training_args.output_dir)
-    vqvae.to(training_args.device)
+    vqvae = load_vqvae(prior_args.vqvae)
+    with output_dir_lock(training_args.output_dir, training_args):  # the run owns its folder until it ends
+        set_seed(training_args.seed)
+        output_dir = Path(training_args.output_dir)
+        vqvae.to(training_args.device)
 
-    config = vqvae.config
-    data = load_image_dataset(prior_args.dataset_name, image_size=config.image_size, num_channels=config.num_channels,
-                              max_samples={"train": prior_args.max_train_samples, "test": prior_args.max_eval_samples})
-    train_set, test_set = data.train, data.test
-    if prior_args.class_conditional and data.num_labels is None:
-        raise ValueError(f"--class_conditional needs labels, but {data.name} has no label column.")
+        config = vqvae.config
+        max_samples = {"train": prior_args.max_train_samples, "test": prior_args.max_eval_samples}
+        data = load_image_dataset(prior_args.dataset_name, image_size=config.image_size,
+                                  num_channels=config.num_channels, max_samples=max_samples)
+        train_set, test_set = data.train, data.test
+        if prior_args.class_conditional and data.num_labels is None:
+            raise ValueError(f"--class_conditional needs labels, but {data.name} has no label column.")
 
-    binarize = _saved_binarize(prior_args.vqvae) if prior_args.binarize is None else prior_args.binarize
-    cache_dir = prior_args.code_cache_dir or output_dir / CODE_CACHE_FOLDER
-    batch_size = training_args.per_device_eval_batch_size
-    collator = ImageCollator(binarize=binarize)
-    train_codes, train_labels = extract_codes(vqvae, train_set, batch_size, cache_dir, collator)
-    test_codes, test_labels = extract_codes(vqvae, test_set, batch_size, cache_dir, collator)
-    conditional = prior_args.class_conditional
-    train_codes = CodeDataset(train_codes, train_labels if conditional else None)
-    test_codes = CodeDataset(test_codes, test_labels if conditional else None)
+        binarize = _saved_binarize(prior_args.vqvae) if prior_args.binarize is None else prior_args.binarize
+        cache_dir = prior_args.code_cache_dir or output_dir / CODE_CACHE_FOLDER
+        batch_size = training_args.per_device_eval_batch_size
+        collator = ImageCollator(binarize=binarize)
+        train_codes, train_labels = extract_codes(vqvae, train_set, batch_size, cache_dir, collator)
+        test_codes, test_labels = extract_codes(vqvae, test_set, batch_size, cache_dir, collator)
+        conditional = prior_args.class_conditional
+        train_codes = CodeDataset(train_codes, train_labels if conditional else None)
+        test_codes = CodeDataset(test_codes, test_labels if conditional else None)
 
-    prior = build_prior(prior_args, config, data.num_labels if conditional else 0)
-    training_args.remove_unused_columns = False
-    trainer = PriorTrainer(model=prior, args=training_args, data_collator=prior_collator(prior),
-                           train_dataset=train_codes, eval_dataset=test_codes)
-    train_metrics, metrics = {}, {}
-    if training_args.do_train:
-        train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
-        trainer.save_state()
-    trainer.save_model()
-    if training_args.do_eval:
-        scores = prior_test_metrics(prior, test_codes, vqvae, test_set, collator, batch_size)
-        metrics = {"eval_loss": trainer.evaluate()["eval_loss"], **{f"test_{k}": v for k, v in scores.items()},
-                   "uniform_nll_per_code_nats": math.log(config.num_embeddings)}
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    if trainer.is_world_process_zero():
-        pictures = _write_pictures(vqvae, prior, output_dir, prior_args.num_samples, training_args.seed)
-        pictures.update(write_loss_curves(trainer.state.log_history, output_dir))
-        training = {"vqvae": prior_args.vqvae, "prior_type": prior_args.prior_type, "class_conditional": conditional,
-                    "num_train_code_maps": len(train_codes), **training_summary(training_args, train_metrics)}
-        write_model_card(output_dir, prior.config, data.name, metrics, pictures=pictures,
-                         training=training if training_args.do_train else None, repo_id=training_args.hub_model_id,
-                         license=training_args.hub_license, base_model=prior_args.vqvae)
-    return {**train_metrics, **metrics}
+        prior = build_prior(prior_args, config, data.num_labels if conditional else 0)
+        training_args.remove_unused_columns = False
+        trainer = PriorTrainer(model=prior, args=training_args, data_collator=prior_collator(prior),
+                               train_dataset=train_codes, eval_dataset=test_codes)
+        train_metrics, metrics = {}, {}
+        if training_args.do_train:
+            train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
+            trainer.log_metrics("train", train_metrics)
+            trainer.save_metrics("train", train_metrics)
+            trainer.save_state()
+        trainer.save_model()
+        if training_args.do_eval:
+            scores = prior_test_metrics(prior, test_codes, vqvae, test_set, collator, batch_size)
+            metrics = {"eval_loss": trainer.evaluate()["eval_loss"], **{f"test_{k}": v for k, v in scores.items()},
+                       "uniform_nll_per_code_nats": math.log(config.num_embeddings)}
+            trainer.log_metrics("eval", metrics)
+            trainer.save_metrics("eval", metrics)
+        if trainer.is_world_process_zero():
+            pictures = _write_pictures(vqvae, prior, output_dir, prior_args.num_samples, training_args.seed)
+            pictures.update(write_loss_curves(trainer.state.log_history, output_dir))
+            training = {"vqvae": prior_args.vqvae, "prior_type": prior_args.prior_type,
+                        "class_conditional": conditional, "num_train_code_maps": len(train_codes),
+                        **training_summary(training_args, train_metrics)}
+            write_model_card(output_dir, prior.config, data.name, metrics, pictures=pictures,
+                             training=training if training_args.do_train else None, repo_id=training_args.hub_model_id,
+                             license=training_args.hub_license, base_model=prior_args.vqvae)
+        return {**train_metrics, **metrics}
 
 
 @torch.no_grad()

@@ -17,7 +17,13 @@ from ..hub import write_model_card
 from ..models import autoencoder_classes
 from ..plots import plot_loss_curves, plot_reconstructions, plot_samples
 from .arguments import DataArguments, ModelArguments, build_config, requested_settings, training_arguments
-from .checkpoints import check_output_dir, check_resume_settings, resolve_checkpoint
+from .checkpoints import (
+    check_not_input,
+    check_output_dir,
+    check_resume_settings,
+    output_dir_lock,
+    resolve_checkpoint,
+)
 from .trainer import AutoencoderTrainer
 
 logger = logging.getLogger(__name__)
@@ -57,8 +63,10 @@ def fit(model, train_dataset, eval_dataset=None, *, output_dir, collator=None, *
 
 
 def check_request(model_args: ModelArguments, data_args: DataArguments, training_args) -> str | None:
-    """Refuse, before any data is loaded, a run that would write over a user's files, resume from an incomplete or
-    foreign checkpoint or with other settings, or evaluate a random model; return the checkpoint to resume from."""
+    """Refuse, before any data is loaded, a run that would write over a user's files or into its own input model or
+    into a folder another run owns, resume from an incomplete or foreign checkpoint or with other settings, or
+    evaluate a random model; return the checkpoint to resume from."""
+    check_not_input(training_args.output_dir, {"--model_name_or_path": model_args.model_name_or_path})
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     check_output_dir(training_args.output_dir, data_args.overwrite_output_dir, resume=checkpoint is not None)
     if training_args.do_eval and not training_args.do_train and model_args.model_name_or_path is None:
@@ -170,36 +178,37 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     """Train a model, evaluate it once (with --do_eval) and save it with its image processor, pictures, metrics and
     model card; push it (with --push_to_hub). The steps of `examples/train_autoencoder.py`. Returns the metrics."""
     checkpoint = check_request(model_args, data_args, training_args)
-    set_seed(training_args.seed)
-    data = load_training_data(data_args, training_args)
-    model = build_model(model_args, data, checkpoint)
-    processor = data.image_processor(do_binarize=data_args.binarize)
-    collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization)
-    trainer = AutoencoderTrainer(
-        model=model, args=training_args, data_collator=collator, train_dataset=data.train, eval_dataset=data.test,
-        processing_class=processor, image_log_pixel_values=collator(first_items(data.test, 8))["pixel_values"],
-    )
-    train_metrics, metrics = {}, {}
-    if training_args.do_train:
-        train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
-        trainer.save_state()
-    trainer.save_model()
-    if training_args.do_eval:
-        features = fid_features(data, training_args) if training_args.fid else None
-        metrics = trainer.evaluate(num_importance_samples=64, features=features)
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    if trainer.is_world_process_zero():
-        pictures = write_pictures(model, data.test, collator, training_args.output_dir, trainer.state.log_history,
-                                  training_args.seed)
-        write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
-                         training=training_summary(training_args, train_metrics) if training_args.do_train else None,
-                         repo_id=training_args.hub_model_id, license=training_args.hub_license)
-        if trainer.hub_repo_id:
-            print(f"pushed to {trainer.push_to_hub()}")
-    return {**train_metrics, **metrics}
+    with output_dir_lock(training_args.output_dir, training_args):  # the run owns its folder until it ends
+        set_seed(training_args.seed)
+        data = load_training_data(data_args, training_args)
+        model = build_model(model_args, data, checkpoint)
+        processor = data.image_processor(do_binarize=data_args.binarize)
+        collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization)
+        trainer = AutoencoderTrainer(
+            model=model, args=training_args, data_collator=collator, train_dataset=data.train, eval_dataset=data.test,
+            processing_class=processor, image_log_pixel_values=collator(first_items(data.test, 8))["pixel_values"],
+        )
+        train_metrics, metrics = {}, {}
+        if training_args.do_train:
+            train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
+            trainer.log_metrics("train", train_metrics)
+            trainer.save_metrics("train", train_metrics)
+            trainer.save_state()
+        trainer.save_model()
+        if training_args.do_eval:
+            features = fid_features(data, training_args) if training_args.fid else None
+            metrics = trainer.evaluate(num_importance_samples=64, features=features)
+            trainer.log_metrics("eval", metrics)
+            trainer.save_metrics("eval", metrics)
+        if trainer.is_world_process_zero():
+            pictures = write_pictures(model, data.test, collator, training_args.output_dir, trainer.state.log_history,
+                                      training_args.seed)
+            training = training_summary(training_args, train_metrics) if training_args.do_train else None
+            write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
+                             training=training, repo_id=training_args.hub_model_id, license=training_args.hub_license)
+            if trainer.hub_repo_id:
+                print(f"pushed to {trainer.push_to_hub()}")
+        return {**train_metrics, **metrics}
 
 
 def _read_streams_per_process(training_args) -> None:

@@ -1,0 +1,100 @@
+"""A run and its folder (issue 29): a run owns its output folder for its life, never writes into its own input model,
+an overwrite replaces the old run's checkpoints before training, a finished run resumed completes what is missing
+without training, and a run that would train nothing is refused. Each test failed on the code before its fix."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+import hf_autoencoders.models  # noqa: F401  (registers the Auto classes)
+from hf_autoencoders.training import parse_args, run_training
+from hf_autoencoders.training.trainer import AutoencoderTrainer
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--hidden_size", "8", "--per_device_train_batch_size", "32", "--disable_tqdm", "true", "--logging_steps", "2",
+        "--max_eval_samples", "32", "--report_to", "none", "--backbone", "mlp", "--latent_dim", "4"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def train(*args: str, model_type: str = "ae") -> dict:
+    return run_training(*parse_args([*args, *TINY], model_type=model_type))
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --------------------------------------------------------------------------------------------- one run per folder
+
+
+def test_a_second_run_into_a_running_runs_folder_is_refused(tmp_path, monkeypatch):
+    """Run B starts while run A trains in the same folder (even with --overwrite_output_dir): B is refused, naming
+    A's process, and A finishes with its own model; afterwards the folder holds no lock."""
+    from hf_autoencoders.training.checkpoints import LOCK_FILE, RunFolderBusyError
+
+    out = tmp_path / "run"
+    refusals = []
+    run_b = parse_args(["--output_dir", str(out), "--do_train", "--max_steps", "1", "--overwrite_output_dir", *TINY],
+                       model_type="ae")  # parsed before run A: new TrainingArguments would reset A's accelerator
+
+    class StartAnotherRun(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                with pytest.raises(RunFolderBusyError) as info:
+                    run_training(*run_b)
+                refusals.append(str(info.value))
+
+    original = AutoencoderTrainer.__init__
+    trainers = []
+
+    def with_callback(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        trainers.append(self)
+        if len(trainers) == 1:  # run A's trainer only
+            self.add_callback(StartAnotherRun())
+
+    monkeypatch.setattr(AutoencoderTrainer, "__init__", with_callback)
+    train("--output_dir", str(out), "--do_train", "--max_steps", "3", "--save_steps", "1")
+    assert len(refusals) == 1
+    assert f"in use by another run (process {os.getpid()} on host" in refusals[0]
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
+    assert not (out / LOCK_FILE).exists()
+
+
+def test_another_process_is_refused_and_a_killed_runs_lock_blocks_nobody(tmp_path):
+    """A lock held here refuses a command in another process with one line naming this process; a process killed
+    while holding the lock (its file left behind) does not block the next run."""
+    from hf_autoencoders.training.checkpoints import LOCK_FILE, RunFolderLock
+
+    busy = tmp_path / "busy"
+    with RunFolderLock(busy):
+        result = subprocess.run([sys.executable, "-m", "hf_autoencoders.cli", "train", "--output_dir", str(busy),
+                                 "--overwrite_output_dir", "--do_train", "--max_steps", "1"],
+                                capture_output=True, text=True, env=ENV, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: output_dir {busy} is in use by another run "
+                                                              f"(process {os.getpid()} on host")
+
+    killed = tmp_path / "killed"
+    subprocess.run([sys.executable, "-c", "import os, signal; from hf_autoencoders.training.checkpoints import "
+                    f"RunFolderLock; RunFolderLock({str(killed)!r}).acquire(); os.kill(os.getpid(), signal.SIGKILL)"],
+                   env=ENV, timeout=120)
+    assert (killed / LOCK_FILE).is_file()  # left behind by the killed process
+    train("--output_dir", str(killed), "--do_train", "--max_steps", "1", "--overwrite_output_dir")
+    assert (killed / "model.safetensors").is_file() and not (killed / LOCK_FILE).exists()
+
+
+def test_a_lock_file_no_run_holds_is_no_users_file(tmp_path):
+    from hf_autoencoders.training.checkpoints import LOCK_FILE, check_output_dir
+
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / LOCK_FILE).write_text('{"pid": 1, "host": "elsewhere"}')
+    check_output_dir(stale, overwrite=False)  # a lock no one holds does not make the folder a user's
