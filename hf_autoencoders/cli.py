@@ -128,7 +128,7 @@ def cmd_evaluate(argv: list[str]) -> None:
     from .evaluation import evaluate
     from .hub import load_model
 
-    model = load_model(args.model)
+    model = load_model(args.model, expect="autoencoder")
     prior = _load_prior(args.prior, model, args.model) if args.prior else None
     data = load_image_dataset(args.dataset_name, split=args.split, image_size=model.config.image_size,
                               num_channels=model.config.num_channels, max_samples=args.max_eval_samples)
@@ -274,7 +274,7 @@ def cmd_sample(argv: list[str]) -> None:
     from .hub import load_model
     from .plots import plot_samples
 
-    model = load_model(args.model)
+    model = load_model(args.model, expect="autoencoder")
     generator = torch.Generator().manual_seed(args.seed)
     nrow = 8
     if args.prior is not None:
@@ -310,8 +310,10 @@ def _push_parser():
 def cmd_push(argv: list[str]) -> None:
     args = parse_command("push", _push_parser, argv)
 
-    from .hub import push_to_hub
+    from .hub import load_model, push_to_hub
 
+    if (Path(args.folder) / "config.json").is_file():
+        load_model(args.folder, "the folder")  # what is pushed must load: its weights match its config, all finite
     print(push_to_hub(args.folder, args.repo_id, token=args.token, private=args.private or None,
                       include_checkpoints=args.include_checkpoints))
 

@@ -10,11 +10,16 @@ is the whole training set as codes), logs. Uploads therefore take an allow-list 
 Hub.)"""
 
 import ast
+import contextlib
 import json
+import logging
 import math
+import os
 from pathlib import Path
 
+import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, TrainerCallback
 
 from .models.code_priors import is_transformer_prior_config  # importing models registers the Auto classes
@@ -30,22 +35,119 @@ _ARCHITECTURE_FIELDS = (
 )
 
 
-def load_model(name_or_path: str, what: str = "the model"):
-    """The model in a run folder or Hub repository, in eval mode, with an error that says what to pass for anything
-    else (`what` names the argument). A transformer prior over VQ codes (a causal LM) loads with
-    `AutoModelForCausalLM`, everything else with `AutoModel`."""
+def load_model(name_or_path: str, what: str = "the model", config=None, expect: str | None = None):
+    """The model in a run folder or Hub repository, in eval mode, loaded strictly: weights that do not match its
+    config.json (missing, unexpected or reshaped tensors), empty or truncated weight files and NaN or infinite weights
+    are refused with an error naming them, never filled with random layers. Anything else gets an error that says
+    what to pass (`what` names the argument). A transformer prior over VQ codes (a causal LM) loads with
+    `AutoModelForCausalLM`, everything else with `AutoModel`. `config` replaces the saved config (the same
+    architecture, other settings); `expect="autoencoder"` refuses a prior, naming what to pass instead."""
     if Path(name_or_path).exists() and not (Path(name_or_path) / "config.json").is_file():
         raise FileNotFoundError(f"{what} {name_or_path} is not a model folder (no config.json): pass the --output_dir "
                                 "of a finished training run, or a Hub id.")
     try:
-        config = AutoConfig.from_pretrained(name_or_path)
+        config = config or AutoConfig.from_pretrained(name_or_path)
     except OSError as err:
         raise FileNotFoundError(f"{what} {name_or_path} is neither a model folder nor a model on the Hub that can be "
                                 f"reached ({err}).") from None
     except ValueError as err:  # a model type this version does not know
         raise ValueError(f"{what} {name_or_path} holds a model hf_autoencoders cannot load: {err}") from None
+    if expect == "autoencoder" and not getattr(config, "family", None):
+        kind = "transformer prior" if is_transformer_prior_config(config) else "PixelCNN prior"
+        raise ValueError(f"{what} {name_or_path} is a {kind} (a prior over a VQ-VAE's codes), not an autoencoder: "
+                         f"pass the VQ-VAE it was trained on as the model, and {name_or_path} as --prior.")
+    if Path(name_or_path).is_dir():
+        for weights in _weight_files(Path(name_or_path)):
+            problem = safetensors_problem(weights)
+            if problem:
+                raise ValueError(f"{what} {name_or_path}: {weights.name} {problem}; it cannot be loaded. Save the "
+                                 "model again (or resume its run from a checkpoint).")
     auto_class = AutoModelForCausalLM if is_transformer_prior_config(config) else AutoModel
-    return auto_class.from_pretrained(name_or_path, config=config).eval()
+    try:
+        with _quiet("transformers.modeling_utils"):  # its load report: the error below says it all
+            model, info = auto_class.from_pretrained(name_or_path, config=config, output_loading_info=True,
+                                                     ignore_mismatched_sizes=True)
+    except (SafetensorError, RuntimeError) as err:
+        raise ValueError(f"{what} {name_or_path}: its weights cannot be read ({err}).") from None
+    mismatches = _loading_mismatches(info)
+    if mismatches:
+        raise ValueError(f"{what} {name_or_path}: its weights do not match its config.json ({mismatches}), so those "
+                         "layers would be random. Was config.json edited or the weights file replaced? Load the folder "
+                         "as its run saved it.")
+    nonfinite = [name for name, tensor in model.state_dict().items()
+                 if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if nonfinite:
+        raise ValueError(f"{what} {name_or_path} holds NaN or infinite weights ({_first(nonfinite)}): it cannot give "
+                         "meaningful results. Use a checkpoint saved before its training diverged, or retrain it.")
+    return model.eval()
+
+
+def _first(names, count: int = 5) -> str:
+    names = sorted(names)
+    return ", ".join(names[:count]) + (f" and {len(names) - count} more" if len(names) > count else "")
+
+
+def _loading_mismatches(info: dict) -> str:
+    """What `from_pretrained(..., output_loading_info=True)` found amiss, in words ("" when nothing)."""
+    parts = []
+    if info.get("missing_keys"):
+        parts.append(f"missing: {_first(info['missing_keys'])}")
+    if info.get("unexpected_keys"):
+        parts.append(f"unexpected: {_first(info['unexpected_keys'])}")
+    mismatched = sorted(info.get("mismatched_keys") or [])
+    if mismatched:
+        shapes = [f"{name} {tuple(saved)} in the weights, {tuple(expected)} by config.json"
+                  for name, saved, expected in mismatched[:3]]
+        more = f" and {len(mismatched) - 3} more" if len(mismatched) > 3 else ""
+        parts.append(f"other shapes: {'; '.join(shapes)}{more}")
+    return "; ".join(parts + list(info.get("error_msgs") or []))
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The safetensors files a model folder's weights are in (one, or the shards its index names)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            return [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+        except (OSError, ValueError, KeyError, AttributeError):
+            return [index]
+    return [folder / "model.safetensors"] if (folder / "model.safetensors").exists() else []
+
+
+def safetensors_problem(path) -> str | None:
+    """What keeps `path` from being a complete safetensors file ("is empty", "is truncated ...", ...), or None: it
+    must be as long as its header says (8 bytes of header length, the JSON header, then every tensor)."""
+    path = Path(path)
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return "is empty (0 bytes)"
+        with open(path, "rb") as f:
+            header_length = int.from_bytes(f.read(8), "little")
+            if header_length > size - 8:
+                return f"is truncated ({size} bytes, too short for its own header)"
+            header = json.loads(f.read(header_length))
+        end = 8 + header_length + max((entry["data_offsets"][1] for key, entry in header.items()
+                                       if key != "__metadata__"), default=0)
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError, AttributeError):
+        return "is not a safetensors file (its header is damaged)"
+    if size != end:
+        return f"is truncated or damaged ({size} bytes, its header announces {end})"
+    return None
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    """Drop the warnings of one logger (a filter: its level also decides what else transformers logs)."""
+    logger = logging.getLogger(logger_name)
+    drop = logging.Filter(name="\0none")  # matches no logger name: rejects every record
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def model_code_files(folder: Path) -> list[str]:

@@ -98,3 +98,32 @@ def test_a_lock_file_no_run_holds_is_no_users_file(tmp_path):
     stale.mkdir()
     (stale / LOCK_FILE).write_text('{"pid": 1, "host": "elsewhere"}')
     check_output_dir(stale, overwrite=False)  # a lock no one holds does not make the folder a user's
+
+
+# ------------------------------------------------------------------------------------- what a run trains and loads
+
+
+@pytest.fixture(scope="module")
+def vae_folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "vae"
+    train("--output_dir", str(out), "--do_train", "--max_steps", "2", "--save_steps", "2", model_type="vae")
+    return out
+
+
+def test_fine_tuning_applies_the_settings_that_keep_the_architecture(tmp_path, vae_folder):
+    """--model_name_or_path with --kl_weight and a likelihood variance: the trained weights, the new settings (before,
+    the saved config was kept and the flags were dropped)."""
+    out = tmp_path / "tuned"
+    train("--output_dir", str(out), "--model_name_or_path", str(vae_folder), "--do_train", "--max_steps", "1",
+          "--learning_rate", "0", "--kl_weight", "0.5", "--config_overrides", "gaussian_variance=0.2",
+          model_type="vae")
+    config = json.loads((out / "config.json").read_text())
+    assert (config["kl_weight"], config["gaussian_variance"]) == (0.5, 0.2)
+    source, tuned = load_file(vae_folder / "model.safetensors"), load_file(out / "model.safetensors")
+    assert source.keys() == tuned.keys() and all(torch.equal(source[k], tuned[k]) for k in source)  # lr 0
+
+
+def test_evaluating_a_given_model_needs_no_training(tmp_path, vae_folder):
+    metrics = train("--output_dir", str(tmp_path / "eval"), "--model_name_or_path", str(vae_folder), "--do_eval",
+                    "--num_train_epochs", "0", "--fid", "false", model_type="vae")
+    assert metrics["eval_num_examples"] == 32 and "train_loss" not in metrics

@@ -214,12 +214,14 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool = False,
 def checkpoint_problems(folder: Path) -> list[str]:
     """What keeps `folder` from being a complete, loadable checkpoint (an empty list if nothing does): missing
     files, a truncated `model.safetensors`, unreadable optimizer, scheduler or RNG states, a broken trainer state."""
+    from ..hub import safetensors_problem
+
     folder = Path(folder)
     problems = [f"no {name}" for name in CHECKPOINT_FILES if not (folder / name).is_file()]
     rng_states = sorted(folder.glob("rng_state*.pth"))
     if not rng_states:
         problems.append("no rng_state.pth")
-    if (folder / "model.safetensors").is_file() and not _complete_safetensors(folder / "model.safetensors"):
+    if (folder / "model.safetensors").is_file() and safetensors_problem(folder / "model.safetensors"):
         problems.append("a truncated or corrupt model.safetensors")
     for state in [folder / "optimizer.pt", folder / "scheduler.pt", *rng_states]:
         if state.is_file() and not _complete_zip(state):
@@ -230,18 +232,6 @@ def checkpoint_problems(folder: Path) -> list[str]:
         except (ValueError, UnicodeDecodeError):
             problems.append("a corrupt trainer_state.json")
     return problems
-
-
-def _complete_safetensors(path: Path) -> bool:
-    """The file is as long as its header says: 8 bytes of header length, the JSON header, then every tensor."""
-    try:
-        with open(path, "rb") as f:
-            header_length = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(header_length))
-        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
-        return os.path.getsize(path) == 8 + header_length + max(ends, default=0)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
-        return False
 
 
 def _complete_zip(path: Path) -> bool:

@@ -269,6 +269,9 @@ def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     check_output_dir(training_args.output_dir, prior_args.overwrite_output_dir, resume=checkpoint is not None)
     vqvae = load_vqvae(prior_args.vqvae)
+    if not training_args.do_train:
+        raise ValueError("train-prior trains a new prior: pass --do_train (and --do_eval to score it on the test "
+                         "codes). To score a trained prior, use `hf-autoencoders evaluate VQVAE --prior PRIOR`.")
     with output_dir_lock(training_args.output_dir, training_args):  # the run owns its folder until it ends
         set_seed(training_args.seed)
         output_dir = Path(training_args.output_dir)

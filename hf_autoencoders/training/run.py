@@ -9,11 +9,11 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModel, set_seed
+from transformers import AutoConfig, set_seed
 
 from ..data import ImageCollator, as_image_split, first_items, load_image_dataset
 from ..evaluation import domain_features
-from ..hub import write_model_card
+from ..hub import load_model, write_model_card
 from ..models import autoencoder_classes
 from ..plots import plot_loss_curves, plot_reconstructions, plot_samples
 from .arguments import DataArguments, ModelArguments, build_config, requested_settings, training_arguments
@@ -66,6 +66,9 @@ def check_request(model_args: ModelArguments, data_args: DataArguments, training
     """Refuse, before any data is loaded, a run that would write over a user's files or into its own input model or
     into a folder another run owns, resume from an incomplete or foreign checkpoint or with other settings, or
     evaluate a random model; return the checkpoint to resume from."""
+    if not (training_args.do_train or training_args.do_eval):
+        raise ValueError("nothing to do: pass --do_train to train a model (and --do_eval to evaluate it), or --do_eval "
+                         "with --model_name_or_path to evaluate a trained one.")
     check_not_input(training_args.output_dir, {"--model_name_or_path": model_args.model_name_or_path})
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     check_output_dir(training_args.output_dir, data_args.overwrite_output_dir, resume=checkpoint is not None)
@@ -120,7 +123,7 @@ def build_model(model_args: ModelArguments, data, checkpoint: str | None):
             f"--num_channels {config.num_channels}."
         )
     if model_args.model_name_or_path is not None and checkpoint is None:
-        return AutoModel.from_pretrained(model_args.model_name_or_path)
+        return load_model(model_args.model_name_or_path, "--model_name_or_path", config=config).train()
     return model_class(config)
 
 
