@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
         AutoencoderTrainer,
         build_model,
         check_request,
+        clear_previous_run,
         fid_features,
         load_training_data,
         output_dir_lock,
@@ -55,13 +56,19 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
         #    --config_overrides), the one --model_name_or_path names, or the one the checkpoint holds.
         model = build_model(model_args, data, checkpoint)
 
-        # 6. The image processor, saved beside the model so that it takes any image at inference, and the collator
+        # 6. With --overwrite_output_dir, clear the run the folder held (its checkpoints, model, card and results;
+        #    other files stay) before training, so that the folder never mixes two runs and `latest` never resumes
+        #    the old one.
+        if data_args.overwrite_output_dir and checkpoint is None and training_args.should_save:
+            clear_previous_run(training_args.output_dir)
+
+        # 7. The image processor, saved beside the model so that it takes any image at inference, and the collator
         #    that turns the decoded images into batches of pixel_values in [0, 1].
         processor = data.image_processor(do_binarize=data_args.binarize)
         collator = ImageCollator(binarize=data_args.binarize,
                                  stochastic_binarization=data_args.stochastic_binarization)
 
-        # 7. The Trainer, taught to log each loss term, to refuse a NaN step, to evaluate with the library's loop and,
+        # 8. The Trainer, taught to log each loss term, to refuse a NaN step, to evaluate with the library's loop and,
         #    with --push_to_hub, to push checkpoints as --hub_strategy says; a few test images go to the trackers of
         #    --report_to at every evaluation.
         trainer = AutoencoderTrainer(
@@ -74,7 +81,8 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
             image_log_pixel_values=collator(first_items(data.test, 8))["pixel_values"],
         )
 
-        # 8. Train, then save the model with its code and processor, the results and the trainer's state.
+        # 9. Train, then save the model with its code and processor, the results and the trainer's state. (A finished
+        #    run resumed from its last checkpoint trains nothing: it only writes what it had not written yet.)
         train_metrics, metrics = {}, {}
         if training_args.do_train:
             train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
@@ -83,10 +91,10 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
             trainer.save_state()
         trainer.save_model()
 
-        # 9. Evaluate once, on the test split: every loss term, MSE, PSNR, SSIM, codebook usage, a VAE's bound on
-        #    log p(x) from 64 importance samples and, unless --fid false, the Fréchet distance and its companions in
-        #    the features of a small classifier of the labelled training images. Without --do_eval nothing is
-        #    evaluated.
+        # 10. Evaluate once, on the test split: every loss term, MSE, PSNR, SSIM, codebook usage, a VAE's bound on
+        #     log p(x) from 64 importance samples and, unless --fid false, the Fréchet distance and its companions
+        #     in the features of a small classifier of the labelled training images. Without --do_eval nothing is
+        #     evaluated.
         if training_args.do_eval:
             features = fid_features(data, training_args) if training_args.fid else None
             metrics = trainer.evaluate(num_importance_samples=64, features=features)
@@ -94,7 +102,7 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
             trainer.save_metrics("eval", metrics)
 
         if trainer.is_world_process_zero():
-            # 10. Pictures (reconstructions, samples, loss curves) and the model card, with the numbers of that
+            # 11. Pictures (reconstructions, samples, loss curves) and the model card, with the numbers of that
             #     evaluation.
             pictures = write_pictures(model, data.test, collator, training_args.output_dir,
                                       trainer.state.log_history, training_args.seed)
@@ -102,7 +110,7 @@ def main(argv: list[str] | None = None, model_type: str | None = None) -> dict:
             write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
                              training=training, repo_id=training_args.hub_model_id, license=training_args.hub_license)
 
-            # 11. With --push_to_hub, upload the folder: the model, its code and processor, the card and the pictures
+            # 12. With --push_to_hub, upload the folder: the model, its code and processor, the card and the pictures
             #     (never the checkpoints' optimizer states).
             if trainer.hub_repo_id:
                 print(f"pushed to {trainer.push_to_hub()}")

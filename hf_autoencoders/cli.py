@@ -15,6 +15,7 @@ Hub id. A user error prints one `error: ...` line saying what to do, and exits w
 """
 
 import errno
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -63,6 +64,12 @@ def _load_prior(name_or_path: str, model, model_name: str):
     return prior
 
 
+def _bool(text: str) -> bool:
+    from transformers.hf_argparser import string_to_bool
+
+    return string_to_bool(text)
+
+
 def _evaluate_parser():
     from .training.arguments import ArgumentParser
 
@@ -73,7 +80,13 @@ def _evaluate_parser():
     parser.add_argument("--max_eval_samples", type=int, default=None, help="Evaluate the first N images only.")
     parser.add_argument("--num_importance_samples", type=int, default=100,
                         help="K of the IWAE bound of a VAE (0 skips it).")
-    parser.add_argument("--binarize", action="store_true", help="Threshold pixels at 0.5 (Bernoulli models).")
+    parser.add_argument("--binarize", type=_bool, nargs="?", const=True, default=None,
+                        help="Threshold the pixels (true or false). Default: as the model was trained, from its saved "
+                             "image processor, which also gives the image size, channels and resampling.")
+    parser.add_argument("--image_column", default=None, help="Image column (found by type if not given).")
+    parser.add_argument("--label_column", default=None,
+                        help="Label column, integers 0..C-1 (found by type if not given): what --downstream, "
+                             "--linear_probe, --sample_quality and the domain features of --fid need.")
     parser.add_argument("--downstream", action="store_true",
                         help="Accuracy of a small CNN trained on the real training images, on the test images and on "
                              "their reconstructions (needs labels).")
@@ -114,6 +127,12 @@ def cmd_evaluate(argv: list[str]) -> None:
     for name in ("num_importance_samples", "sample_quality", "classifier_epochs"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    from .evaluation.loop import MAX_IMPORTANCE_SAMPLES
+
+    if args.num_importance_samples > MAX_IMPORTANCE_SAMPLES:
+        raise ValueError(f"--num_importance_samples must be at most {MAX_IMPORTANCE_SAMPLES}, got "
+                         f"{args.num_importance_samples}: the IWAE paper evaluates with K = 5000, and the work grows "
+                         "as images x K decoder passes.")
     if not args.fid and (args.num_samples is not None or args.features or args.inception_weights):
         raise ValueError("--num_samples, --features and --inception_weights apply to --fid; add --fid")
     if args.num_samples is not None and args.num_samples < 6:
@@ -124,15 +143,16 @@ def cmd_evaluate(argv: list[str]) -> None:
 
     import torch
 
-    from .data import ImageCollator, load_image_dataset
+    from .data import ImageCollator
     from .evaluation import evaluate
-    from .hub import load_model
+    from .hub import load_model, load_processor
 
     model = load_model(args.model, expect="autoencoder")
     prior = _load_prior(args.prior, model, args.model) if args.prior else None
-    data = load_image_dataset(args.dataset_name, split=args.split, image_size=model.config.image_size,
-                              num_channels=model.config.num_channels, max_samples=args.max_eval_samples)
-    collator = ImageCollator(binarize=args.binarize)
+    processor = load_processor(args.model, model.config)  # every preprocessing setting the model was trained with
+    binarize = processor.do_binarize if args.binarize is None else args.binarize
+    collator = ImageCollator(binarize=binarize, binarize_threshold=processor.binarize_threshold)
+    data = _load_data(args, processor, split=args.split, max_samples=args.max_eval_samples)
     test = data[args.split]
     loader = torch.utils.data.DataLoader(test, batch_size=args.batch_size, collate_fn=collator)
     metrics = evaluate(model, loader, num_importance_samples=args.num_importance_samples, seed=args.seed)
@@ -164,11 +184,8 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
         train_classifier,
     )
 
-    test_labels = data[args.split].labels
     flags = "--downstream, --linear_probe and --sample_quality"
-    if test_labels is None:
-        raise ValueError(f"{flags} need class labels, but the dataset has none; pass a labelled dataset (or "
-                         "--label_column) or drop those flags.")
+    test_labels = _labels(data, data[args.split], flags)
     train_images, train_labels = _train_images(model, data, args, collator, flags)
     metrics = {}
     if args.downstream or args.sample_quality:
@@ -186,27 +203,62 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
                 representations(model, train_images), train_labels, representations(model, test_images), test_labels)
     if args.sample_quality:
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
-        samples = model.sample(args.sample_quality, generator=generator, prior=prior).clamp(0, 1)
+        labels = _sample_labels(prior, test_labels, args.sample_quality)
+        samples = model.sample(args.sample_quality, generator=generator, prior=prior, **labels).clamp(0, 1)
         metrics.update({f"sample_{k}": v for k, v in sample_quality(classifier, samples).items()})
         metrics["sample_num_samples"] = args.sample_quality
     return metrics
 
 
+def _load_data(args, processor, split: str, max_samples):
+    """The split of --dataset_name, decoded as the model's saved image processor decodes (image size, channels,
+    resampling)."""
+    from .data import load_image_dataset
+
+    return load_image_dataset(args.dataset_name, split=split, image_size=processor.image_size,
+                              num_channels=processor.num_channels, resample=processor.resample,
+                              image_column=args.image_column, label_column=args.label_column, max_samples=max_samples)
+
+
+def _labels(data, split, flags: str):
+    """The class labels of `split`, checked (`data.check_class_labels`); an error naming `flags` without any."""
+    from .data import check_class_labels
+
+    if split.labels is None:
+        raise ValueError(f"{flags} need class labels, but {data.name} has none; pass a labelled dataset (or name its "
+                         "label column with --label_column) or drop those flags.")
+    return check_class_labels(split.labels, data.name, f"drop {flags}")
+
+
 def _train_images(model, data, args, collator, flags: str):
     """The first --max_train_samples labelled training images, as pixel_values and labels: what the classifier, the
     probe and the domain features learn from."""
-    from .data import load_image_dataset
+    from .hub import load_processor
 
     train_split = data.splits.get("train")
     if train_split is None:
-        train_split = load_image_dataset(args.dataset_name, split="train", image_size=model.config.image_size,
-                                         num_channels=model.config.num_channels,
-                                         max_samples=args.max_train_samples)["train"]
-    if train_split.labels is None:
-        raise ValueError(f"{flags} need class labels, but the dataset has none; pass a labelled dataset (or "
-                         "--label_column) or drop those flags.")
+        train_split = _load_data(args, load_processor(args.model, model.config), "train",
+                                 args.max_train_samples)["train"]
+    labels = _labels(data, train_split, flags)
     n = min(len(train_split), args.max_train_samples)
-    return collator([train_split[i] for i in range(n)])["pixel_values"], train_split.labels[:n]
+    return collator([train_split[i] for i in range(n)])["pixel_values"], labels[:n]
+
+
+def _sample_labels(prior, test_labels, num_samples: int) -> dict:
+    """{"class_labels": ...} for `num_samples` samples of a class-conditional prior: the test images' classes in
+    turn, so that samples and test images have the same class balance (what FD and the sample scores compare);
+    the classes in turn where the test images carry no labels. {} for any other prior."""
+    import torch
+
+    num_classes = getattr(getattr(prior, "config", None), "num_classes", 0) or 0
+    if num_classes == 0:
+        return {}
+    if test_labels is None or not len(test_labels):
+        return {"class_labels": torch.arange(num_samples) % num_classes}
+    if int(test_labels.max()) >= num_classes:
+        raise ValueError(f"the test labels go up to {int(test_labels.max())}, but the prior knows {num_classes} "
+                         "classes: evaluate it on the dataset it was trained on.")
+    return {"class_labels": test_labels.repeat(-(-num_samples // len(test_labels)))[:num_samples]}
 
 
 def _quality_metrics(model, prior, data, args, collator, loader) -> dict:
@@ -219,14 +271,19 @@ def _quality_metrics(model, prior, data, args, collator, loader) -> dict:
     if "inception" in kinds:  # first: a missing weights file should stop the command before any training
         extractors.append(inception_features(args.inception_weights, device=model.device))
     if "domain" in kinds:
-        images, labels = _train_images(model, data, args, collator, "--fid with domain features")
+        images, labels = _train_images(model, data, args, collator, "--fid with domain features (or pass "
+                                       "--features inception)")
         extractors.insert(0, domain_features(images, labels, num_classes=data.num_labels, seed=args.seed,
                                              epochs=args.classifier_epochs, device=model.device,
                                              dataset_name=args.dataset_name or "the embedded digits"))
+    test_labels = data[args.split].labels
+    if prior is not None and prior.config.num_classes > 0 and test_labels is not None:
+        test_labels = _labels(data, data[args.split], "--fid with a class-conditional prior")
+    labels = _sample_labels(prior, test_labels, args.num_samples or len(data[args.split]))
     metrics, descriptions = {}, []
     for features in extractors:
         metrics.update(quality_metrics(model, loader, features=features, num_samples=args.num_samples, prior=prior,
-                                       seed=args.seed, batch_size=args.batch_size))
+                                       seed=args.seed, batch_size=args.batch_size, **labels))
         descriptions.append(metrics.pop("quality_features"))
     metrics["quality_features"] = "; ".join(descriptions)
     return metrics
@@ -259,8 +316,9 @@ def cmd_sample(argv: list[str]) -> None:
     args = parse_command("sample", _sample_parser, argv)
     if args.num_samples < 1:
         raise ValueError(f"--num_samples must be a positive integer, got {args.num_samples}")
-    if not args.temperature >= 0:
-        raise ValueError(f"--temperature must be >= 0 (0 = the most likely code), got {args.temperature}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise ValueError(f"--temperature must be a finite number >= 0 (0 = the most likely code, 1 = the prior's own "
+                         f"distribution), got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         raise ValueError(f"--top_k must be a positive integer, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
@@ -423,6 +481,8 @@ def run_main(command, argv: list[str]) -> None:
     except USER_ERRORS as err:
         fail(str(err).strip() or type(err).__name__)
     except FloatingPointError as err:  # training diverged: stopped before the update, the last checkpoint is intact
+        fail(str(err), 1)
+    except ConnectionError as err:  # hub.HubUploadError: an upload failed, what was to be uploaded is intact
         fail(str(err), 1)
     except OSError as err:
         if err.errno != errno.ENOSPC:

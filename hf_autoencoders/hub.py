@@ -24,6 +24,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, TrainerCal
 
 from .models.code_priors import is_transformer_prior_config  # importing models registers the Auto classes
 
+logger = logging.getLogger(__name__)
+
 # What a model repository holds, besides the model code that config.json's auto_map names (`model_code_files`).
 MODEL_FILES = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "config.json",
                "generation_config.json", "preprocessor_config.json")
@@ -80,6 +82,30 @@ def load_model(name_or_path: str, what: str = "the model", config=None, expect: 
         raise ValueError(f"{what} {name_or_path} holds NaN or infinite weights ({_first(nonfinite)}): it cannot give "
                          "meaningful results. Use a checkpoint saved before its training diverged, or retrain it.")
     return model.eval()
+
+
+def load_processor(name_or_path: str, config):
+    """The image processor saved with the autoencoder at `name_or_path` (a run folder or Hub id): how the model's
+    training images were preprocessed (size, channels, resampling, binarization), for everything that feeds it
+    images afterwards. A model saved without one gets the processor of its config's image shape, without
+    binarization."""
+    from .models import AutoencoderImageProcessor
+
+    folder = Path(name_or_path)
+    saved = (folder / "preprocessor_config.json").is_file() if folder.exists() else True
+    processor = None
+    if saved:
+        try:
+            processor = AutoencoderImageProcessor.from_pretrained(name_or_path)
+        except OSError:  # a Hub repository without one
+            processor = None
+    if processor is None:
+        return AutoencoderImageProcessor(image_size=config.image_size, num_channels=config.num_channels)
+    if (processor.image_size, processor.num_channels) != (config.image_size, config.num_channels):
+        raise ValueError(f"{name_or_path}: its image processor takes {processor.num_channels}x{processor.image_size}"
+                         f"x{processor.image_size} images, its model {config.num_channels}x{config.image_size}x"
+                         f"{config.image_size}; one of preprocessor_config.json and config.json was edited.")
+    return processor
 
 
 def _first(names, count: int = 5) -> str:
@@ -351,6 +377,10 @@ def write_model_card(
     return path
 
 
+class HubUploadError(ConnectionError):
+    """An upload to the Hub failed (no network, offline mode, no permission, ...); what was to be uploaded is intact."""
+
+
 def push_to_hub(
     folder: str | Path,
     repo_id: str,
@@ -361,28 +391,46 @@ def push_to_hub(
     include_checkpoints: bool = False,
     path_in_repo: str | None = None,
 ) -> str:
-    """Upload the model files of a run folder (`upload_files`) to `repo_id`. Returns the commit URL."""
+    """Upload the model files of a run folder (`upload_files`) to `repo_id`. Returns the commit URL; a failed upload
+    raises `HubUploadError`, saying why and what to do."""
     folder = Path(folder)
     missing = [f for f in ("config.json", "model.safetensors") if not (folder / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a trained model folder (missing {', '.join(missing)}); pass the "
                                 "--output_dir of a finished training run.")
     api = api or HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, token=token)
-    commit = api.upload_folder(repo_id=repo_id, folder_path=folder, path_in_repo=path_in_repo,
-                               allow_patterns=upload_files(folder, include_checkpoints),
-                               commit_message=commit_message, token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, token=token)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=folder, path_in_repo=path_in_repo,
+                                   allow_patterns=upload_files(folder, include_checkpoints),
+                                   commit_message=commit_message, token=token)
+    except Exception as err:  # the network, the Hub or the account: whatever it is, nothing local was changed
+        raise HubUploadError(f"could not upload {folder} to {repo_id} ({type(err).__name__}: "
+                             f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no details'}). "
+                             f"{_upload_hint(err)}") from err
     return str(getattr(commit, "commit_url", commit))
+
+
+def _upload_hint(err: Exception) -> str:
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if "offline" in str(err).lower() or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set: unset it to upload."
+    if status in (401, 403):
+        return "Log in with `hf auth login`, or pass a token with write access (--token or --hub_token)."
+    return "Check the network and the repository id, then try again."
 
 
 class HubPushCallback(TrainerCallback):
     """Pushes while training, as `--hub_strategy` says (the finished folder, with its card, is pushed at the end):
     "every_save" uploads each saved checkpoint's model to the repository's root, "checkpoint" also keeps it in
-    `last-checkpoint/`, "all_checkpoints" each one in its own `checkpoint-N/`. Only allow-listed files go up."""
+    `last-checkpoint/`, "all_checkpoints" each one in its own `checkpoint-N/`. Only allow-listed files go up. An
+    upload that fails (no network, ...) is reported and never stops training; the next save uploads again, the
+    newer checkpoint in place of the one that failed (with "all_checkpoints", also each failed one still there)."""
 
     def __init__(self, repo_id: str, strategy: str, token: str | None = None, private: bool | None = None, api=None):
         self.repo_id, self.strategy = repo_id, str(getattr(strategy, "value", strategy))
         self.token, self.private, self.api = token, private, api
+        self.failed: list[tuple[Path, str | None]] = []  # (checkpoint, path in the repository) still to upload
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -392,6 +440,14 @@ class HubPushCallback(TrainerCallback):
             return
         targets = {"every_save": [None], "checkpoint": [None, "last-checkpoint"],
                    "all_checkpoints": [None, checkpoint.name]}.get(self.strategy, [])
-        for path_in_repo in targets:
-            push_to_hub(checkpoint, self.repo_id, token=self.token, private=self.private, api=self.api,
-                        path_in_repo=path_in_repo, commit_message=f"Training in progress, step {state.global_step}")
+        retries = [(folder, where) for folder, where in self.failed if where is not None and where == folder.name
+                   and (folder / "model.safetensors").is_file()]  # all_checkpoints: a rotated-out one is gone
+        self.failed = []
+        for folder, path_in_repo in [*retries, *((checkpoint, where) for where in targets)]:
+            try:
+                push_to_hub(folder, self.repo_id, token=self.token, private=self.private, api=self.api,
+                            path_in_repo=path_in_repo, commit_message=f"Training in progress, step {state.global_step}")
+            except HubUploadError as err:
+                self.failed.append((folder, path_in_repo))
+                logger.warning("%s Training goes on; the next save uploads again.", err)
+

@@ -127,3 +127,51 @@ def test_evaluating_a_given_model_needs_no_training(tmp_path, vae_folder):
     metrics = train("--output_dir", str(tmp_path / "eval"), "--model_name_or_path", str(vae_folder), "--do_eval",
                     "--num_train_epochs", "0", "--fid", "false", model_type="vae")
     assert metrics["eval_num_examples"] == 32 and "train_loss" not in metrics
+
+
+# ------------------------------------------------------------------------------------------ resuming, overwriting
+
+
+def test_resuming_a_finished_run_completes_it_without_training(tmp_path, vae_folder):
+    """A run killed after its last checkpoint (during its final save or card) and resumed with `latest`: the model is
+    its last checkpoint's, the card and results are written, no step is trained (before: step 3 of 2, and other
+    weights)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(vae_folder, run)
+    for name in ("model.safetensors", "README.md", "samples.png", "train_results.json"):
+        (run / name).unlink()
+    metrics = train("--output_dir", str(run), "--do_train", "--max_steps", "2", "--save_steps", "2",
+                    "--resume_from_checkpoint", "latest", model_type="vae")
+    assert json.loads((run / "trainer_state.json").read_text())["global_step"] == 2
+    last, final = load_file(run / "checkpoint-2" / "model.safetensors"), load_file(run / "model.safetensors")
+    assert all(torch.equal(last[k], final[k]) for k in last)
+    assert (run / "README.md").is_file() and (run / "samples.png").is_file()
+    assert metrics["epoch"] > 0
+    with pytest.raises(ValueError, match="has trained 2 steps, more than the 1"):
+        train("--output_dir", str(run), "--do_train", "--max_steps", "1", "--resume_from_checkpoint", "latest",
+              model_type="vae")
+
+
+def test_an_overwrite_clears_the_run_it_replaces_and_keeps_the_users_files(tmp_path, vae_folder, monkeypatch):
+    """--overwrite_output_dir, killed before its first checkpoint: `latest` must not continue the old run (before, it
+    picked the old run's checkpoint-2). The old run's checkpoints, model and results are gone; a user's file stays."""
+    import shutil
+
+    from hf_autoencoders.training.checkpoints import resolve_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(vae_folder, run)
+    (run / "notes.txt").write_text("mine")
+
+    def killed(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(AutoencoderTrainer, "training_step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train("--output_dir", str(run), "--do_train", "--max_steps", "4", "--overwrite_output_dir", "--seed", "5",
+              model_type="vae")
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        resolve_checkpoint("latest", str(run))

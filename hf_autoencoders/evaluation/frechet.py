@@ -171,6 +171,7 @@ def quality_metrics(
     features: ImageFeatures,
     num_samples: int | None = None,
     prior=None,
+    class_labels=None,
     seed: int = 0,
     batch_size: int = 256,
     reconstructions: bool = True,
@@ -182,7 +183,8 @@ def quality_metrics(
 
     Reconstructions are ``model(x).reconstruction`` of each real image; samples are ``num_samples`` (default N)
     images of ``model.sample(n, generator=..., prior=prior)`` (AE and VAE: z ~ N(0, I); VQ-VAE: uniform codes, or
-    ``prior``'s). Both are clamped to [0, 1]. Seeded by ``seed``. Needs at least 6 real images and 6 samples.
+    ``prior``'s). Both are clamped to [0, 1]. Seeded by ``seed``. Needs at least 6 real images and 6 samples. A
+    class-conditional ``prior`` draws sample k with class ``class_labels[k]`` (long, one per sample).
 
     Returns plain floats under ``f"{target}_{metric}_{features.name}"`` for target in ("reconstruction", "sample")
     and metric in METRICS, with ``quality_num_real`` (N), ``quality_num_samples`` (M, with samples) and
@@ -216,7 +218,9 @@ def quality_metrics(
             generator = torch.Generator(device=device).manual_seed(seed)
             fake = []
             for start in tqdm(range(0, num_samples, batch_size), desc="samples", disable=not progress, leave=False):
-                images = model.sample(min(batch_size, num_samples - start), generator=generator, prior=prior)
+                count = min(batch_size, num_samples - start)
+                labels = {} if class_labels is None else {"class_labels": class_labels[start:start + count]}
+                images = model.sample(count, generator=generator, prior=prior, **labels)
                 fake.append(features.extract(images.float().clamp(0, 1), batch_size))
             metrics = feature_metrics(real, torch.cat(fake), seed=seed)
             results.update({f"sample_{name}_{features.name}": v for name, v in metrics.items()})

@@ -16,6 +16,10 @@ from ..data import iterate_batches, num_batches
 from ..models import code_statistics
 from .metrics import as_images, eval_mode, model_device, mse, nats_to_bits_per_dim, psnr, ssim
 
+# The largest K of the IWAE bound: twice the 5000 the IWAE paper evaluates with. The work grows as images x K decoder
+# passes, so a larger K costs far more time while the bound moves by less than its own noise.
+MAX_IMPORTANCE_SAMPLES = 10_000
+
 
 def likelihood_bounds(model, pixel_values: torch.Tensor, num_samples: int, generator=None, max_pairs: int = 4096):
     r"""The two bounds on log p(x) per image, in nats, from K = `num_samples` importance weights
@@ -78,8 +82,9 @@ def evaluate(
     still joins every collective); `forward_context` wraps each model call (e.g. the Trainer's autocast), and
     `on_batch(pixel_values, output)` sees every batch's clean images and model output (e.g. to keep reconstructions).
     """
-    if num_importance_samples < 0:
-        raise ValueError(f"num_importance_samples must be >= 0 (0 skips the IWAE bound), got {num_importance_samples}.")
+    if not 0 <= num_importance_samples <= MAX_IMPORTANCE_SAMPLES:
+        raise ValueError(f"num_importance_samples must lie in [0, {MAX_IMPORTANCE_SAMPLES}] (0 skips the IWAE bound), "
+                         f"got {num_importance_samples}.")
     device = model_device(model)
     rank = accelerator.process_index if accelerator is not None else 0
     bounds = num_importance_samples > 0 and hasattr(model, "log_importance_weights")

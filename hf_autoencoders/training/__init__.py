@@ -15,6 +15,7 @@ _NAMES = {
     "ModelArguments": "arguments", "PriorArguments": "arguments", "build_config": "arguments",
     "training_arguments": "arguments",
     "RunFolderLock": "checkpoints", "check_not_input": "checkpoints", "check_output_dir": "checkpoints",
+    "clear_previous_run": "checkpoints",
     "output_dir_lock": "checkpoints", "resolve_checkpoint": "checkpoints",
     "parse_args": "parsing", "parse_command": "parsing", "parse_prior_args": "parsing",
     "build_model": "run", "check_request": "run", "fid_features": "run", "fit": "run", "load_training_data": "run",

@@ -217,6 +217,11 @@ class PriorArguments:
         default=None,
         metadata={"help": "Threshold pixels at 0.5 before encoding; default: as the VQ-VAE's saved image processor."},
     )
+    image_column: str | None = field(default=None, metadata={"help": "Image column (found by type if not given)."})
+    label_column: str | None = field(
+        default=None, metadata={"help": "Label column, integers 0..C-1, for --class_conditional (found by type if not "
+                                        "given)."}
+    )
     class_conditional: bool = field(default=False, metadata={"help": "Model p(codes | class label)."})
     prior_type: str = field(
         default="pixelcnn",
@@ -249,6 +254,10 @@ class PriorArguments:
     def __post_init__(self):
         if self.prior_type not in ("pixelcnn", "transformer"):
             raise ValueError(f"--prior_type must be pixelcnn or transformer, got {self.prior_type!r}.")
+        for name in ("max_train_samples", "max_eval_samples", "num_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be a positive number of images, got {value}.")
         only = {"kernel_size": "pixelcnn", "num_heads": "transformer"}
         for name, kind in only.items():
             if getattr(self, name) is not None and self.prior_type != kind:

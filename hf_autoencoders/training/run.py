@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, set_seed
 
-from ..data import ImageCollator, as_image_split, first_items, load_image_dataset
+from ..data import ImageCollator, as_image_split, check_class_labels, first_items, load_image_dataset
 from ..evaluation import domain_features
 from ..hub import load_model, write_model_card
 from ..models import autoencoder_classes
@@ -21,6 +21,7 @@ from .checkpoints import (
     check_not_input,
     check_output_dir,
     check_resume_settings,
+    clear_previous_run,
     output_dir_lock,
     resolve_checkpoint,
 )
@@ -106,6 +107,10 @@ def load_training_data(data_args: DataArguments, training_args):
         )
     if isinstance(data.train, torch.utils.data.IterableDataset):
         _read_streams_per_process(training_args)
+    labels = getattr(data.train, "labels", None)
+    if training_args.do_eval and training_args.fid and labels is not None:  # checked now, not after training
+        check_class_labels(labels[:FID_TRAIN_IMAGES], data.name, "pass --fid false to evaluate without the Fréchet "
+                           "distance (its features are a classifier of the labelled training images)")
     return data
 
 
@@ -141,8 +146,9 @@ def fid_features(data, training_args):
         count += len(batch["labels"])
         if count >= FID_TRAIN_IMAGES:
             break
+    labels = check_class_labels(torch.cat(labels)[:FID_TRAIN_IMAGES], data.name, "pass --fid false")
     with training_args.main_process_first(local=True, desc="training the classifier of the Fréchet distance"):
-        return domain_features(torch.cat(images)[:FID_TRAIN_IMAGES], torch.cat(labels)[:FID_TRAIN_IMAGES],
+        return domain_features(torch.cat(images)[:FID_TRAIN_IMAGES], labels,
                                seed=training_args.seed, dataset_name=data.name, device=training_args.device)
 
 
@@ -185,6 +191,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         set_seed(training_args.seed)
         data = load_training_data(data_args, training_args)
         model = build_model(model_args, data, checkpoint)
+        if data_args.overwrite_output_dir and checkpoint is None and training_args.should_save:
+            clear_previous_run(training_args.output_dir)  # the folder never mixes two runs
         processor = data.image_processor(do_binarize=data_args.binarize)
         collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization)
         trainer = AutoencoderTrainer(
