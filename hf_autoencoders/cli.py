@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .training.parsing import parse_args, parse_command, parse_prior_args
 
+MAX_GRID_SAMPLES = 4096  # the most images `sample` puts in its one grid (64 x 64)
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, IsADirectoryError)
 
 
@@ -135,6 +136,9 @@ def cmd_evaluate(argv: list[str]) -> None:
                          "as images x K decoder passes.")
     if not args.fid and (args.num_samples is not None or args.features or args.inception_weights):
         raise ValueError("--num_samples, --features and --inception_weights apply to --fid; add --fid")
+    if args.fid and args.max_eval_samples is not None and args.max_eval_samples < 6:
+        raise ValueError(f"--fid needs at least 6 test images (density and coverage use 5 nearest neighbours), got "
+                         f"--max_eval_samples {args.max_eval_samples}")
     if args.num_samples is not None and args.num_samples < 6:
         raise ValueError(f"--num_samples must be at least 6 (density and coverage use 5 nearest neighbours), got "
                          f"{args.num_samples}")
@@ -316,6 +320,10 @@ def cmd_sample(argv: list[str]) -> None:
     args = parse_command("sample", _sample_parser, argv)
     if args.num_samples < 1:
         raise ValueError(f"--num_samples must be a positive integer, got {args.num_samples}")
+    if args.num_samples > MAX_GRID_SAMPLES:
+        raise ValueError(f"--num_samples must be at most {MAX_GRID_SAMPLES}, got {args.num_samples}: sample writes one "
+                         "grid to look at. To measure many samples, use `hf-autoencoders evaluate MODEL --fid "
+                         "--num_samples N`.")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise ValueError(f"--temperature must be a finite number >= 0 (0 = the most likely code, 1 = the prior's own "
                          f"distribution), got {args.temperature}")

@@ -337,6 +337,16 @@ CLI_CASES = [  # (id, arguments ({root} is the sandbox), pattern of the one erro
                                                         "--do_eval", "--max_steps", "1", "--output_dir", "{root}/o"],
      "labels of .*neglabels.* -1.*--fid false"),
     ("push without a network", ["push", "{root}/vae", "me/x"], "could not upload .*HF_HUB_OFFLINE"),
+    ("a zero image size", ["train", "--do_train", "--image_size", "0", "--output_dir", "{root}/o"],
+     "--image_size must be a positive number"),
+    ("two channels", ["train", "--do_train", "--num_channels", "2", "--output_dir", "{root}/o"],
+     "--num_channels must be 1 \\(grayscale\\) or 3"),
+    ("a zero batch size", ["train", "--do_train", "--per_device_train_batch_size", "0", "--output_dir", "{root}/o"],
+     "--per_device_train_batch_size must be a positive integer"),
+    ("a Frechet distance of three images", ["evaluate", "{root}/vae", "--fid", "--max_eval_samples", "3"],
+     "--fid needs at least 6 test images"),
+    ("a hundred million samples", ["sample", "{root}/vae", "--num_samples", "100000000", "--output_file",
+                                   "{root}/s.png"], "--num_samples must be at most 4096.*evaluate"),
     ("a prior on zero images", ["train-prior", "--vqvae", "{root}/vqvae", "--max_train_samples", "0", "--output_dir",
                                 "{root}/o"], "--max_train_samples must be a positive number"),
 ]
@@ -357,5 +367,5 @@ def test_command_line(folders, arguments, pattern, capsys):
     assert not (folders / "o").exists()
 
 
-def test_there_are_at_least_forty_hostile_cases():
-    assert len(MODEL_CASES) + len(CLI_CASES) >= 40
+def test_there_are_enough_hostile_cases():
+    assert len(MODEL_CASES) + len(CLI_CASES) >= 67 + 36  # issue 15's cases, and the 36 or more of issue 29's probe

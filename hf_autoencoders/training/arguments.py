@@ -143,6 +143,12 @@ class DataArguments:
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be a positive number of images, got {value}; leave it out to use "
                                  "the whole split.")
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"--image_size must be a positive number of pixels, got {self.image_size}; leave it out "
+                             "to keep the images' own size.")
+        if self.num_channels not in (None, 1, 3):
+            raise ValueError(f"--num_channels must be 1 (grayscale) or 3 (RGB), got {self.num_channels}; leave it out "
+                             "to keep the images' own.")
 
 
 @dataclass
@@ -188,6 +194,9 @@ class AutoencoderTrainingArguments(TrainingArguments):
         super().__post_init__()
         if not torch.cuda.is_available():  # pinned memory only helps host-to-GPU copies
             self.dataloader_pin_memory = False
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}.")
         if self.do_train and self.max_steps == 0:
             raise ValueError("--max_steps 0 trains nothing; pass a positive number of steps, or leave it out (-1) to "
                              "train for --num_train_epochs.")
