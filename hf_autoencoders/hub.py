@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 MODEL_FILES = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "config.json",
                "generation_config.json", "preprocessor_config.json")
 CARD_FILES = ("README.md", "*.png")
+# What a training run writes into its folder besides those, checkpoints and caches: its pictures and results.
+RUN_PICTURES = ("reconstructions.png", "samples.png", "uniform_samples.png", "loss_curves.png")
+RESULT_FILES = ("train_results.json", "eval_results.json", "all_results.json", "trainer_state.json",
+                "training_args.bin")
 _ARCHITECTURE_FIELDS = (
     "backbone", "image_size", "num_channels", "hidden_size", "num_hidden_layers", "num_downsamples", "patch_size",
     "latent_dim", "likelihood", "gaussian_variance", "kl_weight", "quantizer", "num_embeddings", "embedding_dim",
@@ -213,6 +217,15 @@ def upload_files(folder, include_checkpoints: bool = False) -> list[str]:
             if (checkpoint / "trainer_state.json").is_file():
                 files.add(f"{checkpoint.name}/trainer_state.json")
     return sorted(files)
+
+
+def run_files(folder) -> list[Path]:
+    """The files a training run wrote into `folder` (not its checkpoints or caches): the model (`MODEL_FILES` and its
+    code), the card (README.md), its pictures and the results files; never a user's other files."""
+    folder = Path(folder)
+    names = [*MODEL_FILES, "README.md", *RUN_PICTURES, *RESULT_FILES]
+    files = {p for pattern in names for p in folder.glob(pattern) if p.is_file()}
+    return sorted(files | {folder / name for name in model_code_files(folder)})
 
 
 # The card, a Jinja template filled by `ModelCard.from_template`. `kind` is "autoencoder", "pixelcnn" or "transformer".

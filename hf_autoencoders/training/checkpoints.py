@@ -19,14 +19,6 @@ except ImportError:  # Windows: runs are not locked
 
 # What the Trainer needs to continue a run exactly where it stopped (rng_state.pth, or one per process).
 CHECKPOINT_FILES = ("trainer_state.json", "config.json", "model.safetensors", "optimizer.pt", "scheduler.pt")
-# What a run writes into its folder besides checkpoints and the model code its config.json names: the model, its card,
-# pictures and results. An --overwrite_output_dir run removes them, and nothing else, before it trains.
-RUN_FILES = (
-    "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "config.json",
-    "generation_config.json", "preprocessor_config.json", "README.md", "reconstructions.png", "samples.png",
-    "uniform_samples.png", "loss_curves.png", "train_results.json", "eval_results.json", "all_results.json",
-    "trainer_state.json", "training_args.bin",
-)
 # Besides these and the model code (*.py), a Trainer's checkpoint-N holds one rng_state*.pth per process.
 CHECKPOINT_EXTRAS = ("training_args.bin", "scaler.pt", "preprocessor_config.json", "generation_config.json",
                      "model.safetensors.index.json")
@@ -225,12 +217,12 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool = False,
 def clear_previous_run(output_dir) -> list[str]:
     """Remove the run an --overwrite_output_dir run replaces, before it trains: its checkpoint-N folders (so that
     `latest` can never continue it, nor the Trainer's rotation of checkpoints delete the new run's), its model and
-    model code, card, pictures and results (`RUN_FILES`), so that the folder never mixes two runs. A user's other files
-    stay; a checkpoint-N folder holding anything a checkpoint does not is refused, with nothing removed. Returns what
-    was removed."""
+    model code, card, pictures and results (`hub.run_files`), so that the folder never mixes two runs. A user's other
+    files stay; a checkpoint-N folder holding anything a checkpoint does not is refused, with nothing removed.
+    Returns what was removed."""
     import shutil
 
-    from ..hub import model_code_files
+    from ..hub import model_code_files, run_files
 
     folder = Path(output_dir)
     if not folder.is_dir():
@@ -244,8 +236,7 @@ def clear_previous_run(output_dir) -> list[str]:
             raise FileExistsError(f"--overwrite_output_dir would remove {checkpoint}, which holds "
                                   f"{', '.join(foreign)}: files no checkpoint holds. Move them elsewhere first. "
                                   "Nothing was changed.")
-    files = {p for pattern in RUN_FILES for p in folder.glob(pattern) if p.is_file()}
-    files |= {folder / name for name in model_code_files(folder)}
+    files = run_files(folder)
     for checkpoint in checkpoints:
         shutil.rmtree(checkpoint)
     for path in files:
