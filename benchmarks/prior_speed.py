@@ -107,8 +107,9 @@ def side_by_side(left: torch.Tensor, right: torch.Tensor, path: Path, gap: int =
 def run_dataset(name: str, vqvae_path: str, data_path: str | None, args, figures_dir: Path) -> dict:
     from hf_autoencoders.data import ImageCollator, ImageTensorDataset, load_image_dataset
     from hf_autoencoders.evaluation.priors import prior_test_metrics
+    from hf_autoencoders.hub import load_processor
     from hf_autoencoders.training.arguments import PriorArguments
-    from hf_autoencoders.training.prior import CodeDataset, _saved_binarize, build_prior, extract_codes, load_vqvae
+    from hf_autoencoders.training.prior import CodeDataset, build_prior, extract_codes, load_vqvae
 
     vqvae = load_vqvae(vqvae_path)
     config = vqvae.config
@@ -121,7 +122,8 @@ def run_dataset(name: str, vqvae_path: str, data_path: str | None, args, figures
     if args.max_eval_samples:
         labels = None if test.labels is None else test.labels[:args.max_eval_samples]
         test = ImageTensorDataset(test.images[:args.max_eval_samples], labels)
-    collator = ImageCollator(binarize=_saved_binarize(vqvae_path))
+    processor = load_processor(vqvae_path, config)
+    collator = ImageCollator(binarize=processor.do_binarize, binarize_threshold=processor.binarize_threshold)
     train_codes, _ = extract_codes(vqvae, train, 500, args.cache_dir, collator, progress=False)
     test_codes, _ = extract_codes(vqvae, test, 500, args.cache_dir, collator, progress=False)
     train_codes, test_codes = CodeDataset(train_codes), CodeDataset(test_codes)

@@ -43,10 +43,17 @@ def quickstart_parser():
 
 def main(argv):
     args = parse_command("quickstart", quickstart_parser, argv)
-    from hf_autoencoders.training import check_output_dir, run_training
+    from hf_autoencoders.training import RunFolderLock, check_output_dir
+
+    check_output_dir(args.output_dir, args.overwrite_output_dir)
+    with RunFolderLock(args.output_dir):  # the job owns its folder until it ends
+        train_vqvae_and_prior(args)
+
+
+def train_vqvae_and_prior(args):
+    from hf_autoencoders.training import run_training
     from hf_autoencoders.training.prior import run_prior_training
 
-    check_output_dir(args.output_dir, args.overwrite_output_dir, None)
     out = Path(args.output_dir)
     dataset = ["--dataset_name", args.dataset_name] if args.dataset_name else []
     overwrite = ["--overwrite_output_dir"] if args.overwrite_output_dir else []

@@ -21,12 +21,15 @@ Hub id. A user error prints one `error: ...` line saying what to do, and exits w
 
 import difflib
 import errno
+import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from .training.parsing import parse_args, parse_command, parse_prior_args
 
+MAX_GRID_SAMPLES = 4096  # the most images `sample` puts in its one grid (64 x 64)
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, IsADirectoryError)
 
 
@@ -36,11 +39,26 @@ def _version() -> str:
     return __version__
 
 
-def _refuse_existing(path: Path, overwrite: bool) -> None:
+def check_output_file(path: Path, overwrite: bool, models: tuple = (), example: str = "results.json") -> None:
+    """Before any work: refuse an --output_file that is a folder, that exists (without --overwrite_output_file), that
+    is a file of one of the `models` the command reads, or whose folder is missing or cannot be written."""
+    if path.is_dir():
+        raise IsADirectoryError(f"--output_file {path} is a folder; name a file, e.g. {path / example}.")
+    for model in models:
+        folder = Path(model) if model else None
+        if folder is not None and folder.is_dir() and path.exists() and folder.resolve() in path.resolve().parents:
+            raise ValueError(f"--output_file {path} belongs to the model {model}: writing over it would change the "
+                             "model. Choose a file outside its folder.")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another --output_file or pass --overwrite_output_file.")
     if not path.parent.exists():
         raise FileNotFoundError(f"the folder {path.parent} of --output_file does not exist; create it first.")
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as err:
+        raise PermissionError(f"--output_file {path} cannot be written ({err.strerror}: {path.parent}); choose a "
+                              "folder you can write to.") from None
 
 
 def check_single_process(command: str) -> None:
@@ -65,6 +83,12 @@ def _load_prior(name_or_path: str, model, model_name: str):
     return prior
 
 
+def _bool(text: str) -> bool:
+    from transformers.hf_argparser import string_to_bool
+
+    return string_to_bool(text)
+
+
 def _evaluate_parser():
     from .evaluation import EVAL_SEED, FEATURE_TRAIN_IMAGES
     from .training.arguments import ArgumentParser
@@ -76,7 +100,13 @@ def _evaluate_parser():
     parser.add_argument("--max_eval_samples", type=int, default=None, help="Evaluate the first N images only.")
     parser.add_argument("--num_importance_samples", type=int, default=100,
                         help="K of the IWAE bound of a VAE (0 skips it).")
-    parser.add_argument("--binarize", action="store_true", help="Threshold pixels at 0.5 (Bernoulli models).")
+    parser.add_argument("--binarize", type=_bool, nargs="?", const=True, default=None,
+                        help="Threshold the pixels (true or false). Default: as the model was trained, from its saved "
+                             "image processor, which also gives the image size, channels and resampling.")
+    parser.add_argument("--image_column", default=None, help="Image column (found by type if not given).")
+    parser.add_argument("--label_column", default=None,
+                        help="Label column, integers 0..C-1 (found by type if not given): what --downstream, "
+                             "--linear_probe, --sample_quality and the domain features of --fid need.")
     parser.add_argument("--downstream", action="store_true",
                         help="Accuracy of a small CNN trained on the real training images, on the test images and on "
                              "their reconstructions (needs labels).")
@@ -136,6 +166,12 @@ def cmd_evaluate(argv: list[str]) -> None:
     for name in ("num_importance_samples", "sample_quality", "classifier_epochs"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    from .evaluation.loop import MAX_IMPORTANCE_SAMPLES
+
+    if args.num_importance_samples > MAX_IMPORTANCE_SAMPLES:
+        raise ValueError(f"--num_importance_samples must be at most {MAX_IMPORTANCE_SAMPLES}, got "
+                         f"{args.num_importance_samples}: the IWAE paper evaluates with K = 5000, and the work grows "
+                         "as images x K decoder passes.")
     if not (args.fid or args.generability) and (args.num_samples is not None or args.features
                                                  or args.inception_weights):
         raise ValueError("--num_samples, --features and --inception_weights apply to --fid and --generability; add "
@@ -146,29 +182,34 @@ def cmd_evaluate(argv: list[str]) -> None:
         raise ValueError(f"--generability_steps must be a positive integer, got {args.generability_steps}")
     if args.lpips_weights and args.perceptual != "lpips":
         raise ValueError("--lpips_weights applies to --perceptual lpips; add it")
+    if args.fid and args.max_eval_samples is not None and args.max_eval_samples < 6:
+        raise ValueError(f"--fid needs at least 6 test images (density and coverage use 5 nearest neighbours), got "
+                         f"--max_eval_samples {args.max_eval_samples}")
     if args.num_samples is not None and args.num_samples < 6:
         raise ValueError(f"--num_samples must be at least 6 (density and coverage use 5 nearest neighbours), got "
                          f"{args.num_samples}")
     if args.output_file:
-        _refuse_existing(Path(args.output_file), args.overwrite_output_file)
+        check_output_file(Path(args.output_file), args.overwrite_output_file, (args.model, args.prior))
 
     import torch
 
-    from .data import ImageCollator, load_image_dataset
+    from .data import ImageCollator
     from .evaluation import evaluate
     from .evaluation.metrics import unit_images
-    from .hub import load_model
+    from .hub import load_model, load_processor
 
-    model = load_model(args.model)
+    model = load_model(args.model, expect="autoencoder")
     prior = _load_prior(args.prior, model, args.model) if args.prior else None
-    data = load_image_dataset(args.dataset_name, split=args.split, image_size=model.config.image_size,
-                              num_channels=model.config.num_channels, max_samples=args.max_eval_samples)
-    collator = ImageCollator(binarize=args.binarize)  # images in [0, 1]: what classifiers and features read
+    processor = load_processor(args.model, model.config)  # every preprocessing setting the model was trained with
+    binarize = processor.do_binarize if args.binarize is None else args.binarize
+    # images in [0, 1]: what classifiers and features read
+    collator = ImageCollator(binarize=binarize, binarize_threshold=processor.binarize_threshold)
+    data = _load_data(args, processor, split=args.split, max_samples=args.max_eval_samples)
     test = data[args.split]
     loader = torch.utils.data.DataLoader(test, batch_size=args.batch_size, collate_fn=collator)
     model_loader = torch.utils.data.DataLoader(  # the same images in the model's pixel range, for the model
-        test, batch_size=args.batch_size,
-        collate_fn=ImageCollator(binarize=args.binarize, pixel_range=model.config.pixel_range))
+        test, batch_size=args.batch_size, collate_fn=ImageCollator(
+            binarize=binarize, binarize_threshold=processor.binarize_threshold, pixel_range=model.config.pixel_range))
     perceptual = _perceptual_network(model, data, args, collator) if args.perceptual else None
     extractors = _feature_networks(model, data, args) if args.fid or args.generability else []
     fid_features = extractors if args.fid else []
@@ -192,16 +233,17 @@ def cmd_evaluate(argv: list[str]) -> None:
         for features in fid_features:
             metrics.update(quality_from_features(
                 model, features, torch.cat(real[features.name]), torch.cat(reconstructed[features.name]),
-                num_samples=args.num_samples, prior=prior, seed=args.seed, batch_size=args.batch_size, progress=True))
+                num_samples=args.num_samples, prior=prior, seed=args.seed, batch_size=args.batch_size, progress=True,
+                **_fid_sample_labels(prior, data, args)))
         metrics["quality_features"] = "; ".join(features.description for features in fid_features)
     if args.generability:
         metrics.update(_generability(model, data, args, collator, extractors))
-    from .results import dumps
+    from .results import dumps, write_text
 
     text = dumps(metrics)
+    print(text, flush=True)  # first: a file that cannot be written after all loses none of the numbers
     if args.output_file:
-        Path(args.output_file).write_text(text + "\n")
-    print(text)
+        write_text(args.output_file, text + "\n")
 
 
 def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
@@ -220,11 +262,8 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
     )
     from .evaluation.metrics import unit_images
 
-    test_labels = data[args.split].labels
     flags = "--downstream, --linear_probe and --sample_quality"
-    if test_labels is None:
-        raise ValueError(f"{flags} need class labels, but the dataset has none; pass a labelled dataset (or "
-                         "--label_column) or drop those flags.")
+    test_labels = _labels(data, data[args.split], flags)
     train_images, train_labels = _train_images(model, data, args, collator, flags)
     metrics = {}
     if args.downstream or args.sample_quality:
@@ -242,27 +281,45 @@ def _label_metrics(model, prior, data, args, collator, test_images) -> dict:
                 representations(model, train_images), train_labels, representations(model, test_images), test_labels)
     if args.sample_quality:
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
-        classes = prior.config.num_classes if prior is not None else 0  # a class-conditional prior: classes in turn
-        labels = {"class_labels": torch.arange(args.sample_quality) % classes} if classes else {}
+        labels = _sample_labels(prior, test_labels, args.sample_quality)
         samples = unit_images(model, model.sample(args.sample_quality, generator=generator, prior=prior, **labels))
         metrics.update({f"sample_{k}": v for k, v in sample_quality(classifier, samples).items()})
         metrics["sample_num_samples"] = args.sample_quality
     return metrics
 
 
-def _train_split(model, data, args, flags: str | None = None):
-    """The training split (its first --max_train_samples images): what the classifier, the probe, the domain
-    features and the offline perceptual networks learn from. With `flags` (what needs them), labels are required."""
+def _load_data(args, processor, split: str, max_samples):
+    """The split of --dataset_name, decoded as the model's saved image processor decodes (image size, channels,
+    resampling)."""
     from .data import load_image_dataset
+
+    return load_image_dataset(args.dataset_name, split=split, image_size=processor.image_size,
+                              num_channels=processor.num_channels, resample=processor.resample,
+                              image_column=args.image_column, label_column=args.label_column, max_samples=max_samples)
+
+
+def _labels(data, split, flags: str):
+    """The class labels of `split`, checked (`data.check_class_labels`); an error naming `flags` without any."""
+    from .data import check_class_labels
+
+    if split.labels is None:
+        raise ValueError(f"{flags} need class labels, but {data.name} has none; pass a labelled dataset (or name its "
+                         "label column with --label_column) or drop those flags.")
+    return check_class_labels(split.labels, data.name, f"drop {flags}")
+
+
+def _train_split(model, data, args, flags: str | None = None):
+    """The training split (its first --max_train_samples images), decoded as the model's saved image processor
+    decodes: what the classifier, the probe, the domain features and the offline perceptual networks learn from.
+    With `flags` (what needs them), labels are required (`_labels`)."""
+    from .hub import load_processor
 
     train_split = data.splits.get("train")
     if train_split is None:
-        train_split = load_image_dataset(args.dataset_name, split="train", image_size=model.config.image_size,
-                                         num_channels=model.config.num_channels,
-                                         max_samples=args.max_train_samples)["train"]
-    if flags and train_split.labels is None:
-        raise ValueError(f"{flags} need class labels, but the dataset has none; pass a labelled dataset (or "
-                         "--label_column) or drop those flags.")
+        train_split = _load_data(args, load_processor(args.model, model.config), "train",
+                                 args.max_train_samples)["train"]
+    if flags:
+        _labels(data, train_split, flags)
     return train_split
 
 
@@ -270,8 +327,34 @@ def _train_images(model, data, args, collator, flags: str | None = None):
     """The first --max_train_samples training images, as pixel_values and labels (`_train_split`)."""
     train_split = _train_split(model, data, args, flags)
     n = min(len(train_split), args.max_train_samples)
-    labels = None if train_split.labels is None else train_split.labels[:n]
+    labels = None if train_split.labels is None else _labels(data, train_split, flags or "these flags")[:n]
     return collator([train_split[i] for i in range(n)])["pixel_values"], labels
+
+
+def _sample_labels(prior, test_labels, num_samples: int) -> dict:
+    """{"class_labels": ...} for `num_samples` samples of a class-conditional prior: the test images' classes in
+    turn, so that samples and test images have the same class balance (what FD and the sample scores compare);
+    the classes in turn where the test images carry no labels. {} for any other prior."""
+    import torch
+
+    num_classes = getattr(getattr(prior, "config", None), "num_classes", 0) or 0
+    if num_classes == 0:
+        return {}
+    if test_labels is None or not len(test_labels):
+        return {"class_labels": torch.arange(num_samples) % num_classes}
+    if int(test_labels.max()) >= num_classes:
+        raise ValueError(f"the test labels go up to {int(test_labels.max())}, but the prior knows {num_classes} "
+                         "classes: evaluate it on the dataset it was trained on.")
+    return {"class_labels": test_labels.repeat(-(-num_samples // len(test_labels)))[:num_samples]}
+
+
+def _fid_sample_labels(prior, data, args) -> dict:
+    """The class labels of --fid's samples of a class-conditional prior (`_sample_labels`, the test images' classes
+    in turn), as `class_labels` for `evaluation.quality_from_features`."""
+    test_labels = data[args.split].labels
+    if prior is not None and prior.config.num_classes > 0 and test_labels is not None:
+        test_labels = _labels(data, data[args.split], "--fid with a class-conditional prior")
+    return _sample_labels(prior, test_labels, args.num_samples or len(data[args.split]))
 
 
 def _perceptual_network(model, data, args, collator):
@@ -297,7 +380,8 @@ def _feature_networks(model, data, args) -> list:
     if "inception" in kinds:  # first: a missing weights file should stop the command before any training
         extractors.append(inception_features(args.inception_weights, device=model.device))
     if "domain" in kinds:
-        train_split = _train_split(model, data, args, "--fid and --generability with domain features")
+        train_split = _train_split(model, data, args, "--fid and --generability with domain features (or pass "
+                                   "--features inception)")
         extractors.insert(0, dataset_features(
             train_split, num_classes=data.num_labels, dataset_name=public_name(data.name),
             max_images=args.max_train_samples, epochs=args.classifier_epochs, device=model.device))
@@ -314,10 +398,7 @@ def _generability(model, data, args, collator, extractors) -> dict:
         name = getattr(model.config, "display_name", model.config.model_type)
         raise ValueError(f"--generability measures how well a VQ-VAE's codes can be generated, but {args.model} is a "
                          f"{name}: it has no codes.")
-    train = data.splits.get("train")
-    if train is None:
-        train = load_image_dataset(args.dataset_name, split="train", image_size=model.config.image_size,
-                                   num_channels=model.config.num_channels, max_samples=args.max_train_samples)["train"]
+    train = _train_split(model, data, args)
     return generability(model, train, data[args.split], features=extractors, collator=collator, seed=args.seed,
                         steps=args.generability_steps or GENERABILITY_STEPS, batch_size=args.batch_size)
 
@@ -378,6 +459,10 @@ def cmd_sample(argv: list[str]) -> None:
     check_single_process("sample")
     if args.num_samples < 1:
         raise ValueError(f"--num_samples must be a positive integer, got {args.num_samples}")
+    if args.num_samples > MAX_GRID_SAMPLES:
+        raise ValueError(f"--num_samples must be at most {MAX_GRID_SAMPLES}, got {args.num_samples}: sample writes one "
+                         "grid to look at. To measure many samples, use `hf-autoencoders evaluate MODEL --fid "
+                         "--num_samples N`.")
     if args.temperature is not None and not 0 <= args.temperature < float("inf"):
         raise ValueError(f"--temperature must be a finite number >= 0 (0 = the most likely code), got "
                          f"{args.temperature}")
@@ -391,7 +476,7 @@ def cmd_sample(argv: list[str]) -> None:
                                   ("top_k", "top_p", "class_label", "guidance_scale", "temperature")):
         raise ValueError("--temperature, --top_k, --top_p, --class_label and --guidance_scale apply to sampling with "
                          "a --prior")
-    _refuse_existing(Path(args.output_file), args.overwrite_output_file)
+    check_output_file(Path(args.output_file), args.overwrite_output_file, (args.model, args.prior), "samples.png")
 
     import math
 
@@ -403,7 +488,7 @@ def cmd_sample(argv: list[str]) -> None:
     from .plots import plot_labelled_rows, plot_samples
     from .training.prior import sample_grid_labels, sampling_title
 
-    model = load_model(args.model)
+    model = load_model(args.model, expect="autoencoder")
     generator = torch.Generator().manual_seed(args.seed)
     if args.prior is None:
         images = model.sample(args.num_samples, generator=generator)
@@ -448,8 +533,10 @@ def cmd_push(argv: list[str]) -> None:
     args = parse_command("push", _push_parser, argv)
     check_single_process("push")
 
-    from .hub import push_to_hub
+    from .hub import load_model, push_to_hub
 
+    if (Path(args.folder) / "config.json").is_file():
+        load_model(args.folder, "the folder")  # what is pushed must load: its weights match its config, all finite
     print(push_to_hub(args.folder, args.repo_id, token=args.token, private=args.private or None,
                       include_checkpoints=args.include_checkpoints))
 
@@ -694,6 +781,8 @@ def run_main(command, argv: list[str]) -> None:
     except USER_ERRORS as err:
         fail(str(err).strip() or type(err).__name__)
     except FloatingPointError as err:  # training diverged: stopped before the update, the last checkpoint is intact
+        fail(str(err), 1)
+    except ConnectionError as err:  # hub.HubUploadError: an upload failed, what was to be uploaded is intact
         fail(str(err), 1)
     except OSError as err:
         if err.errno != errno.ENOSPC:

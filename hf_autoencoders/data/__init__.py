@@ -19,11 +19,20 @@ from .batches import iterate_batches, num_batches
 from .cache import default_cache_dir
 from .collate import ImageCollator, collate_fn
 from .decoding import ImageTensorDataset, LazyImageDataset, UnreadableImageError, first_items
-from .loading import IN_MEMORY_MAX_GB, SHUFFLE_BUFFER_SIZE, ImageData, as_image_split, load_image_dataset
+from .loading import (
+    IN_MEMORY_MAX_GB,
+    MAX_CLASSES,
+    SHUFFLE_BUFFER_SIZE,
+    ImageData,
+    as_image_split,
+    check_class_labels,
+    load_image_dataset,
+)
 from .sources import DEFAULT_DATASET, DatasetNotFoundError
 
 __all__ = [
     "DEFAULT_DATASET", "DatasetNotFoundError", "IN_MEMORY_MAX_GB", "ImageCollator", "ImageData", "ImageTensorDataset",
-    "LazyImageDataset", "SHUFFLE_BUFFER_SIZE", "UnreadableImageError", "as_image_split", "collate_fn",
+    "LazyImageDataset", "MAX_CLASSES", "SHUFFLE_BUFFER_SIZE", "UnreadableImageError", "as_image_split",
+    "check_class_labels", "collate_fn",
     "default_cache_dir", "first_items", "iterate_batches", "load_image_dataset", "num_batches",
 ]

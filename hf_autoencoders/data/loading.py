@@ -43,6 +43,37 @@ IN_MEMORY_MAX_GB = 2.0  # splits whose decoded images take more are decoded per 
 SHUFFLE_BUFFER_SIZE = 10_000  # undecoded rows a stream shuffles among
 
 
+MAX_CLASSES = 100_000  # more classes than any labelled image dataset has: larger labels are ids, not classes
+
+
+def check_class_labels(labels, source: str, remedy: str, num_classes: int | None = None) -> torch.Tensor:
+    """`labels` (N,) as class indices 0..C-1 in a long tensor, or a ValueError that names `source` (the dataset), the
+    offending values and the way out (`remedy`, what else the user can do): labels that are not integers, negative
+    labels (-1 often marks unlabelled rows), labels of `num_classes` or more, or labels too large to index classes
+    (ids rather than classes)."""
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"the labels of {source} are {labels.dtype} values; class labels must be integers 0..C-1. "
+                         f"Encode them as classes, or {remedy}.")
+    labels = labels.long().flatten()
+    if not len(labels):
+        return labels
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0:
+        count = int((labels < 0).sum())
+        raise ValueError(f"the labels of {source} include {low} ({count} of {len(labels)} rows; -1 often marks "
+                         "unlabelled rows), but class labels must be integers 0..C-1. Keep only the labelled rows "
+                         f"(e.g. dataset.filter(lambda row: row['label'] >= 0)), or {remedy}.")
+    if high >= MAX_CLASSES:
+        raise ValueError(f"the labels of {source} go up to {high}: as class indices 0..C-1 that would be {high + 1} "
+                         f"classes (at most {MAX_CLASSES} are taken), so they look like ids rather than classes. "
+                         f"Encode them as classes (dataset.class_encode_column), or {remedy}.")
+    if num_classes is not None and high >= num_classes:
+        raise ValueError(f"the labels of {source} include {high}, but it has {num_classes} classes "
+                         f"(0..{num_classes - 1}); fix its labels, or {remedy}.")
+    return labels
+
+
 @dataclass
 class ImageData:
     """

@@ -238,7 +238,16 @@ def find_image_column(features: datasets.Features, image_column: str | None, nam
 def find_label_column(features: datasets.Features, label_column: str | None, name: str) -> str | None:
     """`label_column` if given (checked), else the first `ClassLabel` column, else an integer "label"/"labels"."""
     if label_column is not None:
-        return _check_column(features, "label_column", label_column, name)
+        _check_column(features, "label_column", label_column, name)
+        feature = features[label_column]
+        if not (isinstance(feature, datasets.ClassLabel) or isinstance(feature, datasets.Value)
+                and feature.dtype.startswith(("int", "uint"))):
+            kind = f"{feature.dtype} values" if isinstance(feature, datasets.Value) else str(feature)
+            kind = "string values" if kind in ("string values", "large_string values") else kind
+            raise ValueError(f"label_column={label_column!r} of {name} holds {kind}; class labels must be integers "
+                             "0..C-1 (an integer or ClassLabel column). Encode them first, e.g. with "
+                             f"dataset.class_encode_column({label_column!r}) and save_to_disk.")
+        return label_column
     for column, feature in features.items():
         if isinstance(feature, datasets.ClassLabel):
             return column

@@ -53,8 +53,8 @@ from .loop import EVAL_SEED, evaluate, likelihood_bounds
 from .metrics import CodebookUsage, codebook_stats, mse, nats_to_bits_per_dim, psnr, ssim
 
 __all__ = [
-    "EVAL_SEED", "CodebookUsage", "SmallCNN", "aggregate_posterior", "classifier_accuracy", "codebook_stats", "downstream_accuracy",
-    "evaluate",
+    "EVAL_SEED", "CodebookUsage", "SmallCNN", "aggregate_posterior", "classifier_accuracy", "codebook_stats",
+    "downstream_accuracy", "evaluate",
     "interpolate_latents", "likelihood_bounds", "linear_probe_accuracy", "mse", "nats_to_bits_per_dim",
     "predict_proba", "psnr", "representations", "sample_quality", "ssim", "train_classifier",
     "FEATURE_SEED", "FEATURE_TRAIN_IMAGES", "FID_WEIGHTS_URL", "DomainFeatures", "FIDInceptionV3", "ImageFeatures",

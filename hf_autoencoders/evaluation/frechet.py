@@ -165,10 +165,10 @@ def feature_metrics(real, fake, *, seed: int = 0) -> dict[str, float]:
 
 @torch.no_grad()
 def sample_features(model, features: ImageFeatures, num_samples: int, *, prior=None, seed: int = 0,
-                    batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+                    batch_size: int = 256, progress: bool = False, class_labels=None) -> torch.Tensor:
     """Features of ``num_samples`` samples of ``model`` (``model.sample(n, generator=..., prior=prior)``, a
-    class-conditional prior's with the classes in turn and its default guidance, mapped from the model's pixel range
-    to [0, 1] and clamped), drawn in batches of ``batch_size`` from one generator seeded by ``seed``: the same seed
+    class-conditional prior's with `class_labels` (one per sample) or else the classes in turn, and its default
+    guidance; mapped from the model's pixel range to [0, 1] and clamped), drawn in batches of ``batch_size`` from one generator seeded by ``seed``: the same seed
     and batch size give the same samples."""
     device = model_device(model)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -177,7 +177,10 @@ def sample_features(model, features: ImageFeatures, num_samples: int, *, prior=N
     with eval_mode(model), seeded(seed, device):
         for start in tqdm(range(0, num_samples, batch_size), desc="samples", disable=not progress, leave=False):
             n = min(batch_size, num_samples - start)
-            labels = {"class_labels": torch.arange(start, start + n) % classes} if classes else {}
+            if class_labels is not None:
+                labels = {"class_labels": class_labels[start:start + n]}
+            else:
+                labels = {"class_labels": torch.arange(start, start + n) % classes} if classes else {}
             images = model.sample(n, generator=generator, prior=prior, **labels)
             fake.append(features.extract(unit_images(model, images), batch_size))
     return torch.cat(fake)
@@ -185,7 +188,7 @@ def sample_features(model, features: ImageFeatures, num_samples: int, *, prior=N
 
 def quality_from_features(model, features: ImageFeatures, real: torch.Tensor, reconstructed: torch.Tensor | None,
                           *, num_samples: int | None = None, prior=None, seed: int = 0, batch_size: int = 256,
-                          samples: bool = True, progress: bool = False) -> dict:
+                          samples: bool = True, progress: bool = False, class_labels=None) -> dict:
     """The figures of `quality_metrics` from the ``features`` of the real images (N, d) and of their reconstructions
     (or None), with ``num_samples`` (default N) samples of ``model`` (`sample_features`): what a training run's
     evaluation and `hf-autoencoders evaluate` both compute after their one pass over the test images."""
@@ -196,7 +199,7 @@ def quality_from_features(model, features: ImageFeatures, real: torch.Tensor, re
     if samples:
         num_samples = len(real) if num_samples is None else num_samples
         fake = sample_features(model, features, num_samples, prior=prior, seed=seed, batch_size=batch_size,
-                               progress=progress)
+                               progress=progress, class_labels=class_labels)
         metrics = feature_metrics(real, fake, seed=seed)
         results.update({f"sample_{name}_{features.name}": v for name, v in metrics.items()})
         results["quality_num_samples"] = num_samples
@@ -212,6 +215,7 @@ def quality_metrics(
     features: ImageFeatures,
     num_samples: int | None = None,
     prior=None,
+    class_labels=None,
     seed: int = 0,
     batch_size: int = 256,
     reconstructions: bool = True,
@@ -225,7 +229,8 @@ def quality_metrics(
     images of ``model.sample(n, generator=..., prior=prior)`` (AE and VAE: z ~ N(0, I); VQ-VAE: uniform codes, or
     ``prior``'s, a class-conditional prior's with the classes in turn and its default guidance), both mapped from the
     model's pixel range to [0, 1] and clamped; the model reads the real images in its range. Seeded by ``seed``. Needs
-    at least 6 real images and 6 samples.
+    at least 6 real images and 6 samples. A class-conditional ``prior`` draws sample k with class
+    ``class_labels[k]`` (long, one per sample) where given.
 
     Returns plain floats under ``f"{target}_{metric}_{features.name}"`` for target in ("reconstruction", "sample")
     and metric in METRICS, with ``quality_num_real`` (N), ``quality_num_samples`` (M, with samples) and
@@ -251,4 +256,5 @@ def quality_metrics(
                 reconstructed.append(features.extract(recon, batch_size))
     reconstructed = torch.cat(reconstructed) if reconstructions else None
     return quality_from_features(model, features, torch.cat(real), reconstructed, num_samples=num_samples, prior=prior,
-                                 seed=seed, batch_size=batch_size, samples=samples, progress=progress)
+                                 seed=seed, batch_size=batch_size, samples=samples, progress=progress,
+                                 class_labels=class_labels)

@@ -8,7 +8,8 @@ pixel_values always lie on the 1/255 grid that the discretized-logistic likeliho
 data (decoded by `hf_autoencoders.data` with `image_to_uint8`, then divided by 255 in the collator) and this processor
 give the same tensors for the same image.
 
-This file travels with saved checkpoints (remote code): it imports only numpy, PIL, torch and transformers.
+This file travels with saved checkpoints (remote code): it imports only numpy, PIL, torch, transformers and its
+sibling `saving`.
 """
 
 import io
@@ -19,6 +20,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.processing_utils import ImagesKwargs
+
+from .saving import SavesToFolder
 
 _MODES = {1: "L", 3: "RGB"}
 _RETURN_TENSORS = (None, "pt", "np")
@@ -177,7 +180,7 @@ class AutoencoderImageProcessorKwargs(ImagesKwargs, total=False):
     image_std: float | list[float]
 
 
-class AutoencoderImageProcessor(BaseImageProcessor):
+class AutoencoderImageProcessor(SavesToFolder, BaseImageProcessor):
     r"""
     Turns images into the `pixel_values` the autoencoders take, and their outputs back into images.
 

@@ -28,6 +28,7 @@ from transformers.utils import ModelOutput
 from .backbones import init_weights
 from .configuration_autoencoders import AutoencoderConfig
 from .likelihoods import build_likelihood
+from .saving import SavesToFolder
 
 
 @dataclass
@@ -116,7 +117,7 @@ class DecoderOutput(ModelOutput):
     commit_loss: torch.FloatTensor | None = None
 
 
-class AutoencoderPreTrainedModel(PreTrainedModel):
+class AutoencoderPreTrainedModel(SavesToFolder, PreTrainedModel):
     config_class = AutoencoderConfig
     base_model_prefix = "autoencoder"
     main_input_name = "pixel_values"

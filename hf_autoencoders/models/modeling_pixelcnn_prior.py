@@ -31,6 +31,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_pixelcnn_prior import PixelCNNPriorConfig
+from .saving import SavesToFolder
 
 
 @dataclass
@@ -97,7 +98,7 @@ class GatedPixelCNNLayer(nn.Module):
         return _gate(v), horizontal + self.horizontal_output(_gate(h))
 
 
-class PixelCNNPriorModel(PreTrainedModel):
+class PixelCNNPriorModel(SavesToFolder, PreTrainedModel):
     r"""
     Gated PixelCNN prior p(c | y) over (height, width) maps of VQ-VAE codes in [0, num_embeddings).
 

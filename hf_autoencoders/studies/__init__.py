@@ -23,7 +23,7 @@ import inspect
 import warnings
 from pathlib import Path
 
-from ..training.checkpoints import check_output_dir
+from ..training.checkpoints import RunFolderLock, check_output_dir
 
 EXPERIMENTS = {
     "compare": "compare",
@@ -88,7 +88,7 @@ def run_experiment(name: str, output_dir, budget: str = "mlp", dataset_name: str
     and `seeds` how many (default: the budget's for a replicated experiment, else 1); `budget_overrides` replace
     `Budget` fields (e.g. `max_steps=5`). Trained runs are kept in `runs_dir` (default `output_dir/runs`); `resume`
     reloads the finished ones instead of training them again. A folder that already holds files is refused unless
-    `overwrite` or `resume`. Returns what results.json holds.
+    `overwrite` or `resume`; so is a folder another run owns (`RunFolderLock`). Returns what results.json holds.
     """
     from ..data import load_image_dataset
     from .budgets import budget_named
@@ -99,24 +99,25 @@ def run_experiment(name: str, output_dir, budget: str = "mlp", dataset_name: str
         budget = "quick"
     check_request(name, output_dir, budget, overwrite=overwrite, resume=resume, seeds=seeds, runs_dir=runs_dir,
                   budget_overrides=budget_overrides)
-    module = experiment_module(name)
-    if not hasattr(module, "run"):
-        accepted = inspect.signature(module.run_standalone).parameters
-        ignored = sorted(k for k in budget_overrides if k not in accepted)
-        if ignored:
-            warnings.warn(f"the {name} experiment takes no {ignored}; they are ignored", stacklevel=2)
-        optional = {k: v for k, v in budget_overrides.items() if k in accepted}
-        return module.run_standalone(output_dir, budget=budget, dataset_name=dataset_name, seed=seed, **optional)
-    data = load_image_dataset(dataset_name)
-    resolved = budget_named(budget, data.num_channels, **budget_overrides)
-    if getattr(module, "NEEDS_LABELS", False) and (data.num_labels is None or data.train.labels is None):
-        raise ValueError(f"the {name} experiment needs class labels, but {data.name} has none")
-    count = seeds or (resolved.num_seeds if module.REPLICATED else 1)
-    runner = Runner(name, data, resolved, list(range(seed, seed + count)), output_dir, runs_dir=runs_dir,
-                    resume=resume, progress=progress, measure_quality=getattr(module, "MEASURES_QUALITY", True))
-    report = Report(name, module.TITLE, module.QUESTION, output_dir)
-    module.run(runner, report)
-    return report.write(runner)
+    with RunFolderLock(output_dir):  # the experiment owns its folder until it ends
+        module = experiment_module(name)
+        if not hasattr(module, "run"):
+            accepted = inspect.signature(module.run_standalone).parameters
+            ignored = sorted(k for k in budget_overrides if k not in accepted)
+            if ignored:
+                warnings.warn(f"the {name} experiment takes no {ignored}; they are ignored", stacklevel=2)
+            optional = {k: v for k, v in budget_overrides.items() if k in accepted}
+            return module.run_standalone(output_dir, budget=budget, dataset_name=dataset_name, seed=seed, **optional)
+        data = load_image_dataset(dataset_name)
+        resolved = budget_named(budget, data.num_channels, **budget_overrides)
+        if getattr(module, "NEEDS_LABELS", False) and (data.num_labels is None or data.train.labels is None):
+            raise ValueError(f"the {name} experiment needs class labels, but {data.name} has none")
+        count = seeds or (resolved.num_seeds if module.REPLICATED else 1)
+        runner = Runner(name, data, resolved, list(range(seed, seed + count)), output_dir, runs_dir=runs_dir,
+                        resume=resume, progress=progress, measure_quality=getattr(module, "MEASURES_QUALITY", True))
+        report = Report(name, module.TITLE, module.QUESTION, output_dir)
+        module.run(runner, report)
+        return report.write(runner)
 
 
 __all__ = ["EXPERIMENTS", "check_request", "experiment_module", "prepare_output_dir", "run_experiment"]

@@ -213,6 +213,12 @@ class DataArguments:
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be a positive number of images, got {value}; leave it out to use "
                                  "the whole split.")
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"--image_size must be a positive number of pixels, got {self.image_size}; leave it out "
+                             "to keep the images' own size.")
+        if self.num_channels not in (None, 1, 3):
+            raise ValueError(f"--num_channels must be 1 (grayscale) or 3 (RGB), got {self.num_channels}; leave it out "
+                             "to keep the images' own.")
 
 
     def source(self) -> tuple[str | None, dict]:
@@ -384,6 +390,15 @@ class AutoencoderTrainingArguments(TrainingArguments):
         super().__post_init__()
         if not torch.cuda.is_available():  # pinned memory only helps host-to-GPU copies
             self.dataloader_pin_memory = False
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}.")
+        if self.do_train and self.max_steps == 0:
+            raise ValueError("--max_steps 0 trains nothing; pass a positive number of steps, or leave it out (-1) to "
+                             "train for --num_train_epochs.")
+        if self.do_train and self.max_steps < 0 and not self.num_train_epochs > 0:
+            raise ValueError(f"--num_train_epochs {self.num_train_epochs:g} trains nothing; pass a positive number of "
+                             "epochs or --max_steps. (To evaluate a trained model without training, drop --do_train.)")
         self._check_recipe()
 
     def _check_recipe(self) -> None:
@@ -458,6 +473,11 @@ class PriorArguments:
         default=None,
         metadata={"help": "Threshold pixels at 0.5 before encoding; default: as the VQ-VAE's saved image processor."},
     )
+    image_column: str | None = field(default=None, metadata={"help": "Image column (found by type if not given)."})
+    label_column: str | None = field(
+        default=None, metadata={"help": "Label column, integers 0..C-1, for --class_conditional (found by type if not "
+                                        "given)."}
+    )
     class_conditional: bool = field(
         default=False,
         metadata={"help": "Model p(codes | class label) on a labelled dataset: sample a class with `sample "
@@ -502,6 +522,10 @@ class PriorArguments:
     def __post_init__(self):
         if self.prior_type not in ("pixelcnn", "transformer"):
             raise ValueError(f"--prior_type must be transformer or pixelcnn, got {self.prior_type!r}.")
+        for name in ("max_train_samples", "max_eval_samples", "num_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be a positive number of images, got {value}.")
         only = {"kernel_size": "pixelcnn", "num_heads": "transformer"}
         for name, kind in only.items():
             if getattr(self, name) is not None and self.prior_type != kind:
@@ -547,7 +571,8 @@ def parse_overrides(text: str | None) -> dict:
 
 
 def build_config(model_args: ModelArguments, image_size: int, num_channels: int):
-    """A new config of the requested family, shaped for the data, or the config of `model_name_or_path`."""
+    """A new config of the requested family, shaped for the data; or the config of `model_name_or_path` with the
+    requested settings that leave its architecture as it is (`fine_tuning_config`)."""
     from transformers import AutoConfig
 
     from ..diffusers_compat import config_from_diffusers, read_diffusers_config
@@ -565,7 +590,7 @@ def build_config(model_args: ModelArguments, image_size: int, num_channels: int)
                 f"{model_args.model_name_or_path} holds a {config.model_type!r} model, but --model_type "
                 f"{model_args.model_type} trains {config_class.model_type!r}; {hint} or another folder."
             )
-        return config
+        return fine_tuning_config(config, model_args)
     known = set(config_class.__dataclass_fields__)
     settings = requested_settings(model_args)
     backbone = "ldm" if "block_out_channels" in settings else "conv"  # the channels of levels are ldm's
@@ -578,9 +603,66 @@ def build_config(model_args: ModelArguments, image_size: int, num_channels: int)
     return config_class(**values)
 
 
+def fine_tuning_config(config, model_args: ModelArguments):
+    """The config of a trained model (`config`, of --model_name_or_path) trained further with the settings this
+    command sets (`requested_settings`): those that keep every weight of the model as it is (loss weights such as
+    kl_weight or commitment_cost, the likelihood's variance, dead-code restarts, ...) are applied; one that would
+    add, drop or reshape a weight (latent_dim, hidden_size, backbone, num_embeddings, quantizer, ...) is refused,
+    naming the weights it changes: the trained weights could not be loaded into it."""
+    requested = requested_settings(model_args)
+    fields = set(type(config).__dataclass_fields__)
+    for key in requested:
+        if key not in fields:
+            raise ValueError(f"{_flag(model_args, key, requested[key])} does not apply to --model_name_or_path "
+                             f"{model_args.model_name_or_path}: it is not a field of {type(config).__name__}.")
+    changed = {key: value for key, value in requested.items() if _same(getattr(config, key)) != _same(value)}
+    if not changed:
+        return config
+    shapes = _weight_shapes(config)
+    for key, value in changed.items():
+        alone = _weight_shapes(type(config).from_dict({**config.to_dict(), key: value}))
+        if alone != shapes:
+            differing = sorted(set(alone) ^ set(shapes) | {k for k in alone.keys() & shapes if alone[k] != shapes[k]})
+            shown = ", ".join(differing[:3]) + (f" and {len(differing) - 3} more" if len(differing) > 3 else "")
+            raise ValueError(
+                f"{_flag(model_args, key, value)} changes the architecture of --model_name_or_path "
+                f"{model_args.model_name_or_path} (its weights {shown} would not fit), so it cannot be trained further "
+                f"with it. Leave the flag out to fine-tune the model as it is ({key}={getattr(config, key)!r}), or "
+                "train a new model without --model_name_or_path."
+            )
+    return type(config).from_dict({**config.to_dict(), **changed})
+
+
+def _weight_shapes(config) -> dict[str, tuple]:
+    """{name: shape} of every weight and buffer of the model `config` builds (on the meta device: nothing
+    allocated)."""
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        model = AutoModel.from_config(config)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def _same(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _flag(model_args: ModelArguments, key: str, value) -> str:
+    """How the command line set `key`: "--latent_dim 8", or "--config_overrides quantizer=fsq"."""
+    if key in _MODEL_FLAGS and getattr(model_args, key) is not None:
+        return f"--{key} {value}"
+    return f"--config_overrides {key}={json.dumps(value) if not isinstance(value, str) else value}"
+
+
+_MODEL_FLAGS = ("backbone", "latent_dim", "latent_channels", "block_out_channels", "layers_per_block", "pixel_range",
+                "hidden_size", "likelihood", "kl_weight", "num_embeddings", "embedding_dim")
+
+
 def requested_settings(model_args: ModelArguments) -> dict:
     """The config fields this command sets explicitly: the model flags given and --config_overrides."""
-    names = ("backbone", "latent_dim", "latent_channels", "block_out_channels", "layers_per_block", "pixel_range",
-             "hidden_size", "likelihood", "kl_weight", "num_embeddings", "embedding_dim")
-    values = {name: getattr(model_args, name) for name in names if getattr(model_args, name) is not None}
-    return {**values, **parse_overrides(model_args.config_overrides)}
+    values = {name: getattr(model_args, name) for name in _MODEL_FLAGS if getattr(model_args, name) is not None}
+    overrides = parse_overrides(model_args.config_overrides)
+    if "model_type" in overrides:
+        raise ValueError("--config_overrides: model_type cannot be overridden; the family is chosen with --model_type "
+                         "(ae, vae or vqvae).")
+    return {**values, **overrides}

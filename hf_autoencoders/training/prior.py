@@ -18,33 +18,39 @@ discrete.
     metrics = run_prior_training(prior_args, training_args)
 """
 
-import json
 import logging
 import math
 import os
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedConfig, Trainer, set_seed
 
-from ..data import ImageCollator, ImageTensorDataset, load_image_dataset
+from ..data import ImageCollator, ImageTensorDataset, check_class_labels, load_image_dataset
 from ..evaluation.metrics import unit_images
 from ..evaluation.priors import prior_test_metrics
-from ..hub import load_model, write_model_card
+from ..hub import load_model, load_processor, write_model_card
 from ..models import PixelCNNPriorConfig, PixelCNNPriorModel, VQVAEConfig, code_priors
 from ..plots import plot_labelled_rows, plot_samples
 from ..results import fingerprint, partial_path, remove_stale_partials
 from .arguments import CODE_CACHE_FOLDER, PriorArguments, training_arguments
-from .checkpoints import check_output_dir, resolve_checkpoint
+from .checkpoints import (
+    check_not_input,
+    check_output_dir,
+    clear_previous_run,
+    output_dir_lock,
+    resolve_checkpoint,
+)
 from .run import training_summary, write_loss_curves
-from .trainer import StrictJSONMetrics
+from .trainer import RunTrainer
 
 logger = logging.getLogger(__name__)
 
-_CODE_CACHE_VERSION = 1  # bump when extraction changes
+_CODE_CACHE_VERSION = 2  # bump when extraction changes (2: the file carries the SHA-256 of its codes)
 
 
 # ----------------------------------------------------------------------------------------------- code extraction
@@ -119,8 +125,9 @@ def extract_codes(
         batch_size: images per encoder pass.
         cache_dir: if given, the codes are kept there as `codes-<hash>.safetensors`, the hash being that of the
             VQ-VAE (architecture fields, weights, codebook), of the dataset's images and labels and of the collator's
-            settings, so a later call with the same model and data reads the file instead of encoding. None: no
-            cache.
+            settings, so a later call with the same model and data reads the file instead of encoding. The file records
+            the SHA-256 of its codes and labels, checked at every read: one that was changed or damaged is extracted
+            again and rewritten, never read. None: no cache.
         collator: turns a list of items into float pixel_values in the VQ-VAE's pixel range; default
             `ImageCollator(pixel_range=vqvae.config.pixel_range)`.
         progress: show a tqdm progress bar while encoding.
@@ -141,14 +148,9 @@ def extract_codes(
         key = fingerprint("codes", _CODE_CACHE_VERSION, model_fingerprint(vqvae), dataset_fingerprint(dataset),
                           repr(collator))[:20]
         path = Path(cache_dir) / f"codes-{key}.safetensors"
-        if path.is_file():
-            try:
-                tensors = load_file(path)
-                if len(tensors["codes"]) == len(dataset):
-                    logger.info("Read %d code maps from %s", len(tensors["codes"]), path)
-                    return tensors["codes"], tensors.get("labels")
-            except Exception as err:  # a truncated or corrupt cache (safetensors raises its own error type)
-                logger.warning("The code cache %s is unreadable (%s); extracting the codes again.", path, err)
+        cached = _read_code_cache(path, len(dataset), vqvae.config.num_embeddings)
+        if cached is not None:
+            return cached
 
     was_training = vqvae.training
     vqvae.eval()
@@ -165,13 +167,40 @@ def extract_codes(
             partial = partial_path(path)
             save_file(tensors, partial, metadata={"num_embeddings": str(vqvae.config.num_embeddings),
                                                   "num_quantizers": str(getattr(vqvae.config, "num_quantizers", 1)),
-                                                  "num_images": str(len(codes))})
+                                                  "num_images": str(len(codes)), "sha256": fingerprint(codes, labels)})
             os.replace(partial, path)  # atomic: a reader never sees half a file
         except OSError as err:  # a read-only or full disk: the codes are used all the same, not kept
             logger.warning("The codes could not be written to the code cache in %s (%s); they are used without being "
                            "kept, and extracted again next time (--code_cache_dir chooses a writable folder).",
                            path.parent, err)
     return codes, labels
+
+
+def _read_code_cache(path: Path, num_images: int, num_embeddings: int):
+    """(codes, labels) from the code cache file `path` if it is whole and unchanged: the SHA-256 of its codes and
+    labels must be the one recorded when it was written, and every code must lie in [0, K); else None (and a
+    warning for a file that exists), so that the codes are extracted again and the file rewritten, never read."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(path, "pt") as file:
+            recorded = (file.metadata() or {}).get("sha256")
+        tensors = load_file(path)
+        codes, labels = tensors["codes"], tensors.get("labels")
+    except Exception as err:  # a truncated or corrupt file (safetensors raises its own error type)
+        logger.warning("The code cache %s is unreadable (%s); extracting the codes again.", path, err)
+        return None
+    if len(codes) != num_images:
+        problem = f"holds {len(codes)} code maps, not {num_images}"
+    elif recorded != fingerprint(codes, labels):
+        problem = "does not match its SHA-256 (changed since it was written)"
+    elif codes.numel() and not 0 <= int(codes.min()) <= int(codes.max()) < num_embeddings:
+        problem = f"holds codes outside [0, {num_embeddings})"
+    else:
+        logger.info("Read %d code maps from %s", len(codes), path)
+        return codes, labels
+    logger.warning("The code cache %s %s; extracting the codes again.", path, problem)
+    return None
 
 
 class CodeDataset(Dataset):
@@ -223,11 +252,12 @@ def prior_collator(prior):
     return collate_codes if code_priors.prior_type(prior) == "pixelcnn" else CodeTokenCollator(prior.config)
 
 
-class PriorTrainer(StrictJSONMetrics, Trainer):
+class PriorTrainer(RunTrainer, Trainer):
     """The `Trainer`, with label dropout while training a prior that has a null class (each training map is shown
     with the null class with probability `class_dropout`, `code_priors.drop_class_tokens`; evaluation always sees the
     true classes), evaluating the prior's loss only: the targets are the inputs themselves, so there are no "labels"
-    for the Trainer to find, and the (N, h, w, K) logits of a test set are never gathered."""
+    for the Trainer to find, and the (N, h, w, K) logits of a test set are never gathered. Pushes to the Hub and
+    resumes a finished run as every run's trainer does (`RunTrainer`)."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:
@@ -331,72 +361,86 @@ def load_vqvae(name_or_path: str):
     return vqvae
 
 
-def _saved_binarize(name_or_path: str) -> bool:
-    path = Path(name_or_path) / "preprocessor_config.json"
-    return bool(json.loads(path.read_text()).get("do_binarize", False)) if path.is_file() else False
-
-
 def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
     """Extract (cached) codes with the VQ-VAE, train the prior, evaluate it (with --do_eval: its loss and
     `prior_test_metrics` on the test codes), and save it with samples.png, uniform_samples.png, loss_curves.png, the
     results files and a model card. Returns the metrics."""
-    vqvae = load_vqvae(prior_args.vqvae)
-    check_prior_depth(prior_args.prior_type, vqvae.config)
+    check_not_input(training_args.output_dir, {"--vqvae": prior_args.vqvae})
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     check_output_dir(training_args.output_dir, prior_args.overwrite_output_dir, resume=checkpoint is not None)
-    set_seed(training_args.seed)
-    output_dir = Path(training_args.output_dir)
-    vqvae.to(training_args.device)
+    vqvae = load_vqvae(prior_args.vqvae)
+    check_prior_depth(prior_args.prior_type, vqvae.config)
+    if not training_args.do_train:
+        raise ValueError("train-prior trains a new prior: pass --do_train (and --do_eval to score it on the test "
+                         "codes). To score a trained prior, use `hf-autoencoders evaluate VQVAE --prior PRIOR`.")
+    with output_dir_lock(training_args.output_dir, training_args):  # the run owns its folder until it ends
+        set_seed(training_args.seed)
+        output_dir = Path(training_args.output_dir)
+        vqvae.to(training_args.device)
 
-    config = vqvae.config
-    data = load_image_dataset(prior_args.dataset_name, image_size=config.image_size, num_channels=config.num_channels,
-                              max_samples={"train": prior_args.max_train_samples, "test": prior_args.max_eval_samples})
-    train_set, test_set = data.train, data.test
-    if prior_args.class_conditional and data.num_labels is None:
-        raise ValueError(f"--class_conditional needs labels, but {data.name} has no label column.")
+        config = vqvae.config
+        processor = load_processor(prior_args.vqvae, config)  # the VQ-VAE's own preprocessing
+        max_samples = {"train": prior_args.max_train_samples, "test": prior_args.max_eval_samples}
+        data = load_image_dataset(prior_args.dataset_name, image_size=config.image_size,
+                                  num_channels=config.num_channels, resample=processor.resample,
+                                  image_column=prior_args.image_column, label_column=prior_args.label_column,
+                                  max_samples=max_samples)
+        train_set, test_set = data.train, data.test
+        if prior_args.class_conditional:
+            if data.num_labels is None:
+                raise ValueError(f"--class_conditional needs labels, but {data.name} has no label column (name it "
+                                 "with --label_column).")
+            for split in (train_set, test_set):
+                check_class_labels(split.labels, data.name, "train an unconditional prior (without "
+                                   "--class_conditional)", num_classes=data.num_labels)
+        binarize = processor.do_binarize if prior_args.binarize is None else prior_args.binarize
+        cache_dir = prior_args.code_cache_dir or output_dir / CODE_CACHE_FOLDER
+        batch_size = training_args.per_device_eval_batch_size
+        collator = ImageCollator(binarize=binarize, binarize_threshold=processor.binarize_threshold,
+                                 pixel_range=config.pixel_range)
+        train_codes, train_labels = extract_codes(vqvae, train_set, batch_size, cache_dir, collator)
+        test_codes, test_labels = extract_codes(vqvae, test_set, batch_size, cache_dir, collator)
+        conditional = prior_args.class_conditional
+        train_codes = CodeDataset(train_codes, train_labels if conditional else None)
+        test_codes = CodeDataset(test_codes, test_labels if conditional else None)
 
-    binarize = _saved_binarize(prior_args.vqvae) if prior_args.binarize is None else prior_args.binarize
-    cache_dir = prior_args.code_cache_dir or output_dir / CODE_CACHE_FOLDER
-    batch_size = training_args.per_device_eval_batch_size
-    collator = ImageCollator(binarize=binarize, pixel_range=config.pixel_range)
-    train_codes, train_labels = extract_codes(vqvae, train_set, batch_size, cache_dir, collator)
-    test_codes, test_labels = extract_codes(vqvae, test_set, batch_size, cache_dir, collator)
-    conditional = prior_args.class_conditional
-    train_codes = CodeDataset(train_codes, train_labels if conditional else None)
-    test_codes = CodeDataset(test_codes, test_labels if conditional else None)
-
-    prior = build_prior(prior_args, vqvae, data.num_labels if conditional else 0, data.label_names)
-    if checkpoint is not None:
-        check_prior_checkpoint(checkpoint, prior, vqvae)
-    training_args.remove_unused_columns = False
-    trainer = PriorTrainer(model=prior, args=training_args, data_collator=prior_collator(prior),
-                           train_dataset=train_codes, eval_dataset=test_codes)
-    train_metrics, metrics = {}, {}
-    if training_args.do_train:
-        train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
-        trainer.save_state()
-    trainer.save_model()
-    if training_args.do_eval:
-        scores = prior_test_metrics(prior, test_codes, vqvae, test_set, collator, batch_size)
-        metrics = {"eval_loss": trainer.evaluate()["eval_loss"], **{f"test_{k}": v for k, v in scores.items()},
-                   "uniform_nll_per_code_nats": math.log(config.num_embeddings)}
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    if trainer.is_world_process_zero():
-        pictures = _write_pictures(vqvae, prior, output_dir, prior_args.num_samples, training_args.seed)
-        pictures.update(write_loss_curves(trainer.state.log_history, output_dir))
-        training = {"vqvae": prior.config.vqvae_name_or_path or Path(prior_args.vqvae).name,
-                    "vqvae_identity": prior.config.vqvae_identity, "prior_type": prior_args.prior_type,
-                    "class_conditional": conditional, "num_train_code_maps": len(train_codes),
-                    **({"class_dropout": prior.config.class_dropout} if conditional and prior_args.prior_type ==
-                       "transformer" else {}),
-                    **training_summary(training_args, train_metrics)}
-        write_model_card(output_dir, prior.config, data.name, metrics, pictures=pictures,
-                         training=training if training_args.do_train else None, repo_id=training_args.hub_model_id,
-                         license=training_args.hub_license, base_model=prior.config.vqvae_name_or_path)
-    return {**train_metrics, **metrics}
+        prior = build_prior(prior_args, vqvae, data.num_labels if conditional else 0, data.label_names)
+        if checkpoint is not None:
+            check_prior_checkpoint(checkpoint, prior, vqvae)
+        if prior_args.overwrite_output_dir and checkpoint is None and training_args.should_save:
+            clear_previous_run(output_dir)  # the folder never mixes two runs (its code cache stays)
+        training_args.remove_unused_columns = False
+        trainer = PriorTrainer(model=prior, args=training_args, data_collator=prior_collator(prior),
+                               train_dataset=train_codes, eval_dataset=test_codes)
+        train_metrics, metrics = {}, {}
+        if training_args.do_train:
+            train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
+            trainer.log_metrics("train", train_metrics)
+            trainer.save_metrics("train", train_metrics)
+            trainer.save_state()
+        trainer.save_model()
+        if training_args.do_eval:
+            scores = prior_test_metrics(prior, test_codes, vqvae, test_set, collator, batch_size)
+            metrics = {"eval_loss": trainer.evaluate()["eval_loss"], **{f"test_{k}": v for k, v in scores.items()},
+                       "uniform_nll_per_code_nats": math.log(config.num_embeddings)}
+            trainer.log_metrics("eval", metrics)
+            trainer.save_metrics("eval", metrics)
+        if trainer.is_world_process_zero():
+            pictures = _write_pictures(vqvae, prior, output_dir, prior_args.num_samples, training_args.seed)
+            pictures.update(write_loss_curves(trainer.state.log_history, output_dir))
+            training = {"vqvae": prior.config.vqvae_name_or_path or Path(prior_args.vqvae).name,
+                        "vqvae_identity": prior.config.vqvae_identity, "prior_type": prior_args.prior_type,
+                        "class_conditional": conditional, "num_train_code_maps": len(train_codes),
+                        **({"class_dropout": prior.config.class_dropout} if conditional and prior_args.prior_type ==
+                           "transformer" else {}),
+                        **training_summary(training_args, train_metrics)}
+            write_model_card(output_dir, prior.config, data.name, metrics, pictures=pictures,
+                             training=training if training_args.do_train else None,
+                             repo_id=training_args.hub_model_id, license=training_args.hub_license,
+                             base_model=prior.config.vqvae_name_or_path)
+            if trainer.hub_repo_id:
+                print(f"pushed to {trainer.push_to_hub()}")
+        return {**train_metrics, **metrics}
 
 
 def sample_grid_labels(prior, num_samples: int) -> tuple[torch.LongTensor | None, list[str] | None]:

@@ -9,18 +9,25 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModel, set_seed
+from transformers import AutoConfig, set_seed
 
-from ..data import ImageCollator, as_image_split, first_items, load_image_dataset
+from ..data import ImageCollator, as_image_split, check_class_labels, first_items, load_image_dataset
 from ..diffusers_compat import from_diffusers, read_diffusers_config
 from ..evaluation import dataset_features, scaling_factors
 from ..evaluation.metrics import unit_images
-from ..hub import public_name, write_latent_scale, write_model_card
+from ..hub import load_model, public_name, write_latent_scale, write_model_card
 from ..models import autoencoder_classes
 from ..models.image_processing_autoencoders import normalization
 from ..plots import plot_code_usage, plot_loss_curves, plot_reconstructions, plot_samples
 from .arguments import DataArguments, ModelArguments, build_config, requested_settings, training_arguments
-from .checkpoints import check_output_dir, check_resume_settings, resolve_checkpoint
+from .checkpoints import (
+    check_not_input,
+    check_output_dir,
+    check_resume_settings,
+    clear_previous_run,
+    output_dir_lock,
+    resolve_checkpoint,
+)
 from .recipe import check_recipe_resume
 from .trainer import AutoencoderTrainer
 
@@ -61,8 +68,13 @@ def fit(model, train_dataset, eval_dataset=None, *, output_dir, collator=None, *
 
 
 def check_request(model_args: ModelArguments, data_args: DataArguments, training_args) -> str | None:
-    """Refuse, before any data is loaded, a run that would write over a user's files, resume from an incomplete or
-    foreign checkpoint or with other settings, or evaluate a random model; return the checkpoint to resume from."""
+    """Refuse, before any data is loaded, a run that would write over a user's files or into its own input model or
+    into a folder another run owns, resume from an incomplete or foreign checkpoint or with other settings, or
+    evaluate a random model; return the checkpoint to resume from."""
+    if not (training_args.do_train or training_args.do_eval):
+        raise ValueError("nothing to do: pass --do_train to train a model (and --do_eval to evaluate it), or --do_eval "
+                         "with --model_name_or_path to evaluate a trained one.")
+    check_not_input(training_args.output_dir, {"--model_name_or_path": model_args.model_name_or_path})
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     check_output_dir(training_args.output_dir, data_args.overwrite_output_dir, resume=checkpoint is not None)
     if training_args.do_eval and not training_args.do_train and model_args.model_name_or_path is None:
@@ -119,6 +131,10 @@ def load_training_data(data_args: DataArguments, training_args):
         )
     if isinstance(data.train, torch.utils.data.IterableDataset):
         _read_streams_per_process(training_args)
+    labels = getattr(data.train, "labels", None)
+    if training_args.do_eval and training_args.fid and labels is not None:  # checked now, not after training
+        check_class_labels(labels[:FID_TRAIN_IMAGES], data.name, "pass --fid false to evaluate without the Fréchet "
+                           "distance (its features are a classifier of the labelled training images)")
     return data
 
 
@@ -138,7 +154,10 @@ def build_model(model_args: ModelArguments, data, checkpoint: str | None):
         )
     if model_args.model_name_or_path is not None and checkpoint is None:
         path = model_args.model_name_or_path
-        model = from_diffusers(path) if read_diffusers_config(path) is not None else AutoModel.from_pretrained(path)
+        if read_diffusers_config(path) is not None:
+            model = from_diffusers(path)
+        else:
+            model = load_model(path, "--model_name_or_path", config=config).train()
     else:
         model = model_class(config)
     if model_args.train_decoder_only:
@@ -230,46 +249,49 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     """Train a model, evaluate it once (with --do_eval) and save it with its image processor, pictures, metrics and
     model card; push it (with --push_to_hub). The steps of `examples/train_autoencoder.py`. Returns the metrics."""
     checkpoint = check_request(model_args, data_args, training_args)
-    set_seed(training_args.seed)
-    data = load_training_data(data_args, training_args)
-    model = build_model(model_args, data, checkpoint)
-    pixel_range = model.config.pixel_range
-    processor = data.image_processor(do_binarize=data_args.binarize, **normalization(pixel_range))
-    collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization,
-                             pixel_range=pixel_range)
-    trainer = AutoencoderTrainer(
-        model=model, args=training_args, data_collator=collator, train_dataset=data.train, eval_dataset=data.test,
-        processing_class=processor, image_log_pixel_values=collator(first_items(data.test, 8))["pixel_values"],
-    )
-    train_metrics, metrics = {}, {}
-    if training_args.do_train:
-        train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
-        trainer.save_state()
-    trainer.save_model()
-    if training_args.do_eval:
-        features = fid_features(data, training_args) if training_args.fid or training_args.generability else None
-        metrics = trainer.evaluate(num_importance_samples=64, features=features if training_args.fid else None)
-        if training_args.generability:
-            from .generability import generability  # it trains a prior: prior.py imports this module
+    with output_dir_lock(training_args.output_dir, training_args):  # the run owns its folder until it ends
+        set_seed(training_args.seed)
+        data = load_training_data(data_args, training_args)
+        model = build_model(model_args, data, checkpoint)
+        if data_args.overwrite_output_dir and checkpoint is None and training_args.should_save:
+            clear_previous_run(training_args.output_dir)  # the folder never mixes two runs
+        pixel_range = model.config.pixel_range
+        processor = data.image_processor(do_binarize=data_args.binarize, **normalization(pixel_range))
+        collator = ImageCollator(binarize=data_args.binarize, stochastic_binarization=data_args.stochastic_binarization,
+                                 pixel_range=pixel_range)
+        trainer = AutoencoderTrainer(
+            model=model, args=training_args, data_collator=collator, train_dataset=data.train, eval_dataset=data.test,
+            processing_class=processor, image_log_pixel_values=collator(first_items(data.test, 8))["pixel_values"],
+        )
+        train_metrics, metrics = {}, {}
+        if training_args.do_train:
+            train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
+            trainer.log_metrics("train", train_metrics)
+            trainer.save_metrics("train", train_metrics)
+            trainer.save_state()
+        trainer.save_model()
+        if training_args.do_eval:
+            features = fid_features(data, training_args) if training_args.fid or training_args.generability else None
+            metrics = trainer.evaluate(num_importance_samples=64, features=features if training_args.fid else None)
+            if training_args.generability:
+                from .generability import generability  # it trains a prior: prior.py imports this module
 
-            metrics.update(generability(model, data.train, data.test, features=[features] if features else [],
-                                        collator=collator, seed=training_args.seed))
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    if trainer.is_world_process_zero():
-        latent_scale = measure_latent_scale(model, data, model_args, training_args)
-        pictures = write_pictures(model, data.test, collator, training_args.output_dir, trainer.state.log_history,
-                                  training_args.seed, trainer.code_histogram)
-        write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
-                         training=training_summary(training_args, train_metrics) if training_args.do_train else None,
-                         repo_id=training_args.hub_model_id, license=training_args.hub_license,
-                         latent_scale=latent_scale,
-                         recipe=trainer.recipe.description() if trainer.recipe else None)
-        if trainer.hub_repo_id:
-            print(f"pushed to {trainer.push_to_hub()}")
-    return {**train_metrics, **metrics}
+                metrics.update(generability(model, data.train, data.test, features=[features] if features else [],
+                                            collator=collator, seed=training_args.seed))
+            trainer.log_metrics("eval", metrics)
+            trainer.save_metrics("eval", metrics)
+        if trainer.is_world_process_zero():
+            latent_scale = measure_latent_scale(model, data, model_args, training_args)
+            pictures = write_pictures(model, data.test, collator, training_args.output_dir, trainer.state.log_history,
+                                      training_args.seed, trainer.code_histogram)
+            write_model_card(training_args.output_dir, model.config, data.name, metrics, pictures=pictures,
+                             training=training_summary(training_args, train_metrics) if training_args.do_train else None,
+                             repo_id=training_args.hub_model_id, license=training_args.hub_license,
+                             latent_scale=latent_scale,
+                             recipe=trainer.recipe.description() if trainer.recipe else None)
+            if trainer.hub_repo_id:
+                print(f"pushed to {trainer.push_to_hub()}")
+        return {**train_metrics, **metrics}
 
 
 def _read_streams_per_process(training_args) -> None:

@@ -7,18 +7,20 @@ Gradients are clipped to `max_grad_norm` (1.0 by default, as in `TrainingArgumen
 keep their weights in channels-last memory order (`channels_last`), which only changes speed.
 """
 
+import json
 import logging
 import math
 from pathlib import Path
 
 import torch
 from accelerate.data_loader import BatchSamplerShard
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainerState
+from transformers.trainer_utils import TrainOutput
 
 from ..data import UnreadableImageError
 from ..evaluation import EVAL_SEED, evaluate, quality_from_features
 from ..evaluation.metrics import eval_mode, unit_images
-from ..hub import HubPushCallback, push_to_hub
+from ..hub import HubPushCallback, HubUploadError, load_model, push_to_hub
 from ..plots import RECONSTRUCTION_ROW_LABELS, image_grid
 from ..results import write_json
 from .arguments import logging_steps_for
@@ -51,7 +53,72 @@ class StrictJSONMetrics:
             write_json(Path(self.args.output_dir) / "all_results.json", self.saved_metrics)
 
 
-class AutoencoderTrainer(StrictJSONMetrics, Trainer):
+class RunTrainer(StrictJSONMetrics):
+    """What a run's Trainer does beyond transformers' (mixed in before `Trainer`, by `AutoencoderTrainer` and the
+    prior's `PriorTrainer`):
+
+    - With `args.push_to_hub`, the run folder is pushed by this library (`hub.push_to_hub`: an allow-list of files,
+      with its card) rather than by the Trainer (a blank card and every file of the folder, caches included): while
+      training as `args.hub_strategy` says (`HubPushCallback`: an upload that fails is reported and retried at the
+      next save, and never stops training), and at the end when the run calls `push_to_hub()`. `hub_repo_id` is the
+      repository (`--hub_model_id`, or the name of the output folder), or None without `--push_to_hub`.
+    - `train(resume_from_checkpoint=...)` from a checkpoint that already holds every step the run asks for (a run
+      killed after its last checkpoint, during its final save, evaluation or card) trains nothing: the checkpoint's
+      weights and state are loaded, so the run goes on to write what is missing. (The Trainer would take one step
+      past max_steps, and save other weights as the final model.)
+    """
+
+    def __init__(self, model=None, args=None, *rest, **kwargs):
+        self.hub_repo_id = None
+        if args is not None and args.push_to_hub:
+            self.hub_repo_id, args.push_to_hub = args.hub_model_id or Path(args.output_dir).name, False
+        super().__init__(model, args, *rest, **kwargs)
+        if self.hub_repo_id and self.args.hub_strategy != "end":
+            self.add_callback(HubPushCallback(self.hub_repo_id, self.args.hub_strategy, token=self.args.hub_token,
+                                              private=self.args.hub_private_repo))
+
+    def push_to_hub(self, commit_message: str = "Upload a model trained with hf_autoencoders") -> str:
+        """Upload the run folder, as it is now, to `hub_repo_id` (`hub.push_to_hub`: the model, its code, processor,
+        card and pictures; with --hub_strategy all_checkpoints the checkpoints' weights too). Returns the commit's
+        URL; an upload that fails raises `hub.HubUploadError`, saying how to push the folder later."""
+        repo_id = self.hub_repo_id or self.args.hub_model_id or Path(self.args.output_dir).name
+        try:
+            return push_to_hub(self.args.output_dir, repo_id, token=self.args.hub_token,
+                               private=self.args.hub_private_repo,
+                               include_checkpoints=self.args.hub_strategy == "all_checkpoints",
+                               commit_message=commit_message)
+        except HubUploadError as err:
+            raise HubUploadError(f"{err} The run is complete in {self.args.output_dir}; push it later with "
+                                 f"`hf-autoencoders push {self.args.output_dir} {repo_id}`.") from err
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if isinstance(resume_from_checkpoint, (str, Path)):
+            finished = self._finished_run(Path(resume_from_checkpoint))
+            if finished is not None:
+                return finished
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _finished_run(self, checkpoint: Path) -> TrainOutput | None:
+        """The `TrainOutput` of a run whose `checkpoint` holds every step it asks for, its weights and state loaded;
+        None when steps remain to be trained."""
+        state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+        max_steps = self.set_initial_training_values(self.args, self.get_train_dataloader())[-1]
+        if state.global_step < max_steps:
+            return None
+        if state.global_step > max_steps:
+            raise ValueError(f"--resume_from_checkpoint {checkpoint} has trained {state.global_step} steps, more than "
+                             f"the {max_steps} this run asks for: resume with the run's own --max_steps or "
+                             "--num_train_epochs, or start a new run.")
+        logger.warning("%s holds every step of this run (%d): its model is taken as the run's, without training.",
+                       checkpoint, state.global_step)
+        self.model.load_state_dict(load_model(checkpoint, f"--resume_from_checkpoint {checkpoint}").state_dict())
+        self.state = state
+        saved = Path(self.args.output_dir) / "train_results.json"
+        metrics = json.loads(saved.read_text()) if saved.is_file() else {"epoch": state.epoch}
+        return TrainOutput(state.global_step, metrics.get("train_loss", math.nan), metrics)
+
+
+class AutoencoderTrainer(RunTrainer, Trainer):
     """A `Trainer` whose logs carry each loss term and batch statistic of the model's output (train: averaged since
     the last log) and whose `evaluate` is the library's one evaluation loop (`hf_autoencoders.evaluation.evaluate`:
     every loss term, PSNR, SSIM and, for a VQ-VAE, the codebook usage of the whole set, exact across processes),
@@ -63,10 +130,7 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
     logs as `skipped_steps`. An image that cannot be read stops training with an error that names it, after saving
     a checkpoint of the steps trained.
 
-    With `args.push_to_hub`, the run folder is pushed by this library (`push_to_hub`: an allow-list of files, with
-    its card) rather than by the Trainer (its blank card and every file of the folder): while training as
-    `args.hub_strategy` says, and at the end when the run calls `push_to_hub()`. `hub_repo_id` is the repository
-    (`--hub_model_id`, or the name of the output folder), or None without `--push_to_hub`.
+    Pushes to the Hub and resumes a finished run as every run's trainer does (`RunTrainer`).
 
     `image_log_pixel_values`: a few images whose reconstructions, and samples of the model, go to the trackers
     `report_to` names (TensorBoard, Weights & Biases, Trackio) at every evaluation.
@@ -88,13 +152,7 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
                 and not getattr(model, "supports_gradient_checkpointing", True)):
             raise ValueError("--gradient_checkpointing recomputes the repeated blocks of the conv, vit and ldm "
                              f"backbones; the {model.config.backbone} backbone has none: leave the flag out.")
-        self.hub_repo_id = None
-        if args is not None and args.push_to_hub:
-            self.hub_repo_id, args.push_to_hub = args.hub_model_id or Path(args.output_dir).name, False
         super().__init__(model, args, *rest, **kwargs)
-        if self.hub_repo_id and self.args.hub_strategy != "end":
-            self.add_callback(HubPushCallback(self.hub_repo_id, self.args.hub_strategy, token=self.args.hub_token,
-                                              private=self.args.hub_private_repo))
         if image_log_pixel_values is not None:
             self.add_callback(ImagesCallback(image_log_pixel_values, self.callback_handler))
         self.recipe = TokenizerRecipe(self, perceptual_network) if uses_recipe(self.args) else None
@@ -105,15 +163,6 @@ class AutoencoderTrainer(StrictJSONMetrics, Trainer):
         self.nonfinite_loss = False  # since the last optimizer step
         self.skipped_steps = 0
         self.code_histogram = None  # the code counts of the last evaluation (see `evaluate`)
-
-    def push_to_hub(self, commit_message: str = "Upload autoencoder trained with hf_autoencoders") -> str:
-        """Upload the run folder, as it is now, to `hub_repo_id` (`hub.push_to_hub`: the model, its code, processor,
-        card and pictures; with --hub_strategy all_checkpoints the checkpoints' weights too). Returns the commit's
-        URL."""
-        repo_id = self.hub_repo_id or self.args.hub_model_id or Path(self.args.output_dir).name
-        return push_to_hub(self.args.output_dir, repo_id, token=self.args.hub_token, private=self.args.hub_private_repo,
-                           include_checkpoints=self.args.hub_strategy == "all_checkpoints",
-                           commit_message=commit_message)
 
     def train(self, *args, **kwargs):
         """`Trainer.train`. With the tokenizer recipe, its metrics also hold the recipe's settings and the GAN phase's
