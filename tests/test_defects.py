@@ -250,7 +250,7 @@ def test_uploads_hold_exactly_the_allow_listed_files(tmp_path):
     (out / "notes.txt").write_text("mine")
     (out / "my_script.py").write_text("print('mine')")
     expected = {"model.safetensors", "config.json", "preprocessor_config.json", "README.md", "loss_curves.png",
-                "reconstructions.png", "samples.png", *code}
+                "reconstructions.png", "samples.png", "code_usage.png", *code}
     assert set(upload_files(out)) == expected
     with_checkpoints = set(upload_files(out, include_checkpoints=True)) - expected
     assert with_checkpoints and all(name.startswith("checkpoint-") for name in with_checkpoints)

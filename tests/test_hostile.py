@@ -138,12 +138,13 @@ def folders(tmp_path_factory):
     (root / "image.png").write_bytes(b"\x89PNG not really")
     (root / "afile").write_text("a file, not a folder")
     M.VAEModel(M.VAEConfig(hidden_size=8)).save_pretrained(root / "vae")
-    vqvae().save_pretrained(root / "vqvae")
+    model = vqvae()
+    model.save_pretrained(root / "vqvae")
     (root / "link").symlink_to(root / "vqvae")
-    M.PixelCNNPriorModel(M.PixelCNNPriorConfig(num_embeddings=16, grid_size=7, hidden_size=8, num_layers=1)
-                         ).save_pretrained(root / "prior")
+    M.PixelCNNPriorModel(M.PixelCNNPriorConfig(num_embeddings=16, grid_size=7, hidden_size=8, num_layers=1,
+                                               vqvae_identity=model.identity())).save_pretrained(root / "prior")
     AutoModelForCausalLM.from_config(M.code_priors.transformer_prior_config(
-        num_embeddings=16, grid_size=7, vqvae_name_or_path=str(root / "vqvae"), hidden_size=8, num_layers=1,
+        num_embeddings=16, grid_size=7, vqvae_identity=model.identity(), hidden_size=8, num_layers=1,
         num_heads=2)).save_pretrained(root / "tprior")
     first = "decoder.layers.0.bias"
     _damaged(root / "vae", root / "vae_missing", weights=lambda sd: {k: v for k, v in sd.items() if k != first})

@@ -158,9 +158,9 @@ def test_gradient_checkpointing_flag_trains(tmp_path, capsys):
 
 
 def test_evaluate_and_sample_commands_read_the_models_range(trained, tmp_path, capsys):
-    """`evaluate` feeds the model images in its range and scores them in [0, 1]: the run's own figures again (its
-    seed, 42 by default, draws the same posterior samples)."""
-    main(["evaluate", str(trained), "--max_eval_samples", "16", "--num_importance_samples", "0", "--seed", "42"])
+    """`evaluate` feeds the model images in its range and scores them in [0, 1]: the run's own figures again (both
+    draw the posterior samples from the evaluation seed, `evaluation.EVAL_SEED`)."""
+    main(["evaluate", str(trained), "--max_eval_samples", "16", "--num_importance_samples", "0"])
     printed = capsys.readouterr().out
     metrics = json.loads(printed[printed.index("{"):])
     recorded = json.loads((trained / "eval_results.json").read_text())

@@ -153,7 +153,8 @@ def test_a_prior_run_pushes_through_the_library(tmp_path, monkeypatch):
     vqvae().save_pretrained(tmp_path / "vqvae")
     run_prior_training(*parse_prior_args([
         "--vqvae", str(tmp_path / "vqvae"), "--output_dir", str(tmp_path / "prior"), "--do_train", "--max_steps", "1",
-        "--hidden_size", "8", "--num_layers", "1", "--kernel_size", "3", "--max_train_samples", "32",
+        "--hidden_size", "8", "--num_layers", "1", "--prior_type", "pixelcnn", "--kernel_size", "3",
+        "--max_train_samples", "32",
         "--max_eval_samples", "16", "--disable_tqdm", "true", "--report_to", "none", "--push_to_hub",
         "--hub_model_id", "me/prior"]))
     assert [name for name, _, _ in flaky.pushed] == ["checkpoint-1", "prior"]  # --hub_strategy every_save

@@ -19,8 +19,8 @@ _NAMES = {
     "generability": "generability",
     "parse_args": "parsing", "parse_command": "parsing", "parse_prior_args": "parsing",
     "build_model": "run", "check_request": "run", "fid_features": "run", "fit": "run", "load_training_data": "run",
-    "measure_latent_scale": "run", "run_training": "run", "training_summary": "run", "write_pictures": "run",
-    "AutoencoderTrainer": "trainer",
+    "measure_latent_scale": "run", "run_training": "run", "write_pictures": "run",
+    "AutoencoderTrainer": "trainer", "training_summary": "trainer",
 }
 
 __all__ = sorted(_NAMES)

@@ -78,7 +78,7 @@ class RunFolderLock:
             os.close(fd)  # its owner removed that file as we locked it: lock the one in the folder now
         command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+                  "started": time.strftime("%Y-%m-%d %H:%M:%S"), "launch": _launch_id()}
         os.ftruncate(fd, 0)
         os.write(fd, (json.dumps(holder) + "\n").encode())
         self._fd = fd
@@ -107,6 +107,17 @@ class RunFolderLock:
             return f"process {holder['pid']} on host {holder['host']}, started {holder['started']}: {holder['command']}"
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def held_by_another_run(self) -> bool:
+        """Whether a run other than this process's launch holds the lock: the main process of the same `torchrun`
+        or `accelerate launch` (`_launch_id`) holds it for all of its processes."""
+        if not self.held():
+            return False
+        try:
+            launch = json.loads(self.path.read_text()).get("launch")
+        except (OSError, ValueError, AttributeError):
+            return True
+        return launch is None or launch != _launch_id()
 
     def busy_message(self) -> str:
         holder = self.holder() or "which did not say who it is"
@@ -137,6 +148,14 @@ class RunFolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _launch_id() -> str | None:
+    """What the processes of one multi-process launch share (torchrun's run id, or the rendezvous address that
+    accelerate launch and torchrun set), or None for a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    return os.environ.get("TORCHELASTIC_RUN_ID") or f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
 
 
 @contextlib.contextmanager
@@ -192,7 +211,7 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool = False,
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"output_dir {output_dir} exists and is not a folder; choose another --output_dir.")
     lock = RunFolderLock(path)
-    if lock.held():
+    if lock.held_by_another_run():
         raise RunFolderBusyError(lock.busy_message())
     existing = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE) if path.is_dir() else []
     if existing and not (overwrite or resume):

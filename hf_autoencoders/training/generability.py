@@ -59,7 +59,7 @@ def generability(vqvae, train_set, test_set, *, features, collator=None, steps: 
         steps: training steps of the prior (the fixed budget).
         seed: of the prior's initialisation, training and samples.
     """
-    if vqvae.config.model_type != "hf_autoencoders_vqvae":
+    if not hasattr(vqvae, "check_prior"):  # a model with codes that a prior can model
         raise ValueError(f"Generability is a VQ-VAE's figure (how well its codes can be generated), but this model is "
                          f"a {getattr(vqvae.config, 'display_name', vqvae.config.model_type)}.")
     if not isinstance(steps, int) or steps < 1:

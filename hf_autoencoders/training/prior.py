@@ -18,6 +18,7 @@ discrete.
     metrics = run_prior_training(prior_args, training_args)
 """
 
+import json
 import logging
 import math
 import os
@@ -45,8 +46,7 @@ from .checkpoints import (
     output_dir_lock,
     resolve_checkpoint,
 )
-from .run import training_summary, write_loss_curves
-from .trainer import RunTrainer
+from .trainer import RunTrainer, training_summary, write_loss_curves
 
 logger = logging.getLogger(__name__)
 

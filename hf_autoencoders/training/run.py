@@ -13,12 +13,12 @@ from transformers import AutoConfig, set_seed
 
 from ..data import ImageCollator, as_image_split, check_class_labels, first_items, load_image_dataset
 from ..diffusers_compat import from_diffusers, read_diffusers_config
-from ..evaluation import dataset_features, scaling_factors
+from ..evaluation import FEATURE_TRAIN_IMAGES, dataset_features, scaling_factors
 from ..evaluation.metrics import unit_images
 from ..hub import load_model, public_name, write_latent_scale, write_model_card
 from ..models import autoencoder_classes
 from ..models.image_processing_autoencoders import normalization
-from ..plots import plot_code_usage, plot_loss_curves, plot_reconstructions, plot_samples
+from ..plots import plot_code_usage, plot_reconstructions, plot_samples
 from .arguments import DataArguments, ModelArguments, build_config, requested_settings, training_arguments
 from .checkpoints import (
     check_not_input,
@@ -29,13 +29,9 @@ from .checkpoints import (
     resolve_checkpoint,
 )
 from .recipe import check_recipe_resume
-from .trainer import AutoencoderTrainer
+from .trainer import AutoencoderTrainer, training_summary, write_loss_curves
 
 logger = logging.getLogger(__name__)
-HYPERPARAMETERS = (
-    "learning_rate", "per_device_train_batch_size", "max_steps", "num_train_epochs", "lr_scheduler_type",
-    "max_grad_norm", "weight_decay", "seed",
-)
 
 
 def fit(model, train_dataset, eval_dataset=None, *, output_dir, collator=None, **training_kwargs):
@@ -89,7 +85,7 @@ def check_request(model_args: ModelArguments, data_args: DataArguments, training
         check_resume_settings(checkpoint, config_class.model_type, requested_settings(model_args))
         check_recipe_resume(checkpoint, training_args)
     if training_args.generability:
-        if model_args.model_type != "vqvae":
+        if not hasattr(autoencoder_classes(model_args.model_type)[1], "check_prior"):  # no codes to generate
             raise ValueError(f"--generability measures how well a VQ-VAE's codes can be generated; --model_type "
                              f"{model_args.model_type} has no codes. Drop --generability.")
         if not training_args.do_eval:
@@ -133,7 +129,7 @@ def load_training_data(data_args: DataArguments, training_args):
         _read_streams_per_process(training_args)
     labels = getattr(data.train, "labels", None)
     if training_args.do_eval and training_args.fid and labels is not None:  # checked now, not after training
-        check_class_labels(labels[:FID_TRAIN_IMAGES], data.name, "pass --fid false to evaluate without the Fréchet "
+        check_class_labels(labels[:FEATURE_TRAIN_IMAGES], data.name, "pass --fid false to evaluate without the Fréchet "
                            "distance (its features are a classifier of the labelled training images)")
     return data
 
@@ -208,14 +204,6 @@ def write_code_usage(histogram, output_dir) -> dict[str, str]:
             "code_usage.png"}
 
 
-def write_loss_curves(log_history, output_dir) -> dict[str, str]:
-    """loss_curves.png in `output_dir` when `log_history` (the Trainer's) holds a training loss."""
-    if not any("loss" in entry for entry in log_history or []):
-        return {}
-    plot_loss_curves(log_history, Path(output_dir) / "loss_curves.png")
-    return {"Loss curves": "loss_curves.png"}
-
-
 def measure_latent_scale(model, data, model_args: ModelArguments, training_args) -> dict | None:
     """The scaling and shift factors of a model whose latent a diffusion model trains on (a latent map: the ldm
     backbone, or `latent_channels`), measured on the whole training split and checked on the test split
@@ -236,13 +224,6 @@ def measure_latent_scale(model, data, model_args: ModelArguments, training_args)
                 factors["scaling_factor"], factors["shift_factor"], factors.get("scaled_test_mean", float("nan")),
                 factors.get("scaled_test_std", float("nan")))
     return factors
-
-
-def training_summary(training_args, train_metrics: dict) -> dict:
-    """What a card's Training section shows: the hyperparameters that shape a run, and the figures its training
-    measured (train_loss, train_runtime, ...)."""
-    figures = {k: v for k, v in train_metrics.items() if k.startswith("train_") and isinstance(v, float)}
-    return {**{k: getattr(training_args, k) for k in HYPERPARAMETERS}, **figures}
 
 
 def run_training(model_args: ModelArguments, data_args: DataArguments, training_args) -> dict:

@@ -21,7 +21,7 @@ from ..data import UnreadableImageError
 from ..evaluation import EVAL_SEED, evaluate, quality_from_features
 from ..evaluation.metrics import eval_mode, unit_images
 from ..hub import HubPushCallback, HubUploadError, load_model, push_to_hub
-from ..plots import RECONSTRUCTION_ROW_LABELS, image_grid
+from ..plots import RECONSTRUCTION_ROW_LABELS, image_grid, plot_loss_curves
 from ..results import write_json
 from .arguments import logging_steps_for
 from .checkpoints import checkpoint_problems
@@ -325,6 +325,26 @@ class AutoencoderTrainer(RunTrainer, Trainer):
         return quality_from_features(model, features, real, reconstructed, seed=seed,
                                      batch_size=self.args.per_device_eval_batch_size)
 
+
+HYPERPARAMETERS = (
+    "learning_rate", "per_device_train_batch_size", "max_steps", "num_train_epochs", "lr_scheduler_type",
+    "max_grad_norm", "weight_decay", "seed",
+)
+
+
+def training_summary(training_args, train_metrics: dict) -> dict:
+    """What a card's Training section shows: the hyperparameters that shape a run, and the figures its training
+    measured (train_loss, train_runtime, ...)."""
+    figures = {k: v for k, v in train_metrics.items() if k.startswith("train_") and isinstance(v, float)}
+    return {**{k: getattr(training_args, k) for k in HYPERPARAMETERS}, **figures}
+
+
+def write_loss_curves(log_history, output_dir) -> dict[str, str]:
+    """loss_curves.png in `output_dir` when `log_history` (the Trainer's) holds a training loss."""
+    if not any("loss" in entry for entry in log_history or []):
+        return {}
+    plot_loss_curves(log_history, Path(output_dir) / "loss_curves.png")
+    return {"Loss curves": "loss_curves.png"}
 
 def uses_channels_last(model, args) -> bool:
     """`args.channels_last` if set; otherwise `channels_last_by_default(model, args.device)`."""
