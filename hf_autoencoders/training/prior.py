@@ -412,13 +412,7 @@ def run_prior_training(prior_args: PriorArguments, training_args) -> dict:
         training_args.remove_unused_columns = False
         trainer = PriorTrainer(model=prior, args=training_args, data_collator=prior_collator(prior),
                                train_dataset=train_codes, eval_dataset=test_codes)
-        train_metrics, metrics = {}, {}
-        if training_args.do_train:
-            train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
-            trainer.log_metrics("train", train_metrics)
-            trainer.save_metrics("train", train_metrics)
-            trainer.save_state()
-        trainer.save_model()
+        train_metrics, metrics = trainer.train_and_save(checkpoint), {}
         if training_args.do_eval:
             scores = prior_test_metrics(prior, test_codes, vqvae, test_set, collator, batch_size)
             metrics = {"eval_loss": trainer.evaluate()["eval_loss"], **{f"test_{k}": v for k, v in scores.items()},

@@ -244,13 +244,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
             model=model, args=training_args, data_collator=collator, train_dataset=data.train, eval_dataset=data.test,
             processing_class=processor, image_log_pixel_values=collator(first_items(data.test, 8))["pixel_values"],
         )
-        train_metrics, metrics = {}, {}
-        if training_args.do_train:
-            train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
-            trainer.log_metrics("train", train_metrics)
-            trainer.save_metrics("train", train_metrics)
-            trainer.save_state()
-        trainer.save_model()
+        train_metrics, metrics = trainer.train_and_save(checkpoint), {}
         if training_args.do_eval:
             features = fid_features(data, training_args) if training_args.fid or training_args.generability else None
             metrics = trainer.evaluate(num_importance_samples=64, features=features if training_args.fid else None)

@@ -91,6 +91,19 @@ class RunTrainer(StrictJSONMetrics):
             raise HubUploadError(f"{err} The run is complete in {self.args.output_dir}; push it later with "
                                  f"`hf-autoencoders push {self.args.output_dir} {repo_id}`.") from err
 
+    def train_and_save(self, checkpoint: str | None = None) -> dict:
+        """With `args.do_train`, train (resuming from `checkpoint`), log and save the training metrics and the
+        trainer's state; then save the model (with its code and processor). Returns the training metrics ({}
+        without training)."""
+        train_metrics = {}
+        if self.args.do_train:
+            train_metrics = self.train(resume_from_checkpoint=checkpoint).metrics
+            self.log_metrics("train", train_metrics)
+            self.save_metrics("train", train_metrics)
+            self.save_state()
+        self.save_model()
+        return train_metrics
+
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         if isinstance(resume_from_checkpoint, (str, Path)):
             finished = self._finished_run(Path(resume_from_checkpoint))
