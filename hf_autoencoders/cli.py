@@ -21,7 +21,6 @@ Hub id. A user error prints one `error: ...` line saying what to do, and exits w
 
 import difflib
 import errno
-import math
 import os
 import sys
 import tempfile
@@ -391,7 +390,6 @@ def _feature_networks(model, data, args) -> list:
 def _generability(model, data, args, collator, extractors) -> dict:
     """--generability: the default prior trained on the VQ-VAE's codes of the training images for a fixed budget,
     its samples scored against the test split (`training.generability`)."""
-    from .data import load_image_dataset
     from .training.generability import GENERABILITY_STEPS, generability
 
     if not hasattr(model, "check_prior"):

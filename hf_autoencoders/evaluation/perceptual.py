@@ -35,7 +35,6 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .classifier import SmallCNN, _default_device

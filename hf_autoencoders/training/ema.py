@@ -57,16 +57,9 @@ class ModelEMA:
         """Put the averaged weights into `model` (kept there)."""
         model.load_state_dict(self.shadow)
 
-    @contextlib.contextmanager
     def swapped(self, model: nn.Module):
         """Run a block with the averaged weights in `model`, then restore the trained ones bit for bit."""
-        trained = {name: value.detach().clone() for name, value in model.state_dict().items()}
-        self.copy_to(model)
-        try:
-            yield model
-        finally:
-            with torch.no_grad():
-                model.load_state_dict(trained)
+        return swapped_weights(model, self.shadow)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The averaged weights under the model's own names (what `ema.safetensors` holds)."""
@@ -84,3 +77,16 @@ class ModelEMA:
 
 
 __all__ = ["ModelEMA"]
+
+
+@contextlib.contextmanager
+def swapped_weights(model: nn.Module, state_dict: dict):
+    """Run a block with `state_dict` loaded into `model`, then put its own weights back bit for bit."""
+    own = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    with torch.no_grad():
+        model.load_state_dict(state_dict)
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            model.load_state_dict(own)

@@ -29,7 +29,6 @@ How it runs in the Trainer (`AutoencoderTrainer` calls into `TokenizerRecipe`):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -55,7 +54,7 @@ from .adversarial import (
     generator_loss,
     r1_penalty,
 )
-from .ema import ModelEMA
+from .ema import ModelEMA, swapped_weights
 
 logger = logging.getLogger(__name__)
 
@@ -386,7 +385,7 @@ class TokenizerRecipe:
             return None
         if self.trained_weights is None:
             return "ema", self.ema.swapped
-        return "trained", lambda model: _swapped_in(model, self.trained_weights)
+        return "trained", lambda model: swapped_weights(model, self.trained_weights)
 
     # ------------------------------------------------------------------------------------- checkpoints
 
@@ -451,19 +450,6 @@ class TokenizerRecipe:
             info.update(model_ema_decay=args.model_ema_decay, ema_num_updates=self.ema.num_updates,
                         saved_weights="ema" if args.save_ema_weights else "trained")
         return info
-
-
-@contextlib.contextmanager
-def _swapped_in(model, state_dict: dict):
-    """Run a block with `state_dict` loaded into `model`, then put its own weights back exactly."""
-    own = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    with torch.no_grad():
-        model.load_state_dict(state_dict)
-    try:
-        yield model
-    finally:
-        with torch.no_grad():
-            model.load_state_dict(own)
 
 
 class RecipeCallback(TrainerCallback):

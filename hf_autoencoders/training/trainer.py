@@ -19,7 +19,7 @@ from transformers.trainer_utils import TrainOutput
 
 from ..data import UnreadableImageError
 from ..evaluation import EVAL_SEED, evaluate, quality_from_features
-from ..evaluation.metrics import eval_mode, unit_images
+from ..evaluation.metrics import unit_images
 from ..hub import HubPushCallback, HubUploadError, load_model, push_to_hub
 from ..plots import RECONSTRUCTION_ROW_LABELS, image_grid, plot_loss_curves
 from ..results import write_json
