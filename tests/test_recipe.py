@@ -604,3 +604,32 @@ def test_evaluate_command_reports_the_perceptual_distance(tmp_path, monkeypatch,
 
     choices = next(a.choices for a in _evaluate_parser()._actions if a.dest == "perceptual")
     assert sorted(choices) == sorted(PERCEPTUAL_NETWORKS)
+
+
+def test_a_model_in_minus_one_to_one_feeds_the_recipe_unit_images(tmp_path):
+    """The perceptual network and the discriminator read [0, 1] images: a [-1, 1] model's reconstructions and
+    targets are mapped before they see them (else a [-1, 1] image reads as [-3, 1] to the discriminator)."""
+    torch.manual_seed(0)
+    model = VAEModel(VAEConfig(image_size=16, num_channels=3, backbone="conv", hidden_size=16, latent_dim=8,
+                               pixel_range=(-1.0, 1.0)))
+    seen = []
+    trainer = trainer_for(model, tmp_path, perceptual_weight=1.0, disc_weight=0.5, disc_start=0, max_steps=2)
+    trainer.data_collator = ImageCollator(pixel_range=(-1.0, 1.0))
+    perceptual_features = trainer.recipe.perceptual.features
+
+    def record_perceptual(images):
+        seen.append(("perceptual", images.detach().min().item(), images.detach().max().item()))
+        return perceptual_features(images)
+
+    trainer.recipe.perceptual.features = record_perceptual
+    trainer.train()
+    discriminator = trainer.recipe.discriminator
+    inputs = trainer._prepare_inputs(trainer.data_collator([tiny_data()[i] for i in range(8)]))
+    assert inputs["pixel_values"].min() < 0  # the batch is in the model's range
+    discriminate = discriminator.forward
+    discriminator.forward = lambda images: (seen.append(("discriminator", images.min().item(),
+                                                          images.max().item())), discriminate(images))[1]
+    trainer.recipe.generator_terms(model, inputs, model(**inputs), step=10)
+    trainer.recipe.discriminator_backward(1.0)
+    assert {kind for kind, _, _ in seen} == {"perceptual", "discriminator"}
+    assert all(low > -0.5 for _, low, _ in seen), seen  # unmapped, the images would reach -1

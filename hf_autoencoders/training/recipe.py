@@ -196,15 +196,16 @@ class TokenizerRecipe:
         reconstruction = outputs.reconstruction
         extra = reconstruction.new_zeros((), dtype=torch.float32)
         per_pixel = outputs.loss.float() / self.num_pixels
+        # the perceptual network and the discriminator read [0, 1] images, whatever the model's pixel range
+        unit = getattr(self.trainer.accelerator.unwrap_model(model), "to_unit_range", lambda images: images)
         if self.perceptual is not None:
-            unit = getattr(self.trainer.accelerator.unwrap_model(model), "to_unit_range", lambda images: images)
             distance = self.perceptual(unit(reconstruction), unit(target.to(reconstruction.dtype))).mean()
             logs[f"perceptual_{self.perceptual.name}"] = distance
             per_pixel = per_pixel + args.perceptual_weight * distance
             extra = extra + self.num_pixels * args.perceptual_weight * distance
         if self.discriminator_on(step):
             self.discriminator.requires_grad_(False)
-            adversarial = generator_loss(args.disc_loss, self.discriminator(reconstruction))
+            adversarial = generator_loss(args.disc_loss, self.discriminator(unit(reconstruction)))
             self.discriminator.requires_grad_(True)
             if args.adaptive_weight:
                 layer = decoder_output_layer(self.trainer.accelerator.unwrap_model(model))
@@ -216,7 +217,7 @@ class TokenizerRecipe:
             weight = weight * args.disc_weight * self.guard.adversarial_scale
             extra = extra + self.num_pixels * weight * adversarial
             logs.update(generator_loss=adversarial, adversarial_weight=weight)
-            self.pending = (target.detach(), reconstruction.detach())
+            self.pending = (unit(target.detach()), unit(reconstruction.detach()))
         return extra, logs
 
     def discriminator_backward(self, scale: float) -> dict:
