@@ -31,6 +31,12 @@ GUARD_ACTIONS = ("warn", "lower", "stop")
 ADAPTIVE_WEIGHT_MAX = 1e4
 
 
+def default_disc_channels(image_size: int) -> int:
+    """The discriminator's first-layer width for images of `image_size` pixels when none is given: half the image
+    size, between 16 and 64 (the recipes' 64 is for images of 128 pixels and more)."""
+    return min(64, max(16, image_size // 2))
+
+
 class PatchDiscriminator(nn.Module):
     """The PatchGAN discriminator of pix2pix (Isola et al., 2017) as the tokenizer recipes use it: `num_layers`
     stride-2 4 x 4 convolutions (channels `base_channels` x 1, 2, 4, 8 at most), a stride-1 4 x 4 convolution,

@@ -327,10 +327,12 @@ class AutoencoderTrainingArguments(TrainingArguments):
     disc_learning_rate: float | None = field(
         default=None, metadata={"help": "The discriminator's Adam learning rate (default: --learning_rate)."}
     )
-    disc_channels: int = field(
-        default=64,
-        metadata={"help": "Channels of the discriminator's first layer (doubling at each downsampling): the default "
-                  "is the recipes' for full-size images; fewer make each step cheaper on small images and CPUs."},
+    disc_channels: int | None = field(
+        default=None,
+        metadata={"help": "Channels of the discriminator's first layer (doubling at each downsampling). Default: "
+                  "in proportion to the images, half the image size between 16 and 64 (64, the recipes' width, "
+                  "from 128 x 128 images on): a full-width discriminator on small images costs several steps of "
+                  "the autoencoder and, measured, did not reconstruct better (benchmarks/README.md)."},
     )
     disc_num_layers: int = field(
         default=3, metadata={"help": "Downsampling layers of the PatchGAN discriminator (fewer for small images)."}

@@ -49,6 +49,7 @@ from .adversarial import (
     LeCAM,
     PatchDiscriminator,
     adaptive_weight,
+    default_disc_channels,
     discriminator_accuracy,
     discriminator_loss,
     generator_loss,
@@ -170,8 +171,10 @@ class TokenizerRecipe:
                                  "and FSDP are not supported with --disc_weight.")
             with torch.random.fork_rng(devices=[]):  # the same initial weights on every process
                 torch.manual_seed(args.seed)
-                self.discriminator = PatchDiscriminator(model.config.num_channels, model.config.image_size,
-                                                        args.disc_channels, args.disc_num_layers)
+                size = model.config.image_size
+                self.disc_channels = args.disc_channels or default_disc_channels(size)
+                self.discriminator = PatchDiscriminator(model.config.num_channels, size, self.disc_channels,
+                                                        args.disc_num_layers)
             self.discriminator.to(self.device)
             self.lecam = LeCAM().to(self.device) if args.lecam_weight > 0 else None
             self.guard = CollapseGuard(args.gan_guard_margin, args.gan_guard_action)
@@ -444,7 +447,7 @@ class TokenizerRecipe:
                         perceptual_network_description=self.perceptual.description)
         if self.discriminator is not None:
             info.update(disc_weight=args.disc_weight, disc_start=self.disc_start, disc_loss=args.disc_loss,
-                        adaptive_weight=args.adaptive_weight, disc_channels=args.disc_channels,
+                        adaptive_weight=args.adaptive_weight, disc_channels=self.disc_channels,
                         disc_num_layers=self.discriminator.num_layers, lecam_weight=args.lecam_weight,
                         r1_weight=args.r1_weight, **self.guard.summary())
         if self.ema is not None:
