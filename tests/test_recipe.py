@@ -633,3 +633,17 @@ def test_a_model_in_minus_one_to_one_feeds_the_recipe_unit_images(tmp_path):
     trainer.recipe.discriminator_backward(1.0)
     assert {kind for kind, _, _ in seen} == {"perceptual", "discriminator"}
     assert all(low > -0.5 for _, low, _ in seen), seen  # unmapped, the images would reach -1
+
+
+def test_a_finished_run_resumed_with_an_ema_saves_the_runs_ema(tmp_path):
+    """A run killed after its last checkpoint and resumed trains nothing (`RunTrainer`): the model it then holds, and
+    saves, is the checkpoint's EMA, as in the run that went through (not the EMA of the freshly built model)."""
+    fields = dict(max_steps=4, disc_weight=0.5, disc_start=1, use_ema=True, perceptual_weight=1.0,
+                  save_strategy="steps", save_steps=4)
+    through = trainer_for(tiny_model(seed=1), tmp_path / "through", **fields)
+    through.train()
+    resumed = trainer_for(tiny_model(seed=2), tmp_path / "resumed", **fields)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "through" / "checkpoint-4"))
+    assert resumed.state.global_step == 4
+    for (name, x), (_, y) in zip(through.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(x, y), name

@@ -426,7 +426,7 @@ class TokenizerRecipe:
             if self.lecam is not None:
                 self.lecam.load_state_dict({k.removeprefix("lecam."): v for k, v in tensors.items()
                                             if k.startswith("lecam.")})
-            if (folder / DISCRIMINATOR_OPTIMIZER_FILE).is_file():
+            if self.optimizer is not None and (folder / DISCRIMINATOR_OPTIMIZER_FILE).is_file():
                 self.optimizer.load_state_dict(torch.load(folder / DISCRIMINATOR_OPTIMIZER_FILE,
                                                           map_location=self.device, weights_only=True))
                 self.scheduler.load_state_dict(torch.load(folder / DISCRIMINATOR_SCHEDULER_FILE, weights_only=True))

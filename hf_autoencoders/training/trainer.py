@@ -125,6 +125,8 @@ class RunTrainer(StrictJSONMetrics):
         logger.warning("%s holds every step of this run (%d): its model is taken as the run's, without training.",
                        checkpoint, state.global_step)
         self.model.load_state_dict(load_model(checkpoint, f"--resume_from_checkpoint {checkpoint}").state_dict())
+        if getattr(self, "recipe", None) is not None:  # its EMA and discriminator, as the checkpoint holds them
+            self.recipe.load(checkpoint)
         self.state = state
         saved = Path(self.args.output_dir) / "train_results.json"
         metrics = json.loads(saved.read_text()) if saved.is_file() else {"epoch": state.epoch}
