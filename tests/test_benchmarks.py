@@ -99,7 +99,8 @@ def test_backbones_cifar_smoke_trains_each_model_for_its_calibrated_steps(tmp_pa
     for row in result["runs"]:
         # every model trains for its share of the same budget: steps = budget / calibrated step time
         step_seconds = calibration[row["model"]]["step_seconds"]
-        assert row["steps"] == max(1, round(result["budget_seconds"] / step_seconds))
+        # (the JSON rounds the step time, so the recorded figures give the steps to within one)
+        assert row["steps"] >= 1 and abs(row["steps"] - result["budget_seconds"] / step_seconds) <= 1
         assert _finite(row["test_psnr_db"]) and row["test_psnr_db"] > 0 and row["test_images"] == 64
         assert 0 < row["codebook_usage"] <= 1 and 1 <= row["codebook_perplexity"] <= 32
     assert calibration["conv"]["ratio_to_reference"] == pytest.approx(1.0)
