@@ -324,9 +324,11 @@ def _train_split(model, data, args, flags: str | None = None):
 
 def _train_images(model, data, args, collator, flags: str | None = None):
     """The first --max_train_samples training images, as pixel_values and labels (`_train_split`)."""
-    train_split = _train_split(model, data, args, flags)
+    train_split = _train_split(model, data, args)
     n = min(len(train_split), args.max_train_samples)
-    labels = None if train_split.labels is None else _labels(data, train_split, flags or "these flags")[:n]
+    labels = None
+    if flags or train_split.labels is not None:  # checked once: required with `flags`, else where there are any
+        labels = _labels(data, train_split, flags or "these flags")[:n]
     return collator([train_split[i] for i in range(n)])["pixel_values"], labels
 
 
