@@ -202,6 +202,38 @@ def test_simvq_codebook_is_a_frozen_matrix_through_one_learned_linear_layer():
     torch.testing.assert_close(out.quantized, quantizer.embed(out.indices))
 
 
+def test_simvq_data_initialisation_puts_the_codes_on_the_first_batch_once(tmp_path):
+    """kmeans_init, for SimVQ: the first training forward rescales and shifts W, b so every dimension of the codes has
+    the batch's mean and std; later forwards and a reloaded model leave W and b to training."""
+    config = VQVAEConfig(image_size=16, num_channels=3, backbone="conv", hidden_size=16, num_residual_blocks=1,
+                         quantizer="simvq", num_embeddings=64, embedding_dim=8)
+    torch.manual_seed(0)
+    quantizer = SimVectorQuantizer(config).train()
+    z_e = torch.randn(4, 8, 6, 6) * 3 + torch.arange(8.0)[None, :, None, None]  # far from the codes' start
+    before = quantizer.codes().detach().clone()
+    assert before.std(0).max() < 1
+    quantizer(z_e)
+    codes, z = quantizer.codes().detach(), flat(z_e)
+    torch.testing.assert_close(codes.mean(0), z.mean(0), atol=1e-4, rtol=0)
+    torch.testing.assert_close(codes.std(0, correction=0), z.std(0, correction=0), atol=1e-4, rtol=1e-4)
+    assert int(quantizer.initialized) == 1
+    quantizer(z_e * 10)
+    torch.testing.assert_close(quantizer.codes().detach(), codes)  # once only
+
+    untouched = SimVectorQuantizer(VQVAEConfig(**{**config.to_dict(), "kmeans_init": False})).train()
+    start = untouched.codes().detach().clone()
+    untouched(z_e)
+    torch.testing.assert_close(untouched.codes().detach(), start)
+
+    model = VQVAEModel(config)
+    model.train()(torch.rand(2, 3, 16, 16))
+    model.save_pretrained(tmp_path)
+    reloaded = VQVAEModel.from_pretrained(tmp_path)
+    assert int(reloaded.quantizer.initialized) == 1
+    reloaded.train()(torch.rand(2, 3, 16, 16) * 0.1)
+    torch.testing.assert_close(reloaded.quantizer.codes(), model.quantizer.codes())
+
+
 # ------------------------------------------------------------------------------------------------------------------ LFQ
 
 
@@ -266,7 +298,7 @@ def test_lfq_entropy_term_against_a_direct_computation(groups):
 def test_lfq_entropy_penalty_spreads_the_codes():
     """Trained on its penalty alone, LFQ moves a collapsed batch (every position on one code) onto many codes."""
     torch.manual_seed(0)
-    quantizer = lfq(num_embeddings=16, dim=4, lfq_entropy_temperature=1.0).train()
+    quantizer = lfq(num_embeddings=16, dim=4, lfq_entropy_temperature=1.0, kmeans_init=False).train()
     z_e = (torch.randn(4, 4, 4, 4) * 0.1 + 1.0).requires_grad_()
     with torch.no_grad():
         quantizer.project_in.weight.copy_(torch.eye(4))
@@ -278,6 +310,23 @@ def test_lfq_entropy_penalty_spreads_the_codes():
         quantizer(z_e).entropy_loss.backward()
         optimizer.step()
     assert quantizer(z_e).indices.unique().numel() >= 12
+
+
+def test_lfq_data_initialisation_centres_every_bit_on_the_first_batch_once():
+    """kmeans_init, for LFQ: the first training forward shifts the 1x1 map's bias so every channel of z has mean 0
+    over the batch (a batch on one code before spreads over many), once; eval forwards never initialise."""
+    quantizer = lfq(num_embeddings=64, dim=8)
+    z_e = torch.randn(8, 8, 4, 4) * 0.01 + 5.0  # every position on one code at the start
+    with torch.no_grad():
+        assert quantizer.eval()(z_e).indices.unique().numel() == 1
+        assert int(quantizer.initialized) == 0
+        output = quantizer.train()(z_e)
+        z = quantizer.project_in(flat(z_e))
+    torch.testing.assert_close(z.mean(0), torch.zeros(6), atol=1e-5, rtol=0)
+    assert int(quantizer.initialized) == 1 and output.indices.unique().numel() >= 32
+    bias = quantizer.project_in.bias.clone()
+    quantizer(z_e + 1.0)
+    assert torch.equal(quantizer.project_in.bias, bias)
 
 
 # ------------------------------------------------------------------------------------------------ residual quantization

@@ -520,7 +520,9 @@ class VQVAEConfig(AutoencoderConfig):
             assigned encoder outputs instead of the codebook loss (paper's appendix; Razavi et al., 2019).
         ema_decay (`float`, defaults to 0.99): decay of those averages.
         ema_epsilon (`float`, defaults to 1e-5): Laplace smoothing of the EMA cluster sizes.
-        kmeans_init (`bool`, defaults to `True`): initialise the codebook by k-means on the first training batch.
+        kmeans_init (`bool`, defaults to `True`): initialise the codes from the first training batch: k-means for
+            `"vq"`; for `"simvq"` the linear map gives the codes the batch's per-dimension mean and std; for `"lfq"`
+            the projection is centred so each bit splits the batch evenly. (FSQ has nothing to initialise.)
         kmeans_iters (`int`, defaults to 10).
         dead_code_threshold (`int`, defaults to 20): re-seed a code from the encoder outputs once it has gone unused
             for that many training steps (0 = never; Dhariwal et al., 2020 "Jukebox").

@@ -7,6 +7,7 @@ from torch import nn
 
 from .configuration_autoencoders import VQVAEConfig
 from .quantizers import (
+    InitializedFromData,
     QuantizerOutput,
     all_reduce_sum,
     batch_statistics,
@@ -24,7 +25,7 @@ def binary_entropy(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits) * F.softplus(-logits) + torch.sigmoid(-logits) * F.softplus(logits)
 
 
-class LookupFreeQuantizer(nn.Module):
+class LookupFreeQuantizer(InitializedFromData, nn.Module):
     r"""
     Lookup-free quantization, LFQ (MAGVIT-v2). z_e is projected (per position, a 1x1 linear map) to b = log2(K)
     channels z; each channel is quantized to its sign,
@@ -54,6 +55,11 @@ class LookupFreeQuantizer(nn.Module):
     bits, as sum_g H(E_n[p_{n,g}]): exact for G = 1; for G > 1 an upper bound (the joint entropy is at most the sum of
     its parts) at cost N G 2^(b/G) instead of N 2^b.
 
+    `kmeans_init` is LFQ's data initialisation: on the first training forward the bias of the 1x1 map is shifted so
+    that every channel of z has mean 0 over the global batch, b <- b - mean(z). Each bit then splits the batch about
+    evenly, instead of starting (and, at tau = 0.01, where the entropy terms' gradients vanish away from z = 0,
+    staying) constant for most positions. The `initialized` buffer records it.
+
     Distributed training: the batch's average assignment is the global batch's (summed over processes, with the
     gradient of `quantizers.global_sum`), so the entropy term and its gradient are those of one process on the
     global batch.
@@ -72,6 +78,18 @@ class LookupFreeQuantizer(nn.Module):
         self.num_pixels = config.num_pixels
         self.project_in = nn.Linear(self.embedding_dim, self.num_bits)
         self.project_out = nn.Linear(self.num_bits, self.embedding_dim)
+        self.kmeans_init = config.kmeans_init
+        if self.kmeans_init:
+            self._register_initialized()
+            self._reset_initialized()
+
+    @torch.no_grad()
+    def _center(self, vectors: torch.Tensor) -> None:
+        """b <- b - mean(z) over the global batch (first training step only)."""
+        count = all_reduce_sum(vectors.new_tensor(float(len(vectors))))
+        mean = all_reduce_sum(linear_fp32(self.project_in, vectors).sum(0)) / count
+        self.project_in.bias.sub_(mean.to(self.project_in.bias.dtype))
+        self.initialized.fill_(1)
 
     def _place_values(self, device: torch.device) -> torch.Tensor:
         """2^i for the b channels, long (a plain attribute per device: nothing to save or restore)."""
@@ -94,7 +112,10 @@ class LookupFreeQuantizer(nn.Module):
         check_latents(z_e, self.embedding_dim)
         batch, _, height, width = z_e.shape
         with torch.autocast(device_type=z_e.device.type, enabled=False):
-            z = linear_fp32(self.project_in, to_vectors(z_e.float()))  # (batch * h * w, b)
+            vectors = to_vectors(z_e.float())
+            if self.training and self.kmeans_init and not self._initialization_done():
+                self._center(vectors.detach())
+            z = linear_fp32(self.project_in, vectors)  # (batch * h * w, b)
             codes = torch.where(z > 0, 1.0, -1.0)
             indices = self.codes_to_indices(codes)
             commitment_loss = self.commitment_cost * (z - codes).pow(2).sum() / batch

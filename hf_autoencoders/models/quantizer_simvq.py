@@ -6,7 +6,7 @@ from torch import nn
 
 from .configuration_autoencoders import VQVAEConfig
 from .quantizer_vq import VectorQuantizer
-from .quantizers import linear_fp32
+from .quantizers import all_reduce_sum, linear_fp32
 
 
 class SimVectorQuantizer(VectorQuantizer):
@@ -23,19 +23,45 @@ class SimVectorQuantizer(VectorQuantizer):
     [`VectorQuantizer`]'s: the nearest-code lookup, the commitment loss beta ||z - sg(e_k)||^2, the straight-through
     or rotation-trick gradient, factorized and l2-normalised codes, stochastic quantization.
 
-    The options that move codes directly (`codebook_ema`, `kmeans_init`, `dead_code_threshold`) do not apply: the
+    `kmeans_init` is SimVQ's own data initialisation: on the first training forward, row i of W and b_i are rescaled
+    and shifted so that dimension i of the codes has the mean and standard deviation of dimension i of the global
+    batch's vectors z,
+
+        w_i <- w_i std(z_i) / std_k(E_ki),      b_i <- mean(z_i) - mean_k(C w_i)     (population moments; new w_i),
+
+    so the cloud of codes starts on the encoder outputs instead of far inside or outside them (where the lookup picks
+    only the few codes at its edge, and SimVQ collapses until W and b have crossed the gap). The `initialized`
+    buffer records it. The options that move single codes (`codebook_ema`, `dead_code_threshold`) do not apply: the
     codes of SimVQ move with the linear layer only.
     """
 
     def _build_codebook(self, config: VQVAEConfig) -> None:
-        self.use_ema, self.kmeans_init, self.dead_code_threshold = False, False, 0
+        self.use_ema, self.dead_code_threshold = False, 0
+        self.kmeans_init = config.kmeans_init
         self.register_buffer("frozen_codebook", torch.empty(self.num_embeddings, self.codebook_dim))
         self.codebook_transform = nn.Linear(self.codebook_dim, self.codebook_dim)
+        if self.kmeans_init:
+            self._register_initialized()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """C ~ N(0, 1/c) (rows of unit expected norm); W and b keep `nn.Linear`'s initialisation."""
         self.frozen_codebook.normal_(0.0, self.codebook_dim**-0.5)
+        if self.kmeans_init:
+            self._reset_initialized()
+
+    @torch.no_grad()
+    def _initialize_and_restart(self, z: torch.Tensor) -> None:
+        """Match the codes' per-dimension mean and std to the global batch's (first training step only)."""
+        if not self.kmeans_init or self._initialization_done():
+            return
+        count = all_reduce_sum(z.new_tensor(float(len(z))))
+        moments = all_reduce_sum(torch.stack([z.sum(0), z.pow(2).sum(0)])) / count
+        mean, std = moments[0], (moments[1] - moments[0].pow(2)).clamp_min(0).sqrt()
+        weight, bias = self.codebook_transform.weight, self.codebook_transform.bias
+        weight.mul_((std / self.codebook.std(0, correction=0).clamp_min(1e-12))[:, None].to(weight.dtype))
+        bias.copy_(mean - linear_fp32(self.codebook_transform, self.frozen_codebook.float()).mean(0) + bias.float())
+        self.initialized.fill_(1)
 
     @property
     def codebook(self) -> torch.Tensor:

@@ -7,6 +7,7 @@ from torch import nn
 
 from .configuration_autoencoders import VQVAEConfig
 from .quantizers import (
+    InitializedFromData,
     QuantizerOutput,
     _squared_distances,
     all_reduce_sum,
@@ -54,7 +55,7 @@ def rotate_to(z: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> torch.Ten
     return rotated + (q.detach() - rotated).detach()
 
 
-class VectorQuantizer(nn.Module):
+class VectorQuantizer(InitializedFromData, nn.Module):
     r"""
     Vector quantization with a learned codebook {e_k}, k < K (van den Oord et al., 2017, "Neural Discrete
     Representation Learning").
@@ -130,7 +131,7 @@ class VectorQuantizer(nn.Module):
         else:
             self.codebook = nn.Parameter(codebook)
         if self.kmeans_init:
-            self.register_buffer("initialized", torch.zeros((), dtype=torch.long))
+            self._register_initialized()
         if self.dead_code_threshold > 0:
             self.register_buffer("steps_since_used", torch.zeros(self.num_embeddings, dtype=torch.long))
 
@@ -144,8 +145,7 @@ class VectorQuantizer(nn.Module):
             self.ema_cluster_size.fill_(1.0)
             self.ema_embed_sum.copy_(self.codebook)
         if self.kmeans_init:
-            self.initialized.zero_()
-            self._initialized_seen = False
+            self._reset_initialized()
         if self.dead_code_threshold > 0:
             self.steps_since_used.zero_()
 
@@ -216,16 +216,6 @@ class VectorQuantizer(nn.Module):
             z = linear_fp32(self.project_out, z)
         return to_grid(z, batch, height, width)
 
-    def _kmeans_done(self) -> bool:
-        # Cache the buffer's value once it reads 1, to avoid a host sync every step; `initialized` is the truth.
-        if not getattr(self, "_initialized_seen", False):
-            self._initialized_seen = bool(self.initialized)
-        return self._initialized_seen
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._initialized_seen = False
-        super()._load_from_state_dict(*args, **kwargs)
-
     @torch.no_grad()
     def _set_codes(self, mask: torch.Tensor, values: torch.Tensor, counts: torch.Tensor) -> None:
         """Codes where `mask` become `values`, with EMA state as if each had been assigned `counts` vectors."""
@@ -238,7 +228,7 @@ class VectorQuantizer(nn.Module):
     def _initialize_and_restart(self, z: torch.Tensor) -> None:
         """k-means initialisation (first training step) and dead-code restarts, from the global batch."""
         num_codes, device = self.num_embeddings, z.device
-        if self.kmeans_init and not self._kmeans_done():
+        if self.kmeans_init and not self._initialization_done():
             vectors = gather_rows(z)
             if is_rank0():
                 centres, counts = _kmeans(vectors, num_codes, self.kmeans_iters, self.l2_normalized_codes)

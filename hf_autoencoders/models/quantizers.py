@@ -157,6 +157,28 @@ def global_sum(local_sum: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------------- the math
 
 
+class InitializedFromData:
+    """The once-flag of a quantizer initialised from its first training batch (`config.kmeans_init`): the persistent
+    `initialized` buffer says it happened, so a reloaded model is not initialised again. Mixed into an `nn.Module`."""
+
+    def _register_initialized(self) -> None:
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.long))
+
+    def _reset_initialized(self) -> None:
+        self.initialized.zero_()
+        self._initialized_seen = False
+
+    def _initialization_done(self) -> bool:
+        # Cache the buffer's value once it reads 1, to avoid a host sync every step; `initialized` is the truth.
+        if not getattr(self, "_initialized_seen", False):
+            self._initialized_seen = bool(self.initialized)
+        return self._initialized_seen
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._initialized_seen = False
+        super()._load_from_state_dict(*args, **kwargs)
+
+
 def linear_fp32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """`layer(x)` in float32, whatever dtype the model was cast to."""
     bias = None if layer.bias is None else layer.bias.float()
