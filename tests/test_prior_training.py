@@ -89,6 +89,24 @@ def test_extraction_is_cached_and_keyed_by_weights_and_data(digits, tmp_path, mo
         P.extract_codes(vqvae, dataset, cache_dir=tmp_path, collator=ImageCollator(binarize=True), progress=False)
 
 
+def test_training_a_transformer_prior_prints_no_loss_type_warning(tmp_path, capfd):
+    """transformers warns "loss_type=None ... unrecognized" at the first loss of a GPT2LMHeadModel (its class name
+    matches no loss name) and then uses the causal-LM loss anyway: the prior trainer names that loss, so a new user's
+    first run prints no such line."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils.logging import warning_once
+
+    from hf_autoencoders.models import code_priors
+
+    prior = AutoModelForCausalLM.from_config(code_priors.transformer_prior_config(16, 4, hidden_size=16, num_layers=1))
+    assert prior.loss_type is None  # what transformers leaves, and what warned
+    warning_once.cache_clear()
+    P.fit_prior(prior, P.CodeDataset(torch.randint(0, 16, (8, 4, 4))), output_dir=tmp_path, max_steps=2,
+                per_device_train_batch_size=4, report_to=[])
+    assert prior.loss_type == "ForCausalLM"
+    assert "loss_type" not in capfd.readouterr().err
+
+
 def test_code_dataset_items_are_model_inputs():
     codes = torch.randint(0, 16, (5, 7, 7), dtype=torch.uint8)
     batch = P.collate_codes([P.CodeDataset(codes, torch.arange(5))[i] for i in range(3)])

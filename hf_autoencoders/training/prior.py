@@ -259,6 +259,13 @@ class PriorTrainer(RunTrainer, Trainer):
     for the Trainer to find, and the (N, h, w, K) logits of a test set are never gathered. Pushes to the Hub and
     resumes a finished run as every run's trainer does (`RunTrainer`)."""
 
+    def __init__(self, model=None, *args, **kwargs):
+        # GPT2LMHeadModel's class name matches none of transformers' loss names, so its first loss would warn
+        # "loss_type=None ... unrecognized" before using the causal-LM loss, the right one: name it.
+        if model is not None and getattr(model, "loss_type", "") is None:
+            model.loss_type = "ForCausalLM"
+        super().__init__(model, *args, **kwargs)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:
             config = self.accelerator.unwrap_model(model).config
