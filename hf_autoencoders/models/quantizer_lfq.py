@@ -13,6 +13,7 @@ from .quantizers import (
     batch_statistics,
     check_indices,
     check_latents,
+    gather_rows,
     global_sum,
     linear_fp32,
     to_grid,
@@ -86,8 +87,7 @@ class LookupFreeQuantizer(InitializedFromData, nn.Module):
     @torch.no_grad()
     def _center(self, vectors: torch.Tensor) -> None:
         """b <- b - mean(z) over the global batch (first training step only)."""
-        count = all_reduce_sum(vectors.new_tensor(float(len(vectors))))
-        mean = all_reduce_sum(linear_fp32(self.project_in, vectors).sum(0)) / count
+        mean = linear_fp32(self.project_in, gather_rows(vectors)).mean(0)  # over the global batch, exactly
         self.project_in.bias.sub_(mean.to(self.project_in.bias.dtype))
         self.initialized.fill_(1)
 

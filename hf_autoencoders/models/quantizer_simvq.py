@@ -6,7 +6,7 @@ from torch import nn
 
 from .configuration_autoencoders import VQVAEConfig
 from .quantizer_vq import VectorQuantizer
-from .quantizers import all_reduce_sum, linear_fp32
+from .quantizers import gather_rows, linear_fp32
 
 
 class SimVectorQuantizer(VectorQuantizer):
@@ -55,9 +55,8 @@ class SimVectorQuantizer(VectorQuantizer):
         """Match the codes' per-dimension mean and std to the global batch's (first training step only)."""
         if not self.kmeans_init or self._initialization_done():
             return
-        count = all_reduce_sum(z.new_tensor(float(len(z))))
-        moments = all_reduce_sum(torch.stack([z.sum(0), z.pow(2).sum(0)])) / count
-        mean, std = moments[0], (moments[1] - moments[0].pow(2)).clamp_min(0).sqrt()
+        vectors = gather_rows(z)  # the global batch, so that every process computes one process's moments exactly
+        mean, std = vectors.mean(0), vectors.std(0, correction=0)
         weight, bias = self.codebook_transform.weight, self.codebook_transform.bias
         weight.mul_((std / self.codebook.std(0, correction=0).clamp_min(1e-12))[:, None].to(weight.dtype))
         bias.copy_(mean - linear_fp32(self.codebook_transform, self.frozen_codebook.float()).mean(0) + bias.float())
