@@ -97,8 +97,9 @@ def run(runner: Runner, report: Report) -> None:
         f"{groups[VQ].config.latent_grid_size} map with {bits} bits: VQ, SimVQ and LFQ with K = {k} codes, FSQ with "
         f"levels {fsq_levels(bits)}. *VQ* is the library's default codebook (EMA, k-means initialisation, dead-code "
         "restarts) with the straight-through gradient; *VQ + rotation trick* the same codebook with the gradient of "
-        "Fifty et al. (2024); *VQ, plain codebook* the paper's codebook, trained by the codebook loss from a random "
-        "start (the collapse reference).",
+        "Fifty et al. (2024); *SimVQ* and *LFQ* start from the first training batch as the VQ codebook does (their "
+        "`kmeans_init`: SimVQ's codes take the batch's moments, LFQ's bits are centred); *VQ, plain codebook* the "
+        "paper's codebook, trained by the codebook loss from a random start (the collapse reference).",
         report.table(matched, FIDELITY + HEALTH, first="quantizer"),
         [("Training loss of each quantizer (first seed)", report.loss_figure(matched, name="loss_matched.png"))],
     )
