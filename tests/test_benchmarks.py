@@ -226,6 +226,13 @@ def test_tokenizer_recipe_smoke_prints_the_issue_keys_and_its_command(tmp_path):
     recipe = next(run for run in result["runs"] if run["arm"] == "recipe")
     assert recipe["raw"]["psnr"] != recipe["psnr"] and recipe["disc_start"] == 3 and recipe["ema_num_updates"] == 6
     assert "rotation" in result["perceptual_networks"]["rotation"]
+    timing = subprocess.run([sys.executable, "benchmarks/tokenizer_recipe.py", "--smoke", "--timing_only",
+                             "--cache_dir", str(tmp_path / "cache")], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert timing.returncode == 0, timing.stderr[-3000:]
+    timing = json.loads(timing.stdout)
+    assert timing["step_cost_ratio"] > 0 and set(timing["targets_met"]) == {"step_cost_ratio"}
+    assert timing["runs"] == [] and "fd_reduction" not in timing
     refused = subprocess.run([sys.executable, "benchmarks/tokenizer_recipe.py", "--data", str(tmp_path / "absent")],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "is not a folder" in refused.stderr

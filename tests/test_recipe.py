@@ -259,19 +259,23 @@ def test_discriminator_stays_fp32_under_bf16(tmp_path):
 
 
 def test_adaptive_weight_matches_a_hand_computation():
-    """A decoder whose last layer is y = W z: with L_rec = ||W z - t||^2 and L_G = a . (W z), the gradients at W are
-    2 (W z - t) z^T and a z^T, so lambda = 2 ||W z - t|| ||z|| / (||a|| ||z|| + 1e-4)."""
+    """A decoder whose last layer is y = W z: with L_rec = ||W z - t||^2 (+ p . y, a perceptual term given by its
+    gradient p at y) and L_G = a . (W z) (given by its gradient a), the gradients at W are (2 (W z - t) + p) z^T and
+    a z^T, so lambda = ||2 (W z - t) + p|| ||z|| / (||a|| ||z|| + 1e-4)."""
     W = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], requires_grad=True)
-    z, t, a = torch.tensor([1.0, 2.0, -1.0]), torch.tensor([0.3, -0.2]), torch.tensor([0.7, -0.4])
+    z, t, a, p = (torch.tensor([1.0, 2.0, -1.0]), torch.tensor([0.3, -0.2]), torch.tensor([0.7, -0.4]),
+                  torch.tensor([-0.6, 0.25]))
     y = W @ z
-    weight, rec_norm, adv_norm = adaptive_weight((y - t).pow(2).sum(), (a * y).sum(), W)
+    weight, rec_norm, adv_norm = adaptive_weight((y - t).pow(2).sum(), y, W, None, a)
     expected = 2 * (W @ z - t).norm() * z.norm() / (a.norm() * z.norm() + 1e-4)
     assert weight.item() == pytest.approx(expected.item(), rel=1e-6)
     assert rec_norm.item() == pytest.approx((2 * (W @ z - t).norm() * z.norm()).item(), rel=1e-6)
     assert adv_norm.item() == pytest.approx((a.norm() * z.norm()).item(), rel=1e-6)
     assert not weight.requires_grad
+    weight, rec_norm, _ = adaptive_weight((y - t).pow(2).sum(), y, W, p, a)
+    assert rec_norm.item() == pytest.approx(((2 * (W @ z - t) + p).norm() * z.norm()).item(), rel=1e-6)
     # an adversarial loss without gradient at W: lambda is clamped, not infinite
-    weight, _, _ = adaptive_weight((y - t).pow(2).sum(), (0 * y).sum(), W)
+    weight, _, _ = adaptive_weight((y - t).pow(2).sum(), y, W, None, torch.zeros(2))
     assert weight.item() == 1e4
 
 
@@ -294,6 +298,33 @@ def test_adaptive_weight_inside_the_trainer_matches_the_gradients(tmp_path):
     g_adv, = torch.autograd.grad(adversarial, weight)
     assert logged == pytest.approx((g_rec.norm() / (g_adv.norm() + 1e-4)).item(), rel=1e-4)
     assert trainer._term_sums["adversarial_weight"][0].item() == pytest.approx(0.5 * logged, rel=1e-6)
+
+
+def test_the_recipe_loss_has_the_value_and_gradient_of_the_terms_written_out(tmp_path):
+    """The recipe backpropagates each term once, to the reconstruction, and returns a surrogate with that gradient:
+    its loss and every model gradient equal those of L_model + D (w_p d(x^, x) + lambda w_adv L_G(x^)) written out
+    and backpropagated through the perceptual network and the discriminator directly."""
+    model = tiny_model("vae", "conv")
+    trainer = trainer_for(model, tmp_path, perceptual_weight=0.7, disc_weight=0.5, disc_start=0)
+    inputs = trainer._prepare_inputs(batch())
+    model.train()
+    trainer.create_scheduler(4, optimizer=trainer.create_optimizer())
+    torch.manual_seed(3)
+    loss = trainer.compute_loss(model, inputs)
+    loss.backward()
+    recipe_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    weight = trainer._term_sums["adaptive_weight"][0]
+    model.zero_grad()
+    torch.manual_seed(3)  # the VAE's draw of z again
+    outputs = model(**inputs)
+    x, reconstruction, num_pixels = inputs["pixel_values"], outputs.reconstruction, model.config.num_pixels
+    discriminator = trainer.recipe.discriminator.requires_grad_(False)
+    direct = outputs.loss + num_pixels * (0.7 * trainer.recipe.perceptual(reconstruction, x).mean()
+                                          + weight * 0.5 * -discriminator(reconstruction).mean())
+    direct.backward()
+    assert loss.item() == pytest.approx(direct.item(), rel=1e-6)
+    for name, p in model.named_parameters():
+        assert (recipe_grads[name] - p.grad).abs().max() <= 1e-5 * p.grad.abs().max(), name  # float rounding
 
 
 def test_lecam_and_r1():

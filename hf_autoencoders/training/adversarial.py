@@ -96,13 +96,21 @@ def generator_loss(kind: str, logits_fake: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"GAN loss {kind!r} is not known; use one of {', '.join(GAN_LOSSES)}.")
 
 
-def adaptive_weight(reconstruction_loss: torch.Tensor, adversarial_loss: torch.Tensor, last_layer: torch.Tensor,
+def adaptive_weight(pixel_loss: torch.Tensor, reconstruction: torch.Tensor, last_layer: torch.Tensor,
+                    perceptual_gradient: torch.Tensor | None, adversarial_gradient: torch.Tensor,
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """lambda = ||grad_W L_rec|| / (||grad_W L_G|| + 1e-4), clamped to [0, 1e4] and detached, with W = `last_layer`
-    (the decoder's last weight). Leaves the graph for the backward that follows. Returns (lambda, ||grad_W L_rec||,
-    ||grad_W L_G||)."""
-    rec_grad, = torch.autograd.grad(reconstruction_loss, last_layer, retain_graph=True)
-    adv_grad, = torch.autograd.grad(adversarial_loss, last_layer, retain_graph=True)
+    (the decoder's last weight) and L_rec = `pixel_loss` + w_p d the per-pixel reconstruction loss (VQGAN's).
+
+    The perceptual and adversarial terms enter through their gradients at the reconstruction x^ (`perceptual_gradient`
+    = w_p dd/dx^, or None without a perceptual term; `adversarial_gradient` = dL_G/dx^), so grad_W of each is one
+    backward through W alone: grad_W L = (dL/dx^) dx^/dW. Leaves the graph for the backward that follows. Returns
+    (lambda, ||grad_W L_rec||, ||grad_W L_G||)."""
+    grad_outputs = None if perceptual_gradient is None else [torch.ones_like(pixel_loss), perceptual_gradient]
+    outputs = [pixel_loss] if perceptual_gradient is None else [pixel_loss, reconstruction.float()]
+    rec_grad, = torch.autograd.grad(outputs, last_layer, grad_outputs=grad_outputs, retain_graph=True)
+    adv_grad, = torch.autograd.grad(reconstruction.float(), last_layer, grad_outputs=adversarial_gradient,
+                                    retain_graph=True)
     rec_norm, adv_norm = rec_grad.float().norm(), adv_grad.float().norm()
     weight = (rec_norm / (adv_norm + 1e-4)).clamp(0.0, ADAPTIVE_WEIGHT_MAX)
     return weight.detach(), rec_norm.detach(), adv_norm.detach()

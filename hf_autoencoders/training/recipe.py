@@ -193,35 +193,51 @@ class TokenizerRecipe:
 
     def generator_terms(self, model, inputs: dict, outputs, step: int) -> tuple[torch.Tensor, dict]:
         """The recipe's terms of the generator's loss for one batch (in the model's units, see the module
-        docstring), and the values to log."""
+        docstring), and the values to log.
+
+        Both terms reach the model only through the reconstruction x^, so each is backpropagated once, through its
+        own network (perceptual, discriminator), to g = dterm / dx^. The adaptive weight takes the gradients at the
+        decoder's last layer W from g (dterm / dW = g dx^/dW, a backward through W alone), and the returned term is
+        the surrogate sum(x^ sg(G)) with G = D (w_p g_p + lambda w_adv s g_adv), valued as the terms themselves:
+        the same gradient for the model, without a second pass through either network."""
         args, logs = self.args, {}
         target = inputs.get("target_pixel_values", inputs["pixel_values"])
         reconstruction = outputs.reconstruction
-        extra = reconstruction.new_zeros((), dtype=torch.float32)
-        per_pixel = outputs.loss.float() / self.num_pixels
         # the perceptual network and the discriminator read [0, 1] images, whatever the model's pixel range
         unit = getattr(self.trainer.accelerator.unwrap_model(model), "to_unit_range", lambda images: images)
+        value = reconstruction.new_zeros((), dtype=torch.float32)
+        gradient = torch.zeros_like(reconstruction, dtype=torch.float32)  # G = dL_recipe / dx^
+        perceptual_gradient = None
         if self.perceptual is not None:
             distance = self.perceptual(unit(reconstruction), unit(target.to(reconstruction.dtype))).mean()
-            logs[f"perceptual_{self.perceptual.name}"] = distance
-            per_pixel = per_pixel + args.perceptual_weight * distance
-            extra = extra + self.num_pixels * args.perceptual_weight * distance
+            logs[f"perceptual_{self.perceptual.name}"] = distance.detach()
+            perceptual_gradient, = torch.autograd.grad(distance, reconstruction)
+            perceptual_gradient = args.perceptual_weight * perceptual_gradient.float()
+            value = value + self.num_pixels * args.perceptual_weight * distance.detach().float()
+            gradient = gradient + self.num_pixels * perceptual_gradient
         if self.discriminator_on(step):
             self.discriminator.requires_grad_(False)
             adversarial = generator_loss(args.disc_loss, self.discriminator(unit(reconstruction)))
             self.discriminator.requires_grad_(True)
+            adversarial_gradient, = torch.autograd.grad(adversarial, reconstruction)
             if args.adaptive_weight:
                 layer = decoder_output_layer(self.trainer.accelerator.unwrap_model(model))
-                weight, rec_norm, adv_norm = adaptive_weight(per_pixel, adversarial, layer)
+                weight, rec_norm, adv_norm = adaptive_weight(
+                    outputs.loss.float() / self.num_pixels, reconstruction, layer,
+                    perceptual_gradient, adversarial_gradient.float())
                 logs.update(adaptive_weight=weight, last_layer_rec_grad_norm=rec_norm,
                             last_layer_gan_grad_norm=adv_norm)
             else:
                 weight = torch.ones((), device=adversarial.device)
             weight = weight * args.disc_weight * self.guard.adversarial_scale
-            extra = extra + self.num_pixels * weight * adversarial
-            logs.update(generator_loss=adversarial, adversarial_weight=weight)
+            value = value + self.num_pixels * weight * adversarial.detach().float()
+            gradient = gradient + self.num_pixels * weight * adversarial_gradient.float()
+            logs.update(generator_loss=adversarial.detach(), adversarial_weight=weight)
             self.pending = (unit(target.detach()), unit(reconstruction.detach()))
-        return extra, logs
+        if not logs:
+            return value, logs
+        surrogate = (reconstruction.float() * gradient).sum()
+        return surrogate + (value - surrogate).detach(), logs
 
     def discriminator_backward(self, scale: float) -> dict:
         """Backpropagate the discriminator's loss on the last generator batch, times `scale` (1 / the gradient
