@@ -469,6 +469,39 @@ def test_checkpoints_of_the_single_module_quantizers_load_with_the_same_outputs(
     torch.testing.assert_close(output.loss, saved["loss"], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("options", [{"quantizer": "simvq"}, {"quantizer": "lfq"},
+                                     {"quantizer": "lfq", "num_quantizers": 2}], ids=["simvq", "lfq", "residual_lfq"])
+def test_simvq_and_lfq_checkpoints_saved_before_their_initialized_flag_load_as_trained(options, tmp_path):
+    """SimVQ and LFQ checkpoints saved before their data initialisation had no `initialized` buffer: they load
+    strictly (through AutoModel and the commands' loader) as initialised, with the same outputs; a VQ checkpoint
+    missing its flag is still refused."""
+    from safetensors.torch import save_file
+
+    from hf_autoencoders.hub import load_model
+
+    model = tiny_vqvae(**options)
+    model.train()(torch.rand(2, 3, 16, 16))
+    model.save_pretrained(tmp_path / "old")
+    weights = load_file(tmp_path / "old" / "model.safetensors")
+    flags = [key for key in weights if key.endswith("initialized")]
+    assert flags
+    save_file({k: v for k, v in weights.items() if k not in flags}, tmp_path / "old" / "model.safetensors",
+              metadata={"format": "pt"})
+    x = torch.rand(2, 3, 16, 16)
+    for loaded in (AutoModel.from_pretrained(tmp_path / "old"), load_model(str(tmp_path / "old"))):
+        assert all(int(loaded.get_buffer(key)) == 1 for key in flags)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded.eval()(x).reconstruction, model.eval()(x).reconstruction)
+    vq = tiny_vqvae()
+    vq.train()(torch.rand(2, 3, 16, 16))
+    vq.save_pretrained(tmp_path / "vq")
+    weights = load_file(tmp_path / "vq" / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.endswith("initialized")},
+              tmp_path / "vq" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="initialized"):
+        load_model(str(tmp_path / "vq"))
+
+
 def test_new_options_left_off_change_no_existing_config_json(tmp_path):
     """The studies hash config.to_diff_dict() into their run keys: configs that use none of the new options write
     what they wrote before (the fields of ca6af62's VQVAEConfig, no more)."""

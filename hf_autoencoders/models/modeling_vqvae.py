@@ -6,7 +6,9 @@ from .backbones import build_decoder, build_encoder
 from .code_priors import check_prior_fits, sample_codes, vqvae_identity
 from .configuration_autoencoders import VQVAEConfig
 from .modeling_base import AutoencoderOutput, AutoencoderPreTrainedModel, EncoderOutput
+from .quantizer_lfq import LookupFreeQuantizer
 from .quantizer_residual import build_quantizer
+from .quantizer_simvq import SimVectorQuantizer
 
 
 class VQVAEModel(AutoencoderPreTrainedModel):
@@ -39,6 +41,20 @@ class VQVAEModel(AutoencoderPreTrainedModel):
         if config.quantizer == "lfq":
             self.loss_terms = (*type(self).loss_terms, "entropy_loss")
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, *args, output_loading_info: bool = False, **kwargs):
+        """`PreTrainedModel.from_pretrained`, where SimVQ and LFQ checkpoints saved before those quantizers kept an
+        `initialized` flag (their data initialisation came later) load as initialised, as they were trained, rather
+        than with the flag missing; every other missing key is reported as usual."""
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        flags = {key for key in info["missing_keys"] if key.endswith(".initialized") or key == "initialized"}
+        flags &= {f"{name}.initialized".lstrip(".") for name, module in model.named_modules()
+                  if isinstance(module, (SimVectorQuantizer, LookupFreeQuantizer))}
+        for key in flags:
+            model.get_buffer(key).fill_(1)
+        info["missing_keys"] = type(info["missing_keys"])(key for key in info["missing_keys"] if key not in flags)
+        return (model, info) if output_loading_info else model
 
     @property
     def indices_shape(self) -> tuple[int, ...]:
