@@ -243,7 +243,8 @@ def main(argv=None) -> dict:
     test_x = test_images.float() / 255
     guard_set = ImageTensorDataset(test_images[:64])  # the collapse guard's held-out batch
     seeds = [int(s) for s in args.seeds.split(",")]
-    log(f"{data.name}: {n_train} training images, {len(test_x)} test images; seeds {seeds}, {args.steps} steps")
+    runs = "the step cost only" if args.timing_only else f"seeds {seeds}, {args.steps} steps"
+    log(f"{data.name}: {n_train} training images, {len(test_x)} test images; {runs}")
 
     feature_images = data.train.images[:FEATURE_IMAGES].float() / 255
     feature_labels = data.train.labels[:FEATURE_IMAGES]
