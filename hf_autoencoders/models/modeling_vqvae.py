@@ -48,9 +48,8 @@ class VQVAEModel(AutoencoderPreTrainedModel):
         `initialized` flag (their data initialisation came later) load as initialised, as they were trained, rather
         than with the flag missing; every other missing key is reported as usual."""
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        flags = {key for key in info["missing_keys"] if key.endswith(".initialized") or key == "initialized"}
-        flags &= {f"{name}.initialized".lstrip(".") for name, module in model.named_modules()
-                  if isinstance(module, (SimVectorQuantizer, LookupFreeQuantizer))}
+        flags = set(info["missing_keys"]) & {f"{name}.initialized" for name, module in model.named_modules()
+                                             if isinstance(module, (SimVectorQuantizer, LookupFreeQuantizer))}
         for key in flags:
             model.get_buffer(key).fill_(1)
         info["missing_keys"] = type(info["missing_keys"])(key for key in info["missing_keys"] if key not in flags)

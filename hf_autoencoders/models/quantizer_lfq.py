@@ -82,7 +82,6 @@ class LookupFreeQuantizer(InitializedFromData, nn.Module):
         self.kmeans_init = config.kmeans_init
         if self.kmeans_init:
             self._register_initialized()
-            self._reset_initialized()
 
     @torch.no_grad()
     def _center(self, vectors: torch.Tensor) -> None:

@@ -59,7 +59,7 @@ class SimVectorQuantizer(VectorQuantizer):
         mean, std = vectors.mean(0), vectors.std(0, correction=0)
         weight, bias = self.codebook_transform.weight, self.codebook_transform.bias
         weight.mul_((std / self.codebook.std(0, correction=0).clamp_min(1e-12))[:, None].to(weight.dtype))
-        bias.copy_(mean - linear_fp32(self.codebook_transform, self.frozen_codebook.float()).mean(0) + bias.float())
+        bias.copy_(mean - self.codebook.mean(0) + bias.float())  # the rescaled codes' mean moved onto the batch's
         self.initialized.fill_(1)
 
     @property

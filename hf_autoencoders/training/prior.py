@@ -262,7 +262,7 @@ class PriorTrainer(RunTrainer, Trainer):
     def __init__(self, model=None, *args, **kwargs):
         # GPT2LMHeadModel's class name matches none of transformers' loss names, so its first loss would warn
         # "loss_type=None ... unrecognized" before using the causal-LM loss, the right one: name it.
-        if model is not None and getattr(model, "loss_type", "") is None:
+        if model is not None and code_priors.prior_type(model) == "transformer" and model.loss_type is None:
             model.loss_type = "ForCausalLM"
         super().__init__(model, *args, **kwargs)
 

@@ -206,15 +206,14 @@ class TokenizerRecipe:
         # the perceptual network and the discriminator read [0, 1] images, whatever the model's pixel range
         unit = getattr(self.trainer.accelerator.unwrap_model(model), "to_unit_range", lambda images: images)
         value = reconstruction.new_zeros((), dtype=torch.float32)
-        gradient = torch.zeros_like(reconstruction, dtype=torch.float32)  # G = dL_recipe / dx^
-        perceptual_gradient = None
+        gradient = perceptual_gradient = None  # G = dL_recipe / dx^, and the perceptual term's part of it
         if self.perceptual is not None:
             distance = self.perceptual(unit(reconstruction), unit(target.to(reconstruction.dtype))).mean()
             logs[f"perceptual_{self.perceptual.name}"] = distance.detach()
             perceptual_gradient, = torch.autograd.grad(distance, reconstruction)
             perceptual_gradient = args.perceptual_weight * perceptual_gradient.float()
             value = value + self.num_pixels * args.perceptual_weight * distance.detach().float()
-            gradient = gradient + self.num_pixels * perceptual_gradient
+            gradient = self.num_pixels * perceptual_gradient
         if self.discriminator_on(step):
             self.discriminator.requires_grad_(False)
             adversarial = generator_loss(args.disc_loss, self.discriminator(unit(reconstruction)))
@@ -231,10 +230,11 @@ class TokenizerRecipe:
                 weight = torch.ones((), device=adversarial.device)
             weight = weight * args.disc_weight * self.guard.adversarial_scale
             value = value + self.num_pixels * weight * adversarial.detach().float()
-            gradient = gradient + self.num_pixels * weight * adversarial_gradient.float()
+            adversarial_gradient = self.num_pixels * weight * adversarial_gradient.float()
+            gradient = adversarial_gradient if gradient is None else gradient + adversarial_gradient
             logs.update(generator_loss=adversarial.detach(), adversarial_weight=weight)
             self.pending = (unit(target.detach()), unit(reconstruction.detach()))
-        if not logs:
+        if gradient is None:
             return value, logs
         surrogate = (reconstruction.float() * gradient).sum()
         return surrogate + (value - surrogate).detach(), logs
