@@ -92,8 +92,17 @@ def load() -> list[dict]:
         results = json.loads(path.read_text())
         budget, dataset, name = path.parent.relative_to(RESULTS).parts
         found.append({"path": path.parent, "budget": budget, "dataset": dataset, "name": name, "results": results})
-    return sorted(found, key=lambda r: (r["budget"], r["dataset"] != "mnist", ORDER.index(r["name"])
-                                        if r["name"] in ORDER else 99))
+    return sorted(found, key=lambda r: (r["budget"] != "seed", r["budget"], r["dataset"] != "mnist",
+                                        ORDER.index(r["name"]) if r["name"] in ORDER else 99))
+
+
+def where(e: dict) -> str:
+    """The data an entry ran on, with its budget where that is not the seed budget."""
+    return e["dataset"] if e["budget"] == "seed" else f"{e['dataset']}, {e['budget']} budget"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def minutes(seconds) -> str:
@@ -106,12 +115,12 @@ def wall_clock_rows(entries: list[dict]) -> list[str]:
         r = e["results"]
         timing = r.get("timing")
         if timing is None:  # the estimator study times itself
-            rows.append(f"| {e['dataset']} | {e['name']} | 2 | - | {minutes(r.get('runtime_seconds'))} | "
+            rows.append(f"| {where(e)} | {e['name']} | 2 | - | {minutes(r.get('runtime_seconds'))} | "
                         f"{minutes(r.get('runtime_seconds'))} |")
             continue
         models = timing["runs_trained"] + timing["runs_reused"]
         alone = timing["models_seconds"] + timing["evaluation_seconds"]
-        rows.append(f"| {e['dataset']} | {e['name']} | {models} ({timing['runs_reused']} shared) | "
+        rows.append(f"| {where(e)} | {e['name']} | {models} ({timing['runs_reused']} shared) | "
                     f"{minutes(timing['models_seconds'])} | {minutes(timing['evaluation_seconds'])} | "
                     f"{minutes(alone)} |")
     return rows
@@ -124,7 +133,7 @@ def claim_rows(entries: list[dict]) -> list[str]:
     sections = dict(CLAIMS)
     for e, c in sorted(claims, key=lambda ec: (rank.get(ec[1]["key"], 99), ec[0]["dataset"] != "mnist")):
         link = f"results/{e['budget']}/{e['dataset']}/{e['name']}/report.md"
-        rows.append(f"| {sections.get(c['key'], '-')} | {c['claim']} | {e['dataset']} ([{e['name']}]({link})) | "
+        rows.append(f"| {sections.get(c['key'], '-')} | {c['claim']} | {where(e)} ([{e['name']}]({link})) | "
                     f"**{c['verdict']}** | {c['evidence']} |")
     return rows
 
@@ -166,7 +175,7 @@ def calibration_note(r: dict) -> str:
 def experiment_section(e: dict) -> str:
     r = e["results"]
     folder = f"results/{e['budget']}/{e['dataset']}/{e['name']}"
-    title = f"## {e['name']} ({e['dataset']})"
+    title = f"## {e['name']} ({where(e)})"
     question = r.get("question", "")
     claims = "\n".join(f"- **{c['verdict']}**: {c['claim']}. {c['evidence']}." for c in r.get("claims", []))
     findings = "\n".join(f"- {f}" for f in r.get("findings", []))
@@ -190,17 +199,25 @@ def build() -> str:
     setups, described = [], set()
     for e in entries:
         r = e["results"]
-        if "budget" in r and (e["budget"], e["dataset"]) not in described:
-            described.add((e["budget"], e["dataset"]))
-            b = r["budget"]
-            length = f"{b['epochs']:g} epochs" if b.get("max_steps") is None else f"{b['max_steps']} steps"
+        if "budget" not in r or (e["budget"], e["dataset"]) in described:
+            continue
+        b = r["budget"]
+        length = f"{b['epochs']:g} epochs" if b.get("max_steps") is None else f"{b['max_steps']} steps"
+        if e["budget"] != "seed":  # a cut run: described experiment by experiment
             setups.append(
-                f"- **{e['dataset']}** (`{e['budget']}` budget): `{b['backbone']}` backbone of width "
-                f"{b['hidden_size']}, latent d = {b['latent_dim']}, VQ-VAE K = {b['num_embeddings']} codes of "
-                f"d = {b['embedding_dim']}; {length} of batch {b['batch_size']} at learning rate "
-                f"{b['learning_rate']:g} (samples: {b.get('sample_epochs') or b['epochs']:g} epochs); "
-                f"{b['num_seeds']} seeds for compare, samples and linear-pca, one per setting for the sweeps; "
-                f"{r['dataset']['test_examples']} test images; Frechet distances from {b['num_samples']} samples.")
+                f"- **{e['name']}, {e['dataset']}** (`{e['budget']}` budget: the `{b['name']}` models cut to "
+                f"{length} of batch {b['batch_size']}, {plural(len(r.get('seeds', [])) or b['num_seeds'], 'seed')}, "
+                f"{r['dataset']['test_examples']} test images, priors of {b['prior_steps']} steps): a first "
+                "reading, not the seed budget's verdict.")
+            continue
+        described.add((e["budget"], e["dataset"]))
+        setups.append(
+            f"- **{e['dataset']}** (`{e['budget']}` budget): `{b['backbone']}` backbone of width "
+            f"{b['hidden_size']}, latent d = {b['latent_dim']}, VQ-VAE K = {b['num_embeddings']} codes of "
+            f"d = {b['embedding_dim']}; {length} of batch {b['batch_size']} at learning rate "
+            f"{b['learning_rate']:g} (samples: {b.get('sample_epochs') or b['epochs']:g} epochs); "
+            f"{b['num_seeds']} seeds for compare, samples and linear-pca, one per setting for the sweeps; "
+            f"{r['dataset']['test_examples']} test images; Frechet distances from {b['num_samples']} samples.")
     lines = [
         "# Results",
         "The classic questions of the autoencoder guide (`../shared/reference/autoencoders-conceptual-guide.txt`, "
@@ -208,7 +225,9 @@ def build() -> str:
         "epochs on MNIST (5, and 25 for samples), and the VQ-VAE questions on CIFAR-10. Every number comes from "
         "the results.json files under [results/](results/) (" + ", ".join(f"`{b}`" for b in budgets) + " budget), "
         "each next to its report.md and figures; this page is built from them by `python docs/make_results.py`. "
-        "The earlier MLP results (800 steps) are kept in [results-mlp.md](results-mlp.md).",
+        "The earlier MLP results (800 steps) are kept in [results-mlp.md](results-mlp.md)."
+        + ("" if budgets == ["seed"] else " Experiments not yet run at the seed budget appear from cut runs, each "
+           "marked with its budget wherever it appears: read their verdicts as a first reading."),
         "**Setup.**\n\n" + "\n".join(setups),
         "**Verdicts.** Each claim is *confirmed*, *contradicted* or *within noise*: the difference of the means over "
         "seeds is judged against max(2 SE, floor), SE = sqrt(s_a^2/n_a + s_b^2/n_b) from the seed-to-seed spread. "
