@@ -236,3 +236,27 @@ def test_tokenizer_recipe_smoke_prints_the_issue_keys_and_its_command(tmp_path):
     refused = subprocess.run([sys.executable, "benchmarks/tokenizer_recipe.py", "--data", str(tmp_path / "absent")],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "is not a folder" in refused.stderr
+
+
+def test_decoded_cache_benchmark_compares_both_arms_on_the_same_pixels(tmp_path):
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for label in ("a", "b"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(24):
+            pixels = torch.randint(0, 256, (8, 8, 3), generator=rng, dtype=torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / "images" / label / f"{i:02d}.png")
+    env = {**__import__("os").environ, "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    proc = subprocess.run([sys.executable, "benchmarks/decoded_cache.py", "--datasets", str(tmp_path / "images"),
+                           "--num_proc", "1", "--batch_size", "8", "--batches", "2"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads(proc.stdout)["datasets"]["images"]
+    assert row["same_pixels"] and 40 <= row["images"] < 48 and row["image_shape"] == [3, 8, 8]
+    for arm in ("ours", "datasets_map"):
+        assert all(_finite(row[arm][key]) and row[arm][key] > 0 for key in ("cold_s", "warm_s", "batch_ms",
+                                                                           "cache_mb")), arm
+    refused = subprocess.run([sys.executable, "benchmarks/decoded_cache.py", "--datasets", str(tmp_path / "absent")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "no dataset folder" in refused.stderr
