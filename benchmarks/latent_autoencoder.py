@@ -164,12 +164,15 @@ def manual_step_seconds(model, images, batch_size: int, steps: int, device) -> l
 
 
 def calibrate(configs: dict, images, args) -> dict:
-    """Each model's median step time, the models taking turns (`evaluation.timing.alternate`), and the steps that
-    fit in the budget (`equal_time_steps`)."""
+    """Each model's median step time, the models taking turns (`evaluation.timing.alternate`), in the memory layout
+    the Trainer gives it (channels-last for conv models on a CPU), and the steps that fit in the budget
+    (`equal_time_steps`)."""
     from hf_autoencoders.evaluation.timing import alternate, equal_time_steps
 
     models = {name: build(config, 0, args.device) for name, config in configs.items()}
     for model in models.values():
+        if _channels_last(model, args):  # timed in the memory layout the Trainer trains it in
+            model.to(memory_format=torch.channels_last)
         manual_step_seconds(model, images, args.batch_size, args.calibration_warmup, args.device)
     measures = {name: (lambda m=model: manual_step_seconds(m, images, args.batch_size, args.calibration_steps,
                                                            args.device))
