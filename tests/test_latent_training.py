@@ -148,7 +148,12 @@ def test_train_decoder_only_bad_inputs(tmp_path, capsys):
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # diffusers' flag name, without transformers' deprecation warning
 def test_gradient_checkpointing_flag_trains(tmp_path, capsys):
+    from hf_autoencoders.training.arguments import AutoencoderTrainingArguments
+
+    args = AutoencoderTrainingArguments(output_dir=str(tmp_path / "args"), gradient_checkpointing=True)
+    assert args.activation_checkpointing is True and args.gradient_checkpointing is True
     metrics = train_vae(tmp_path / "gc", "--block_out_channels", "8", "8", "--config_overrides", "norm_num_groups=4",
                         "--gradient_checkpointing")
     assert math.isfinite(metrics["train_loss"])

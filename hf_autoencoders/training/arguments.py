@@ -389,6 +389,13 @@ class AutoencoderTrainingArguments(TrainingArguments):
             # Say so to accelerate: without it, processes launched by torchrun on CPUs would each train alone
             # (no DDP, no sharded evaluation).
             self.use_cpu = True
+        # --gradient_checkpointing (diffusers' name, which users of this field know) is transformers' deprecated alias
+        # of activation_checkpointing: hand it over under the new name, so no deprecation warning is printed
+        for old_name, new_name in (("gradient_checkpointing", "activation_checkpointing"),
+                                   ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+            if getattr(self, new_name, None) is None and getattr(self, old_name, None) is not None:
+                setattr(self, new_name, getattr(self, old_name))
+                setattr(self, old_name, None)
         super().__post_init__()
         if not torch.cuda.is_available():  # pinned memory only helps host-to-GPU copies
             self.dataloader_pin_memory = False
