@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -83,6 +82,7 @@ def ours(path: str, limit: int | None, num_proc: int, cache_dir: Path) -> tuple[
 
 def theirs(path: str, limit: int | None, num_proc: int, cache_dir: Path, shape) -> tuple[dict, object]:
     import datasets
+    from PIL import Image
 
     from hf_autoencoders.data.decoding import Decoder, _DecodeBatch
     from hf_autoencoders.data.loading import find_image_column, find_label_column
@@ -94,7 +94,7 @@ def theirs(path: str, limit: int | None, num_proc: int, cache_dir: Path, shape) 
     image_column = find_image_column(table.features, None, name)
     label_column = find_label_column(table.features, None, name)
     channels, size = shape[0], shape[1]
-    decode = _DecodeBatch(image_column, label_column, Decoder(size, channels, 2, name, "train"), False)
+    decode = _DecodeBatch(image_column, label_column, Decoder(size, channels, int(Image.Resampling.BILINEAR), name, "train"), False)
     features = datasets.Features({"pixel_values": datasets.Array3D(tuple(shape), "uint8"),
                                   "labels": datasets.Value("int64")})
     table = table.cast_column(image_column, datasets.Image(decode=False))
@@ -129,7 +129,6 @@ def measure(path: str, limit: int | None, num_proc: int, batch_size: int, batche
         log(f"{path}: batches (load {load_average()})")
         row_ours["batch_ms"] = batch_ms(train, batch_size, batches)
         row_theirs["batch_ms"] = batch_ms(mapped, batch_size, batches)
-        shutil.rmtree(theirs_dir, ignore_errors=True)
     return {"images": len(train), "image_shape": list(train.images.shape[1:]), "same_pixels": same,
             "ours": row_ours, "datasets_map": row_theirs,
             "warm_ratio": row_theirs["warm_s"] / row_ours["warm_s"],

@@ -3,6 +3,7 @@ claim."""
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -247,7 +248,7 @@ def test_decoded_cache_benchmark_compares_both_arms_on_the_same_pixels(tmp_path)
         for i in range(24):
             pixels = torch.randint(0, 256, (8, 8, 3), generator=rng, dtype=torch.uint8).numpy()
             Image.fromarray(pixels).save(tmp_path / "images" / label / f"{i:02d}.png")
-    env = {**__import__("os").environ, "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf")}
     proc = subprocess.run([sys.executable, "benchmarks/decoded_cache.py", "--datasets", str(tmp_path / "images"),
                            "--num_proc", "1", "--batch_size", "8", "--batches", "2"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env=env)
