@@ -14,11 +14,12 @@ plain VQ codebook as the collapse reference, and residual VQ at depths 2 and 4 (
 reconstruction FD, codebook usage over the whole test set and a transformer prior's NLL in bits per image.
 
 Then `ddp`: a tiny VQ-VAE of each kind with state or batch statistics (EMA codebook with k-means initialisation and
-dead-code restarts, SimVQ, LFQ with its batch entropy, residual VQ), K = 2^bits codes, is trained for a few SGD
-steps by 2 gloo processes under DistributedDataParallel, each with half of a global batch of real training images,
-and by one process on the whole batch; `ddp_max_abs_diff` is the largest |difference| between the two runs' codebooks
-(the code vectors of VQ and SimVQ, LFQ's projections), `ddp.ddp_max_rel_diff_state` the largest difference of any
-weight or buffer relative to its largest value (the EMA sums grow with the counts).
+dead-code restarts, SimVQ, LFQ with its batch entropy, residual VQ, FSQ with its batch standardisation),
+K = 2^bits codes, is trained for a few SGD steps by 2 gloo processes under DistributedDataParallel, each with half of
+a global batch of real training images, and by one process on the whole batch; `ddp_max_abs_diff` is the largest
+|difference| between the two runs' codebooks (the code vectors of VQ and SimVQ, LFQ's and FSQ's projections),
+`ddp.ddp_max_rel_diff_state` the largest difference of any weight or buffer relative to its largest value (the EMA
+sums grow with the counts).
 
 Prints one JSON object (stdout; progress and the Trainer's logs go to stderr) holding the command that made it and
 the issue's figures: `min_test_usage` (the lowest test usage over the quantizers), `min_psnr_gain_over_vq_db` (the
@@ -63,6 +64,7 @@ def ddp_configs(bits: int) -> dict[str, dict]:
         "simvq": {"quantizer": "simvq", "num_embeddings": k},
         "lfq": {"quantizer": "lfq", "num_embeddings": k, "lfq_entropy_temperature": 1.0},
         "residual_vq_depth2": {"num_embeddings": k, "num_quantizers": 2, "dead_code_threshold": 1},
+        "fsq": {"quantizer": "fsq", "fsq_levels": (2,) * bits},
     }
 
 

@@ -168,13 +168,19 @@ def test_quantizers_experiment_contents(study):
     folder, results = study("quantizers")
     groups = results["groups"]
     assert set(groups) == {"VQ", "VQ + rotation trick", "SimVQ", "LFQ", "FSQ", "VQ, plain codebook",
-                           "residual VQ, depth 2", "residual VQ, depth 4"}
+                           "FSQ, paper's bound", "residual VQ, depth 2", "residual VQ, depth 4", "no quantizer (AE)"}
+    assert groups["FSQ"]["config"]["fsq_input_std"] == 0.8
+    assert "fsq_input_std" not in groups["FSQ, paper's bound"]["config"]
+    ceiling = groups["no quantizer (AE)"]
+    assert ceiling["config"]["latent_channels"] == groups["VQ"]["config"]["embedding_dim"]
     assert groups["FSQ"]["config"]["num_embeddings"] == groups["LFQ"]["config"]["num_embeddings"] == 16
     assert groups["VQ + rotation trick"]["config"]["rotation_trick"] is True
     deep = groups["residual VQ, depth 4"]["runs"][0]["metrics"]
     assert deep["bits_per_position"] == 16 and 0 <= deep["codebook_usage_depth4"] <= 1
     assert deep["uniform_bits_per_image"] == pytest.approx(49 * 4 * 4)  # 7x7 positions, 4 depths, 4 bits
     for label, group in groups.items():
+        if label == "no quantizer (AE)":
+            continue
         for run in group["runs"]:
             m = run["metrics"]
             assert 0 < m["prior_bits_per_image"] and 0 <= m["codebook_usage"] <= 1, label
@@ -184,8 +190,11 @@ def test_quantizers_experiment_contents(study):
     assert summary["rvq_depth4_gain_db"] == pytest.approx(groups["residual VQ, depth 4"]["mean"]["psnr"]
                                                           - groups["VQ"]["mean"]["psnr"])
     assert summary["min_psnr_gain_over_vq_db"] == pytest.approx(min(summary["psnr_gain_over_vq_db"].values()))
+    assert summary["unquantized_gain_over_vq_db"] == pytest.approx(ceiling["mean"]["psnr"]
+                                                                   - groups["VQ"]["mean"]["psnr"])
     assert {c["key"] for c in results["claims"]} >= {"every_quantizer_uses_its_codes", "every_quantizer_reaches_vq",
-                                                     "residual_depth4_gains", "rotation_trick_beats_straight_through"}
+                                                     "residual_depth4_gains", "rotation_trick_beats_straight_through",
+                                                     "standardized_fsq_beats_the_papers_bound"}
     assert {"code_usage.png", "code_usage_residual.png"} <= set(results["figures"])
 
 

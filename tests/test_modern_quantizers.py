@@ -30,6 +30,7 @@ OPTIONS = {
     "simvq_rotation": {"quantizer": "simvq", "rotation_trick": True},
     "lfq": {"quantizer": "lfq"},
     "residual_vq": {"num_quantizers": 3},
+    "fsq_paper": {"quantizer": "fsq", "fsq_levels": (4, 4), "fsq_input_std": None},
     "residual_fsq": {"quantizer": "fsq", "fsq_levels": (4, 4), "num_quantizers": 2},
     "residual_lfq": {"quantizer": "lfq", "num_quantizers": 2},
     "residual_simvq_rotation": {"quantizer": "simvq", "num_quantizers": 2, "rotation_trick": True},
@@ -508,8 +509,10 @@ def test_new_options_left_off_change_no_existing_config_json(tmp_path):
     before = {"quantizer", "num_embeddings", "embedding_dim", "commitment_cost", "codebook_ema", "ema_decay",
               "ema_epsilon", "kmeans_init", "kmeans_iters", "dead_code_threshold", "codebook_dim",
               "l2_normalized_codes", "stochastic_quantization", "quantization_temperature", "fsq_levels"}
-    new = {"num_quantizers", "rotation_trick"} | {n for n in VQVAEConfig.__dataclass_fields__ if n.startswith("lfq_")}
-    for options in ({}, {"quantizer": "fsq"}, {"backbone": "vit"}, {"codebook_dim": 8, "kmeans_init": False}):
+    new = {"num_quantizers", "rotation_trick", "fsq_input_std"} | \
+        {n for n in VQVAEConfig.__dataclass_fields__ if n.startswith("lfq_")}
+    for options in ({}, {"quantizer": "fsq", "fsq_input_std": None}, {"backbone": "vit"},
+                    {"codebook_dim": 8, "kmeans_init": False}):
         written = set(VQVAEConfig(**options).to_diff_dict())
         assert before <= written and not written & new, options
     for name in ("vq", "vq_factorized", "fsq"):  # a config.json saved before is written again as it was
@@ -520,6 +523,9 @@ def test_new_options_left_off_change_no_existing_config_json(tmp_path):
     lfq_config = VQVAEConfig(quantizer="lfq", num_embeddings=64).to_diff_dict()
     assert {n for n in new if n.startswith("lfq_")} <= set(lfq_config)
     assert VQVAEConfig(num_quantizers=2, rotation_trick=True).to_diff_dict()["num_quantizers"] == 2
+    # a new FSQ config standardises its channels and says so; one saved before the option loads as the paper's FSQ
+    assert VQVAEConfig(quantizer="fsq").to_diff_dict()["fsq_input_std"] == 0.8
+    assert VQVAEConfig.from_pretrained(LEGACY / "fsq").fsq_input_std is None
 
 
 # ------------------------------------------------------------------------------------------------------------ bad input
@@ -535,6 +541,8 @@ def test_new_options_left_off_change_no_existing_config_json(tmp_path):
     ({"quantizer": "lfq", "lfq_entropy_temperature": 0.0}, r"lfq_entropy_temperature must be > 0"),
     ({"quantizer": "lfq", "lfq_batch_maximization_weight": -1.0}, r"lfq_batch_maximization_weight must be >= 0"),
     ({"num_quantizers": 2.5}, r"num_quantizers must be an integer"),
+    ({"quantizer": "fsq", "fsq_input_std": 0.0}, r"fsq_input_std must be > 0 .* or None for the paper's FSQ"),
+    ({"fsq_input_std": 1.0}, r"fsq_input_std applies to quantizer='fsq' only"),
     ({"rotation_trick": "yes"}, r"rotation_trick must be true or false"),
 ])
 def test_bad_config_is_refused_with_a_clear_message(options, message):
@@ -561,6 +569,7 @@ DISTRIBUTED = {
     "simvq": {"quantizer": "simvq", "rotation_trick": True},
     "lfq": {"quantizer": "lfq", "lfq_entropy_temperature": 0.5},
     "residual_vq": {"num_quantizers": 2, "dead_code_threshold": 1},
+    "fsq": {"quantizer": "fsq", "fsq_levels": (4, 4)},
 }
 
 
@@ -600,8 +609,9 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
 
 def test_two_processes_train_the_codebooks_of_one_process_on_the_global_batch(tmp_path):
     """DDP over 2 gloo processes, each with half of the global batch, against one process with all of it: the
-    codebooks (EMA state, k-means, restarts), SimVQ's map, LFQ's projections (trained through the batch entropy)
-    and every other weight agree to float rounding, and are identical across the two processes."""
+    codebooks (EMA state, k-means, restarts), SimVQ's map, LFQ's projections (trained through the batch entropy),
+    FSQ's running statistics and every other weight agree to float rounding, and are identical across the two
+    processes."""
     start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
                        start_method=start_method)

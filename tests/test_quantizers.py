@@ -313,6 +313,36 @@ def test_fsq_indices_embed_and_losses():
     torch.testing.assert_close(fsq.embed(out.indices), out.quantized)
 
 
+def test_fsq_input_std_standardizes_each_channel_with_batch_then_running_statistics():
+    """fsq_input_std = s: in training each projected channel is s (z - mean) / std over the batch, so the codes do
+    not depend on the projection's per-channel scale and shift (what keeps a channel from drifting into the tanh's
+    flat ends); the running statistics average the first batches exactly and serve in eval."""
+    torch.manual_seed(0)
+    fsq = make_fsq(levels=(8, 8), dim=2).train()
+    assert fsq.input_std == 0.8
+    first, second = torch.randn(64, 2) * 3 + 1, torch.randn(64, 2) * 0.5 - 2
+    standardized = fsq.standardize(first)
+    torch.testing.assert_close(standardized.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(standardized.std(0, correction=0), torch.full((2,), 0.8), atol=1e-4, rtol=0)
+    fsq.standardize(second)
+    for statistic, batch in (("running_mean", lambda x: x.mean(0)), ("running_var", lambda x: x.var(0, correction=0))):
+        torch.testing.assert_close(getattr(fsq, statistic), (batch(first) + batch(second)) / 2)
+    fsq.eval()
+    expected = (first - fsq.running_mean) * 0.8 / (fsq.running_var + 1e-5).sqrt()
+    torch.testing.assert_close(fsq.standardize(first), expected)
+
+    z_e = torch.randn(4, 2, 5, 5)
+    codes = fsq.train()(z_e).indices
+    with torch.no_grad():
+        fsq.project_in.weight.mul_(torch.tensor([[4.0], [0.25]]))
+        fsq.project_in.bias.add_(torch.tensor([3.0, -2.0]))
+    assert torch.equal(fsq(z_e).indices, codes)
+    assert len(codes.unique()) > 20  # spread over the 64-point grid, not a handful of codes
+    paper = FiniteScalarQuantizer(VQVAEConfig(quantizer="fsq", fsq_levels=(8, 8), embedding_dim=2,
+                                              fsq_input_std=None))
+    assert not [name for name, _ in paper.named_buffers()]
+
+
 def test_fsq_grid_and_index_round_trip():
     fsq = make_fsq(levels=(8, 5, 3, 2))
     indices = torch.arange(fsq.num_embeddings)

@@ -541,6 +541,11 @@ class VQVAEConfig(AutoencoderConfig):
 
     FSQ:
         fsq_levels (`tuple[int]`, defaults to (8, 5, 5, 5)): quantization levels per channel.
+        fsq_input_std (`float`, *optional*, defaults to 0.8): standardise each of the len(fsq_levels) projected
+            channels over the batch (running statistics in eval, as a BatchNorm without learned scale or shift) and
+            scale it to this standard deviation before the bound, so no channel can drift into the tanh's flat ends
+            or shrink onto one level. `None` is the paper's FSQ (the bound applied to the projection as it is), what
+            FSQ configs saved without this field mean.
 
     LFQ (MAGVIT-v2's entropy penalty; written to config.json for LFQ only):
         lfq_entropy_loss_weight (`float`, defaults to 0.1): lambda of the entropy loss
@@ -575,6 +580,7 @@ class VQVAEConfig(AutoencoderConfig):
     stochastic_quantization: bool = False
     quantization_temperature: float = 1.0
     fsq_levels: list[int] | tuple[int, ...] = (8, 5, 5, 5)
+    fsq_input_std: float | None = 0.8
     num_quantizers: int = 1
     rotation_trick: bool = False
     lfq_entropy_loss_weight: float = 0.1
@@ -602,6 +608,13 @@ class VQVAEConfig(AutoencoderConfig):
             for level in self.fsq_levels:
                 num_embeddings *= level
             self.num_embeddings = num_embeddings
+            _require(self.fsq_input_std is None or self.fsq_input_std > 0,
+                     f"fsq_input_std must be > 0 (the standard deviation of each channel before the bound; 0.8 by "
+                     f"default), or None for the paper's FSQ, got {self.fsq_input_std}.")
+        else:
+            _require(self.fsq_input_std == type(self).__dataclass_fields__["fsq_input_std"].default,
+                     f"fsq_input_std applies to quantizer='fsq' only, but quantizer={self.quantizer!r}; pass "
+                     "quantizer='fsq' or leave it at its default.")
         _require(self.num_embeddings >= 2, f"num_embeddings (K) must be >= 2, got {self.num_embeddings}.")
         _require(
             self.num_embeddings <= MAX_CODES,
@@ -653,11 +666,21 @@ class VQVAEConfig(AutoencoderConfig):
                  f"K = {self.num_embeddings} codes; use one of "
                  f"{[g for g in range(1, bits + 1) if bits % g == 0]}.")
 
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """An FSQ config saved before `fsq_input_std` existed meant the paper's FSQ: it loads with None."""
+        if config_dict.get("quantizer") == "fsq" and "fsq_input_std" not in config_dict | kwargs:
+            config_dict = {**config_dict, "fsq_input_std": None}
+        return super().from_dict(config_dict, **kwargs)
+
     def to_diff_dict(self) -> dict:
         """config.json's fields, without those of options left off: `num_quantizers` = 1 and `rotation_trick` =
-        False (what every config meant before they existed), and the `lfq_*` options unless quantizer is "lfq"
-        (which then names them all). So configs that use none of them write what they wrote before."""
+        False (what every config meant before they existed), `fsq_input_std` unless an FSQ sets it, and the
+        `lfq_*` options unless quantizer is "lfq" (which then names them all). So configs that use none of them
+        write what they wrote before."""
         off = {"num_quantizers": 1, "rotation_trick": False}
         lfq = self.quantizer == "lfq"
+        standardized_fsq = self.quantizer == "fsq" and self.fsq_input_std is not None
         return {key: value for key, value in super().to_diff_dict().items()
-                if not (key in off and value == off[key]) and (not key.startswith("lfq_") or lfq)}
+                if not (key in off and value == off[key]) and (not key.startswith("lfq_") or lfq)
+                and (key != "fsq_input_std" or standardized_fsq)}

@@ -144,14 +144,17 @@ def sample_rows(rows: torch.Tensor, num_samples: int) -> torch.Tensor:
 def global_sum(local_sum: torch.Tensor) -> torch.Tensor:
     r"""The sum of `local_sum` over processes, with the gradient DDP turns into the gradient of the global batch.
 
-    Its value is sum_p S_p on every process; its gradient with respect to this process's S_p is W (the number of
-    processes) times the upstream gradient, so that DDP's average of the processes' gradients,
-    (1/W) sum_p W dL/dS dS_p/dtheta = dL/dS sum_p dS_p/dtheta, is the one-process gradient of L(sum_p S_p). A
-    nonlinear function of a batch statistic (LFQ's batch entropy) is then trained as on the global batch."""
+    Its value is S = sum_p S_p on every process; the gradient it passes to this process's S_p is the sum over
+    processes of their upstream gradients dL_q/dS (`torch.distributed.nn.functional.all_reduce`, as SyncBatchNorm
+    does). DDP averages the processes' gradients, so the update is (1/W) sum_p (sum_q dL_q/dS) dS_p/dtheta =
+    dL/dS dS/dtheta for L = (1/W) sum_q L_q: the one-process gradient of a loss that uses a statistic of the global
+    batch, whether every process's loss holds the whole statistic (LFQ's batch entropy, where the W upstream
+    gradients are equal) or each only its own rows' use of it (FSQ's standardisation)."""
     if world_size() == 1:
         return local_sum
-    total = all_reduce_sum(local_sum.detach().clone())
-    return total + world_size() * (local_sum - local_sum.detach())
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(local_sum, op=dist.ReduceOp.SUM)
 
 
 # ------------------------------------------------------------------------------------------------------- the math
