@@ -57,6 +57,7 @@ CLAIMS = [
     ("every_quantizer_reaches_vq", "quantizers"),
     ("rotation_trick_beats_straight_through", "quantizers"),
     ("simvq_uses_more_codes_than_a_plain_codebook", "quantizers"),
+    ("standardized_fsq_beats_the_papers_bound", "quantizers"),
     ("residual_depth4_gains", "quantizers"),
     ("residual_depth_improves", "quantizers"),
     ("perceptual_lowers_reconstruction_fd", "recipe"),

@@ -141,20 +141,30 @@ def sample_rows(rows: torch.Tensor, num_samples: int) -> torch.Tensor:
     return all_reduce_sum(chosen.contiguous())
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes in the forward pass and in the backward pass (the gradient of S_p is sum_q dL_q/dS)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(tensor.clone())
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(grad.clone())
+
+
 def global_sum(local_sum: torch.Tensor) -> torch.Tensor:
     r"""The sum of `local_sum` over processes, with the gradient DDP turns into the gradient of the global batch.
 
     Its value is S = sum_p S_p on every process; the gradient it passes to this process's S_p is the sum over
-    processes of their upstream gradients dL_q/dS (`torch.distributed.nn.functional.all_reduce`, as SyncBatchNorm
-    does). DDP averages the processes' gradients, so the update is (1/W) sum_p (sum_q dL_q/dS) dS_p/dtheta =
-    dL/dS dS/dtheta for L = (1/W) sum_q L_q: the one-process gradient of a loss that uses a statistic of the global
-    batch, whether every process's loss holds the whole statistic (LFQ's batch entropy, where the W upstream
-    gradients are equal) or each only its own rows' use of it (FSQ's standardisation)."""
+    processes of their upstream gradients dL_q/dS (as SyncBatchNorm's). DDP averages the processes' gradients, so the
+    update is (1/W) sum_p (sum_q dL_q/dS) dS_p/dtheta = dL/dS dS/dtheta for L = (1/W) sum_q L_q: the one-process
+    gradient of a loss that uses a statistic of the global batch, whether every process's loss holds the whole
+    statistic (LFQ's batch entropy, where the W upstream gradients are equal) or each only its own rows' use of it
+    (FSQ's standardisation)."""
     if world_size() == 1:
         return local_sum
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(local_sum, op=dist.ReduceOp.SUM)
+    return _AllReduceSum.apply(local_sum)
 
 
 # ------------------------------------------------------------------------------------------------------- the math
