@@ -543,6 +543,8 @@ def test_new_options_left_off_change_no_existing_config_json(tmp_path):
     ({"num_quantizers": 2.5}, r"num_quantizers must be an integer"),
     ({"quantizer": "fsq", "fsq_input_std": 0.0}, r"fsq_input_std must be > 0 .* or None for the paper's FSQ"),
     ({"fsq_input_std": 1.0}, r"fsq_input_std applies to quantizer='fsq' only"),
+    ({"quantizer": "fsq", "fsq_input_std": "None"}, r"pass None \(null on the command line, --config_overrides "
+                                                    r"fsq_input_std=null\)"),
     ({"rotation_trick": "yes"}, r"rotation_trick must be true or false"),
 ])
 def test_bad_config_is_refused_with_a_clear_message(options, message):

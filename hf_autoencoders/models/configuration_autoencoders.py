@@ -86,6 +86,10 @@ def _check_types(config: PreTrainedConfig) -> None:
             kinds = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
             if value is None and type(None) in kinds:
                 continue
+            _require(not (type(None) in kinds and str not in kinds and isinstance(value, str)
+                          and value.lower() == "none"),
+                     f"{name}={value!r} is the string {value!r}; for no value pass None (null on the command line, "
+                     f"--config_overrides {name}=null).")
             if int in kinds and not (float in kinds or bool in kinds):
                 _require(isinstance(value, int) and not isinstance(value, bool),
                          f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
