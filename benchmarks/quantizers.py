@@ -163,7 +163,7 @@ def markdown_table(result: dict) -> str:
     header = ["quantizer", "bits / position"] + [title for _, title, _ in COLUMNS]
     rows = []
     for label, arm in result["arms"].items():
-        cells = [label, str(arm["bits_per_position"])]
+        cells = [label, "-" if arm["bits_per_position"] is None else str(arm["bits_per_position"])]
         for key, _, digits in COLUMNS:
             mean, std = arm["mean"].get(key), arm["std"].get(key)
             cells.append("-" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}")
@@ -221,7 +221,8 @@ def main(argv=None) -> dict | str:
         else:
             images = load_image_dataset(dataset, progress=False).train.images[:16].float() / 255
         ddp = ddp_check(images, bits, args.ddp_steps)
-    arms = {label: {"bits_per_position": group["config"].get("num_quantizers", 1) * bits,
+    arms = {label: {"bits_per_position": group["config"].get("num_quantizers", 1) * bits  # None: no quantizer
+                    if "quantizer" in group["config"] else None,
                     "config": group["config"],
                     "mean": {key: group["mean"].get(key) for key, _, _ in COLUMNS},
                     "std": {key: group["std"].get(key) for key, _, _ in COLUMNS}}
