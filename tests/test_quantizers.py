@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from hf_autoencoders.models import VQVAEModel
 from hf_autoencoders.models.configuration_autoencoders import VQVAEConfig
 from hf_autoencoders.models.quantizer_fsq import FiniteScalarQuantizer
 from hf_autoencoders.models.quantizer_residual import build_quantizer
@@ -368,6 +369,18 @@ def test_fsq_perplexity_and_usage_under_autocast():
         out = fsq(z_e)
     assert torch.equal(out.indices, reference.indices)
     assert 1 <= out.perplexity <= 18 and 0 < out.codebook_usage <= 18 / 120
+
+
+def test_standardized_fsq_trains_and_evaluates_in_a_bfloat16_model():
+    """A model cast to bfloat16 keeps its running statistics in bfloat16 and trains and evaluates."""
+    torch.manual_seed(0)
+    model = VQVAEModel(VQVAEConfig(quantizer="fsq", fsq_levels=(8, 8), image_size=16, num_channels=3, hidden_size=16,
+                                   num_residual_blocks=1)).to(torch.bfloat16)
+    x = torch.rand(4, 3, 16, 16, dtype=torch.bfloat16)
+    model.train()(x).loss.backward()
+    assert model.quantizer.running_var.dtype == torch.bfloat16 and int(model.quantizer.num_batches_tracked) == 1
+    with torch.no_grad():
+        assert torch.isfinite(model.eval()(x).reconstruction.float()).all()
 
 
 # --------------------------------------------------------------------------------------------- building and errors

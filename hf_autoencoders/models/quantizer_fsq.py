@@ -86,9 +86,10 @@ class FiniteScalarQuantizer(nn.Module):
             var = global_sum((rows - mean.detach()).pow(2).sum(0)) / count
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                momentum = self.num_batches_tracked.reciprocal().clamp_min(0.1)
-                self.running_mean.lerp_(mean.detach(), momentum)
-                self.running_var.lerp_(var.detach(), momentum)
+                dtype = self.running_mean.dtype  # the model's, if it was cast
+                momentum = self.num_batches_tracked.reciprocal().clamp_min(0.1).to(dtype)
+                self.running_mean.lerp_(mean.detach().to(dtype), momentum)
+                self.running_var.lerp_(var.detach().to(dtype), momentum)
         else:
             mean, var = self.running_mean.float(), self.running_var.float()
         return (z - mean) * (self.input_std * torch.rsqrt(var + 1e-5))
