@@ -115,7 +115,8 @@ def run(runner: Runner, report: Report) -> None:
         "restarts) with the straight-through gradient; *VQ + rotation trick* the same codebook with the gradient of "
         "Fifty et al. (2024); *SimVQ* and *LFQ* start from the first training batch as the VQ codebook does (their "
         "`kmeans_init`: SimVQ's codes take the batch's moments, LFQ's bits are centred); *FSQ* standardises each "
-        "projected channel to standard deviation 0.8 before the bound (`fsq_input_std`); the references are *VQ, "
+        f"projected channel to standard deviation {groups[FSQ].config.fsq_input_std} before the bound "
+        "(`fsq_input_std`); the references are *VQ, "
         "plain codebook*, the paper's codebook trained by the codebook loss from a random start (the collapse "
         f"reference), and *FSQ, paper's bound*, the bound applied to the projection as it is; *{FSQ_FINE}* spends "
         f"the same bits on levels {fsq_levels(bits, channel_bits=4)}.",
@@ -164,7 +165,6 @@ def run(runner: Runner, report: Report) -> None:
     )
     judge(report, groups, bits)
     ceiling = unquantized.mean("psnr")
-    side = groups[VQ].config.latent_grid_size
     report.findings.append(
         f"Without a quantizer, the same encoder and decoder (an autoencoder with a {unquantized.config.latent_channels}"
         f"x{side}x{side} latent map) reach {ceiling:.2f} dB at this budget, {ceiling - groups[VQ].mean('psnr'):+.2f} "
