@@ -94,7 +94,8 @@ def theirs(path: str, limit: int | None, num_proc: int, cache_dir: Path, shape) 
     image_column = find_image_column(table.features, None, name)
     label_column = find_label_column(table.features, None, name)
     channels, size = shape[0], shape[1]
-    decode = _DecodeBatch(image_column, label_column, Decoder(size, channels, int(Image.Resampling.BILINEAR), name, "train"), False)
+    decoder = Decoder(size, channels, int(Image.Resampling.BILINEAR), name, "train")
+    decode = _DecodeBatch(image_column, label_column, decoder, False)
     features = datasets.Features({"pixel_values": datasets.Array3D(tuple(shape), "uint8"),
                                   "labels": datasets.Value("int64")})
     table = table.cast_column(image_column, datasets.Image(decode=False))

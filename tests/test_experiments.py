@@ -168,8 +168,8 @@ def test_quantizers_experiment_contents(study):
     folder, results = study("quantizers")
     groups = results["groups"]
     assert set(groups) == {"VQ", "VQ + rotation trick", "SimVQ", "LFQ", "FSQ", "VQ, plain codebook",
-                           "FSQ, paper's bound", "FSQ, 16 levels per channel", "residual VQ, depth 2", "residual VQ, depth 4",
-                           "no quantizer (AE)"}
+                           "FSQ, paper's bound", "FSQ, 16 levels per channel", "residual VQ, depth 2",
+                           "residual VQ, depth 4", "no quantizer (AE)"}
     assert groups["FSQ"]["config"]["fsq_input_std"] == 0.8
     assert "fsq_input_std" not in groups["FSQ, paper's bound"]["config"]
     ceiling = groups["no quantizer (AE)"]
