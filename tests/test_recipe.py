@@ -14,6 +14,7 @@ from hf_autoencoders.data import ImageCollator, ImageTensorDataset
 from hf_autoencoders.evaluation import SmallCNN
 from hf_autoencoders.evaluation.perceptual import (
     LPIPS,
+    UnitDistance,
     CNNPerceptual,
     lpips_network,
     lpips_state_dict,
@@ -81,7 +82,9 @@ def direct_distance(network, x, y):
     terms = []
     for depth, (f, g) in enumerate(zip(network.features(x), network.features(y))):
         f, g = (t / (t.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) for t in (f, g))
-        terms.append(network.channel_sum(depth, (f - g).pow(2)).mean((1, 2)))
+        weight = network.channel_weights(depth)
+        weight = torch.ones(f.shape[1]) if weight is None else weight
+        terms.append(((f - g).pow(2) * weight.view(1, -1, 1, 1)).sum(1).mean((1, 2)))
     return torch.stack(terms).sum(0) / (len(terms) if network.reduction == "mean" else 1)
 
 
@@ -94,6 +97,27 @@ def test_perceptual_distance_is_its_formula(build):
     x = batch()["pixel_values"]
     y = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
     torch.testing.assert_close(network(y, x), direct_distance(network, y, x), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_unit_distance_gradient_is_autograds_and_finite_where_the_maps_are_zero(weighted):
+    torch.manual_seed(0)
+    f = torch.randn(7, 5, dtype=torch.double).relu()
+    target = torch.randn(7, 5, dtype=torch.double)
+    target = target / target.norm(dim=-1, keepdim=True)
+    weight = torch.rand(5, dtype=torch.double) if weighted else None
+    torch.autograd.gradcheck(lambda rows: UnitDistance.apply(rows, target, weight), (f.requires_grad_(True),))
+    zero, target = f.detach().float(), target.float()  # float32, where eps^2 underflows
+    zero[0] = 0  # a position where every channel is 0 (a ReLU map's dark patch): autograd's sqrt gives NaN
+    zero.requires_grad_(True)
+    weight = None if weight is None else weight.float()
+    distance = UnitDistance.apply(zero, target, weight)
+    distance.sum().backward()
+    w = torch.ones(5) if weight is None else weight
+    assert torch.allclose(distance[0], (w * target[0] ** 2).sum())
+    assert torch.isfinite(zero.grad).all() and (zero.grad[0] == 0).all()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a difference of terms near 1: never in bfloat16
+        torch.testing.assert_close(UnitDistance.apply(zero, target, weight), distance)
 
 
 def test_perceptual_distance_is_zero_on_equal_images_and_differentiable():
@@ -303,7 +327,8 @@ def test_adaptive_weight_inside_the_trainer_matches_the_gradients(tmp_path):
 def test_the_recipe_loss_has_the_value_and_gradient_of_the_terms_written_out(tmp_path):
     """The recipe backpropagates each term once, to the reconstruction, and returns a surrogate with that gradient:
     its loss and every model gradient equal those of L_model + D (w_p d(x^, x) + lambda w_adv L_G(x^)) written out
-    and backpropagated through the perceptual network and the discriminator directly."""
+    and backpropagated through the perceptual network and the discriminator directly; and the discriminator's
+    gradients, from the pass over x^ it shares with the generator's term, are those of L_D written out."""
     model = tiny_model("vae", "conv")
     trainer = trainer_for(model, tmp_path, perceptual_weight=0.7, disc_weight=0.5, disc_start=0)
     inputs = trainer._prepare_inputs(batch())
@@ -312,13 +337,20 @@ def test_the_recipe_loss_has_the_value_and_gradient_of_the_terms_written_out(tmp
     torch.manual_seed(3)
     loss = trainer.compute_loss(model, inputs)
     loss.backward()
+    trainer.recipe.discriminator_backward(1.0)  # from the discriminator's pass over x^ that the generator's used
     recipe_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    discriminator = trainer.recipe.discriminator
+    disc_grads = [p.grad.clone() for p in discriminator.parameters()]
     weight = trainer._term_sums["adaptive_weight"][0]
     model.zero_grad()
+    discriminator.zero_grad()
     torch.manual_seed(3)  # the VAE's draw of z again
     outputs = model(**inputs)
     x, reconstruction, num_pixels = inputs["pixel_values"], outputs.reconstruction, model.config.num_pixels
-    discriminator = trainer.recipe.discriminator.requires_grad_(False)
+    discriminator_loss("hinge", discriminator(x), discriminator(reconstruction.detach())).backward()
+    for recipe_grad, p in zip(disc_grads, discriminator.parameters()):
+        torch.testing.assert_close(recipe_grad, p.grad)
+    discriminator.requires_grad_(False)
     direct = outputs.loss + num_pixels * (0.7 * trainer.recipe.perceptual(reconstruction, x).mean()
                                           + weight * 0.5 * -discriminator(reconstruction).mean())
     direct.backward()

@@ -50,16 +50,63 @@ VGG16_FILE, LPIPS_HEADS_FILE = "vgg16-397923af.pth", "vgg.pth"
 EPS = 1e-10  # of the unit normalisation, as lpips'
 
 
+class UnitDistance(torch.autograd.Function):
+    r"""The distance between rows f (N, C) and g (N, C, no gradient), each normalised to unit length, with channel
+    weights w (C,), or None for w = 1: with S(a, b) = sum_c w_c a_c b_c, n = ||f||_2 + eps and m = ||g||_2 + eps,
+
+        d = S(f / n - g / m, f / n - g / m) = S(f, f) / n^2 - 2 S(f, g) / (n m) + S(g, g) / m^2
+        dd/df = 2 w f / n^2 + 2 (S(f, g) / m - S(f, f) / n) f / (n^2 ||f||) - 2 w g / (n m)
+
+    (rounding can leave d a hair below 0: it is clamped), and dd/df = 0 on a row with f = 0, where autograd's
+    square root gives NaN (after a ReLU nothing flows back from such a row anyway). Written out because the
+    expanded form needs no normalised copies of the maps and the gradient is two passes over them, where autograd's
+    graph of the same expression keeps and revisits several. Always in float32, autocast or not: d is a small
+    difference of terms near 1."""
+
+    @staticmethod
+    def forward(ctx, f, g, weight):
+        norm = torch.linalg.vector_norm(f, dim=-1)
+        n, m = norm + EPS, torch.linalg.vector_norm(g, dim=-1) + EPS
+        wf, wg = (f, g) if weight is None else (f * weight, g * weight)
+        with torch.autocast(f.device.type, enabled=False):
+            s_ff = norm.square() if weight is None else row_dot(wf, f)
+            s_gg = (m - EPS).square() if weight is None else row_dot(wg, g)
+            s_fg = row_dot(f, wg)
+        ctx.save_for_backward(f, wf, wg, norm, m, s_ff, s_fg)
+        ctx.weighted = weight is not None
+        return (s_ff / n.square() - 2 * s_fg / (n * m) + s_gg / m.square()).clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        f, wf, wg, norm, m, s_ff, s_fg = ctx.saved_tensors
+        n, live = norm + EPS, norm > 0
+        along_wf = torch.where(live, 2 * grad / n.square(), 0).unsqueeze(-1)
+        along_f = torch.where(live, 2 * grad * (s_fg / m - s_ff / n) / (n.square() * norm.clamp_min(EPS)), 0)
+        along_wg = torch.where(live, -2 * grad / (n * m), 0).unsqueeze(-1)
+        if ctx.weighted:
+            out = wf * along_wf
+            out.addcmul_(f, along_f.unsqueeze(-1))
+        else:
+            out = f * (along_wf + along_f.unsqueeze(-1))
+        return out.addcmul_(wg, along_wg), None, None
+
+
+def row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_c a_c b_c per row, as a batched matrix product (on a CPU, faster than linalg.vecdot's multiply-and-sum)."""
+    return torch.einsum("nc,nc->n", a, b)
+
+
+def channel_rows(maps: torch.Tensor) -> torch.Tensor:
+    """(batch, C, h, w) -> (batch h w, C): one row per position (a view of channels-last maps)."""
+    return maps.float().permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
+
+
 class PerceptualDistance(nn.Module):
     """d(x, y), one value per image pair, for images (batch, C, H, W) in [0, 1]; a frozen network, always in eval
     mode. Subclasses give `features(x)` (the maps f_l at each depth) and, where the channels are weighted, the
-    weighted channel sum (`channel_sum`).
+    weights (`channel_weights`).
 
-    `name` ends every figure computed with it (`perceptual_<name>`); `description` says what the network is.
-
-    Each depth's term is computed expanded, sum_c w_c (f_c / n_f - g_c / n_g)^2 = S(f f) / n_f^2 + S(g g) / n_g^2 -
-    2 S(f g) / (n_f n_g) with S(t) = sum_c w_c t_c and n = ||.||_2 + eps: the same value without normalised copies of
-    the maps, which on a CPU halves the cost of the loss (rounding can leave it a hair below 0: it is clamped)."""
+    `name` ends every figure computed with it (`perceptual_<name>`); `description` says what the network is."""
 
     name: str
     description: str
@@ -68,24 +115,20 @@ class PerceptualDistance(nn.Module):
     def features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
 
-    def channel_sum(self, depth: int, values: torch.Tensor) -> torch.Tensor:
-        """S(t) = sum_c w_c t_c at every position, (batch, h, w); w = 1 without learned heads."""
-        return values.sum(1)
+    def channel_weights(self, depth: int) -> torch.Tensor | None:
+        """w (C,) of the maps at `depth`; None: w = 1."""
+        return None
 
     def forward(self, pixel_values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """d(pixel_values, target) per image, (batch,). The target's features are computed without a graph; the
         gradient flows to `pixel_values` (a reconstruction)."""
         with torch.no_grad():
-            targets = [(g.float(), g.float().pow(2)) for g in self.features(target)]
+            targets = [channel_rows(g) for g in self.features(target)]
         terms = []
-        for depth, (f, (g, g2)) in enumerate(zip(self.features(pixel_values), targets)):
-            f = f.float()
-            f2 = f * f
-            n_f = f2.sum(1).sqrt() + EPS
-            n_g = g2.sum(1).sqrt() + EPS
-            term = (self.channel_sum(depth, f2) / n_f.square() + self.channel_sum(depth, g2) / n_g.square()
-                    - 2 * self.channel_sum(depth, f * g) / (n_f * n_g))
-            terms.append(term.clamp_min(0).mean((1, 2)))
+        for depth, (f, g) in enumerate(zip(self.features(pixel_values), targets)):
+            weight = self.channel_weights(depth)
+            weight = None if weight is None else weight.float()
+            terms.append(UnitDistance.apply(channel_rows(f), g, weight).view(len(f), -1).mean(1))
         distance = torch.stack(terms).sum(0)
         return distance / len(terms) if self.reduction == "mean" else distance
 
@@ -235,8 +278,8 @@ class LPIPS(PerceptualDistance):
         x = (2 * pixel_values - 1).expand(-1, 3, -1, -1)
         return self.net((x - self.shift) / self.scale)
 
-    def channel_sum(self, depth: int, values: torch.Tensor) -> torch.Tensor:
-        return getattr(self, f"lin{depth}").model[1](values).squeeze(1)
+    def channel_weights(self, depth: int) -> torch.Tensor:
+        return getattr(self, f"lin{depth}").model[1].weight.view(-1)
 
 
 def lpips_state_dict(state_dict: dict) -> dict:

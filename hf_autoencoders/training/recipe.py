@@ -181,7 +181,7 @@ class TokenizerRecipe:
             if args.adaptive_weight:
                 decoder_output_layer(model)  # refuse a model without one now, not at disc_start
         self.ema = ModelEMA(model, args.model_ema_decay) if args.use_ema else None
-        self.pending = None  # (real, reconstruction) of the last generator step, for the discriminator's
+        self.pending = None  # (real images, D(x^)) of the last generator step, for the discriminator's
         self.last_good = None  # the weights (and EMA) at the guard's last passed check
         self.trained_weights = None  # after training, when the model took the EMA weights: the trained ones
         self.guard_images = None
@@ -215,10 +215,12 @@ class TokenizerRecipe:
             value = value + self.num_pixels * args.perceptual_weight * distance.detach().float()
             gradient = self.num_pixels * perceptual_gradient
         if self.discriminator_on(step):
-            self.discriminator.requires_grad_(False)
-            adversarial = generator_loss(args.disc_loss, self.discriminator(unit(reconstruction)))
-            self.discriminator.requires_grad_(True)
-            adversarial_gradient, = torch.autograd.grad(adversarial, reconstruction)
+            # one pass of the discriminator over the reconstructions serves both losses: the generator's takes its
+            # gradient with respect to the images here, the discriminator's with respect to its weights later
+            fake = reconstruction.detach().requires_grad_(True)
+            logits_fake = self.discriminator(unit(fake))
+            adversarial = generator_loss(args.disc_loss, logits_fake)
+            adversarial_gradient, = torch.autograd.grad(adversarial, fake, retain_graph=True)
             if args.adaptive_weight:
                 layer = decoder_output_layer(self.trainer.accelerator.unwrap_model(model))
                 weight, rec_norm, adv_norm = adaptive_weight(
@@ -233,7 +235,7 @@ class TokenizerRecipe:
             adversarial_gradient = self.num_pixels * weight * adversarial_gradient.float()
             gradient = adversarial_gradient if gradient is None else gradient + adversarial_gradient
             logs.update(generator_loss=adversarial.detach(), adversarial_weight=weight)
-            self.pending = (unit(target.detach()), unit(reconstruction.detach()))
+            self.pending = (unit(target.detach()), logits_fake)
         if gradient is None:
             return value, logs
         surrogate = (reconstruction.float() * gradient).sum()
@@ -245,11 +247,9 @@ class TokenizerRecipe:
         if self.pending is None:
             return {}
         args = self.args
-        real, fake = self.pending
+        real, logits_fake = self.pending
         self.pending = None
-        self.discriminator.train()
-        # one pass over both halves (GroupNorm normalises each image alone, so this is two passes' result)
-        logits_real, logits_fake = self.discriminator(torch.cat([real, fake.to(real.dtype)])).split(len(real))
+        logits_real = self.discriminator(real)
         gan = discriminator_loss(args.disc_loss, logits_real, logits_fake)
         accuracy_real, accuracy_fake = discriminator_accuracy(logits_real.detach(), logits_fake.detach())
         logs = {"discriminator_loss": gan.detach(), "logits_real": logits_real.detach().mean(),
@@ -267,7 +267,7 @@ class TokenizerRecipe:
             penalty = r1_penalty(self.discriminator, real)
             loss = loss + args.r1_weight * penalty
             logs["r1_penalty"] = penalty.detach()
-        (loss * scale).backward()
+        (loss * scale).backward(inputs=self.discriminator_parameters())
         return logs
 
     # ------------------------------------------------------------------------------------- the optimizer
