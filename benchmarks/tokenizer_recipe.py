@@ -4,6 +4,7 @@ the weights) against pixel loss alone, CIFAR-10 VQ-VAEs at equal steps, over sev
     OMP_NUM_THREADS=1 python benchmarks/tokenizer_recipe.py --seeds 0,1,2 \
         --output benchmarks/results/tokenizer_recipe.json
     python benchmarks/tokenizer_recipe.py --smoke       # seconds: the embedded digits, tiny models, a few steps
+    python benchmarks/tokenizer_recipe.py --merge a.json b.json timing.json   # runs made in separate processes
 
 Model: a VQ-VAE with the conv backbone (`--hidden_size`, the library's default width otherwise), an 8x8 code map
 (two stride-2 stages on 32x32 images) and K = 1024 codes of d = 64, the library's defaults otherwise (EMA codebook,
@@ -39,6 +40,7 @@ Prints one JSON object (stdout; progress goes to stderr) holding the command tha
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -83,6 +85,8 @@ def parse(argv=None):
                         help="Default: the library's default (halfway through the steps).")
     parser.add_argument("--disc_channels", type=int, default=defaults["disc_channels"].default)
     parser.add_argument("--model_ema_decay", type=float, default=defaults["model_ema_decay"].default)
+    parser.add_argument("--gan_guard_action", default=defaults["gan_guard_action"].default,
+                        help="What the recipe's collapse guard does (warn, lower, stop).")
     parser.add_argument("--perceptual_networks", default="rotation,domain",
                         help="Perceptual-only arms, one per offline network (empty: none).")
     parser.add_argument("--arms", default=None, help="Train only these arms (comma-separated; default: all).")
@@ -94,6 +98,9 @@ def parse(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache_dir", default=None, help="Where the trained feature networks are kept.")
     parser.add_argument("--output", default=None, help="Also write the JSON here.")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="Combine earlier outputs of this script (seeds or arms run in separate processes, and a "
+                             "--timing_only output for the step cost) into one result, without training.")
     return parser.parse_args(argv)
 
 
@@ -112,7 +119,7 @@ def arm_settings(args) -> dict[str, dict]:
     """The training arguments of each arm, on top of the shared ones."""
     recipe = dict(perceptual_weight=args.perceptual_weight, perceptual_network=args.perceptual_network,
                   disc_weight=args.disc_weight, disc_channels=args.disc_channels, use_ema=True,
-                  model_ema_decay=args.model_ema_decay)
+                  model_ema_decay=args.model_ema_decay, gan_guard_action=args.gan_guard_action)
     if args.disc_start is not None:
         recipe["disc_start"] = args.disc_start
     arms = {"pixel": {}, "recipe": recipe}
@@ -219,6 +226,64 @@ def std(rows, key, arm) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def summarize(result: dict, rows: list[dict], arms, networks) -> None:
+    """The means over seeds of each arm (`summary`) and the headline figures, into `result`."""
+    summary = {}
+    for name in arms if rows else []:
+        summary[name] = {key: mean(rows, key, name) for key in
+                         ("psnr", "ssim", "reconstruction_fd_domain", *(f"perceptual_{n}" for n in networks))}
+        summary[name].update(psnr_std=std(rows, "psnr", name), fd_std=std(rows, "reconstruction_fd_domain", name))
+        if name == "recipe":
+            summary[name].update(raw_psnr=mean(rows, "raw.psnr", name),
+                                 raw_reconstruction_fd_domain=mean(rows, "raw.reconstruction_fd_domain", name))
+    result["summary"] = summary
+    if rows and "pixel" in arms and "recipe" in arms:
+        pixel, recipe = summary["pixel"], summary["recipe"]
+        recipe_rows = [r for r in rows if r["arm"] == "recipe"]
+        result.update(
+            fd_reduction=1 - recipe["reconstruction_fd_domain"] / pixel["reconstruction_fd_domain"],
+            fd_reduction_raw=1 - recipe["raw_reconstruction_fd_domain"] / pixel["reconstruction_fd_domain"],
+            psnr_cost_db=pixel["psnr"] - recipe["psnr"],
+            collapsed_seeds=sum(r["diverged"] or r.get("gan_collapse_events", 0) > 0 for r in recipe_rows),
+            ema_fd_ratio=recipe["reconstruction_fd_domain"] / recipe["raw_reconstruction_fd_domain"],
+        )
+
+
+def targets_met(result: dict) -> dict:
+    return {name: (result[name] >= target if name == "fd_reduction" else result[name] <= target)
+            for name, target in TARGETS.items() if name in result}
+
+
+def merge(paths: list[str], command: str) -> dict:
+    """One result from earlier outputs of this script (seeds or arms run in separate processes): each arm takes
+    the settings of the last file that trained it and the runs of every file that trained it with those settings;
+    the step times come from the last file that has them (a `--timing_only` output)."""
+    results = [json.loads(Path(path).read_text()) for path in paths]
+    trained = [r for r in results if r.get("runs")]
+    if not trained:
+        raise SystemExit("error: --merge needs at least one output with training runs")
+    for key in ("data", "steps", "batch_size", "train_images", "test_images", "learning_rate", "domain_features"):
+        values = {json.dumps(r[key]) for r in trained}
+        if len(values) > 1:
+            raise SystemExit(f"error: the outputs to merge differ in {key}: {sorted(values)}")
+    arms = {}
+    for r in trained:
+        arms.update(r["arms"])
+    rows = [row for r in trained for row in r["runs"] if r["arms"].get(row["arm"]) == arms[row["arm"]]]
+    result = {key: value for key, value in trained[-1].items()
+              if key not in ("runs", "summary", "seeds", *TARGETS, "fd_reduction_raw", "targets_met")}
+    result.update(command=command, merged=list(paths), arms=arms, seeds=sorted({row["seed"] for row in rows}))
+    result["runs"] = rows
+    summarize(result, rows, arms, trained[-1]["perceptual_networks"])
+    timed = [r for r in results if "step_cost_ratio" in r]
+    if timed:
+        result.update({key: timed[-1][key] for key in ("pixel_step_seconds", "recipe_step_seconds",
+                                                         "step_cost_ratio", "timing_rounds", "timing_steps_per_round")})
+        result["step_times_from"] = timed[-1]["command"]
+    result["targets_met"] = targets_met(result)
+    return rounded(result, 5)
+
+
 def main(argv=None) -> dict:
     args = parse(argv)
     torch.set_num_threads(args.threads)
@@ -227,6 +292,14 @@ def main(argv=None) -> dict:
     from hf_autoencoders.evaluation.perceptual import offline_perceptual_network
 
     command = "python benchmarks/tokenizer_recipe.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.merge:
+        from hf_autoencoders.results import dumps, write_json
+
+        result = merge(args.merge, command)
+        if args.output:
+            write_json(args.output, result)
+        print(dumps(result))
+        return result
     if args.smoke:
         args.steps, args.batch_size, args.num_embeddings, args.embedding_dim = 6, 32, 32, 16
         args.hidden_size, args.test_images, args.train_images = 16, 128, 512
@@ -269,7 +342,7 @@ def main(argv=None) -> dict:
     if args.timing_only:
         log("step times, alternated")
         result.update(step_times(args, data, train, guard_set, networks, arm_settings(args)))
-        result["targets_met"] = {"step_cost_ratio": result["step_cost_ratio"] <= TARGETS["step_cost_ratio"]}
+        result["targets_met"] = targets_met(result)
         seeds = []
     rows = []
     for seed in seeds:
@@ -280,34 +353,11 @@ def main(argv=None) -> dict:
                 f"{row['train_seconds']:.0f} s")
             rows.append(row)
     result["runs"] = rows
-    summary = {}
-    for name in arms if rows else []:
-        summary[name] = {key: mean(rows, key, name) for key in
-                         ("psnr", "ssim", "reconstruction_fd_domain", *(f"perceptual_{n}" for n in networks))}
-        summary[name].update(psnr_std=std(rows, "psnr", name), fd_std=std(rows, "reconstruction_fd_domain", name))
-        if name == "recipe":
-            summary[name].update(raw_psnr=mean(rows, "raw.psnr", name),
-                                 raw_reconstruction_fd_domain=mean(rows, "raw.reconstruction_fd_domain", name))
-    result["summary"] = summary
+    summarize(result, rows, arms, networks)
     if rows and "pixel" in arms and "recipe" in arms:
-        pixel, recipe = summary["pixel"], summary["recipe"]
-        recipe_rows = [r for r in rows if r["arm"] == "recipe"]
-        result.update(
-            fd_reduction=1 - recipe["reconstruction_fd_domain"] / pixel["reconstruction_fd_domain"],
-            fd_reduction_raw=1 - recipe["raw_reconstruction_fd_domain"] / pixel["reconstruction_fd_domain"],
-            psnr_cost_db=pixel["psnr"] - recipe["psnr"],
-            collapsed_seeds=sum(r["diverged"] or r.get("gan_collapse_events", 0) > 0 for r in recipe_rows),
-            ema_fd_ratio=recipe["reconstruction_fd_domain"] / recipe["raw_reconstruction_fd_domain"],
-        )
         log("step times, alternated")
         result.update(step_times(args, data, train, guard_set, networks, arms))
-        result["targets_met"] = {
-            "fd_reduction": result["fd_reduction"] >= TARGETS["fd_reduction"],
-            "psnr_cost_db": result["psnr_cost_db"] <= TARGETS["psnr_cost_db"],
-            "collapsed_seeds": result["collapsed_seeds"] == TARGETS["collapsed_seeds"],
-            "ema_fd_ratio": result["ema_fd_ratio"] <= TARGETS["ema_fd_ratio"],
-            "step_cost_ratio": result["step_cost_ratio"] <= TARGETS["step_cost_ratio"],
-        }
+        result["targets_met"] = targets_met(result)
     result["machine"]["load_average_end"] = load_average()
     result = rounded(result, 5)
     from hf_autoencoders.results import dumps, write_json

@@ -208,6 +208,9 @@ def test_studies_and_benchmarks_build_training_arguments_through_the_one_factory
     assert not calls, calls
 
 
+TARGET_KEYS = ("fd_reduction", "psnr_cost_db", "collapsed_seeds", "ema_fd_ratio", "step_cost_ratio")
+
+
 def test_tokenizer_recipe_smoke_prints_the_issue_keys_and_its_command(tmp_path):
     proc = subprocess.run([sys.executable, "benchmarks/tokenizer_recipe.py", "--smoke", "--cache_dir",
                            str(tmp_path / "cache"), "--output", str(tmp_path / "out.json")], cwd=ROOT,
@@ -220,8 +223,7 @@ def test_tokenizer_recipe_smoke_prints_the_issue_keys_and_its_command(tmp_path):
     for key in ("fd_reduction", "psnr_cost_db", "ema_fd_ratio", "step_cost_ratio"):
         assert _finite(result[key]), key
     assert result["collapsed_seeds"] in (0, 1) and result["step_cost_ratio"] > 0
-    assert set(result["targets_met"]) == {"fd_reduction", "psnr_cost_db", "collapsed_seeds", "ema_fd_ratio",
-                                          "step_cost_ratio"}
+    assert set(result["targets_met"]) == set(TARGET_KEYS)
     arms = {run["arm"] for run in result["runs"]}
     assert arms == {"pixel", "recipe", "perceptual_rotation", "perceptual_domain"}
     recipe = next(run for run in result["runs"] if run["arm"] == "recipe")
@@ -234,6 +236,23 @@ def test_tokenizer_recipe_smoke_prints_the_issue_keys_and_its_command(tmp_path):
     timing = json.loads(timing.stdout)
     assert timing["step_cost_ratio"] > 0 and set(timing["targets_met"]) == {"step_cost_ratio"}
     assert timing["runs"] == [] and "fd_reduction" not in timing
+    other = json.loads(json.dumps(result))  # seed 1, its recipe trained with other settings
+    other["arms"]["recipe"] = {**other["arms"]["recipe"], "disc_weight": 0.25}
+    for run in other["runs"]:
+        run["seed"] = 1
+    for name, value in (("other.json", other), ("timing.json", timing)):
+        (tmp_path / name).write_text(json.dumps(value))
+    merged = subprocess.run([sys.executable, "benchmarks/tokenizer_recipe.py", "--merge", str(tmp_path / "out.json"),
+                             str(tmp_path / "other.json"), str(tmp_path / "timing.json")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    merged = json.loads(merged.stdout)
+    seeds = {}
+    for run in merged["runs"]:
+        seeds.setdefault(run["arm"], set()).add(run["seed"])
+    assert seeds["pixel"] == {0, 1} and seeds["recipe"] == {1}  # seed 0's recipe had other settings: left out
+    assert merged["step_cost_ratio"] == timing["step_cost_ratio"] and set(merged["targets_met"]) == set(TARGET_KEYS)
+    assert merged["summary"]["pixel"]["psnr"] == pytest.approx(result["summary"]["pixel"]["psnr"], abs=1e-4)
     refused = subprocess.run([sys.executable, "benchmarks/tokenizer_recipe.py", "--data", str(tmp_path / "absent")],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "is not a folder" in refused.stderr

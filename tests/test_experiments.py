@@ -169,7 +169,9 @@ def test_quantizers_experiment_contents(study):
     groups = results["groups"]
     assert set(groups) == {"VQ", "VQ + rotation trick", "SimVQ", "LFQ", "FSQ", "VQ, plain codebook",
                            "FSQ, paper's bound", "FSQ, 16 levels per channel", "residual VQ, depth 2",
-                           "residual VQ, depth 4", "no quantizer (AE)"}
+                           "residual VQ, depth 4", "no quantizer (AE)", "SimVQ, commitment 1.0",
+                           "SimVQ, commitment 1.0, 8-d lookup"}
+    assert groups["SimVQ, commitment 1.0, 8-d lookup"]["config"]["codebook_dim"] == 8
     assert groups["FSQ"]["config"]["fsq_input_std"] == 0.8
     assert "fsq_input_std" not in groups["FSQ, paper's bound"]["config"]
     ceiling = groups["no quantizer (AE)"]

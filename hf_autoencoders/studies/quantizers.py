@@ -41,6 +41,9 @@ VQ, ROTATION, SIMVQ, LFQ, FSQ, PLAIN = ("VQ", "VQ + rotation trick", "SimVQ", "L
 FSQ_PAPER = "FSQ, paper's bound"  # fsq_input_std=None: the bound applied to the projection as it is
 FSQ_FINE = "FSQ, 16 levels per channel"  # the same bits in fewer, finer channels
 UNQUANTIZED = "no quantizer (AE)"
+# SimVQ as its authors' code trains it: their loss (taming's `legacy` form) weights the encoder's commitment 1.0 and
+# the codebook term beta; and the same with the lookup in 8 dimensions (factorized codes)
+SIMVQ_COMMIT, SIMVQ_LOW = "SimVQ, commitment 1.0", "SimVQ, commitment 1.0, 8-d lookup"
 DEPTH2, DEPTH4 = "residual VQ, depth 2", "residual VQ, depth 4"
 MATCHED = [VQ, ROTATION, SIMVQ, LFQ, FSQ]  # K codes each: the comparison at matched bits
 QUANTIZERS = MATCHED + [DEPTH2, DEPTH4]  # the quantizers the usage target is for (not the collapse reference)
@@ -69,6 +72,8 @@ def arms(bits: int) -> dict[str, dict]:
         PLAIN: {"num_embeddings": k, "codebook_ema": False, "kmeans_init": False, "dead_code_threshold": 0},
         FSQ_PAPER: {"quantizer": "fsq", "fsq_levels": fsq_levels(bits), "fsq_input_std": None},
         FSQ_FINE: {"quantizer": "fsq", "fsq_levels": fsq_levels(bits, channel_bits=4)},
+        SIMVQ_COMMIT: {"quantizer": "simvq", "num_embeddings": k, "commitment_cost": 1.0},
+        SIMVQ_LOW: {"quantizer": "simvq", "num_embeddings": k, "commitment_cost": 1.0, "codebook_dim": 8},
         DEPTH2: {"num_embeddings": k, "num_quantizers": 2},
         DEPTH4: {"num_embeddings": k, "num_quantizers": 4},
     }
@@ -103,7 +108,7 @@ def run(runner: Runner, report: Report) -> None:
         for run_ in group.runs:
             run_.metrics["bits_per_position"] = depth * bits
     ordered = [groups[label] for label in settings]
-    matched = [groups[label] for label in MATCHED + [PLAIN, FSQ_PAPER, FSQ_FINE]]
+    matched = [groups[label] for label in MATCHED + [PLAIN, FSQ_PAPER, FSQ_FINE, SIMVQ_COMMIT, SIMVQ_LOW]]
     depths = [groups[VQ], groups[DEPTH2], groups[DEPTH4]]
     k = 2**bits
 
@@ -119,7 +124,8 @@ def run(runner: Runner, report: Report) -> None:
         "(`fsq_input_std`); the references are *VQ, "
         "plain codebook*, the paper's codebook trained by the codebook loss from a random start (the collapse "
         f"reference), and *FSQ, paper's bound*, the bound applied to the projection as it is; *{FSQ_FINE}* spends "
-        f"the same bits on levels {fsq_levels(bits, channel_bits=4)}.",
+        f"the same bits on levels {fsq_levels(bits, channel_bits=4)}; *{SIMVQ_COMMIT}* weights SimVQ's loss as its "
+        f"authors' code does (commitment 1.0), and *{SIMVQ_LOW}* also looks codes up in 8 dimensions.",
         report.table(matched, FIDELITY + HEALTH, first="quantizer"),
         [("Training loss of each quantizer (first seed)", report.loss_figure(matched, name="loss_matched.png"))],
     )
@@ -271,6 +277,11 @@ def judge(report: Report, groups: dict[str, Group], bits: int) -> None:
             f"At {bits} bits per code ({groups[VQ].mean('uniform_bits_per_image'):.0f} bits per image for uniform "
             "codes), the transformer prior needs " + ", ".join(f"{value:.0f} bits per image for {label}"
                                                                for value, label in prior_bits) + ".")
+    report.findings.append(
+        "SimVQ's usage depends on the weight of the commitment term, which pulls the encoder onto the fixed cloud of "
+        "codes, and on the lookup's dimension: " + "; ".join(
+            f"{label} {groups[label].mean('codebook_usage'):.1%} at {groups[label].mean('psnr'):.2f} dB"
+            for label in (SIMVQ, SIMVQ_COMMIT, SIMVQ_LOW)) + f" (VQ {groups[VQ].mean('psnr'):.2f} dB).")
     plain = groups[PLAIN]
     report.findings.append(
         f"The plain codebook uses {plain.mean('codebook_usage'):.1%} of its {2**bits} codes over the test set "

@@ -186,7 +186,7 @@ class CollapseGuard:
     Every event is recorded (`events`) for the results and the model card."""
 
     margin_db: float
-    action: str = "warn"
+    action: str = "lower"
     reference_psnr: float | None = None
     reference_step: int | None = None
     last_good_step: int | None = None

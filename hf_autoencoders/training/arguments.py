@@ -355,10 +355,11 @@ class AutoencoderTrainingArguments(TrainingArguments):
                   "as --gan_guard_action says."},
     )
     gan_guard_action: str = field(
-        default="warn",
-        metadata={"help": "What a collapse does: warn (log and record it), lower (also halve the adversarial weight "
-                  "at every check it lasts) or stop (end training; the weights of the last check that passed are "
-                  "the ones saved)."},
+        default="lower",
+        metadata={"help": "What a collapse does: lower (log and record it, and halve the adversarial weight at every "
+                  "check it lasts: the default, since a discriminator that wins early can wreck reconstructions "
+                  "for good), warn (only log and record it: to watch a GAN phase as it is) or stop (end training; "
+                  "the weights of the last check that passed are the ones saved)."},
     )
     gan_guard_steps: int | None = field(
         default=None, metadata={"help": "Steps between the collapse guard's checks (default: --logging_steps)."}
