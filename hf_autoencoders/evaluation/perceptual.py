@@ -67,24 +67,23 @@ class UnitDistance(torch.autograd.Function):
     def forward(ctx, f, g, weight):
         norm = torch.linalg.vector_norm(f, dim=-1)
         n, m = norm + EPS, torch.linalg.vector_norm(g, dim=-1) + EPS
-        wf, wg = (f, g) if weight is None else (f * weight, g * weight)
+        wg = g if weight is None else g * weight
         with torch.autocast(f.device.type, enabled=False):
-            s_ff = norm.square() if weight is None else row_dot(wf, f)
+            s_ff = norm.square() if weight is None else row_dot(f * weight, f)
             s_gg = (m - EPS).square() if weight is None else row_dot(wg, g)
             s_fg = row_dot(f, wg)
-        ctx.save_for_backward(f, wf, wg, norm, m, s_ff, s_fg)
-        ctx.weighted = weight is not None
+        ctx.save_for_backward(f, wg, norm, m, s_ff, s_fg, weight)
         return (s_ff / n.square() - 2 * s_fg / (n * m) + s_gg / m.square()).clamp_min(0)
 
     @staticmethod
     def backward(ctx, grad):
-        f, wf, wg, norm, m, s_ff, s_fg = ctx.saved_tensors
+        f, wg, norm, m, s_ff, s_fg, weight = ctx.saved_tensors
         n, live = norm + EPS, norm > 0
         along_wf = torch.where(live, 2 * grad / n.square(), 0).unsqueeze(-1)
         along_f = torch.where(live, 2 * grad * (s_fg / m - s_ff / n) / (n.square() * norm.clamp_min(EPS)), 0)
         along_wg = torch.where(live, -2 * grad / (n * m), 0).unsqueeze(-1)
-        if ctx.weighted:
-            out = wf * along_wf
+        if weight is not None:  # w f is recomputed here rather than kept from the forward: one map less in memory
+            out = f * (weight * along_wf)
             out.addcmul_(f, along_f.unsqueeze(-1))
         else:
             out = f * (along_wf + along_f.unsqueeze(-1))
